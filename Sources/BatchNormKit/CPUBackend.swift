@@ -1,0 +1,65 @@
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The CPU implementation of ``BatchNormBackend``: all cores, statistics in `Double`.
+///
+/// Work is cut into blocks whose boundaries depend only on the tensor's shape and layout,
+/// never on ``threadCount``; each block's partial statistics are stored in its own slot and
+/// merged in a fixed order. Results are therefore bitwise identical for any thread count.
+/// Tensors too small to amortize waking threads run on the calling thread.
+public struct CPUBackend: BatchNormBackend {
+    /// Threads used for large tensors (at least 1).
+    public let threadCount: Int
+
+    /// Values per statistics block: each block is reduced in `Double` (two passes over a
+    /// cache-resident block: mean, then squared deviations) and blocks are merged with
+    /// ``ChannelMoments/merged(with:)``.
+    static let blockLength = 4096
+
+    /// Below this many elements everything runs on the calling thread.
+    static let parallelThreshold = 1 << 16
+
+    /// Creates a CPU backend.
+    /// - Parameter threadCount: Number of threads; `nil` (the default) uses every online
+    ///   processor. Values below 1 are treated as 1.
+    public init(threadCount: Int? = nil) {
+        self.threadCount = max(1, threadCount ?? CPUBackend.onlineProcessorCount)
+    }
+
+    /// Number of online processors.
+    public static var onlineProcessorCount: Int {
+        max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+
+    /// `true` for ``TensorDataType/float32`` only.
+    public func supports(_ dataType: TensorDataType) -> Bool { dataType == .float32 }
+
+    public var name: String { "cpu (\(threadCount) thread\(threadCount == 1 ? "" : "s"))" }
+
+    /// Runs `body` over `0..<count` split into contiguous ranges, one per thread, or on the
+    /// calling thread when `elements` is small. Callers must make each index's effect
+    /// independent of how the ranges are cut.
+    func parallelFor(_ count: Int, elements: Int, _ body: @Sendable (Range<Int>) -> Void) {
+        let threads = elements < CPUBackend.parallelThreshold ? 1 : min(threadCount, count)
+        if threads <= 1 {
+            if count > 0 { body(0..<count) }
+            return
+        }
+        DispatchQueue.concurrentPerform(iterations: threads) { thread in
+            body((count * thread / threads)..<(count * (thread + 1) / threads))
+        }
+    }
+}
+
+/// A pointer that may cross into `parallelFor` bodies; each thread writes disjoint slots.
+struct SharedPointer<Pointee>: @unchecked Sendable {
+    let base: UnsafeMutablePointer<Pointee>
+    init(_ base: UnsafeMutablePointer<Pointee>) { self.base = base }
+    init(_ base: UnsafePointer<Pointee>) { self.base = UnsafeMutablePointer(mutating: base) }
+}

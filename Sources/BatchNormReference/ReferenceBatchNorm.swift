@@ -1,0 +1,124 @@
+import BatchNormKit
+
+/// The plain `Double` implementation of DESIGN.md section 2 that every kernel is checked
+/// against. Deliberately naive: two passes per channel over logical row-major values,
+/// every formula written as in the specification, nothing shared with the kernels.
+///
+/// Values are `(N, C, S...)` in logical row-major order (`Tensor.scalars`).
+public struct ReferenceBatchNorm: Sendable {
+    public var scale: [Double]
+    public var bias: [Double]
+    public var mean: [Double]
+    public var variance: [Double]
+    public var scaleGrad: [Double]
+    public var biasGrad: [Double]
+    public var numOfProps: Int
+    public let epsilon: Double
+    public let initFactor: Double
+    public let minFactor: Double
+    public let affine: Bool
+    /// `μ` and `invstd` of the last training forward, and its input.
+    public private(set) var savedMean: [Double] = []
+    public private(set) var savedInvstd: [Double] = []
+    private var savedInput: [Double] = []
+
+    /// A reference that starts from `state`.
+    public init(state: BatchNormState, epsilon: Double = 1e-5, initFactor: Double = 1, minFactor: Double = 0.1,
+                affine: Bool = true) {
+        scale = state.scale.map(Double.init)
+        bias = state.bias.map(Double.init)
+        mean = state.mean.map(Double.init)
+        variance = state.var.map(Double.init)
+        scaleGrad = Array(repeating: 0, count: state.maps)
+        biasGrad = Array(repeating: 0, count: state.maps)
+        numOfProps = state.numOfProps
+        self.epsilon = epsilon
+        self.initFactor = initFactor
+        self.minFactor = minFactor
+        self.affine = affine
+    }
+
+    /// Indices of channel `c`'s values in logical order.
+    static func indices(channel c: Int, shape: [Int]) -> [Int] {
+        let channels = shape.count > 1 ? shape[1] : 1
+        let spatial = shape.count > 2 ? shape[2...].reduce(1, *) : 1
+        return (0..<shape[0]).flatMap { n in (0..<spatial).map { s in (n * channels + c) * spatial + s } }
+    }
+
+    /// Training forward: batch statistics, output, running-statistic update.
+    public mutating func trainingForward(_ x: [Double], shape: [Int]) -> [Double] {
+        numOfProps += 1
+        let factor = max(initFactor / Double(numOfProps), minFactor)
+        var y = [Double](repeating: 0, count: x.count)
+        savedMean = []
+        savedInvstd = []
+        for c in 0..<scale.count {
+            let index = Self.indices(channel: c, shape: shape)
+            let m = Double(index.count)
+            let mu = index.reduce(0) { $0 + x[$1] } / m
+            let sigma2 = index.reduce(0) { $0 + (x[$1] - mu) * (x[$1] - mu) } / m
+            let invstd = 1 / (sigma2 + epsilon).squareRoot()
+            for i in index { y[i] = scale[c] * (x[i] - mu) * invstd + bias[c] }
+            mean[c] = (1 - factor) * mean[c] + factor * mu
+            variance[c] = (1 - factor) * variance[c] + factor * sigma2 * m / (m - 1)
+            savedMean.append(mu)
+            savedInvstd.append(invstd)
+        }
+        savedInput = x
+        return y
+    }
+
+    /// Evaluation forward with the running statistics.
+    public func evaluationForward(_ x: [Double], shape: [Int]) -> [Double] {
+        var y = [Double](repeating: 0, count: x.count)
+        for c in 0..<scale.count {
+            for i in Self.indices(channel: c, shape: shape) {
+                y[i] = scale[c] * (x[i] - mean[c]) / (variance[c] + epsilon).squareRoot() + bias[c]
+            }
+        }
+        return y
+    }
+
+    /// Backward of the last training forward (`training: true`) or of the evaluation
+    /// forward; accumulates parameter gradients as PuzzleLib's `accGradParams` in training.
+    public mutating func backward(_ g: [Double], shape: [Int], training: Bool, updParamGrads: Bool = true,
+                                  scale gradientScale: Double = 1, momentum: Double = 0) -> [Double] {
+        var dx = [Double](repeating: 0, count: g.count)
+        for c in 0..<scale.count {
+            let index = Self.indices(channel: c, shape: shape)
+            if !training {
+                for i in index { dx[i] = g[i] * scale[c] / (variance[c] + epsilon).squareRoot() }
+                continue
+            }
+            let m = Double(index.count)
+            let (input, mu, invstd) = (savedInput, savedMean[c], savedInvstd[c])
+            let xhat = { (i: Int) in (input[i] - mu) * invstd }
+            let sumG = index.reduce(0) { $0 + g[$1] }
+            let sumGXhat = index.reduce(0) { $0 + g[$1] * xhat($1) }
+            for i in index {
+                dx[i] = scale[c] * savedInvstd[c] / m * (m * g[i] - sumG - xhat(i) * sumGXhat)
+            }
+            if updParamGrads && affine {
+                scaleGrad[c] = gradientScale * sumGXhat + momentum * scaleGrad[c]
+                biasGrad[c] = gradientScale * sumG + momentum * biasGrad[c]
+            }
+        }
+        return dx
+    }
+}
+
+/// Element-wise relative error against the reference.
+public enum ReferenceComparison {
+    /// `max |actual − expected| / (|expected| + floor)`: relative error, with `floor`
+    /// (stated by each test, typically the spread of the expected values) keeping values
+    /// that are exactly zero in the reference from dividing by zero.
+    public static func maximumRelativeError(_ actual: [Float], _ expected: [Double], floor: Double) -> Double {
+        precondition(actual.count == expected.count, "compared arrays differ in length")
+        var worst = 0.0
+        for (a, e) in zip(actual, expected) {
+            let error = abs(Double(a) - e) / (abs(e) + floor)
+            if !(error <= worst) { worst = error.isNaN ? .infinity : error }
+        }
+        return worst
+    }
+}
