@@ -5,6 +5,7 @@ let package = Package(
     name: "BatchNormKit",
     products: [
         .library(name: "BatchNormKit", targets: ["BatchNormKit"]),
+        .library(name: "BatchNormCUDA", targets: ["BatchNormCUDA"]),
         .executable(name: "bnkit", targets: ["bnkit"]),
     ],
     dependencies: [
@@ -15,6 +16,9 @@ let package = Package(
         // The plain `Double` reference every kernel is checked against. A regular target
         // (not test-only) so that `bnkit selftest` can use it from a release build.
         .target(name: "BatchNormReference", dependencies: ["BatchNormKit"]),
+        // CUDA backend: libcuda and libnvrtc are opened with dlopen at run time; nothing CUDA
+        // is needed to build, and the package never links against CUDA.
+        .target(name: "BatchNormCUDA", dependencies: ["BatchNormKit"]),
         .executableTarget(
             name: "bnkit",
             dependencies: [

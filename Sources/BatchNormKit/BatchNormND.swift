@@ -49,26 +49,29 @@ public class BatchNormND: Module {
     /// `true` in training mode (the initial mode).
     public private(set) var isTraining = true
     /// Number of training forward passes made so far (PuzzleLib's `numOfProps`).
-    public internal(set) var numOfProps = 0
+    public package(set) var numOfProps = 0
     /// The input of the last forward pass in the current mode.
-    public internal(set) var inData: Tensor?
+    public package(set) var inData: Tensor?
     /// The output of the last forward pass in the current mode.
-    public internal(set) var data: Tensor?
+    public package(set) var data: Tensor?
     /// The input gradient of the last backward pass.
-    public internal(set) var grad: Tensor?
+    public package(set) var grad: Tensor?
     /// Batch mean `μ` of the last training forward, shape `(1, C, 1, ...)`.
-    public internal(set) var savemean: Tensor?
+    public package(set) var savemean: Tensor?
     /// Batch `invstd = 1/sqrt(σ² + ε)` of the last training forward, shape `(1, C, 1, ...)`.
-    public internal(set) var saveinvvar: Tensor?
+    public package(set) var saveinvvar: Tensor?
 
     /// The learned and running values; `nil` while an `empty` module has no state.
-    var parameters: Parameters?
+    package var parameters: Parameters?
     /// `μ` and `invstd` of the last training forward in `Double`, for backward.
-    var savedStatistics: (mean: [Double], invstd: [Double])?
+    package var savedStatistics: (mean: [Double], invstd: [Double])?
+    /// State saved by another backend's own forward path (the CUDA device-tensor API keeps
+    /// its saved input here); dropped with the other saved tensors.
+    package var backendState: AnyObject?
 
     /// Parameter, statistic and gradient tensors, each `(1, C, 1, ...)`.
-    final class Parameters {
-        let scale, bias, mean, variance, scaleGrad, biasGrad: Tensor
+    package final class Parameters {
+        package let scale, bias, mean, variance, scaleGrad, biasGrad: Tensor
         init(shape: [Int], scale: [Float], bias: [Float], mean: [Float], variance: [Float]) throws {
             self.scale = try Tensor(scale, shape: shape)
             self.bias = try Tensor(bias, shape: shape)
@@ -144,7 +147,7 @@ public class BatchNormND: Module {
     public var dataRank: Int { 2 + (Self.spatialDimensions ?? 0) }
 
     /// The parameters, or ``BatchNormError/emptyModule(name:)``.
-    func loadedParameters() throws -> Parameters {
+    package func loadedParameters() throws -> Parameters {
         guard let parameters else { throw BatchNormError.emptyModule(name: name) }
         return parameters
     }
@@ -190,6 +193,7 @@ public class BatchNormND: Module {
         savemean = nil
         saveinvvar = nil
         savedStatistics = nil
+        backendState = nil
     }
 
     /// `2·C`: scale and bias (registered even when not `affine`, as in PuzzleLib); 0 while empty.
