@@ -39,6 +39,7 @@ public final class CUDADevice: @unchecked Sendable {
     private var compiled: CUDAKernels?
     private var freeBlocks = [Int: [UInt64]]()
     private var allocations = 0
+    private var launches = 0
     private var cachedBytes = 0
 
     /// Opens device `ordinal`: loads the driver, `cuInit`, retains the primary context and
@@ -276,7 +277,11 @@ public final class CUDADevice: @unchecked Sendable {
             driver.cuLaunchKernel(function, UInt32(blocks), 1, 1, UInt32(threads), 1, 1, 0, stream, $0.baseAddress, nil)
         }
         try driver.check(result, "cuLaunchKernel")
+        lock.withLock { launches += 1 }
     }
+
+    /// Number of kernels launched so far (a training forward of device tensors adds 2).
+    public var launchCount: Int { lock.withLock { launches } }
 }
 
 /// One kernel argument, passed by value to `cuLaunchKernel`.

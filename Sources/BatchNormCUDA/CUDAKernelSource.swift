@@ -62,19 +62,12 @@ typedef unsigned long long bn_u64;
 #define BN_ROWS_PER_THREAD 64
 #endif
 
-__device__ __forceinline__ float bn_load(const float* p) { return __ldg(p); }
-__device__ __forceinline__ float bn_load(const bn_half* p) {
-    bn_half h = __ldg(p);
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-}
-__device__ __forceinline__ void bn_store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void bn_store(bn_half* p, float v) {
-    bn_half h;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
-    *p = h;
-}
+// binary16 <-> float with the PTX conversion instructions (round to nearest even).
+// BN_HOST_EMULATION is defined only by the CPU emulation harness (Tools/KernelEmulation).
+#ifdef BN_HOST_EMULATION
+__device__ __forceinline__ float bn_half_to_float(unsigned bits) { return bn_emulated_half_to_float(bits); }
+__device__ __forceinline__ unsigned bn_float_to_half(float v) { return bn_emulated_float_to_half(v); }
+#else
 __device__ __forceinline__ float bn_half_to_float(unsigned bits) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"((bn_half)bits));
@@ -85,6 +78,12 @@ __device__ __forceinline__ unsigned bn_float_to_half(float v) {
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
     return (unsigned)h;
 }
+#endif
+
+__device__ __forceinline__ float bn_load(const float* p) { return __ldg(p); }
+__device__ __forceinline__ float bn_load(const bn_half* p) { return bn_half_to_float(__ldg(p)); }
+__device__ __forceinline__ void bn_store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void bn_store(bn_half* p, float v) { *p = (bn_half)bn_float_to_half(v); }
 
 // 16-byte packs: 4 floats or 8 halves, loaded and stored as one uint4.
 template <typename T> struct BNPack;
@@ -162,11 +161,13 @@ __device__ __forceinline__ void bn_chan_merge(double& n, double& mean, double& m
     n = total;
 }
 
-// Last-block-done: every block calls it after its thread 0 stored its partials. Returns
-// true in every thread of the block that finished last, after which all partials are
-// visible (read them with __ldcg). That block resets the counter for the next launch.
+// Last-block-done: every thread of every block calls it after the block's partials are
+// stored (by any of its threads). Returns true in every thread of the block that finished
+// last, after which all partials are visible (read them with __ldcg). That block resets
+// the counter for the next launch.
 __device__ __forceinline__ bool bn_is_last_block(unsigned* counter) {
     __shared__ bool last;
+    __threadfence();  // each writer's partials are visible device-wide before the count
     __syncthreads();
     if (threadIdx.x == 0) {
         __threadfence();
