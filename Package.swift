@@ -19,11 +19,15 @@ let package = Package(
         // CUDA backend: libcuda and libnvrtc are opened with dlopen at run time; nothing CUDA
         // is needed to build, and the package never links against CUDA.
         .target(name: "BatchNormCUDA", dependencies: ["BatchNormKit"]),
+        // GPU-versus-CPU-versus-reference comparisons shared by `bnkit selftest` and the tests.
+        .target(name: "BatchNormCUDAChecks", dependencies: ["BatchNormKit", "BatchNormCUDA", "BatchNormReference"]),
         .executableTarget(
             name: "bnkit",
             dependencies: [
                 "BatchNormKit",
                 "BatchNormReference",
+                "BatchNormCUDA",
+                "BatchNormCUDAChecks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -31,6 +35,10 @@ let package = Package(
             name: "BatchNormKitTests",
             dependencies: ["BatchNormKit", "BatchNormReference"],
             resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "BatchNormCUDATests",
+            dependencies: ["BatchNormKit", "BatchNormCUDA", "BatchNormCUDAChecks", "BatchNormReference"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,104 @@
+import ArgumentParser
+import BatchNormCUDA
+import BatchNormCUDAChecks
+import BatchNormKit
+
+/// `bnkit selftest --device cuda`: every GPU operation against the CPU backend and the
+/// `Double` reference, over the seed example, odd sizes, `C = 1`, huge spatial sizes, many
+/// channels and random shapes, in both layouts, both data types, through both the
+/// `CUDABackend` (host tensors) and the `DeviceTensor` API.
+///
+/// Exit status: 0 when every case passed, 1 when one failed, 77 when no CUDA driver, GPU or
+/// NVRTC was found (every case is then printed as SKIPPED with the reason; skipped cases are
+/// never counted as passed).
+struct SelfTestCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "selftest",
+        abstract: "Compare the GPU kernels with the CPU backend and the Double reference.",
+        discussion: """
+            Exit status: 0 all passed, 1 a case failed, \(SelfTestCommand.skippedExitCode) skipped \
+            (no CUDA driver, GPU or NVRTC; set BNKIT_CUDA_DRIVER_PATH / BNKIT_NVRTC_PATH to override the search).
+            """)
+
+    /// Exit status when nothing could run (no CUDA): distinct from success and failure.
+    static let skippedExitCode: Int32 = 77
+
+    @Option(help: "Device to test: cuda.")
+    var device: String = "cuda"
+
+    @Option(help: "Number of random rank-5 shapes added to the fixed ones.")
+    var random: Int = 6
+
+    @Option(help: "Seed of the random shapes and data.")
+    var seed: UInt64 = 2024
+
+    @Flag(help: "Skip the fixed shapes above 200,000 elements.")
+    var small = false
+
+    @Flag(help: "Only compile the kernels with NVRTC (no driver or GPU needed) and list their entry points.")
+    var compileOnly = false
+
+    @Option(name: .customLong("arch"), help: "Architectures for --compile-only (repeatable).")
+    var architectures: [String] = ["compute_90", "sm_90"]
+
+    func validate() throws {
+        guard device.lowercased() == "cuda" else {
+            throw ValidationError("--device must be cuda (the CPU backend is covered by `swift test`)")
+        }
+    }
+
+    func run() throws {
+        if compileOnly { return try compileKernels() }
+        let cases = CUDASelfTest.cases(randomCount: random, seed: seed, small: small)
+        let gpu: CUDADevice
+        do {
+            gpu = try CUDADevice.shared()
+            try gpu.prepareKernels()
+        } catch {
+            let reason = "\(error)"
+            for testCase in cases { print("SKIPPED  \(testCase): no CUDA") }
+            print("reason: \(reason)")
+            print("0 passed, 0 failed, \(cases.count) skipped (no CUDA driver/GPU/NVRTC: nothing was compared)")
+            throw ExitCode(Self.skippedExitCode)
+        }
+        print("device: \(gpu.summary), kernels: \(try gpu.prepareKernels())")
+        var passed = 0, failed = 0
+        for testCase in cases {
+            let result = CUDASelfTest.run(testCase, on: gpu)
+            print(result.line)
+            if result.passed { passed += 1 } else { failed += 1 }
+        }
+        print("device allocations (cuMemAlloc calls): \(gpu.allocationCount)")
+        print("\(passed) passed, \(failed) failed")
+        if failed > 0 { throw ExitCode.failure }
+    }
+
+    private func compileKernels() throws {
+        let nvrtc: NVRTC
+        do {
+            nvrtc = try NVRTC()
+        } catch {
+            print("SKIPPED  kernel compilation: \(error)")
+            print("0 passed, 0 failed, \(architectures.count) skipped")
+            throw ExitCode(Self.skippedExitCode)
+        }
+        print("NVRTC \(nvrtc.version.major).\(nvrtc.version.minor) from \(nvrtc.path)")
+        var passed = 0, failed = 0
+        for architecture in architectures {
+            do {
+                let outcome = try CUDAKernelCompilation.compile(architectures: [architecture], nvrtc: nvrtc)[0]
+                let missing = outcome.isCUBIN ? [] : CUDAKernelSource.entryPoints.filter { !outcome.entryPoints.contains($0) }
+                let ok = missing.isEmpty
+                print("\(ok ? "PASS" : "FAIL")  \(architecture): \(outcome.byteCount) bytes of "
+                      + "\(outcome.isCUBIN ? "CUBIN" : "PTX, \(outcome.entryPoints.count) entry points")"
+                      + (missing.isEmpty ? "" : ", missing \(missing)") + (outcome.log.isEmpty ? "" : "\n\(outcome.log)"))
+                if ok { passed += 1 } else { failed += 1 }
+            } catch {
+                print("FAIL  \(architecture): \(error)")
+                failed += 1
+            }
+        }
+        print("\(passed) passed, \(failed) failed")
+        if failed > 0 { throw ExitCode.failure }
+    }
+}

@@ -1,0 +1,47 @@
+import BatchNormCUDA
+import BatchNormCUDAChecks
+import BatchNormKit
+import Testing
+
+/// Whether a CUDA driver, a GPU and NVRTC are present (decided once).
+let cudaAvailable: Bool = {
+    guard case .success(let device) = CUDADevice.availability() else { return false }
+    return (try? device.prepareKernels()) != nil
+}()
+
+/// The GPU against the CPU backend and the `Double` reference: the cases of
+/// `bnkit selftest` (without the huge ones). Reported as skipped without a GPU.
+@Suite(.enabled(if: cudaAvailable, "SKIPPED: no CUDA driver/GPU/NVRTC (run `bnkit selftest --device cuda` on a GPU machine)"))
+struct GPUComparisonTests {
+    @Test(arguments: CUDASelfTest.cases(randomCount: 2, seed: 7, small: true))
+    func gpuMatchesReferenceAndCPU(_ testCase: CUDASelfTestCase) throws {
+        let result = CUDASelfTest.run(testCase, on: try CUDADevice.shared())
+        #expect(result.passed, "\(result.line)")
+    }
+
+    @Test func seedTrainingForwardTakesTwoLaunchesAndNoNewAllocations() throws {
+        let device = try CUDADevice.shared()
+        let bn = try BatchNorm3D(maps: 3)
+        let x = try DeviceTensor(Tensor.arange(shape: [5, 3, 10, 10, 10]), on: device)
+        _ = try bn.forward(x)   // warm-up: kernels compiled, buffers cached
+        let launches = device.launchCount, allocations = device.allocationCount
+        let y = try bn.forward(x)
+        #expect(device.launchCount - launches == 2)
+        #expect(device.allocationCount == allocations, "repeated calls must come from the cache")
+        #expect(y.shape == [5, 3, 10, 10, 10])
+        let mean = try bn.mean.scalars
+        for (c, expected) in [6499.5, 7499.5, 8499.5].enumerated() {
+            #expect(abs(Double(mean[c]) - expected) / expected <= 1e-6)
+        }
+    }
+
+    @Test func timingAndCopyBandwidthHelpers() throws {
+        let device = try CUDADevice.shared()
+        let milliseconds = try device.time {
+            _ = try DeviceTensor(zeros: [1 << 20], on: device)
+        }
+        #expect(milliseconds >= 0)
+        let bandwidth = try device.measureCopyBandwidth(byteCount: 64 << 20, repetitions: 3)
+        #expect(bandwidth > 1)   // GB/s
+    }
+}

@@ -1,0 +1,44 @@
+import BatchNormCUDA
+import BatchNormCUDAChecks
+import Testing
+
+/// NVRTC, when found (loader path, CUDA_HOME, /usr/local/cuda, or `BNKIT_NVRTC_PATH`, e.g. the
+/// `nvidia-cuda-nvrtc-cu12` wheel's `site-packages/nvidia/cuda_nvrtc/lib`), compiles every
+/// kernel: a real check of the CUDA source that needs no driver and no GPU. Without NVRTC
+/// the tests are reported as skipped.
+@Suite struct KernelCompilationTests {
+    static let nvrtc = try? NVRTC()
+
+    @Test(.enabled(if: nvrtc != nil, "SKIPPED: no libnvrtc found (set BNKIT_NVRTC_PATH to compile the kernels)"),
+          arguments: ["compute_90", "compute_80", "compute_75"])
+    func kernelsCompileToPTXWithEveryEntryPoint(architecture: String) throws {
+        let nvrtc = try #require(Self.nvrtc)
+        let outcome = try CUDAKernelCompilation.compile(architectures: [architecture], nvrtc: nvrtc)[0]
+        #expect(!outcome.isCUBIN)
+        #expect(Set(outcome.entryPoints) == Set(CUDAKernelSource.entryPoints))
+        #expect(outcome.log.isEmpty || !outcome.log.contains("warning"), "\(outcome.log)")
+    }
+
+    @Test(.enabled(if: nvrtc?.producesCUBIN ?? false, "SKIPPED: no libnvrtc with CUBIN output found"),
+          arguments: ["sm_90", "sm_80"])
+    func kernelsAssembleToCUBIN(architecture: String) throws {
+        let nvrtc = try #require(Self.nvrtc)
+        let outcome = try CUDAKernelCompilation.compile(architectures: [architecture], nvrtc: nvrtc)[0]
+        #expect(outcome.isCUBIN)
+        #expect(outcome.byteCount > 10_000)
+    }
+
+    @Test(.enabled(if: nvrtc != nil, "SKIPPED: no libnvrtc found"))
+    func compilationErrorsCarryTheLog() throws {
+        let nvrtc = try #require(Self.nvrtc)
+        let error = try #require(throws: CUDAError.self) {
+            try nvrtc.compile("extern \"C\" __global__ void broken() { undeclared = 1; }", architecture: "compute_90")
+        }
+        guard case .compilation(let architecture, let log) = error else {
+            Issue.record("unexpected error \(error)")
+            return
+        }
+        #expect(architecture == "compute_90")
+        #expect(log.contains("undeclared"))
+    }
+}
