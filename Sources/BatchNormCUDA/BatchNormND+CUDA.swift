@@ -1,6 +1,6 @@
 import BatchNormKit
 
-/// What a device forward pass keeps for its backward pass (``BatchNormND/backendState``).
+/// What a device forward pass keeps for its backward pass (in `BatchNormND.backendState`).
 final class DeviceForwardState {
     /// The forward input and output.
     let input: DeviceTensor
@@ -26,7 +26,8 @@ extension BatchNormND {
     /// written into `data`'s buffer and the returned tensor shares it.
     ///
     /// Afterwards ``inData`` and ``data`` are `nil` (they are host tensors); the device input
-    /// is kept for ``backward(_:updParamGrads:updGrad:scale:momentum:)-(DeviceTensor,_,_,_,_)``.
+    /// is kept for the device-tensor `backward`. A host-tensor forward in between makes the
+    /// device-tensor `backward` throw ``BatchNormKit/BatchNormError/backwardBeforeForward(name:)``.
     ///
     /// - Throws: the errors of ``BatchNormND/callAsFunction(_:)`` and ``CUDAError``. The
     ///   module is unchanged after any throw.

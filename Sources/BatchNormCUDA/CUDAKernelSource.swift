@@ -510,16 +510,19 @@ __device__ void bn_apply_channels_first(const T* g, const T* x, T* out, int C, l
     }
 }
 
-// Channels-last apply. Grid-stride over the E = R·C elements; element i has channel i mod C.
+// Channels-last apply. Grid-stride over the E = R·C elements; element i has channel i mod C,
+// tracked incrementally (one modulo per thread, then + step mod C per iteration).
 // When C % width == 0, a 16-byte pack never straddles rows: channels c0 … c0+width−1.
 template <typename T, bool HAS_G, bool HAS_X>
 __device__ void bn_apply_channels_last(const T* g, const T* x, T* out, int C, long long E, const float* coeff) {
     const int width = BNPack<T>::width;
     const long long step = (long long)gridDim.x * BN_THREADS;
+    const long long first = (long long)blockIdx.x * BN_THREADS + threadIdx.x;
     if (C % width == 0) {
-        for (long long v = (long long)blockIdx.x * BN_THREADS + threadIdx.x; v < E / width; v += step) {
+        const int step_c = (int)((step * width) % C);
+        int c0 = (int)((first * width) % C);
+        for (long long v = first; v < E / width; v += step) {
             const long long i = v * width;
-            const int c0 = (int)(i % C);
             float fg[BNPack<T>::width], fx[BNPack<T>::width], fy[BNPack<T>::width];
             if (HAS_G) BNPack<T>::unpack(bn_load_pack(g + i), fg);
             if (HAS_X) BNPack<T>::unpack(bn_load_pack(x + i), fx);
@@ -531,14 +534,19 @@ __device__ void bn_apply_channels_last(const T* g, const T* x, T* out, int C, lo
                                      __ldg(coeff + 3 * C + c), HAS_G ? fg[e] : 0.0f, HAS_X ? fx[e] : 0.0f);
             }
             bn_store_pack(out + i, BNPack<T>::pack(fy));
+            c0 += step_c;
+            if (c0 >= C) c0 -= C;
         }
     } else {
-        for (long long i = (long long)blockIdx.x * BN_THREADS + threadIdx.x; i < E; i += step) {
-            const int c = (int)(i % C);
+        const int step_c = (int)(step % C);
+        int c = (int)(first % C);
+        for (long long i = first; i < E; i += step) {
             bn_store(out + i, bn_apply_one(HAS_G, HAS_X, HAS_G ? __ldg(coeff + c) : 0.0f,
                                            HAS_X ? __ldg(coeff + C + c) : 0.0f, __ldg(coeff + 2 * C + c),
                                            __ldg(coeff + 3 * C + c), HAS_G ? bn_load(g + i) : 0.0f,
                                            HAS_X ? bn_load(x + i) : 0.0f));
+            c += step_c;
+            if (c >= C) c -= C;
         }
     }
 }

@@ -21,14 +21,18 @@ public struct CUDASelfTestCase: Sendable, CustomStringConvertible {
 
     /// Logical shape `(N, C, S...)`, rank 2 to 5 (``BatchNorm`` … ``BatchNorm3D``).
     public var shape: [Int]
+    /// Storage order of the data and gradient.
     public var layout: TensorLayout
+    /// Element type of the data and gradient (parameters and statistics are always `Float32`).
     public var dataType: TensorDataType
+    /// GPU path under test.
     public var path: Path
     /// `arange` data (the seed example) instead of random normal data.
     public var arange: Bool
     /// Seed of the data, gradient and module state.
     public var seed: UInt64
 
+    /// Creates a case.
     public init(shape: [Int], layout: TensorLayout, dataType: TensorDataType, path: Path, arange: Bool = false,
                 seed: UInt64 = 1) {
         self.shape = shape
@@ -39,6 +43,7 @@ public struct CUDASelfTestCase: Sendable, CustomStringConvertible {
         self.seed = seed
     }
 
+    /// `"[5, 3, 10, 10, 10] ncdhw float32 backend"`.
     public var description: String {
         "\(shape) \(layout) \(dataType) \(path.rawValue)\(arange ? " arange" : "")"
     }
@@ -46,6 +51,7 @@ public struct CUDASelfTestCase: Sendable, CustomStringConvertible {
 
 /// The outcome of one case.
 public struct CUDASelfTestResult: Sendable {
+    /// The case that ran.
     public var testCase: CUDASelfTestCase
     /// `true` when every comparison was within tolerance and nothing threw.
     public var passed: Bool
@@ -317,11 +323,15 @@ private struct Runner {
 public enum CUDAKernelCompilation {
     /// One compilation's outcome.
     public struct Outcome: Sendable {
+        /// `compute_XY` or `sm_XY`.
         public var architecture: String
+        /// Size of the PTX or CUBIN image.
         public var byteCount: Int
+        /// Whether the image is CUBIN (assembled by ptxas) rather than PTX.
         public var isCUBIN: Bool
         /// Entry points found in the PTX (all of ``BatchNormCUDA/CUDAKernelSource/entryPoints`` when it compiled).
         public var entryPoints: [String]
+        /// NVRTC's log (empty when there were no warnings).
         public var log: String
     }
 
