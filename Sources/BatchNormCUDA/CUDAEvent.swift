@@ -56,6 +56,14 @@ extension CUDADevice {
         return try stop.elapsedMilliseconds(since: start)
     }
 
+    /// GPU milliseconds of each of `repetitions` runs of `body`, after `warmUp` untimed runs
+    /// (the first run in a process also compiles the kernels). A bench reports the median.
+    public func time(repetitions: Int, warmUp: Int = 2, _ body: () throws -> Void) throws -> [Double] {
+        for _ in 0..<max(0, warmUp) { try body() }
+        try synchronize()
+        return try (0..<max(1, repetitions)).map { _ in try time(body) }
+    }
+
     /// Device-to-device copy bandwidth in GB/s (10⁹ bytes per second), counting the bytes
     /// read plus the bytes written (`2·byteCount` per copy), as bandwidth figures for kernels
     /// count their minimal traffic: the median of `repetitions` timed `cuMemcpyDtoDAsync`

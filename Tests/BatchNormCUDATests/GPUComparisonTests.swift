@@ -41,6 +41,8 @@ struct GPUComparisonTests {
             _ = try DeviceTensor(zeros: [1 << 20], on: device)
         }
         #expect(milliseconds >= 0)
+        let runs = try device.time(repetitions: 3, warmUp: 1) { _ = try DeviceTensor(zeros: [1 << 20], on: device) }
+        #expect(runs.count == 3 && runs.allSatisfy { $0 >= 0 })
         let bandwidth = try device.measureCopyBandwidth(byteCount: 64 << 20, repetitions: 3)
         #expect(bandwidth > 1)   // GB/s
     }
