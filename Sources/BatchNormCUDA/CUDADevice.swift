@@ -145,7 +145,8 @@ public final class CUDADevice: @unchecked Sendable {
         try lock.withLock {
             if let compiled { return compiled }
             try makeCurrent()
-            let kernels = try CUDAKernels(device: self, nvrtc: NVRTC(search: search))
+            let kernels = try CUDAKernels(device: self, nvrtc: NVRTC(search: search,
+                                                                     maximumMajorVersion: driverVersion / 1000))
             compiled = kernels
             return kernels
         }

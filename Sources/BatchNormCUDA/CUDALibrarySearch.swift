@@ -16,7 +16,10 @@ import Darwin
 ///   loader path (`LD_LIBRARY_PATH`, `ld.so.cache`), then `libnvrtc.so.*` in
 ///   `$CUDA_HOME` and `$CUDA_PATH` (`lib64`, `targets/x86_64-linux/lib`),
 ///   the `LD_LIBRARY_PATH` directories, `/usr/local/cuda/lib64`,
-///   `/usr/local/cuda/targets/x86_64-linux/lib` and `/usr/local/cuda-*/…`, newest version first.
+///   `/usr/local/cuda/targets/x86_64-linux/lib`, `/usr/local/cuda-*/…`, then pip's
+///   `site-packages/nvidia/cuda_nvrtc/lib` (`$VIRTUAL_ENV`, system and user Python; PyTorch's
+///   CUDA wheels install it) and conda's `lib`, newest version first in each directory.
+///   An NVRTC newer than the driver (major version) is skipped: its code would not load.
 public struct CUDALibrarySearch: Sendable, Equatable {
     /// Overrides the driver search: the path of `libcuda.so.1`.
     public static let driverPathVariable = "BNKIT_CUDA_DRIVER_PATH"
@@ -26,7 +29,7 @@ public struct CUDALibrarySearch: Sendable, Equatable {
     public static let deviceVariable = "BNKIT_CUDA_DEVICE"
     /// The variables the search reads.
     public static let variables = [driverPathVariable, nvrtcPathVariable, deviceVariable,
-                                   "CUDA_HOME", "CUDA_PATH", "LD_LIBRARY_PATH"]
+                                   "CUDA_HOME", "CUDA_PATH", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "HOME"]
 
     /// The environment the search reads (only ``variables`` matter).
     public var environment: [String: String]
@@ -73,6 +76,15 @@ public struct CUDALibrarySearch: Sendable, Equatable {
         }
         directories += ["/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib"]
         directories += Self.matches("/usr/local/cuda-*/targets/x86_64-linux/lib").reversed()
+        // NVRTC from pip (`nvidia-cuda-nvrtc-cu12`, a dependency of PyTorch's CUDA wheels) or conda.
+        var pythonRoots = ["/usr/local/lib/python3*/dist-packages", "/usr/local/lib/python3*/site-packages",
+                           "/usr/lib/python3*/dist-packages", "/opt/conda/lib/python3*/site-packages"]
+        if let environment = value("VIRTUAL_ENV") { pythonRoots.insert("\(environment)/lib/python3*/site-packages", at: 0) }
+        if let home = value("HOME") { pythonRoots.append("\(home)/.local/lib/python3*/site-packages") }
+        for root in pythonRoots {
+            directories += Self.matches("\(root)/nvidia/cuda_nvrtc/lib").reversed()
+        }
+        directories += ["/opt/conda/lib"]
         return Self.unique(directories)
     }
 

@@ -23,11 +23,19 @@ final class DynamicLibrary: @unchecked Sendable {
     /// Opens the first candidate that loads.
     /// - Throws: ``CUDAError/libraryNotFound(library:environmentVariable:searched:)`` listing
     ///   every candidate with `dlopen`'s reason.
-    static func open(_ library: String, candidates: [String], environmentVariable: String) throws -> DynamicLibrary {
+    /// `reject` may refuse a library that loaded (returning why); the search then goes on.
+    static func open(_ library: String, candidates: [String], environmentVariable: String,
+                     reject: (DynamicLibrary) -> String? = { _ in nil }) throws -> DynamicLibrary {
         var tried = [String]()
         for candidate in candidates {
             if let handle = dlopen(candidate, RTLD_NOW | RTLD_LOCAL) {
-                return DynamicLibrary(path: candidate, library: library, handle: handle)
+                let opened = DynamicLibrary(path: candidate, library: library, handle: handle)
+                if let reason = reject(opened) {
+                    tried.append("\(candidate) (\(reason))")
+                    dlclose(handle)
+                    continue
+                }
+                return opened
             }
             let reason = dlerror().map { String(cString: $0) } ?? "not loadable"
             tried.append("\(candidate) (\(reason))")

@@ -36,12 +36,21 @@ public final class NVRTC: @unchecked Sendable {
     /// The library that was loaded.
     public var path: String { library.path }
 
-    /// Loads NVRTC from the first of `search.nvrtcCandidates` that opens.
+    /// Loads NVRTC from the first of `search.nvrtcCandidates` that opens (and, when
+    /// `maximumMajorVersion` is given, whose major version is not above it: a CUDA 13 NVRTC
+    /// emits code a CUDA 12 driver cannot load).
     /// - Throws: ``CUDAError/libraryNotFound(library:environmentVariable:searched:)`` naming
     ///   every path tried, or ``CUDAError/missingSymbol(library:symbol:)``.
-    public init(search: CUDALibrarySearch = CUDALibrarySearch()) throws {
+    public init(search: CUDALibrarySearch = CUDALibrarySearch(), maximumMajorVersion: Int? = nil) throws {
         library = try DynamicLibrary.open("libnvrtc (the CUDA run-time compiler)", candidates: search.nvrtcCandidates,
-                                          environmentVariable: CUDALibrarySearch.nvrtcPathVariable)
+                                          environmentVariable: CUDALibrarySearch.nvrtcPathVariable) { library in
+            guard let maximumMajorVersion,
+                  let version: @convention(c) (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) -> Int32
+                      = library.optionalFunction("nvrtcVersion") else { return nil }
+            var major: Int32 = 0, minor: Int32 = 0
+            guard version(&major, &minor) == 0, Int(major) > maximumMajorVersion else { return nil }
+            return "NVRTC \(major).\(minor) is newer than the driver's CUDA \(maximumMajorVersion)"
+        }
         nvrtcVersion = try library.function("nvrtcVersion")
         nvrtcCreateProgram = try library.function("nvrtcCreateProgram")
         nvrtcCompileProgram = try library.function("nvrtcCompileProgram")

@@ -29,6 +29,16 @@ import Testing
     }
 
     @Test(.enabled(if: nvrtc != nil, "SKIPPED: no libnvrtc found"))
+    func nvrtcNewerThanTheDriverIsSkippedWithAReason() throws {
+        let error = try #require(throws: CUDAError.self) { try NVRTC(maximumMajorVersion: 10) }
+        guard case .libraryNotFound(_, _, let searched) = error else {
+            Issue.record("unexpected error \(error)")
+            return
+        }
+        #expect(searched.contains { $0.contains("is newer than the driver's CUDA 10") })
+    }
+
+    @Test(.enabled(if: nvrtc != nil, "SKIPPED: no libnvrtc found"))
     func compilationErrorsCarryTheLog() throws {
         let nvrtc = try #require(Self.nvrtc)
         let error = try #require(throws: CUDAError.self) {

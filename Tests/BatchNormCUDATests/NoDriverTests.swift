@@ -44,6 +44,7 @@ import Glibc
         }
         #expect(Array(search.nvrtcCandidates.prefix(3)) == ["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12"])
         #expect(search.driverCandidates.first == "libcuda.so.1")
+        #expect(CUDALibrarySearch(environment: [:]).nvrtcDirectories.contains("/opt/conda/lib"))
         #expect(search.deviceOrdinal == 0)
         #expect(CUDALibrarySearch(environment: ["BNKIT_CUDA_DEVICE": "3"]).deviceOrdinal == 3)
     }
