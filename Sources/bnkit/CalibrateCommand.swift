@@ -33,8 +33,10 @@ struct CalibrateCommand: ParsableCommand {
     @Flag(name: .customLong("continue"), help: "Keep and update the state's running statistics and counter instead of resetting them.")
     var continueStatistics = false
 
-    @Option(help: "Axis order of the arrays in the files: ncdhw or ndhwc.")
-    var layout: TensorLayout = .channelsFirst
+    @Option(name: .customLong("layout"), help: "Axis order of the arrays in the files: ncdhw or ndhwc.")
+    var layoutArgument: LayoutArgument = .ncdhw
+
+    var layout: TensorLayout { layoutArgument.layout }
 
     @Option(help: "Key prefix in the state files ('' for bare keys).")
     var prefix: String = ""

@@ -37,11 +37,15 @@ func withContext<T>(_ context: String, _ body: () throws -> T) throws -> T {
     }
 }
 
-/// `--layout ncdhw|ndhwc` (also nchw, ncl, nc / nhwc, nlc, channels_last, ...).
-extension TensorLayout: ExpressibleByArgument {
-    public init?(argument: String) { self.init(name: argument) }
-    public static var allValueStrings: [String] { ["ncdhw", "ndhwc"] }
-    public var defaultValueDescription: String { description }
+/// `--layout ncdhw|ndhwc`: how the axes of the arrays in the files are ordered.
+enum LayoutArgument: String, ExpressibleByArgument, CaseIterable {
+    /// `(N, C, spatial...)`.
+    case ncdhw
+    /// `(N, spatial..., C)`, channels last.
+    case ndhwc
+
+    /// The library's layout.
+    var layout: TensorLayout { self == .ncdhw ? .channelsFirst : .channelsLast }
 }
 
 /// Where `normalize` computes.

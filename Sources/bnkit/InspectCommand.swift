@@ -18,8 +18,10 @@ struct InspectCommand: ParsableCommand {
     @Argument(help: "A .safetensors or .npy file.")
     var file: String
 
-    @Option(help: "Axis order of a .npy array: ncdhw (channels on axis 1) or ndhwc (channels last).")
-    var layout: TensorLayout = .channelsFirst
+    @Option(name: .customLong("layout"), help: "Axis order of a .npy array: ncdhw (channels on axis 1) or ndhwc (channels last).")
+    var layoutArgument: LayoutArgument = .ncdhw
+
+    var layout: TensorLayout { layoutArgument.layout }
 
     @Option(name: .customLong("chunk-mb"), help: "Memory per chunk in MiB when reading a .npy file.")
     var chunkMegabytes: Int = 64

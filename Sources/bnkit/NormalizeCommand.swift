@@ -34,8 +34,10 @@ struct NormalizeCommand: ParsableCommand {
     @Option(help: "Where to compute: cpu or cuda.")
     var device: ComputeDevice = .cpu
 
-    @Option(help: "Axis order of the arrays in the files: ncdhw (N, C, spatial...) or ndhwc (N, spatial..., C).")
-    var layout: TensorLayout = .channelsFirst
+    @Option(name: .customLong("layout"), help: "Axis order of the arrays in the files: ncdhw (N, C, spatial...) or ndhwc (N, spatial..., C).")
+    var layoutArgument: LayoutArgument = .ncdhw
+
+    var layout: TensorLayout { layoutArgument.layout }
 
     @Option(help: "Key prefix in the state file ('' for bare keys, e.g. 'layer1.bn').")
     var prefix: String = ""
