@@ -24,10 +24,10 @@ struct InspectCommand: ParsableCommand {
     var layout: TensorLayout { layoutArgument.layout }
 
     @Option(name: .customLong("chunk-mb"), help: "Memory per chunk in MiB when reading a .npy file.")
-    var chunkMegabytes: Int = 64
+    var chunkMegabytes: Double = 64
 
     func validate() throws {
-        guard chunkMegabytes >= 1 else { throw ValidationError("--chunk-mb must be >= 1, got \(chunkMegabytes)") }
+        guard chunkMegabytes > 0, chunkMegabytes.isFinite else { throw ValidationError("--chunk-mb must be > 0, got \(chunkMegabytes)") }
     }
 
     func run() throws {
@@ -98,7 +98,7 @@ struct InspectCommand: ParsableCommand {
         var maximum = Array(repeating: -Double.infinity, count: channels)
         let batch = shape.first ?? 1
         let sampleElements = shape.count >= 1 ? shape.dropFirst().reduce(1, *) : 1
-        let samplesPerChunk = max(1, chunkMegabytes << 20 / max(1, sampleElements * 4))
+        let samplesPerChunk = max(1, Int(min(chunkMegabytes * 1_048_576, 1e15)) / max(1, sampleElements * 4))
         let spatial = shape.count > 2 ? shape[2...].reduce(1, *) : 1
         var first = 0
         while first < batch {

@@ -45,11 +45,11 @@ struct NormalizeCommand: ParsableCommand {
     @Option(help: "Epsilon added to the running variance (not stored in state files).")
     var epsilon: Double = 1e-5
 
-    @Option(name: .customLong("chunk-mb"), help: "Memory per chunk in MiB (at least one sample is processed at a time).")
-    var chunkMegabytes: Int = 64
+    @Option(name: .customLong("chunk-mb"), help: "Memory per chunk in MiB, fractions allowed (at least one sample is processed at a time).")
+    var chunkMegabytes: Double = 64
 
     func validate() throws {
-        guard chunkMegabytes >= 1 else { throw ValidationError("--chunk-mb must be >= 1, got \(chunkMegabytes)") }
+        guard chunkMegabytes > 0, chunkMegabytes.isFinite else { throw ValidationError("--chunk-mb must be > 0, got \(chunkMegabytes)") }
         guard epsilon >= 0, epsilon.isFinite else { throw ValidationError("--epsilon must be finite and >= 0, got \(epsilon)") }
     }
 
@@ -77,7 +77,7 @@ struct NormalizeCommand: ParsableCommand {
 
         let batch = shape[0]
         let sampleElements = shape.dropFirst().reduce(1, *)
-        let samplesPerChunk = max(1, chunkMegabytes << 20 / max(1, sampleElements * 4))
+        let samplesPerChunk = max(1, Int(min(chunkMegabytes * 1_048_576, 1e15)) / max(1, sampleElements * 4))
         let writer = try AtomicFileWriter(path: output)
         try writer.write(NumPyArrayHeader(shape: header.shape, dataType: header.dataType).encoded())
         let progress = ProgressBar(total: batch, label: "normalize")
