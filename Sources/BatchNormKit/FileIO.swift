@@ -134,7 +134,7 @@ public final class AtomicFileWriter {
         let suffix = String(random.next() as UInt64, radix: 36)
         temporaryPath = (directory == "." && !path.hasPrefix("./") ? "" : directory + "/") + ".\(file).tmp-\(getpid())-\(suffix)"
         descriptor = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else { throw FileIOError(path: temporaryPath, operation: "create", code: errno) }
+        guard descriptor >= 0 else { throw FileIOError(path: path, operation: "create a temporary file for", code: errno) }
     }
 
     deinit {

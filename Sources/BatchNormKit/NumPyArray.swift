@@ -21,6 +21,7 @@ public enum NumPyArrayError: Error, Equatable, Sendable, CustomStringConvertible
     /// The array does not fit the requested use (for example a rank-0 array read as channels-last).
     case shapeMismatch(expected: String, actual: [Int])
 
+    /// One sentence naming what was expected and what was found.
     public var description: String {
         switch self {
         case .notNumPyFile:

@@ -81,6 +81,7 @@ public enum SafeTensorsError: Error, Equatable, Sendable, CustomStringConvertibl
     /// A state value is outside its domain (such as a negative `num_batches_tracked`).
     case invalidValue(key: String, expected: String, actual: String)
 
+    /// One sentence naming the key, the expected and the actual value.
     public var description: String {
         switch self {
         case .truncatedHeaderLength(let byteCount):
