@@ -40,8 +40,8 @@ import Testing
         let directory = try StateFixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let outputPath = directory + "/stdout", errorPath = directory + "/stderr"
-        FileManager.default.createFile(atPath: outputPath, contents: nil)
-        FileManager.default.createFile(atPath: errorPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
         let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
         let error = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
         let process = Process()
@@ -59,7 +59,7 @@ import Testing
     }
 
     /// Expects exit status 0 and an empty stderr.
-    static func succeeds(_ run: Run, _ comment: Comment? = nil) {
+    static func succeeds(_ run: Run) {
         #expect(run.status == 0, "\(run.standardError)")
         #expect(run.standardError.isEmpty, "\(run.standardError)")
     }
