@@ -1,11 +1,13 @@
 import BatchNormKit
+import Foundation
 import Testing
 
 /// Mutated safetensors and .npy files, parsed from memory: every one must either throw the
 /// format's error or load correctly (issue 5). Deterministic (seeded), and fast enough for
 /// debug builds: each test parses more than 10,000 files.
 @Suite struct CorruptionFuzzTests {
-    static let iterations = 12_000
+    /// 12,000 per format; BNKIT_FUZZ_ITERATIONS overrides it for longer runs.
+    static let iterations = ProcessInfo.processInfo.environment["BNKIT_FUZZ_ITERATIONS"].flatMap { Int($0) } ?? 12_000
 
     // MARK: safetensors
 
