@@ -75,8 +75,8 @@ struct BatchNormNDErrorTests {
                     module: bn) { try bn.backward(grad) }
     }
 
-    /// Ranks 3 to 5 only: for rank 2 both layouts store the same bytes, but the layouts
-    /// still differ as values and are checked too.
+    /// All ranks: for rank 2 both layouts store the same bytes, but the gradient must still
+    /// declare the layout of the forward input.
     @Test(arguments: allRanksAndLayouts)
     func gradientLayoutDiffersFromData(rank: Rank, layout: TensorLayout) throws {
         let (bn, shape) = try trainedModule(rank: rank, layout: layout)
