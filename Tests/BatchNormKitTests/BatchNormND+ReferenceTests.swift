@@ -34,6 +34,7 @@ struct TrainingScenario: CustomTestStringConvertible, Sendable {
     var steps = 12
     var initFactor = 1.0
     var minFactor = 0.1
+    var epsilon = 1e-5
     var affine = true
     /// Added to every input value (data far from zero, such as CT intensities).
     var offset = 0.0
@@ -41,7 +42,7 @@ struct TrainingScenario: CustomTestStringConvertible, Sendable {
 
     var testDescription: String {
         "\(rank.testDescription) \(shape) \(layout) steps \(steps) factor \(initFactor)/\(minFactor)"
-            + (affine ? "" : " affine: false") + (offset == 0 ? "" : " offset \(offset)")
+            + (epsilon == 1e-5 ? "" : " epsilon \(epsilon)") + (affine ? "" : " affine: false") + (offset == 0 ? "" : " offset \(offset)")
     }
 
     /// `(scale, momentum)` handed to `backward` at step `k`: plain, accumulating, scaled.
@@ -55,8 +56,8 @@ struct TrainingScenario: CustomTestStringConvertible, Sendable {
     func run() throws {
         var generator = SeededGenerator(seed: seed)
         let maps = shape[1]
-        let bn = try rank.makeModule(maps: maps, initFactor: initFactor, minFactor: minFactor, sscale: 0.3,
-                                     affine: affine, using: &generator)
+        let bn = try rank.makeModule(maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor,
+                                     sscale: 0.3, affine: affine, using: &generator)
         let initial = try bn.state()
         #expect(initial.mean == Array(repeating: 0, count: maps))
         #expect(initial.var == Array(repeating: 1, count: maps))
@@ -175,8 +176,8 @@ struct TrainingScenario: CustomTestStringConvertible, Sendable {
 
         // In place: a second module with the same state writes y into x's storage.
         var unused = SeededGenerator(seed: 0)
-        let inplaceModule = try rank.makeModule(maps: shape[1], initFactor: initFactor, minFactor: minFactor,
-                                                affine: affine, inplace: true, using: &unused)
+        let inplaceModule = try rank.makeModule(maps: shape[1], epsilon: epsilon, initFactor: initFactor,
+                                                minFactor: minFactor, affine: affine, inplace: true, using: &unused)
         try inplaceModule.load(trained)
         inplaceModule.evalMode()
         let shared = x.copy()
@@ -247,6 +248,16 @@ struct BatchNormNDReferenceTests {
         let shape = [4, 3] + Array([3, 4, 2].prefix(rank.rawValue - 2))
         try TrainingScenario(rank: rank, shape: rank == .batchNorm ? [10, 3] : shape, layout: layout,
                              affine: false, seed: 11).run()
+    }
+
+    /// `ε = 0.5`, comparable to the variances (0.25 to 9): a misplaced or missing `ε` in
+    /// `invstd`, the evaluation forward or the evaluation backward is off by 10⁻² or more
+    /// (with the default 1e-5 it would hide below the tolerances).
+    @Test(arguments: allRanksAndLayouts)
+    func largeEpsilon(rank: Rank, layout: TensorLayout) throws {
+        let shape = [3, 2] + Array([4, 3, 2].prefix(rank.rawValue - 2))
+        try TrainingScenario(rank: rank, shape: rank == .batchNorm ? [12, 2] : shape, layout: layout, steps: 4,
+                             epsilon: 0.5, seed: 23).run()
     }
 
     /// Data far from zero, `10⁴ + mean[c] + sd[c]·z`: statistics in `Double` and the
