@@ -283,6 +283,42 @@ struct BatchNormNDReferenceTests {
         try TrainingScenario(rank: rank, shape: shape, layout: layout, steps: 3, offset: 100, seed: 17).run()
     }
 
+    /// More channels than `CPUBackend.blockLength`: a channels-last block is a single row.
+    @Test(arguments: TensorLayout.allCases)
+    func moreChannelsThanABlock(layout: TensorLayout) throws {
+        try TrainingScenario(rank: .batchNorm, shape: [3, 5000], layout: layout, steps: 2, seed: 29).run()
+        try TrainingScenario(rank: .batchNorm1D, shape: [2, 4500, 3], layout: layout, steps: 2, seed: 31).run()
+    }
+
+    /// A constant channel: `σ² = 0`, `invstd = 1/sqrt(ε)`, so `y = bias` exactly (the input
+    /// term vanishes), the running variance takes the unbiased 0, and `dx` is
+    /// `scale·invstd·(g − mean(g))`.
+    @Test(arguments: TensorLayout.allCases)
+    func constantChannels(layout: TensorLayout) throws {
+        var generator = SeededGenerator(seed: 37)
+        let shape = [2, 3, 2, 3, 2]
+        let bn = try BatchNorm3D(maps: 3, using: &generator)
+        var state = try bn.state()
+        state.bias = [0.5, -1, 2]
+        try bn.load(state)
+        var reference = ReferenceBatchNorm(state: state)
+        let constants: [Float] = [1e4 + 0.25, -3, 0]
+        let values = (0..<shape.reduce(1, *)).map { constants[($0 / 12) % 3] }
+        let x = try Tensor(values, shape: shape, layout: layout)
+        let y = try bn(x)
+        #expect(y.scalars == (0..<values.count).map { state.bias[($0 / 12) % 3] })
+        _ = reference.trainingForward(doubles(x), shape: shape)
+        #expect(try bn.mean.scalars == constants && bn.var.scalars == [0, 0, 0])
+        #expect(bn.saveinvvar!.scalars == Array(repeating: Float(1 / 1e-5.squareRoot()), count: 3))
+        let g = try randomTensor(shape: shape, layout: layout, using: &generator)
+        let dx = try #require(try bn.backward(g))
+        let expected = reference.backward(doubles(g), shape: shape, training: true)
+        expectClose(dx.scalars, expected, tolerance: Tolerance.inputGradient, "dx of constant channels")
+        expectClose(try bn.scaleGrad.scalars, reference.scaleGrad, tolerance: Tolerance.parameterGradient, floor: 1,
+                    "scaleGrad (0: x̂ = 0)")
+        expectClose(try bn.biasGrad.scalars, reference.biasGrad, tolerance: Tolerance.parameterGradient, "biasGrad")
+    }
+
     /// More than `CPUBackend.parallelThreshold` (65536) elements: threads engage.
     @Test(arguments: allRanksAndLayouts)
     func aboveTheParallelThreshold(rank: Rank, layout: TensorLayout) throws {
