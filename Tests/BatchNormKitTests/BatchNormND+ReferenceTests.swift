@@ -10,7 +10,7 @@ import Testing
 /// `Float` ulps (`2⁻²⁴ ≈ 6·10⁻⁸` each); the reference keeps parameters and running
 /// statistics in `Double` while the module stores them as `Float` after every one of the
 /// 12 steps, so errors grow slowly along a run. Observed worst cases over the whole suite
-/// were about 3·10⁻⁷ (y), 2·10⁻⁷ (running mean), 5·10⁻⁷ (dx, parameters); the bounds are
+/// were about 3·10⁻⁷ (y), 2·10⁻⁷ (running mean), 6·10⁻⁷ (dx, parameters); the bounds are
 /// about ten times that. A wrong factor, a biased/unbiased mix-up (`M/(M−1)`), a dropped
 /// term or a channel mix-up is off by 10⁻³ or more on these shapes.
 enum Tolerance {
