@@ -294,19 +294,25 @@ struct BatchNormNDErrorTests {
         let finite = "a finite value >= 0"
         expectInvalid("maps", ">= 1", "0") { try BatchNorm3D(maps: 0) }
         expectInvalid("maps", ">= 1", "-2") { try BatchNorm(maps: -2) }
-        expectInvalid("epsilon", finite, "-1e-05") { try BatchNorm3D(maps: 3, epsilon: -1e-5) }
-        expectInvalid("epsilon", finite, "nan") { try BatchNorm2D(maps: 3, epsilon: .nan) }
-        expectInvalid("epsilon", finite, "inf") { try BatchNorm1D(maps: 3, epsilon: .infinity) }
-        expectInvalid("initFactor", finite, "-1.0") { try BatchNorm3D(maps: 3, initFactor: -1) }
-        expectInvalid("minFactor", finite, "-0.1") { try BatchNorm3D(maps: 3, minFactor: -0.1) }
+        let positive = "a finite value > 0", unit = "in [0, 1]"
+        expectInvalid("epsilon", positive, "-1e-05") { try BatchNorm3D(maps: 3, epsilon: -1e-5) }
+        expectInvalid("epsilon", positive, "0.0") { try BatchNorm3D(maps: 3, epsilon: 0) }
+        expectInvalid("epsilon", positive, "nan") { try BatchNorm2D(maps: 3, epsilon: .nan) }
+        expectInvalid("epsilon", positive, "inf") { try BatchNorm1D(maps: 3, epsilon: .infinity) }
+        expectInvalid("initFactor", unit, "-1.0") { try BatchNorm3D(maps: 3, initFactor: -1) }
+        expectInvalid("initFactor", unit, "2.0") { try BatchNorm3D(maps: 3, initFactor: 2) }
+        expectInvalid("minFactor", unit, "-0.1") { try BatchNorm3D(maps: 3, minFactor: -0.1) }
+        expectInvalid("minFactor", unit, "1.5") { try BatchNorm3D(maps: 3, minFactor: 1.5) }
         expectInvalid("sscale", finite, "-0.01") { try BatchNorm3D(maps: 3, sscale: -0.01) }
         expectError(.invalidArgument(name: "class", expected: "BatchNorm, BatchNorm1D, BatchNorm2D or BatchNorm3D",
                                      actual: "BatchNormND"), mentioning: ["BatchNormND", "BatchNorm3D"]) {
             _ = try BatchNormND(maps: 3)
         }
-        // The boundaries are valid: epsilon 0, factors 0, sscale 0 (scale exactly 1).
+        // The boundaries are valid: the smallest positive epsilon, factors 0 and 1, sscale 0
+        // (scale exactly 1).
         var generator = SeededGenerator(seed: 1)
-        let edge = try BatchNorm3D(maps: 1, epsilon: 0, initFactor: 0, minFactor: 0, sscale: 0, using: &generator)
+        let edge = try BatchNorm3D(maps: 1, epsilon: .leastNonzeroMagnitude, initFactor: 0, minFactor: 1, sscale: 0,
+                                   using: &generator)
         #expect(try edge.scale.scalars == [1])
     }
 
@@ -329,6 +335,14 @@ struct BatchNormNDErrorTests {
         negative.numOfProps = -1
         expectError(.invalidArgument(name: "numOfProps", expected: ">= 0", actual: "-1"),
                     mentioning: ["numOfProps", ">= 0", "-1"], module: bn) { try bn.load(negative) }
+        var negativeVariance = good
+        negativeVariance.var[1] = -0.5
+        expectError(.invalidArgument(name: "var[1]", expected: "a finite value >= 0", actual: "-0.5"),
+                    mentioning: ["var[1]", ">= 0", "-0.5"], module: bn) { try bn.load(negativeVariance) }
+        var notFinite = good
+        notFinite.scale[2] = .nan
+        expectError(.invalidArgument(name: "scale[2]", expected: "a finite value", actual: "nan"),
+                    mentioning: ["scale[2]", "finite", "nan"], module: bn) { try bn.load(notFinite) }
 
         // A failed load leaves an empty module empty.
         var generator = SeededGenerator(seed: 1)
