@@ -97,7 +97,7 @@ public class BatchNormND: Module {
     /// - Throws: ``BatchNormError/invalidArgument(name:expected:actual:)`` for `maps < 1`,
     ///   `epsilon` not finite and positive, `initFactor` or `minFactor` outside `[0, 1]`, a
     ///   negative or non-finite `sscale`, or when called on `BatchNormND` itself.
-    public init(maps: Int, epsilon: Double = 1e-5, initFactor: Double = 1.0, minFactor: Double = 0.1,
+    public required init(maps: Int, epsilon: Double = 1e-5, initFactor: Double = 1.0, minFactor: Double = 0.1,
                 sscale: Double = 0.01, affine: Bool = true, name: String? = nil, empty: Bool = false,
                 inplace: Bool = false, backend: any BatchNormBackend = CPUBackend(),
                 using generator: inout some RandomNumberGenerator) throws {

@@ -33,16 +33,7 @@ struct CalibrateCommand: ParsableCommand {
     @Flag(name: .customLong("continue"), help: "Keep and update the state's running statistics and counter instead of resetting them.")
     var continueStatistics = false
 
-    @Option(name: .customLong("layout"), help: "Axis order of the arrays in the files: ncdhw or ndhwc.")
-    var layoutArgument: LayoutArgument = .ncdhw
-
-    var layout: TensorLayout { layoutArgument.layout }
-
-    @Option(help: "Key prefix in the state files ('' for bare keys).")
-    var prefix: String = ""
-
-    @Option(help: "Epsilon added to the variance.")
-    var epsilon: Double = 1e-5
+    @OptionGroup var options: StateOptions
 
     @Option(name: .customLong("init-factor"), help: "Running-average factor numerator: factor = max(init-factor / n, min-factor).")
     var initFactor: Double = 1
@@ -61,7 +52,7 @@ struct CalibrateCommand: ParsableCommand {
                                      mean: Array(repeating: 0, count: maps), var: Array(repeating: 1, count: maps),
                                      numOfProps: 0)
         if let state {
-            let loaded = try readState(path: state, prefix: prefix, maps: maps)
+            let loaded = try readState(path: state, prefix: options.prefix, maps: maps)
             initial.scale = loaded.scale
             initial.bias = loaded.bias
             if continueStatistics {
@@ -73,10 +64,10 @@ struct CalibrateCommand: ParsableCommand {
         var values = 0
         for (index, file) in files.enumerated() {
             try withContext(file) {
-                var batch = try Tensor(contentsOfNPYFile: file, fileLayout: layout)
-                if batch.dataType != .float32 { batch = batch.converted(to: layout, dataType: .float32) }
+                var batch = try Tensor(contentsOfNPYFile: file, fileLayout: options.layout)
+                if batch.dataType != .float32 { batch = batch.converted(to: options.layout, dataType: .float32) }
                 if module == nil {
-                    let created = try makeModule(rank: batch.rank, maps: maps, epsilon: epsilon,
+                    let created = try makeModule(rank: batch.rank, maps: maps, epsilon: options.epsilon,
                                                  initFactor: initFactor, minFactor: minFactor)
                     try created.load(initial)
                     created.trainMode()
@@ -89,7 +80,7 @@ struct CalibrateCommand: ParsableCommand {
             progress.update(index + 1)
         }
         progress.finish()
-        try withContext(output) { try module!.saveState(toFile: output, prefix: prefix) }
+        try withContext(output) { try module!.saveState(toFile: output, prefix: options.prefix) }
         print("calibrated \(maps) maps over \(files.count) batch\(files.count == 1 ? "" : "es") (\(values) values per channel); "
               + "num_batches_tracked \(module!.numOfProps); wrote \(output)")
     }

@@ -48,27 +48,39 @@ enum LayoutArgument: String, ExpressibleByArgument, CaseIterable {
     var layout: TensorLayout { self == .ncdhw ? .channelsFirst : .channelsLast }
 }
 
+/// Options of the commands that read arrays and a state file: `--layout`, `--prefix`, `--epsilon`.
+struct StateOptions: ParsableArguments {
+    @Option(name: .customLong("layout"), help: "Axis order of the arrays in the files: ncdhw (N, C, spatial...) or ndhwc (N, spatial..., C).")
+    var layoutArgument: LayoutArgument = .ncdhw
+
+    /// The library's layout for `--layout`.
+    var layout: TensorLayout { layoutArgument.layout }
+
+    @Option(help: "Key prefix in the state file ('' for bare keys, e.g. 'layer1.bn').")
+    var prefix: String = ""
+
+    @Option(help: "Epsilon added to the variance (not stored in state files).")
+    var epsilon: Double = 1e-5
+
+    func validate() throws {
+        guard epsilon > 0, epsilon.isFinite else { throw ValidationError("--epsilon must be finite and > 0, got \(epsilon)") }
+    }
+}
+
 /// Where `normalize` computes.
 enum ComputeDevice: String, ExpressibleByArgument, CaseIterable {
     case cpu, cuda
 }
 
-/// The family member for data of `rank` (2: BatchNorm, ..., 5: BatchNorm3D).
+/// The family member for data of `rank` (2: BatchNorm, ..., 5: BatchNorm3D), scale exactly 1.
 func makeModule(rank: Int, maps: Int, epsilon: Double, initFactor: Double = 1, minFactor: Double = 0.1,
                 inplace: Bool = false) throws -> BatchNormND {
-    var generator = SeededGenerator(seed: 0)
-    switch rank {
-    case 2: return try BatchNorm(maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: 0,
-                                 inplace: inplace, using: &generator)
-    case 3: return try BatchNorm1D(maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: 0,
-                                   inplace: inplace, using: &generator)
-    case 4: return try BatchNorm2D(maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: 0,
-                                   inplace: inplace, using: &generator)
-    case 5: return try BatchNorm3D(maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: 0,
-                                   inplace: inplace, using: &generator)
-    default:
+    guard let family = BatchNormND.familyMember(forDataRank: rank) else {
         throw CommandFailure("data of rank \(rank) is not supported (expected rank 2 to 5: (N, C), (N, C, L), (N, C, H, W) or (N, C, D, H, W))")
     }
+    var generator = SeededGenerator(seed: 0)
+    return try family.init(maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: 0,
+                           inplace: inplace, using: &generator)
 }
 
 /// Reads a state file and the state under `prefix`.

@@ -34,30 +34,20 @@ struct NormalizeCommand: ParsableCommand {
     @Option(help: "Where to compute: cpu or cuda.")
     var device: ComputeDevice = .cpu
 
-    @Option(name: .customLong("layout"), help: "Axis order of the arrays in the files: ncdhw (N, C, spatial...) or ndhwc (N, spatial..., C).")
-    var layoutArgument: LayoutArgument = .ncdhw
-
-    var layout: TensorLayout { layoutArgument.layout }
-
-    @Option(help: "Key prefix in the state file ('' for bare keys, e.g. 'layer1.bn').")
-    var prefix: String = ""
-
-    @Option(help: "Epsilon added to the running variance (not stored in state files).")
-    var epsilon: Double = 1e-5
+    @OptionGroup var options: StateOptions
 
     @Option(name: .customLong("chunk-mb"), help: "Memory per chunk in MiB, fractions allowed (at least one sample is processed at a time).")
     var chunkMegabytes: Double = 64
 
     func validate() throws {
         guard chunkMegabytes > 0, chunkMegabytes.isFinite else { throw ValidationError("--chunk-mb must be > 0, got \(chunkMegabytes)") }
-        guard epsilon >= 0, epsilon.isFinite else { throw ValidationError("--epsilon must be finite and >= 0, got \(epsilon)") }
     }
 
     func run() throws {
         guard device == .cpu else {
             throw CommandFailure("CUDA backend not available in this build (use --device cpu)")
         }
-        let state = try readState(path: state, prefix: prefix)
+        let state = try readState(path: state, prefix: options.prefix)
         let reader = try withContext(input) { try FileReader(path: input) }
         let header = try withContext(input) {
             let header = try NumPyArrayHeader(parsing: try reader.read(at: 0, count: min(reader.size, NumPyArrayHeader.maximumHeaderLength)))
@@ -67,11 +57,11 @@ struct NormalizeCommand: ParsableCommand {
         guard header.shape.count >= 2 else {
             throw CommandFailure("\(input): array of shape \(header.shape) has no channel axis (expected rank 2 to 5)")
         }
-        let shape = Tensor.logicalShape(ofPhysical: header.shape, layout: layout)
+        let shape = Tensor.logicalShape(ofPhysical: header.shape, layout: options.layout)
         guard shape[1] == state.maps else {
-            throw CommandFailure("\(input): array of shape \(header.shape) (\(layout)) has \(shape[1]) channels, the state has \(state.maps) maps")
+            throw CommandFailure("\(input): array of shape \(header.shape) (\(options.layout)) has \(shape[1]) channels, the state has \(state.maps) maps")
         }
-        let module = try makeModule(rank: shape.count, maps: state.maps, epsilon: epsilon, inplace: true)
+        let module = try makeModule(rank: shape.count, maps: state.maps, epsilon: options.epsilon, inplace: true)
         try module.load(state)
         module.evalMode()
 
@@ -90,12 +80,12 @@ struct NormalizeCommand: ParsableCommand {
                 try reader.read(at: header.dataOffset + first * sampleElements * header.dataType.byteCount,
                                 count: storage.byteCount, into: storage.rawAddress)
             }
-            let chunk = try Tensor(shape: chunkShape, layout: layout, dataType: header.dataType, sharing: storage)
+            let chunk = try Tensor(shape: chunkShape, layout: options.layout, dataType: header.dataType, sharing: storage)
             let result: Tensor
             if header.dataType == .float32 {
                 result = try module(chunk)  // in place: result shares `storage`
             } else {
-                result = try module(chunk.converted(to: layout, dataType: .float32)).converted(to: layout, dataType: header.dataType)
+                result = try module(chunk.converted(to: options.layout, dataType: .float32)).converted(to: options.layout, dataType: header.dataType)
             }
             module.reset()  // drop the references to the chunk
             try writer.write(result.storage.rawAddress, count: result.storage.byteCount)

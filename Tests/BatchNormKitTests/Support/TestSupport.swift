@@ -31,24 +31,9 @@ enum Rank: Int, CaseIterable, Sendable, CustomTestStringConvertible {
                     sscale: Double = 0.01, affine: Bool = true, name: String? = nil, empty: Bool = false,
                     inplace: Bool = false, backend: any BatchNormBackend = CPUBackend(),
                     using generator: inout SeededGenerator) throws -> BatchNormND {
-        switch self {
-        case .batchNorm:
-            try BatchNorm(maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: sscale,
-                          affine: affine, name: name, empty: empty, inplace: inplace, backend: backend,
-                          using: &generator)
-        case .batchNorm1D:
-            try BatchNorm1D(maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: sscale,
-                            affine: affine, name: name, empty: empty, inplace: inplace, backend: backend,
-                            using: &generator)
-        case .batchNorm2D:
-            try BatchNorm2D(maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: sscale,
-                            affine: affine, name: name, empty: empty, inplace: inplace, backend: backend,
-                            using: &generator)
-        case .batchNorm3D:
-            try BatchNorm3D(maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: sscale,
-                            affine: affine, name: name, empty: empty, inplace: inplace, backend: backend,
-                            using: &generator)
-        }
+        try BatchNormND.familyMember(forDataRank: rawValue)!.init(
+            maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: sscale, affine: affine,
+            name: name, empty: empty, inplace: inplace, backend: backend, using: &generator)
     }
 
 }
