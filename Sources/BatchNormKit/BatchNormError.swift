@@ -24,8 +24,9 @@ public enum BatchNormError: Error, Equatable, Sendable, CustomStringConvertible 
     /// A training batch with one value per channel (`M = N·∏S = 1`): the unbiased
     /// variance `σ²·M/(M−1)` is undefined. `M = 0` (an empty batch) is reported too.
     case tooFewValuesPerChannel(expected: String, actual: Int, shape: [Int])
-    /// The batch statistics of `channel` are not finite (NaN or ±Inf in the input);
-    /// the running statistics and the counter were not updated.
+    /// The batch statistics of `channel` are not finite (NaN or ±Inf in the input), or
+    /// would not be finite as the `Float` running statistics (finite input beyond about
+    /// ±1e19); the running statistics and the counter were not updated.
     case nonFiniteStatistics(channel: Int, mean: Double, variance: Double)
     /// `inplace: true` in training mode (PuzzleLib: "using inplace flag in train mode is
     /// prohibited").

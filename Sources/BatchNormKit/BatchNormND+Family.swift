@@ -34,3 +34,21 @@ public final class BatchNorm3D: BatchNormND {
     /// 3: statistics over the batch, depth, height and width axes.
     public override class var spatialDimensions: Int? { 3 }
 }
+
+extension BatchNormND {
+    /// The family member that accepts data of `rank`: ``BatchNorm`` for 2, ``BatchNorm1D``
+    /// for 3, ``BatchNorm2D`` for 4, ``BatchNorm3D`` for 5; `nil` for any other rank.
+    ///
+    /// ```swift
+    /// let module = try BatchNormND.familyMember(forDataRank: x.rank)?.init(maps: x.shape[1], using: &generator)
+    /// ```
+    public static func familyMember(forDataRank rank: Int) -> BatchNormND.Type? {
+        switch rank {
+        case 2: BatchNorm.self
+        case 3: BatchNorm1D.self
+        case 4: BatchNorm2D.self
+        case 5: BatchNorm3D.self
+        default: nil
+        }
+    }
+}

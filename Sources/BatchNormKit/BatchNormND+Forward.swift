@@ -55,13 +55,17 @@ extension BatchNormND {
         let oldMean = parameters.mean.scalars, oldVariance = parameters.variance.scalars
         for c in 0..<maps {
             let mu = moments[c].mean, variance = moments[c].m2 / count
-            guard mu.isFinite, variance.isFinite else {
+            // Finite in Double is not enough: the running statistics and savemean are Float,
+            // and a batch of finite values near ±1e20 has σ² beyond Float's range.
+            let newMean = Float((1 - factor) * Double(oldMean[c]) + factor * mu)
+            let newVariance = Float((1 - factor) * Double(oldVariance[c]) + factor * variance * count / (count - 1))
+            guard mu.isFinite, variance.isFinite, Float(mu).isFinite, newMean.isFinite, newVariance.isFinite else {
                 throw BatchNormError.nonFiniteStatistics(channel: c, mean: mu, variance: variance)
             }
             batchMean.append(mu)
             invstd.append(1 / (variance + epsilon).squareRoot())
-            runningMean.append(Float((1 - factor) * Double(oldMean[c]) + factor * mu))
-            runningVariance.append(Float((1 - factor) * Double(oldVariance[c]) + factor * variance * count / (count - 1)))
+            runningMean.append(newMean)
+            runningVariance.append(newVariance)
         }
 
         let scale = parameters.scale.scalars, bias = parameters.bias.scalars

@@ -39,7 +39,8 @@ extension BatchNormND {
     /// - Throws: ``BatchNormError/parameterCountMismatch(parameter:expected:actual:)`` when a
     ///   list does not hold `maps` values,
     ///   ``BatchNormError/invalidArgument(name:expected:actual:)`` for a negative
-    ///   `numOfProps`. The module is unchanged after a throw.
+    ///   `numOfProps`, a non-finite value or a negative variance (naming the channel).
+    ///   The module is unchanged after a throw.
     public func load(_ state: BatchNormState) throws {
         for (label, values) in [("scale", state.scale), ("bias", state.bias), ("mean", state.mean), ("var", state.var)]
         where values.count != maps {
@@ -47,6 +48,14 @@ extension BatchNormND {
         }
         guard state.numOfProps >= 0 else {
             throw BatchNormError.invalidArgument(name: "numOfProps", expected: ">= 0", actual: "\(state.numOfProps)")
+        }
+        for (label, values) in [("scale", state.scale), ("bias", state.bias), ("mean", state.mean)] {
+            if let c = values.firstIndex(where: { !$0.isFinite }) {
+                throw BatchNormError.invalidArgument(name: "\(label)[\(c)]", expected: "a finite value", actual: "\(values[c])")
+            }
+        }
+        if let c = state.var.firstIndex(where: { !($0 >= 0 && $0.isFinite) }) {
+            throw BatchNormError.invalidArgument(name: "var[\(c)]", expected: "a finite value >= 0", actual: "\(state.var[c])")
         }
         parameters = try Parameters(shape: [1, maps] + Array(repeating: 1, count: dataRank - 2), scale: state.scale,
                                     bias: state.bias, mean: state.mean, variance: state.var)

@@ -86,9 +86,9 @@ public class BatchNormND: Module {
     ///
     /// - Parameters:
     ///   - maps: Number of channels `C`, at least 1.
-    ///   - epsilon: `ε` added to the variance, >= 0. Default `1e-5`.
-    ///   - initFactor: Default 1: the first batch replaces the initial statistics.
-    ///   - minFactor: Default 0.1, PyTorch's default `momentum`.
+    ///   - epsilon: `ε` added to the variance, > 0. Default `1e-5`.
+    ///   - initFactor: In `[0, 1]`. Default 1: the first batch replaces the initial statistics.
+    ///   - minFactor: In `[0, 1]`. Default 0.1, PyTorch's default `momentum`.
     ///   - sscale: Standard deviation of the initial scale, >= 0. Default 0.01.
     ///   - affine: Learn `scale` and `bias`. Default `true`; when `false`, `scale` is exactly 1.
     ///   - name: Optional name.
@@ -98,9 +98,9 @@ public class BatchNormND: Module {
     ///   - backend: Where to compute. Default: ``CPUBackend`` on every core.
     ///   - generator: Source of the initial `scale ~ Normal(1, sscale)`, drawn channel by channel.
     /// - Throws: ``BatchNormError/invalidArgument(name:expected:actual:)`` for `maps < 1`,
-    ///   a negative or non-finite `epsilon`, `sscale`, `initFactor` or `minFactor`, or when
-    ///   called on `BatchNormND` itself.
-    public init(maps: Int, epsilon: Double = 1e-5, initFactor: Double = 1.0, minFactor: Double = 0.1,
+    ///   `epsilon` not finite and positive, `initFactor` or `minFactor` outside `[0, 1]`, a
+    ///   negative or non-finite `sscale`, or when called on `BatchNormND` itself.
+    public required init(maps: Int, epsilon: Double = 1e-5, initFactor: Double = 1.0, minFactor: Double = 0.1,
                 sscale: Double = 0.01, affine: Bool = true, name: String? = nil, empty: Bool = false,
                 inplace: Bool = false, backend: any BatchNormBackend = CPUBackend(),
                 using generator: inout some RandomNumberGenerator) throws {
@@ -111,9 +111,16 @@ public class BatchNormND: Module {
         guard maps >= 1 else {
             throw BatchNormError.invalidArgument(name: "maps", expected: ">= 1", actual: "\(maps)")
         }
-        for (label, value) in [("epsilon", epsilon), ("initFactor", initFactor), ("minFactor", minFactor), ("sscale", sscale)]
-        where !(value >= 0 && value.isFinite) {
-            throw BatchNormError.invalidArgument(name: label, expected: "a finite value >= 0", actual: "\(value)")
+        // ε > 0 keeps invstd finite on constant channels; factors in [0, 1] keep the running
+        // variance a convex combination of non-negative values.
+        let domains: [(String, Double, String, (Double) -> Bool)] = [
+            ("epsilon", epsilon, "a finite value > 0", { $0 > 0 && $0.isFinite }),
+            ("initFactor", initFactor, "in [0, 1]", { (0...1).contains($0) }),
+            ("minFactor", minFactor, "in [0, 1]", { (0...1).contains($0) }),
+            ("sscale", sscale, "a finite value >= 0", { $0 >= 0 && $0.isFinite }),
+        ]
+        for (label, value, expected, isValid) in domains where !isValid(value) {
+            throw BatchNormError.invalidArgument(name: label, expected: expected, actual: "\(value)")
         }
         self.maps = maps
         self.epsilon = epsilon

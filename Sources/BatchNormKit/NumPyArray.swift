@@ -1,0 +1,313 @@
+/// Errors thrown while reading a NumPy `.npy` file.
+///
+/// The reader throws one of these for any malformed or unsupported input and never traps.
+public enum NumPyArrayError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The data does not start with the magic string `\x93NUMPY`.
+    case notNumPyFile
+    /// The data ends before the header does.
+    case truncatedHeader(expected: Int, actual: Int)
+    /// The format version is not 1.0, 2.0 or 3.0.
+    case unsupportedVersion(major: Int, minor: Int)
+    /// The header exceeds ``NumPyArrayHeader/maximumHeaderLength``.
+    case headerTooLarge(length: Int, limit: Int)
+    /// The header dictionary is malformed (`reason` says how).
+    case invalidHeader(reason: String)
+    /// The dtype is not little-endian `float32` (`<f4`) or `float16` (`<f2`).
+    case unsupportedDataType(descr: String)
+    /// The array is stored in Fortran (column-major) order; only C order is read.
+    case fortranOrder
+    /// The data section does not hold the shape's elements.
+    case dataSizeMismatch(expected: Int, actual: Int)
+    /// The array does not fit the requested use (for example a rank-0 array read as channels-last).
+    case shapeMismatch(expected: String, actual: [Int])
+
+    /// One sentence naming what was expected and what was found.
+    public var description: String {
+        switch self {
+        case .notNumPyFile:
+            "not a NumPy .npy file (expected the magic string \\x93NUMPY)"
+        case .truncatedHeader(let expected, let actual):
+            ".npy header is truncated: \(actual) bytes, expected \(expected)"
+        case .unsupportedVersion(let major, let minor):
+            ".npy format version \(major).\(minor) is not supported (expected 1.0, 2.0 or 3.0)"
+        case .headerTooLarge(let length, let limit):
+            ".npy header of \(length) bytes exceeds the limit of \(limit)"
+        case .invalidHeader(let reason):
+            "invalid .npy header: \(reason)"
+        case .unsupportedDataType(let descr):
+            ".npy dtype '\(descr)' is not supported (expected '<f4' float32 or '<f2' float16)"
+        case .fortranOrder:
+            ".npy array is in Fortran order (fortran_order: True); expected C order"
+        case .dataSizeMismatch(let expected, let actual):
+            ".npy data section has \(actual) bytes, expected \(expected) for the shape and dtype: file truncated or corrupted"
+        case .shapeMismatch(let expected, let actual):
+            ".npy array has shape \(actual) (expected: \(expected))"
+        }
+    }
+}
+
+/// The header of a NumPy `.npy` file: shape and element type of a C-order array, and where
+/// its data begin.
+///
+/// Format (<https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html>): the
+/// magic `\x93NUMPY`, a version byte pair (1.0: 2-byte header length; 2.0: 4-byte length;
+/// 3.0: 4-byte length and a UTF-8 header), then a Python dict literal
+/// `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }` padded with spaces and a
+/// newline so the data start on a 64-byte boundary.
+///
+/// Only `float32` (`'<f4'`) and `float16` (`'<f2'`) in C order are accepted, little-endian
+/// (`'='` on this little-endian machine too); anything else throws a ``NumPyArrayError``
+/// naming it. The header parser is strict (exactly the three keys, Python literals only) and
+/// bounded by ``maximumHeaderLength``.
+///
+/// Reading a file in pieces:
+/// ```swift
+/// let file = try FileReader(path: "x.npy")
+/// let header = try NumPyArrayHeader(parsing: file.read(at: 0, count: min(file.size, 1 << 16)))
+/// try header.checkDataSize(fileSize: file.size)
+/// // elements start at header.dataOffset
+/// ```
+public struct NumPyArrayHeader: Equatable, Sendable {
+    /// The longest accepted header (the version 1.0 limit, 64 KiB, plus the prefix).
+    public static let maximumHeaderLength = 65_536 + 10
+
+    /// The array's shape, `[]` for a scalar.
+    public var shape: [Int]
+    /// The element type.
+    public var dataType: TensorDataType
+    /// Byte offset of the first element (the header's total length).
+    public var dataOffset: Int
+
+    /// Number of elements, the product of the shape.
+    public var elementCount: Int { shape.reduce(1, *) }
+
+    /// Bytes of the data section.
+    public var dataByteCount: Int { elementCount * dataType.byteCount }
+
+    /// Parses the header at the start of `bytes` (which may hold more than the header).
+    ///
+    /// - Throws: ``NumPyArrayError`` for a bad magic, version, header, dtype
+    ///   (``NumPyArrayError/unsupportedDataType(descr:)`` names it) or Fortran order.
+    public init(parsing bytes: [UInt8]) throws {
+        let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
+        guard bytes.count >= 6 else {
+            if Array(bytes) == Array(magic.prefix(bytes.count)) {
+                throw NumPyArrayError.truncatedHeader(expected: 10, actual: bytes.count)
+            }
+            throw NumPyArrayError.notNumPyFile
+        }
+        guard Array(bytes[0..<6]) == magic else { throw NumPyArrayError.notNumPyFile }
+        guard bytes.count >= 8 else { throw NumPyArrayError.truncatedHeader(expected: 10, actual: bytes.count) }
+        let major = Int(bytes[6]), minor = Int(bytes[7])
+        let prefixLength: Int, headerLength: Int
+        switch (major, minor) {
+        case (1, 0):
+            prefixLength = 10
+            guard bytes.count >= prefixLength else {
+                throw NumPyArrayError.truncatedHeader(expected: prefixLength, actual: bytes.count)
+            }
+            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
+        case (2, 0), (3, 0):
+            prefixLength = 12
+            guard bytes.count >= prefixLength else {
+                throw NumPyArrayError.truncatedHeader(expected: prefixLength, actual: bytes.count)
+            }
+            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24
+        default:
+            throw NumPyArrayError.unsupportedVersion(major: major, minor: minor)
+        }
+        guard headerLength <= Self.maximumHeaderLength - prefixLength else {
+            throw NumPyArrayError.headerTooLarge(length: headerLength, limit: Self.maximumHeaderLength - prefixLength)
+        }
+        guard bytes.count >= prefixLength + headerLength else {
+            throw NumPyArrayError.truncatedHeader(expected: prefixLength + headerLength, actual: bytes.count)
+        }
+        let text = Array(bytes[prefixLength..<(prefixLength + headerLength)])
+        if major < 3 {
+            guard text.allSatisfy({ $0 < 0x80 }) else {
+                throw NumPyArrayError.invalidHeader(reason: "non-ASCII byte in a version \(major).0 header")
+            }
+        } else if let offset = StrictJSONParser.firstInvalidUTF8Offset(text) {
+            throw NumPyArrayError.invalidHeader(reason: "invalid UTF-8 at header byte \(offset)")
+        }
+        var parser = PythonDictParser(bytes: text)
+        let dictionary = try parser.parseHeader()
+        guard dictionary.count == 3, case .string(let descr)? = dictionary["descr"],
+              case .bool(let fortran)? = dictionary["fortran_order"], case .tuple(let shape)? = dictionary["shape"] else {
+            throw NumPyArrayError.invalidHeader(
+                reason: "expected exactly the keys 'descr' (a string), 'fortran_order' (a bool) and 'shape' (a tuple), got \(dictionary.keys.sorted())")
+        }
+        guard !fortran else { throw NumPyArrayError.fortranOrder }
+        switch descr {
+        case "<f4", "=f4": dataType = .float32
+        case "<f2", "=f2": dataType = .float16
+        default: throw NumPyArrayError.unsupportedDataType(descr: descr)
+        }
+        var count = dataType.byteCount
+        for extent in shape {
+            let (product, overflow) = count.multipliedReportingOverflow(by: extent)
+            guard extent >= 0, !overflow else {
+                throw NumPyArrayError.invalidHeader(reason: "shape \(shape) is negative or overflows")
+            }
+            count = product
+        }
+        self.shape = shape
+        dataOffset = prefixLength + headerLength
+    }
+
+    /// A header for a new file (version 1.0, or 2.0 when the dict needs more than 65535 bytes).
+    public init(shape: [Int], dataType: TensorDataType) {
+        self.shape = shape
+        self.dataType = dataType
+        dataOffset = 0
+        dataOffset = encoded().count
+    }
+
+    /// Checks that a file of `fileSize` bytes holds exactly the data this header announces.
+    /// - Throws: ``NumPyArrayError/dataSizeMismatch(expected:actual:)``.
+    public func checkDataSize(fileSize: Int) throws {
+        let actual = fileSize - dataOffset
+        guard actual == dataByteCount else {
+            throw NumPyArrayError.dataSizeMismatch(expected: dataByteCount, actual: actual)
+        }
+    }
+
+    /// The header bytes as NumPy writes them: magic, version, length, the dict
+    /// `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }`, spaces and `\n`, padded
+    /// so the total is a multiple of 64 bytes.
+    public func encoded() -> [UInt8] {
+        let shapeText: String
+        switch shape.count {
+        case 0: shapeText = "()"
+        case 1: shapeText = "(\(shape[0]),)"
+        default: shapeText = "(" + shape.map(String.init).joined(separator: ", ") + ")"
+        }
+        let descr = dataType == .float32 ? "<f4" : "<f2"
+        var dict = Array("{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }".utf8)
+        let version1 = (10 + dict.count + 1 + 63) / 64 * 64 - 10 <= 65_535
+        let prefixLength = version1 ? 10 : 12
+        let total = (prefixLength + dict.count + 1 + 63) / 64 * 64
+        dict.append(contentsOf: Array(repeating: 0x20, count: total - prefixLength - dict.count - 1))
+        dict.append(0x0A)
+        var result: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, version1 ? 1 : 2, 0]
+        if version1 {
+            result += [UInt8(dict.count & 0xFF), UInt8(dict.count >> 8)]
+        } else {
+            result += (0..<4).map { UInt8((dict.count >> (8 * $0)) & 0xFF) }
+        }
+        return result + dict
+    }
+}
+
+/// Parses the Python literal dict of a `.npy` header: string keys, and values that are
+/// strings, `True`/`False` or tuples of non-negative integers. Nothing else is accepted.
+struct PythonDictParser {
+    enum Value: Equatable {
+        case string(String)
+        case bool(Bool)
+        case tuple([Int])
+    }
+
+    let bytes: [UInt8]
+    var position = 0
+
+    init(bytes: [UInt8]) { self.bytes = bytes }
+
+    private func fail(_ reason: String) -> NumPyArrayError {
+        .invalidHeader(reason: "\(reason) at header byte \(position)")
+    }
+
+    private mutating func skipSpaces() {
+        while position < bytes.count, bytes[position] == 0x20 || bytes[position] == 0x09 { position += 1 }
+    }
+
+    private mutating func expect(_ character: Character) throws {
+        skipSpaces()
+        guard position < bytes.count, bytes[position] == character.asciiValue! else { throw fail("expected '\(character)'") }
+        position += 1
+    }
+
+    private mutating func peek(_ character: Character) -> Bool {
+        skipSpaces()
+        return position < bytes.count && bytes[position] == character.asciiValue!
+    }
+
+    /// The dict, followed only by spaces and newlines.
+    mutating func parseHeader() throws -> [String: Value] {
+        try expect("{")
+        var result: [String: Value] = [:]
+        while !peek("}") {
+            let key = try parseString()
+            try expect(":")
+            let value = try parseValue()
+            guard result.updateValue(value, forKey: key) == nil else { throw fail("duplicate key '\(key)'") }
+            if peek(",") { position += 1 } else { break }
+        }
+        try expect("}")
+        while position < bytes.count, [0x20, 0x0A, 0x0D, 0x09, 0x00].contains(bytes[position]) { position += 1 }
+        guard position == bytes.count else { throw fail("unexpected data after the dict") }
+        return result
+    }
+
+    private mutating func parseValue() throws -> Value {
+        skipSpaces()
+        guard position < bytes.count else { throw fail("unexpected end of header") }
+        switch bytes[position] {
+        case UInt8(ascii: "'"), UInt8(ascii: "\""): return .string(try parseString())
+        case UInt8(ascii: "T"): try literal("True"); return .bool(true)
+        case UInt8(ascii: "F"): try literal("False"); return .bool(false)
+        case UInt8(ascii: "("): return .tuple(try parseTuple())
+        default: throw fail("unexpected value")
+        }
+    }
+
+    private mutating func literal(_ word: String) throws {
+        let utf8 = Array(word.utf8)
+        guard position + utf8.count <= bytes.count, Array(bytes[position..<(position + utf8.count)]) == utf8 else {
+            throw fail("expected \(word)")
+        }
+        position += utf8.count
+    }
+
+    private mutating func parseString() throws -> String {
+        skipSpaces()
+        guard position < bytes.count, bytes[position] == UInt8(ascii: "'") || bytes[position] == UInt8(ascii: "\"") else {
+            throw fail("expected a quoted string")
+        }
+        let quote = bytes[position]
+        position += 1
+        let start = position
+        while position < bytes.count, bytes[position] != quote {
+            guard bytes[position] != UInt8(ascii: "\\"), bytes[position] >= 0x20 else {
+                throw fail("escapes and control characters are not supported in strings")
+            }
+            position += 1
+        }
+        guard position < bytes.count else { throw fail("unterminated string") }
+        let text = String(decoding: bytes[start..<position], as: UTF8.self)
+        position += 1
+        return text
+    }
+
+    private mutating func parseTuple() throws -> [Int] {
+        try expect("(")
+        var values: [Int] = []
+        while !peek(")") {
+            let start = position
+            var value = 0
+            while position < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[position]) {
+                let (times, overflow1) = value.multipliedReportingOverflow(by: 10)
+                let (sum, overflow2) = times.addingReportingOverflow(Int(bytes[position] - UInt8(ascii: "0")))
+                guard !overflow1, !overflow2 else { throw fail("dimension too large") }
+                value = sum
+                position += 1
+            }
+            guard position > start else { throw fail("expected a non-negative integer") }
+            if position < bytes.count, bytes[position] == UInt8(ascii: "L") { position += 1 }  // Python 2 long
+            values.append(value)
+            if peek(",") { position += 1 } else { break }
+        }
+        try expect(")")
+        return values
+    }
+}

@@ -1,0 +1,147 @@
+import ArgumentParser
+import BatchNormKit
+
+/// `bnkit inspect`: what a state (.safetensors) or .npy file holds.
+struct InspectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect",
+        abstract: "Show keys, shapes, dtypes and per-channel summaries of a .safetensors or .npy file.",
+        discussion: """
+            A safetensors file: every tensor's dtype, shape and min/max/mean, then, for each \
+            BatchNorm state found (a prefix with running_mean), a per-channel table of weight, bias, \
+            running_mean, running_var and num_batches_tracked. A .npy file: shape, dtype, and for \
+            rank >= 2 the per-channel count, mean, standard deviation (population), min and max over \
+            every axis but the channel axis (axis 1 for ncdhw, the last axis for ndhwc); read in \
+            chunks, so large files are fine. The kind is recognised by content, not by extension.
+            """)
+
+    @Argument(help: "A .safetensors or .npy file.")
+    var file: String
+
+    @Option(name: .customLong("layout"), help: "Axis order of a .npy array: ncdhw (channels on axis 1) or ndhwc (channels last).")
+    var layoutArgument: LayoutArgument = .ncdhw
+
+    var layout: TensorLayout { layoutArgument.layout }
+
+    @Option(name: .customLong("chunk-mb"), help: "Memory per chunk in MiB when reading a .npy file.")
+    var chunkMegabytes: Double = 64
+
+    func validate() throws {
+        guard chunkMegabytes > 0, chunkMegabytes.isFinite else { throw ValidationError("--chunk-mb must be > 0, got \(chunkMegabytes)") }
+    }
+
+    func run() throws {
+        let reader = try withContext(file) { try FileReader(path: file) }
+        let prefix = try withContext(file) { try reader.read(at: 0, count: min(reader.size, 6)) }
+        if prefix == [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59] {
+            try withContext(file) { try inspectNumPy(reader) }
+        } else {
+            try withContext(file) { try inspectSafeTensors(try SafeTensorsFile(parsing: reader.read(at: 0, count: reader.size))) }
+        }
+    }
+
+    private func format(_ value: Double) -> String {
+        let magnitude = abs(value)
+        if value == 0 || (magnitude >= 1e-3 && magnitude < 1e6) {
+            let scaled = (value * 1e6).rounded() / 1e6
+            return "\(scaled)"
+        }
+        return "\(Float(value))"
+    }
+
+    private func inspectSafeTensors(_ safeTensors: SafeTensorsFile) throws {
+        print("\(file): safetensors, \(safeTensors.tensors.count) tensor\(safeTensors.tensors.count == 1 ? "" : "s")")
+        for key in safeTensors.metadata.keys.sorted() { print("  metadata \(key) = \(safeTensors.metadata[key]!)") }
+        let keyWidth = safeTensors.tensors.keys.map(\.count).max() ?? 0
+        for key in safeTensors.tensors.keys.sorted() {
+            let entry = safeTensors.tensors[key]!
+            let values: [Double] = entry.floatValues().map { $0.map(Double.init) } ?? entry.integerValues()?.map(Double.init) ?? []
+            var line = "  \(key.padding(keyWidth))  \(entry.dataType.rawValue.padding(7))  \("\(entry.shape)".padding(14))"
+            if values.count == 1 {
+                line += "  value \(format(values[0]))"
+            } else if !values.isEmpty {
+                line += "  min \(format(values.min()!))  max \(format(values.max()!))  mean \(format(values.reduce(0, +) / Double(values.count)))"
+            }
+            print(line)
+        }
+        let suffix = "running_mean"
+        let prefixes = safeTensors.tensors.keys.filter { $0 == suffix || $0.hasSuffix("." + suffix) }
+            .map { String($0.dropLast(suffix.count)).trimmingDot() }.sorted()
+        for prefix in prefixes {
+            guard let state = try? BatchNormState(safeTensors: safeTensors, prefix: prefix) else {
+                print("\nBatchNorm state '\(prefix)': incomplete (weight, bias, running_mean, running_var, num_batches_tracked expected)")
+                continue
+            }
+            print("\nBatchNorm state\(prefix.isEmpty ? "" : " '\(prefix)'"): \(state.maps) maps, num_batches_tracked \(state.numOfProps)")
+            print("  " + ["channel", "weight", "bias", "running_mean", "running_var"].map { $0.padding(13) }.joined(separator: " "))
+            for c in 0..<state.maps {
+                let row = ["\(c)", format(Double(state.scale[c])), format(Double(state.bias[c])),
+                           format(Double(state.mean[c])), format(Double(state.var[c]))]
+                print("  " + row.map { $0.padding(13) }.joined(separator: " "))
+            }
+        }
+    }
+
+    private func inspectNumPy(_ reader: FileReader) throws {
+        let header = try NumPyArrayHeader(parsing: try reader.read(at: 0, count: min(reader.size, NumPyArrayHeader.maximumHeaderLength)))
+        try header.checkDataSize(fileSize: reader.size)
+        print("\(file): npy, shape \(header.shape), dtype \(header.dataType), C order, data at byte \(header.dataOffset) (\(header.dataByteCount) bytes)")
+        let shape = Tensor.logicalShape(ofPhysical: header.shape, layout: layout)
+        let channels = shape.count >= 2 ? shape[1] : 1
+        if shape.count >= 2 {
+            print("logical (N, C, ...) shape \(shape) with --layout \(layout); channel axis \(layout == .channelsFirst || shape.count == 2 ? 1 : shape.count - 1) of the file")
+        }
+        guard header.elementCount > 0 else { print("empty array"); return }
+        // Per-channel count, mean and M2 merged chunk by chunk (Chan et al.), min and max.
+        var moments = Array(repeating: ChannelMoments.empty, count: channels)
+        var minimum = Array(repeating: Double.infinity, count: channels)
+        var maximum = Array(repeating: -Double.infinity, count: channels)
+        let batch = shape.first ?? 1
+        let sampleElements = shape.count >= 1 ? shape.dropFirst().reduce(1, *) : 1
+        let samplesPerChunk = max(1, Int(min(chunkMegabytes * 1_048_576, 1e15)) / max(1, sampleElements * 4))
+        let spatial = shape.count > 2 ? shape[2...].reduce(1, *) : 1
+        var first = 0
+        while first < batch {
+            let count = min(samplesPerChunk, batch - first)
+            let storage = TensorStorage(byteCount: count * sampleElements * header.dataType.byteCount)
+            try reader.read(at: header.dataOffset + first * sampleElements * header.dataType.byteCount,
+                            count: storage.byteCount, into: storage.rawAddress)
+            let chunkShape = shape.isEmpty ? [] : [count] + shape.dropFirst()
+            var chunk = try Tensor(shape: chunkShape, layout: layout, dataType: header.dataType, sharing: storage)
+            if chunk.dataType != .float32 { chunk = chunk.converted(to: layout, dataType: .float32) }
+            let values = chunk.storage.floats
+            let geometry = ChannelGeometry(shape: shape.count >= 2 ? chunkShape : [chunk.elementCount])
+            for c in 0..<channels {
+                var sum = 0.0
+                for n in 0..<count { for s in 0..<spatial {
+                    let value = Double(values[geometry.offset(n: n, c: c, s: s, layout: layout)])
+                    sum += value
+                    minimum[c] = min(minimum[c], value)
+                    maximum[c] = max(maximum[c], value)
+                } }
+                let m = Double(count * spatial), mean = sum / m
+                var m2 = 0.0
+                for n in 0..<count { for s in 0..<spatial {
+                    let d = Double(values[geometry.offset(n: n, c: c, s: s, layout: layout)]) - mean
+                    m2 += d * d
+                } }
+                moments[c] = moments[c].merged(with: ChannelMoments(count: m, mean: mean, m2: m2))
+            }
+            first += count
+            if shape.isEmpty { break }
+        }
+        print("  " + ["channel", "count", "mean", "std", "min", "max"].map { $0.padding(13) }.joined(separator: " "))
+        for c in 0..<channels {
+            let row = ["\(shape.count >= 2 ? "\(c)" : "all")", "\(Int(moments[c].count))", format(moments[c].mean),
+                       format((moments[c].m2 / moments[c].count).squareRoot()), format(minimum[c]), format(maximum[c])]
+            print("  " + row.map { $0.padding(13) }.joined(separator: " "))
+        }
+    }
+}
+
+extension String {
+    /// The string padded with spaces to at least `width` characters.
+    func padding(_ width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
+    /// The string without a trailing `"."`.
+    func trimmingDot() -> String { hasSuffix(".") ? String(dropLast()) : self }
+}
