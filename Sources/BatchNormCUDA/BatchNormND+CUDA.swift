@@ -88,10 +88,13 @@ extension BatchNormND {
                 try device.synchronize()
             }
         }
+        // The host's rule (BatchNormND's training forward): μ and σ² finite in Double, and μ
+        // and the new Float running statistics (computed on the device the same way) finite.
         let count = Double(valuesPerChannel)
         for channel in 0..<c {
             let mu = doubles[c + channel], variance = doubles[2 * c + channel] / count
-            guard mu.isFinite, variance.isFinite else {
+            guard mu.isFinite, variance.isFinite, Float(mu).isFinite, floats[channel].isFinite,
+                  floats[c + channel].isFinite else {
                 throw BatchNormError.nonFiniteStatistics(channel: channel, mean: mu, variance: variance)
             }
         }

@@ -31,6 +31,11 @@ struct DeviceTensorTests {
         #expect(throws: BatchNormError.self) { try bn.forward(bad) }
         #expect(try bn.state() == before)
         #expect(bn.numOfProps == 0)
+        // Finite input whose variance overflows the Float running statistics (the host's rule).
+        let huge = try DeviceTensor(Tensor((0..<48).map { $0 % 2 == 0 ? 1e20 : -1e20 }, shape: [2, 2, 2, 2, 3]),
+                                    on: device)
+        #expect(throws: BatchNormError.self) { try bn.forward(huge) }
+        #expect(try bn.state() == before)
         // Backward without a device forward.
         #expect(throws: BatchNormError.backwardBeforeForward(name: nil)) { try bn.backward(bad) }
         // Wrong rank and maps.
