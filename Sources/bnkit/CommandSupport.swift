@@ -74,13 +74,13 @@ enum ComputeDevice: String, ExpressibleByArgument, CaseIterable {
 
 /// The family member for data of `rank` (2: BatchNorm, ..., 5: BatchNorm3D), scale exactly 1.
 func makeModule(rank: Int, maps: Int, epsilon: Double, initFactor: Double = 1, minFactor: Double = 0.1,
-                inplace: Bool = false) throws -> BatchNormND {
+                inplace: Bool = false, backend: any BatchNormBackend = CPUBackend()) throws -> BatchNormND {
     guard let family = BatchNormND.familyMember(forDataRank: rank) else {
         throw CommandFailure("data of rank \(rank) is not supported (expected rank 2 to 5: (N, C), (N, C, L), (N, C, H, W) or (N, C, D, H, W))")
     }
     var generator = SeededGenerator(seed: 0)
     return try family.init(maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: 0,
-                           inplace: inplace, using: &generator)
+                           inplace: inplace, backend: backend, using: &generator)
 }
 
 /// Reads a state file and the state under `prefix`.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import BatchNormCUDA
 import BatchNormKit
 
 /// `bnkit normalize`: evaluation forward of a stored batch of volumes, in bounded memory.
@@ -14,7 +15,8 @@ struct NormalizeCommand: ParsableCommand {
         abstract: "Evaluation-mode batch normalization of a .npy batch with a saved state.",
         discussion: """
             The input is a float32 or float16 C-order .npy array of rank 2 to 5; the output has the \
-            same shape and dtype (float16 is computed in float32 and rounded). --layout states how \
+            same shape and dtype (float16 on the CPU is computed in float32 and rounded; --device cuda \
+            computes it natively with float32 statistics). --layout states how \
             the file's axes are ordered: ncdhw (default) means the array is (N, C, D, H, W); ndhwc \
             means the array is (N, D, H, W, C), channels last (e.g. x.permute(0, 2, 3, 4, 1) of a \
             PyTorch tensor). The state is a safetensors file with PyTorch's BatchNorm keys \
@@ -44,9 +46,6 @@ struct NormalizeCommand: ParsableCommand {
     }
 
     func run() throws {
-        guard device == .cpu else {
-            throw CommandFailure("CUDA backend not available in this build (use --device cpu)")
-        }
         let state = try readState(path: state, prefix: options.prefix)
         let reader = try withContext(input) { try FileReader(path: input) }
         let header = try withContext(input) {
@@ -61,7 +60,9 @@ struct NormalizeCommand: ParsableCommand {
         guard shape[1] == state.maps else {
             throw CommandFailure("\(input): array of shape \(header.shape) (\(options.layout)) has \(shape[1]) channels, the state has \(state.maps) maps")
         }
-        let module = try makeModule(rank: shape.count, maps: state.maps, epsilon: options.epsilon, inplace: true)
+        let backend: any BatchNormBackend = device == .cuda ? try CUDABackend() : CPUBackend()
+        let module = try makeModule(rank: shape.count, maps: state.maps, epsilon: options.epsilon, inplace: true,
+                                    backend: backend)
         try module.load(state)
         module.evalMode()
 
@@ -82,7 +83,7 @@ struct NormalizeCommand: ParsableCommand {
             }
             let chunk = try Tensor(shape: chunkShape, layout: options.layout, dataType: header.dataType, sharing: storage)
             let result: Tensor
-            if header.dataType == .float32 {
+            if backend.supports(header.dataType) {
                 result = try module(chunk)  // in place: result shares `storage`
             } else {
                 result = try module(chunk.converted(to: options.layout, dataType: .float32)).converted(to: options.layout, dataType: header.dataType)
