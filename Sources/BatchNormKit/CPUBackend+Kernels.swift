@@ -1,0 +1,365 @@
+// The CPU backend's inner loops, on raw pointers.
+//
+// Shape legend: N batch, C channels, S spatial size (∏ D·H·W), M = N·S values per channel.
+// A *run* is a stretch of contiguous storage:
+// - channels-first (NCDHW): one channel's values, `x[n, c, s0 ..< s1]`, so every value of a
+//   run shares one set of per-channel coefficients (a scalar broadcast to all lanes);
+// - channels-last (NDHWC): whole rows `x[n, s, 0 ..< C]`, so value `i` of the run belongs to
+//   channel `i mod C`. A ``ChannelPattern`` of period `P` (a multiple of C, and of the
+//   vector width when that is cheap) replicates per-channel values so that the run is
+//   processed `P` values at a time with full vectors whatever C is.
+//
+// Vectors are `SIMD16<Float>` (one AVX-512 register, two AVX2 or four SSE registers) and
+// `SIMD8<Double>`; sums are accumulated in `Double`. Every value goes through the same
+// IEEE operations in vector lanes and in scalar tails (no fused multiply-add), so the
+// element results never depend on where a thread's range starts.
+
+/// Sixteen `Float` lanes.
+typealias FloatVector = SIMD16<Float>
+/// Eight `Double` lanes: half a ``FloatVector`` widened.
+typealias DoubleVector = SIMD8<Double>
+
+extension UnsafePointer where Pointee == Float {
+    /// Sixteen values starting at `self + offset` (no alignment needed).
+    @inline(__always)
+    func vector(at offset: Int) -> FloatVector {
+        UnsafeRawPointer(self + offset).loadUnaligned(as: FloatVector.self)
+    }
+}
+
+extension UnsafeMutablePointer where Pointee == Float {
+    /// Stores sixteen values at `self + offset` (no alignment needed).
+    @inline(__always)
+    func store(_ value: FloatVector, at offset: Int) {
+        UnsafeMutableRawPointer(self + offset).storeBytes(of: value, as: FloatVector.self)
+    }
+}
+
+extension UnsafeMutablePointer where Pointee == Double {
+    /// Eight values starting at `self + offset`.
+    @inline(__always)
+    func vector(at offset: Int) -> DoubleVector {
+        UnsafeRawPointer(self + offset).loadUnaligned(as: DoubleVector.self)
+    }
+
+    /// Stores eight values at `self + offset`.
+    @inline(__always)
+    func store(_ value: DoubleVector, at offset: Int) {
+        UnsafeMutableRawPointer(self + offset).storeBytes(of: value, as: DoubleVector.self)
+    }
+}
+
+extension FloatVector {
+    /// Lanes 0..<8 widened to `Double`.
+    @inline(__always) var lowDoubles: DoubleVector { DoubleVector(lowHalf) }
+    /// Lanes 8..<16 widened to `Double`.
+    @inline(__always) var highDoubles: DoubleVector { DoubleVector(highHalf) }
+}
+
+/// How channels repeat along a channels-last run: the value at run offset `i` (runs start
+/// at a row boundary) belongs to channel `i mod C`, and per-channel values replicated over
+/// `period` positions line up with the run in whole chunks.
+struct ChannelPattern: Sendable {
+    /// C.
+    let channels: Int
+    /// P, a multiple of C; `lcm(C, 16)·k` (at least 256 values when that is cheap) or C.
+    let period: Int
+    /// Positions `0 ..< vectorPeriod` of a chunk are processed 16 at a time, the rest
+    /// (`C mod 16` positions when `period == C`) one by one.
+    let vectorPeriod: Int
+
+    /// Periods longer than this fall back to `P = C` (vectors over whole 16-channel groups
+    /// of each row, the last `C mod 16` channels scalar).
+    static let maximumPeriod = 2048
+
+    init(channels: Int) {
+        self.channels = channels
+        var a = channels, b = 16
+        while b != 0 { (a, b) = (b, a % b) }
+        let lcm = channels / a * 16
+        if lcm <= ChannelPattern.maximumPeriod {
+            period = lcm * max(1, 256 / lcm)
+            vectorPeriod = period
+        } else {
+            period = channels
+            vectorPeriod = channels / 16 * 16
+        }
+    }
+
+    /// Writes `values[j mod C]` to `replicated[j]` for `j` in `0 ..< period`.
+    @inline(__always)
+    func replicate<T>(_ values: UnsafePointer<T>, into replicated: UnsafeMutablePointer<T>) {
+        var j = 0
+        while j < period {
+            for c in 0..<channels { replicated[j + c] = values[c] }
+            j += channels
+        }
+    }
+
+    /// `out[c] = Σ_{j ≡ c (mod C)} perPosition[j]`, in increasing `j`.
+    @inline(__always)
+    func foldSums(_ perPosition: UnsafeMutablePointer<Double>, into out: UnsafeMutablePointer<Double>) {
+        for c in 0..<channels { out[c] = perPosition[c] }
+        var j = channels
+        while j < period {
+            for c in 0..<channels { out[c] += perPosition[j + c] }
+            j += channels
+        }
+    }
+}
+
+enum Kernels {
+    // MARK: Statistics (collect)
+
+    /// Moments of one contiguous run of `n >= 1` values of one channel, in `Double`, two
+    /// passes over the (cache-resident) run:
+    /// `μ = Σx / n`, then `M2 = Σ(x − μ)²`.
+    @inline(__always)
+    static func contiguousMoments(_ x: UnsafePointer<Float>, count n: Int) -> (mean: Double, m2: Double) {
+        // Pass 1: Σx, four independent vector accumulators.
+        var s0 = DoubleVector(), s1 = DoubleVector(), s2 = DoubleVector(), s3 = DoubleVector()
+        var i = 0
+        while i + 32 <= n {
+            let v = x.vector(at: i), w = x.vector(at: i + 16)
+            s0 += v.lowDoubles
+            s1 += v.highDoubles
+            s2 += w.lowDoubles
+            s3 += w.highDoubles
+            i += 32
+        }
+        if i + 16 <= n {
+            let v = x.vector(at: i)
+            s0 += v.lowDoubles
+            s1 += v.highDoubles
+            i += 16
+        }
+        var sum = ((s0 + s2) + (s1 + s3)).sum()
+        while i < n { sum += Double(x[i]); i += 1 }
+        let mean = sum / Double(n)
+
+        // Pass 2: Σ(x − μ)².
+        let mu = DoubleVector(repeating: mean)
+        var q0 = DoubleVector(), q1 = DoubleVector(), q2 = DoubleVector(), q3 = DoubleVector()
+        i = 0
+        while i + 32 <= n {
+            let v = x.vector(at: i), w = x.vector(at: i + 16)
+            let d0 = v.lowDoubles - mu, d1 = v.highDoubles - mu
+            let d2 = w.lowDoubles - mu, d3 = w.highDoubles - mu
+            q0 += d0 * d0
+            q1 += d1 * d1
+            q2 += d2 * d2
+            q3 += d3 * d3
+            i += 32
+        }
+        if i + 16 <= n {
+            let v = x.vector(at: i)
+            let d0 = v.lowDoubles - mu, d1 = v.highDoubles - mu
+            q0 += d0 * d0
+            q1 += d1 * d1
+            i += 16
+        }
+        var m2 = ((q0 + q2) + (q1 + q3)).sum()
+        while i < n {
+            let d = Double(x[i]) - mean
+            m2 += d * d
+            i += 1
+        }
+        return (mean, m2)
+    }
+
+    /// Moments of each channel over `rows` whole rows of a channels-last run, two passes in
+    /// `Double` over the (cache-resident) run: `μ[c] = Σ_r x[r, c] / rows`, then
+    /// `M2[c] = Σ_r (x[r, c] − μ[c])²`.
+    ///
+    /// `scratch` holds `2·P` doubles. Results go to `mean[0 ..< C]` and `m2[0 ..< C]`.
+    @inline(__always)
+    static func interleavedMoments(_ x: UnsafePointer<Float>, rows: Int, pattern: ChannelPattern,
+                                   scratch: UnsafeMutablePointer<Double>,
+                                   mean: UnsafeMutablePointer<Double>, m2: UnsafeMutablePointer<Double>) {
+        let period = pattern.period, length = rows * pattern.channels
+        let accumulator = scratch, replicatedMean = scratch + period
+
+        // Pass 1: per position j of the pattern, acc[j] = Σ x[chunk + j]; fold to channels.
+        accumulator.update(repeating: 0, count: period)
+        var start = 0
+        while start < length {
+            let chunk = min(period, length - start)
+            let v16 = min(chunk, pattern.vectorPeriod) & ~15
+            var j = 0
+            while j < v16 {
+                let v = x.vector(at: start + j)
+                accumulator.store(accumulator.vector(at: j) + v.lowDoubles, at: j)
+                accumulator.store(accumulator.vector(at: j + 8) + v.highDoubles, at: j + 8)
+                j += 16
+            }
+            while j < chunk { accumulator[j] += Double(x[start + j]); j += 1 }
+            start += period
+        }
+        pattern.foldSums(accumulator, into: mean)
+        let count = Double(rows)
+        for c in 0..<pattern.channels { mean[c] /= count }
+        pattern.replicate(UnsafePointer(mean), into: replicatedMean)
+
+        // Pass 2: acc[j] = Σ (x[chunk + j] − μ[j mod C])²; fold to channels.
+        accumulator.update(repeating: 0, count: period)
+        start = 0
+        while start < length {
+            let chunk = min(period, length - start)
+            let v16 = min(chunk, pattern.vectorPeriod) & ~15
+            var j = 0
+            while j < v16 {
+                let v = x.vector(at: start + j)
+                let d0 = v.lowDoubles - replicatedMean.vector(at: j)
+                let d1 = v.highDoubles - replicatedMean.vector(at: j + 8)
+                accumulator.store(accumulator.vector(at: j) + d0 * d0, at: j)
+                accumulator.store(accumulator.vector(at: j + 8) + d1 * d1, at: j + 8)
+                j += 16
+            }
+            while j < chunk {
+                let d = Double(x[start + j]) - replicatedMean[j]
+                accumulator[j] += d * d
+                j += 1
+            }
+            start += period
+        }
+        pattern.foldSums(accumulator, into: m2)
+    }
+
+    // MARK: Gradient reduction
+
+    /// One pass over a channel's contiguous run: `Σg` and `Σg·(x − μ)` in `Double`.
+    @inline(__always)
+    static func contiguousGradientSums(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, count n: Int,
+                                       mean: Double) -> (gradient: Double, gradientTimesCentered: Double) {
+        let mu = DoubleVector(repeating: mean)
+        var s0 = DoubleVector(), s1 = DoubleVector(), p0 = DoubleVector(), p1 = DoubleVector()
+        var i = 0
+        while i + 16 <= n {
+            let gv = g.vector(at: i), xv = x.vector(at: i)
+            let g0 = gv.lowDoubles, g1 = gv.highDoubles
+            s0 += g0
+            s1 += g1
+            p0 += g0 * (xv.lowDoubles - mu)
+            p1 += g1 * (xv.highDoubles - mu)
+            i += 16
+        }
+        var sumG = (s0 + s1).sum(), sumGX = (p0 + p1).sum()
+        while i < n {
+            let gi = Double(g[i])
+            sumG += gi
+            sumGX += gi * (Double(x[i]) - mean)
+            i += 1
+        }
+        return (sumG, sumGX)
+    }
+
+    /// One pass over `rows` rows of channels-last `g` and `x`: per channel `Σg` and
+    /// `Σg·(x − μ[c])` in `Double`, added to `sumG[0 ..< C]` and `sumGX[0 ..< C]` (which
+    /// the caller zeroes). `replicatedMean` holds `μ[j mod C]` for `j < P`; `scratch`
+    /// holds `2·P` doubles.
+    @inline(__always)
+    static func interleavedGradientSums(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, rows: Int,
+                                        pattern: ChannelPattern, replicatedMean: UnsafeMutablePointer<Double>,
+                                        scratch: UnsafeMutablePointer<Double>,
+                                        sumG: UnsafeMutablePointer<Double>, sumGX: UnsafeMutablePointer<Double>) {
+        let period = pattern.period, length = rows * pattern.channels
+        let accG = scratch, accGX = scratch + period
+        accG.update(repeating: 0, count: 2 * period)
+        var start = 0
+        while start < length {
+            let chunk = min(period, length - start)
+            let v16 = min(chunk, pattern.vectorPeriod) & ~15
+            var j = 0
+            while j < v16 {
+                let gv = g.vector(at: start + j), xv = x.vector(at: start + j)
+                let g0 = gv.lowDoubles, g1 = gv.highDoubles
+                accG.store(accG.vector(at: j) + g0, at: j)
+                accG.store(accG.vector(at: j + 8) + g1, at: j + 8)
+                accGX.store(accGX.vector(at: j) + g0 * (xv.lowDoubles - replicatedMean.vector(at: j)), at: j)
+                accGX.store(accGX.vector(at: j + 8) + g1 * (xv.highDoubles - replicatedMean.vector(at: j + 8)), at: j + 8)
+                j += 16
+            }
+            while j < chunk {
+                let gi = Double(g[start + j])
+                accG[j] += gi
+                accGX[j] += gi * (Double(x[start + j]) - replicatedMean[j])
+                j += 1
+            }
+            start += period
+        }
+        pattern.foldSums(accG, into: sumG)
+        pattern.foldSums(accGX, into: sumGX)
+    }
+
+    // MARK: Apply
+
+    /// `out[i] = a·g[i] + b·(x[i] − shift) + offset` over a contiguous run of one channel;
+    /// the `g` term is absent when `g` is `nil`, the `x` term when `x` is `nil`. Forward
+    /// (`g` absent) computes `b·(x − shift) + offset`.
+    @inline(__always)
+    static func contiguousApply(g: UnsafePointer<Float>?, x: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>,
+                                count n: Int, a: Float, b: Float, shift: Float, offset: Float) {
+        let av = FloatVector(repeating: a), bv = FloatVector(repeating: b)
+        let sv = FloatVector(repeating: shift), ov = FloatVector(repeating: offset)
+        var i = 0
+        while i + 16 <= n {
+            out.store(combine(g?.vector(at: i), x?.vector(at: i), av, bv, sv, ov), at: i)
+            i += 16
+        }
+        while i < n {
+            out[i] = combine(g.map { $0[i] }, x.map { $0[i] }, a, b, shift, offset)
+            i += 1
+        }
+    }
+
+    /// The same over rows of a channels-last run (`length` values from a row boundary), with
+    /// coefficients replicated over the pattern: `coefficients` holds `P` values each of
+    /// `a`, `b`, `shift`, `offset`, one after the other.
+    @inline(__always)
+    static func interleavedApply(g: UnsafePointer<Float>?, x: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>,
+                                 length: Int, pattern: ChannelPattern, coefficients: UnsafeMutablePointer<Float>) {
+        let period = pattern.period
+        let a = UnsafePointer(coefficients), b = a + period, shift = b + period, offset = shift + period
+        var start = 0
+        while start < length {
+            let chunk = min(period, length - start)
+            let v16 = min(chunk, pattern.vectorPeriod) & ~15
+            let (gs, xs, ys) = (g.map { $0 + start }, x.map { $0 + start }, out + start)
+            var j = 0
+            while j < v16 {
+                ys.store(combine(gs?.vector(at: j), xs?.vector(at: j), a.vector(at: j), b.vector(at: j),
+                                 shift.vector(at: j), offset.vector(at: j)), at: j)
+                j += 16
+            }
+            while j < chunk {
+                ys[j] = combine(gs.map { $0[j] }, xs.map { $0[j] }, a[j], b[j], shift[j], offset[j])
+                j += 1
+            }
+            start += period
+        }
+    }
+
+    /// `a·g + b·(x − shift) + offset` with absent terms left out, the same operations for
+    /// scalars and vectors: `b·(x − shift) + offset` (forward), `a·g + offset`
+    /// (evaluation backward), `(a·g + b·(x − shift)) + offset` (training backward).
+    @inline(__always)
+    static func combine<V: SIMD>(_ g: V?, _ x: V?, _ a: V, _ b: V, _ shift: V, _ offset: V) -> V
+    where V.Scalar: FloatingPoint {
+        switch (g, x) {
+        case let (g?, x?): return (a * g + b * (x - shift)) + offset
+        case let (g?, nil): return a * g + offset
+        case let (nil, x?): return b * (x - shift) + offset
+        case (nil, nil): return offset
+        }
+    }
+
+    @inline(__always)
+    static func combine(_ g: Float?, _ x: Float?, _ a: Float, _ b: Float, _ shift: Float, _ offset: Float) -> Float {
+        switch (g, x) {
+        case let (g?, x?): return (a * g + b * (x - shift)) + offset
+        case let (g?, nil): return a * g + offset
+        case let (nil, x?): return b * (x - shift) + offset
+        case (nil, nil): return offset
+        }
+    }
+}
