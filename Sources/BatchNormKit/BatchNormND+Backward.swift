@@ -48,7 +48,7 @@ extension BatchNormND {
                 gradientMultiplier: (0..<maps).map { Float(gamma[$0] / (Double(variance[$0]) + epsilon).squareRoot()) },
                 inputMultiplier: Array(repeating: 0, count: maps), shift: Array(repeating: 0, count: maps),
                 offset: Array(repeating: 0, count: maps))
-            let output = try Tensor(zeros: grad.shape, layout: grad.layout, dataType: grad.dataType)
+            let output = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
             try backend.applyGradient(grad, input: input, into: output, coefficients: coefficients)
             self.grad = output
             return output
@@ -73,7 +73,7 @@ extension BatchNormND {
                 offset.append(Float(-gradientMultiplier * sums[c].gradient / count
                                     - inputMultiplier * (mean[c] - Double(shift[c]))))
             }
-            let result = try Tensor(zeros: grad.shape, layout: grad.layout, dataType: grad.dataType)
+            let result = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
             try backend.applyGradient(grad, input: input,
                                       into: result,
                                       coefficients: ChannelCoefficients(gradientMultiplier: a, inputMultiplier: b,

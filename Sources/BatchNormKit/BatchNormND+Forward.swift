@@ -70,7 +70,7 @@ extension BatchNormND {
         let coefficients = ChannelCoefficients(
             inputMultiplier: multiplier.map { Float($0) }, shift: shift,
             offset: (0..<maps).map { Float(Double(bias[$0]) - multiplier[$0] * (batchMean[$0] - Double(shift[$0]))) })
-        let output = try Tensor(zeros: data.shape, layout: data.layout, dataType: data.dataType)
+        let output = try Tensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType)
         try backend.normalize(data, into: output, coefficients: coefficients)
 
         // Commit: nothing above changed the module.
@@ -94,7 +94,7 @@ extension BatchNormND {
         let coefficients = ChannelCoefficients(
             inputMultiplier: (0..<maps).map { Float(Double(scale[$0]) / (Double(variance[$0]) + epsilon).squareRoot()) },
             shift: mean, offset: bias)
-        let output = inplace ? data : try Tensor(zeros: data.shape, layout: data.layout, dataType: data.dataType)
+        let output = inplace ? data : try Tensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType)
         try backend.normalize(data, into: output, coefficients: coefficients)
         inData = data
         self.data = output
