@@ -6,5 +6,5 @@ struct BNKit: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bnkit",
         abstract: "BatchNormKit: PuzzleLib-exact batch normalization for 3-D data.",
-        subcommands: [DemoCommand.self])
+        subcommands: [DemoCommand.self, BenchCommand.self])
 }
