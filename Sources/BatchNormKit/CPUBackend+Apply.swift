@@ -56,13 +56,14 @@ extension CPUBackend {
         }
 
         // Channels-last rows (also channels-first with S = 1).
-        let pattern = ChannelPattern(channels: channels)
+        let pattern = ChannelPattern(channels: channels, minimumPeriod: 1024)
         let period = pattern.period
         let replicated = UnsafeMutablePointer<Float>.allocate(capacity: 4 * period)
         defer { replicated.deallocate() }
-        for (k, values) in [a, b, shift, offset].enumerated() {
-            values.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicated + k * period) }
-        }
+        a.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicated) }
+        b.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicated + period) }
+        shift.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicated + 2 * period) }
+        offset.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicated + 3 * period) }
         let coefficientsPointer = SharedPointer(replicated)
         let rows = geometry.batch * spatial
         parallelFor(rows, elements: geometry.elementCount) { range in

@@ -50,10 +50,21 @@ extension UnsafeMutablePointer where Pointee == Double {
 }
 
 extension FloatVector {
+    // Written lane by lane (LLVM folds this into one widening conversion): the generic
+    // `SIMD8<Double>(_: SIMD8<Float>)` is not always inlined into large kernels, and an
+    // out-of-line call per vector costs more than the arithmetic.
+
     /// Lanes 0..<8 widened to `Double`.
-    @inline(__always) var lowDoubles: DoubleVector { DoubleVector(lowHalf) }
+    @inline(__always) var lowDoubles: DoubleVector {
+        DoubleVector(Double(self[0]), Double(self[1]), Double(self[2]), Double(self[3]),
+                     Double(self[4]), Double(self[5]), Double(self[6]), Double(self[7]))
+    }
+
     /// Lanes 8..<16 widened to `Double`.
-    @inline(__always) var highDoubles: DoubleVector { DoubleVector(highHalf) }
+    @inline(__always) var highDoubles: DoubleVector {
+        DoubleVector(Double(self[8]), Double(self[9]), Double(self[10]), Double(self[11]),
+                     Double(self[12]), Double(self[13]), Double(self[14]), Double(self[15]))
+    }
 }
 
 /// How channels repeat along a channels-last run: the value at run offset `i` (runs start
@@ -62,7 +73,11 @@ extension FloatVector {
 struct ChannelPattern: Sendable {
     /// C.
     let channels: Int
-    /// P, a multiple of C; `lcm(C, 16)·k` (at least 256 values when that is cheap) or C.
+    /// The shortest period that is a multiple of both C and 16, `lcm(C, 16)`; or C when
+    /// that is too long to replicate.
+    let base: Int
+    /// P = `base·k`, a multiple of C: `lcm(C, 16)·k` with `k` making it at least
+    /// `minimumPeriod` values (longer chunks, fewer loop turns), or `C`.
     let period: Int
     /// Positions `0 ..< vectorPeriod` of a chunk are processed 16 at a time, the rest
     /// (`C mod 16` positions when `period == C`) one by one.
@@ -72,15 +87,20 @@ struct ChannelPattern: Sendable {
     /// of each row, the last `C mod 16` channels scalar).
     static let maximumPeriod = 2048
 
-    init(channels: Int) {
+    /// - Parameter minimumPeriod: Replicate `lcm(C, 16)` up to at least this many values
+    ///   (reductions keep `P` doubles per pattern position in scratch; the apply pass only
+    ///   wants long chunks).
+    init(channels: Int, minimumPeriod: Int = 256) {
         self.channels = channels
         var a = channels, b = 16
         while b != 0 { (a, b) = (b, a % b) }
         let lcm = channels / a * 16
         if lcm <= ChannelPattern.maximumPeriod {
-            period = lcm * max(1, 256 / lcm)
+            base = lcm
+            period = lcm * max(1, (minimumPeriod + lcm - 1) / lcm)
             vectorPeriod = period
         } else {
+            base = channels
             period = channels
             vectorPeriod = channels / 16 * 16
         }
@@ -89,19 +109,34 @@ struct ChannelPattern: Sendable {
     /// Writes `values[j mod C]` to `replicated[j]` for `j` in `0 ..< period`.
     @inline(__always)
     func replicate<T>(_ values: UnsafePointer<T>, into replicated: UnsafeMutablePointer<T>) {
-        var j = 0
+        replicated.update(from: values, count: channels)
+        var j = channels
         while j < period {
-            for c in 0..<channels { replicated[j + c] = values[c] }
-            j += channels
+            // Doubling copies: [0, j) → [j, 2j).
+            let count = min(j, period - j)
+            (replicated + j).update(from: replicated, count: count)
+            j += count
         }
     }
 
-    /// `out[c] = Σ_{j ≡ c (mod C)} perPosition[j]`, in increasing `j`.
+    /// `out[c] = Σ_{j ≡ c (mod C)} perPosition[j]` in a fixed order: first the `k` repeats
+    /// of `base` are added position by position (whole vectors), then the `base / C`
+    /// channel groups of the result. `perPosition` is overwritten.
     @inline(__always)
     func foldSums(_ perPosition: UnsafeMutablePointer<Double>, into out: UnsafeMutablePointer<Double>) {
-        for c in 0..<channels { out[c] = perPosition[c] }
+        var repeatStart = base
+        while repeatStart < period {
+            // base is a multiple of 16 here (period > base only when base = lcm(C, 16)).
+            var j = 0
+            while j < base {
+                perPosition.store(perPosition.vector(at: j) + perPosition.vector(at: repeatStart + j), at: j)
+                j += 8
+            }
+            repeatStart += base
+        }
+        out.update(from: perPosition, count: channels)
         var j = channels
-        while j < period {
+        while j < base {
             for c in 0..<channels { out[c] += perPosition[j + c] }
             j += channels
         }
@@ -176,53 +211,83 @@ enum Kernels {
     static func interleavedMoments(_ x: UnsafePointer<Float>, rows: Int, pattern: ChannelPattern,
                                    scratch: UnsafeMutablePointer<Double>,
                                    mean: UnsafeMutablePointer<Double>, m2: UnsafeMutablePointer<Double>) {
-        let period = pattern.period, length = rows * pattern.channels
-        let accumulator = scratch, replicatedMean = scratch + period
-
-        // Pass 1: per position j of the pattern, acc[j] = Σ x[chunk + j]; fold to channels.
-        accumulator.update(repeating: 0, count: period)
-        var start = 0
-        while start < length {
-            let chunk = min(period, length - start)
-            let v16 = min(chunk, pattern.vectorPeriod) & ~15
-            var j = 0
-            while j < v16 {
-                let v = x.vector(at: start + j)
-                accumulator.store(accumulator.vector(at: j) + v.lowDoubles, at: j)
-                accumulator.store(accumulator.vector(at: j + 8) + v.highDoubles, at: j + 8)
-                j += 16
-            }
-            while j < chunk { accumulator[j] += Double(x[start + j]); j += 1 }
-            start += period
-        }
+        let length = rows * pattern.channels
+        let accumulator = scratch, replicatedMean = scratch + pattern.period
+        // Pass 1: acc[j] = Σ_k x[k·P + j]; fold positions to channels; μ.
+        positionSums(x, length: length, pattern: pattern, center: nil, into: accumulator)
         pattern.foldSums(accumulator, into: mean)
         let count = Double(rows)
         for c in 0..<pattern.channels { mean[c] /= count }
+        // Pass 2: acc[j] = Σ_k (x[k·P + j] − μ[j mod C])²; fold.
         pattern.replicate(UnsafePointer(mean), into: replicatedMean)
-
-        // Pass 2: acc[j] = Σ (x[chunk + j] − μ[j mod C])²; fold to channels.
-        accumulator.update(repeating: 0, count: period)
-        start = 0
-        while start < length {
-            let chunk = min(period, length - start)
-            let v16 = min(chunk, pattern.vectorPeriod) & ~15
-            var j = 0
-            while j < v16 {
-                let v = x.vector(at: start + j)
-                let d0 = v.lowDoubles - replicatedMean.vector(at: j)
-                let d1 = v.highDoubles - replicatedMean.vector(at: j + 8)
-                accumulator.store(accumulator.vector(at: j) + d0 * d0, at: j)
-                accumulator.store(accumulator.vector(at: j + 8) + d1 * d1, at: j + 8)
-                j += 16
-            }
-            while j < chunk {
-                let d = Double(x[start + j]) - replicatedMean[j]
-                accumulator[j] += d * d
-                j += 1
-            }
-            start += period
-        }
+        positionSums(x, length: length, pattern: pattern, center: UnsafePointer(replicatedMean), into: accumulator)
         pattern.foldSums(accumulator, into: m2)
+    }
+
+    /// Per pattern position `j < P` of a channels-last run of `length` values (chunks
+    /// `k·P ..< (k+1)·P`, the last one possibly partial):
+    /// `acc[j] = Σ_k x[k·P + j]` when `center` is `nil`, else `Σ_k (x[k·P + j] − center[j])²`,
+    /// in `Double`. Position-major: each group of 16 positions keeps its sums in registers
+    /// while it walks down the chunks.
+    @inline(__always)
+    static func positionSums(_ x: UnsafePointer<Float>, length: Int, pattern: ChannelPattern,
+                             center: UnsafePointer<Double>?, into acc: UnsafeMutablePointer<Double>) {
+        @inline(__always) func term(_ v: DoubleVector, _ m: DoubleVector) -> DoubleVector {
+            if center == nil { return v }
+            let d = v - m
+            return d * d
+        }
+        @inline(__always) func term(_ v: Float, _ j: Int) -> Double {
+            guard let center else { return Double(v) }
+            let d = Double(v) - center[j]
+            return d * d
+        }
+        let period = pattern.period
+        let fullChunks = length / period, remainder = length - fullChunks * period
+        var j = 0
+        while j < pattern.vectorPeriod {
+            let m0 = center.map { UnsafeRawPointer($0 + j).loadUnaligned(as: DoubleVector.self) } ?? DoubleVector()
+            let m1 = center.map { UnsafeRawPointer($0 + j + 8).loadUnaligned(as: DoubleVector.self) } ?? DoubleVector()
+            var a0 = DoubleVector(), a1 = DoubleVector(), b0 = DoubleVector(), b1 = DoubleVector()
+            var offset = j, k = 0
+            while k + 2 <= fullChunks {
+                let v = x.vector(at: offset), w = x.vector(at: offset + period)
+                a0 += term(v.lowDoubles, m0)
+                a1 += term(v.highDoubles, m1)
+                b0 += term(w.lowDoubles, m0)
+                b1 += term(w.highDoubles, m1)
+                offset += 2 * period
+                k += 2
+            }
+            if k < fullChunks {
+                let v = x.vector(at: offset)
+                a0 += term(v.lowDoubles, m0)
+                a1 += term(v.highDoubles, m1)
+                offset += period
+            }
+            if j + 16 <= remainder {
+                let v = x.vector(at: offset)
+                b0 += term(v.lowDoubles, m0)
+                b1 += term(v.highDoubles, m1)
+            }
+            acc.store(a0 + b0, at: j)
+            acc.store(a1 + b1, at: j + 8)
+            if j < remainder && remainder < j + 16 {
+                for p in j..<remainder { acc[p] += term(x[offset - j + p], p) }
+            }
+            j += 16
+        }
+        // Positions past the vectors (P = C fallback: the last C mod 16 channels).
+        while j < period {
+            var sum = 0.0, offset = j
+            for _ in 0..<fullChunks {
+                sum += term(x[offset], j)
+                offset += period
+            }
+            if j < remainder { sum += term(x[offset], j) }
+            acc[j] = sum
+            j += 1
+        }
     }
 
     // MARK: Gradient reduction
@@ -254,9 +319,9 @@ enum Kernels {
     }
 
     /// One pass over `rows` rows of channels-last `g` and `x`: per channel `Σg` and
-    /// `Σg·(x − μ[c])` in `Double`, added to `sumG[0 ..< C]` and `sumGX[0 ..< C]` (which
-    /// the caller zeroes). `replicatedMean` holds `μ[j mod C]` for `j < P`; `scratch`
-    /// holds `2·P` doubles.
+    /// `Σg·(x − μ[c])` in `Double`, into `sumG[0 ..< C]` and `sumGX[0 ..< C]`.
+    /// `replicatedMean` holds `μ[j mod C]` for `j < P`; `scratch` holds `2·P` doubles.
+    /// Position-major like ``positionSums(_:length:pattern:center:into:)``.
     @inline(__always)
     static func interleavedGradientSums(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, rows: Int,
                                         pattern: ChannelPattern, replicatedMean: UnsafeMutablePointer<Double>,
@@ -264,28 +329,46 @@ enum Kernels {
                                         sumG: UnsafeMutablePointer<Double>, sumGX: UnsafeMutablePointer<Double>) {
         let period = pattern.period, length = rows * pattern.channels
         let accG = scratch, accGX = scratch + period
-        accG.update(repeating: 0, count: 2 * period)
-        var start = 0
-        while start < length {
-            let chunk = min(period, length - start)
-            let v16 = min(chunk, pattern.vectorPeriod) & ~15
-            var j = 0
-            while j < v16 {
-                let gv = g.vector(at: start + j), xv = x.vector(at: start + j)
-                let g0 = gv.lowDoubles, g1 = gv.highDoubles
-                accG.store(accG.vector(at: j) + g0, at: j)
-                accG.store(accG.vector(at: j + 8) + g1, at: j + 8)
-                accGX.store(accGX.vector(at: j) + g0 * (xv.lowDoubles - replicatedMean.vector(at: j)), at: j)
-                accGX.store(accGX.vector(at: j + 8) + g1 * (xv.highDoubles - replicatedMean.vector(at: j + 8)), at: j + 8)
-                j += 16
+        let fullChunks = length / period, remainder = length - fullChunks * period
+        var j = 0
+        while j < pattern.vectorPeriod {
+            let m0 = replicatedMean.vector(at: j), m1 = replicatedMean.vector(at: j + 8)
+            var g0 = DoubleVector(), g1 = DoubleVector(), p0 = DoubleVector(), p1 = DoubleVector()
+            var offset = j
+            for _ in 0..<(fullChunks + (j + 16 <= remainder ? 1 : 0)) {
+                let gv = g.vector(at: offset), xv = x.vector(at: offset)
+                let gl = gv.lowDoubles, gh = gv.highDoubles
+                g0 += gl
+                g1 += gh
+                p0 += gl * (xv.lowDoubles - m0)
+                p1 += gh * (xv.highDoubles - m1)
+                offset += period
             }
-            while j < chunk {
-                let gi = Double(g[start + j])
-                accG[j] += gi
-                accGX[j] += gi * (Double(x[start + j]) - replicatedMean[j])
-                j += 1
+            accG.store(g0, at: j)
+            accG.store(g1, at: j + 8)
+            accGX.store(p0, at: j)
+            accGX.store(p1, at: j + 8)
+            if j < remainder && remainder < j + 16 {
+                let last = fullChunks * period
+                for p in j..<remainder {
+                    let gi = Double(g[last + p])
+                    accG[p] += gi
+                    accGX[p] += gi * (Double(x[last + p]) - replicatedMean[p])
+                }
             }
-            start += period
+            j += 16
+        }
+        while j < period {
+            var sg = 0.0, sgx = 0.0, offset = j
+            for _ in 0..<(fullChunks + (j < remainder ? 1 : 0)) {
+                let gi = Double(g[offset])
+                sg += gi
+                sgx += gi * (Double(x[offset]) - replicatedMean[j])
+                offset += period
+            }
+            accG[j] = sg
+            accGX[j] = sgx
+            j += 1
         }
         pattern.foldSums(accG, into: sumG)
         pattern.foldSums(accGX, into: sumGX)
@@ -320,23 +403,26 @@ enum Kernels {
                                  length: Int, pattern: ChannelPattern, coefficients: UnsafeMutablePointer<Float>) {
         let period = pattern.period
         let a = UnsafePointer(coefficients), b = a + period, shift = b + period, offset = shift + period
-        var start = 0
-        while start < length {
-            let chunk = min(period, length - start)
-            let v16 = min(chunk, pattern.vectorPeriod) & ~15
-            let (gs, xs, ys) = (g.map { $0 + start }, x.map { $0 + start }, out + start)
+        @inline(__always) func chunk(at start: Int, count: Int) {
+            let v16 = min(count, pattern.vectorPeriod) & ~15
             var j = 0
             while j < v16 {
-                ys.store(combine(gs?.vector(at: j), xs?.vector(at: j), a.vector(at: j), b.vector(at: j),
-                                 shift.vector(at: j), offset.vector(at: j)), at: j)
+                out.store(combine(g?.vector(at: start + j), x?.vector(at: start + j), a.vector(at: j), b.vector(at: j),
+                                  shift.vector(at: j), offset.vector(at: j)), at: start + j)
                 j += 16
             }
-            while j < chunk {
-                ys[j] = combine(gs.map { $0[j] }, xs.map { $0[j] }, a[j], b[j], shift[j], offset[j])
+            while j < count {
+                out[start + j] = combine(g.map { $0[start + j] }, x.map { $0[start + j] }, a[j], b[j], shift[j], offset[j])
                 j += 1
             }
+        }
+        let fullEnd = length - length % period
+        var start = 0
+        while start < fullEnd {
+            chunk(at: start, count: period)
             start += period
         }
+        if start < length { chunk(at: start, count: length - start) }
     }
 
     /// `a·g + b·(x − shift) + offset` with absent terms left out, the same operations for

@@ -1,5 +1,5 @@
 // Shape legend: N batch, C channels, S spatial size (∏ D·H·W), M = N·S values per channel,
-// L = CPUBackend.blockLength. x is the input; a block is a fixed piece of the tensor whose
+// L = CPUBackend.blockLength, L' = CPUBackend.rowBlockLength. x is the input; a block is a fixed piece of the tensor whose
 // boundaries depend only on the shape and layout (never on the thread count).
 
 extension CPUBackend {
@@ -8,8 +8,9 @@ extension CPUBackend {
     /// Collect, one read of `x`, in parallel over blocks:
     /// - channels-first: block `(n, c, k)` covers `x[n, c, k·L ..< min((k+1)·L, S)]`;
     /// - channels-last (and channels-first with `S = 1`, the same storage): block `(n, k)`
-    ///   covers rows `k·R ..< min((k+1)·R, S)` of item `n`, `R = max(1, L / C)`, every
-    ///   channel at once.
+    ///   covers rows `k·R ..< min((k+1)·R, S)` of item `n`, `R = max(1, L' / C)`, every
+    ///   channel at once (longer blocks than channels-first: each block also pays for
+    ///   folding its pattern positions into channels).
     ///
     /// Per block `b` and channel (two passes over the cache-resident block, in `Double`):
     /// `n_b`, `μ_b = Σx / n_b`, `M2_b = Σ(x − μ_b)²`.
@@ -64,7 +65,7 @@ extension CPUBackend {
         }
 
         // Channels-last rows (also channels-first with S = 1: element (n, c) at n·C + c).
-        let rowsPerBlock = max(1, length / channels)
+        let rowsPerBlock = max(1, CPUBackend.rowBlockLength / channels)
         let blocksPerItem = (spatial + rowsPerBlock - 1) / rowsPerBlock
         let blockCount = batch * blocksPerItem
         let pattern = ChannelPattern(channels: channels)

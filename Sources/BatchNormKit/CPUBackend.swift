@@ -17,10 +17,14 @@ public struct CPUBackend: BatchNormBackend {
     /// Threads used for large tensors (at least 1).
     public let threadCount: Int
 
-    /// Values per statistics block: each block is reduced in `Double` (two passes over a
-    /// cache-resident block: mean, then squared deviations) and blocks are merged with
-    /// ``ChannelMoments/merged(with:)``.
+    /// Values per channels-first statistics block: each block is reduced in `Double` (two
+    /// passes over the L1-resident block: mean, then squared deviations) and blocks are
+    /// merged in a fixed order (the k-way form of ``ChannelMoments/merged(with:)``).
     static let blockLength = 4096
+
+    /// Values per channels-last statistics block (64 KiB, resident in L2): rows of all
+    /// channels, each block reduced like a channels-first one.
+    static let rowBlockLength = 16384
 
     /// Values per gradient-reduction block (one pass, so blocks need not fit in cache;
     /// longer blocks mean fewer partial sums to store and add).

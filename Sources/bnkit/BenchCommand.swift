@@ -85,25 +85,26 @@ struct BenchCommand: ParsableCommand {
         let layouts = layout.map { [TensorLayout(name: $0)!] } ?? [.channelsFirst, .channelsLast]
         let deviceName = "cpu: \(Self.processorName()), \(CPUBackend.onlineProcessorCount) online processors"
 
-        let copy = Self.copyBandwidth(threads: threadCount, runs: runs)
-        if !json {
-            print("bnkit bench: \(deviceName); \(threadCount) thread\(threadCount == 1 ? "" : "s"); median of \(runs) runs")
-            print("copy bandwidth (256 MiB, 2·bytes/time): \(Self.format(copy, 1)) GB/s\n")
-            print("op        layout  shape               median µs      GB/s   of copy")
-        }
         var rows = [Row]()
         for shape in shapes {
             for layout in layouts {
-                for row in try measure(shape: shape, layout: layout, threads: threadCount) {
-                    rows.append(row)
-                    if !json {
-                        print(Self.pad(row.op, 10) + Self.pad(row.layout.description, 8)
-                              + Self.pad(shape.map(String.init).joined(separator: "x"), 18)
-                              + Self.padLeft(Self.format(row.medianMicroseconds, 1), 12)
-                              + Self.padLeft(Self.format(row.gigabytesPerSecond, 1), 10)
-                              + Self.padLeft(Self.format(100 * row.gigabytesPerSecond / copy, 0) + " %", 10))
-                    }
-                }
+                rows += try measure(shape: shape, layout: layout, threads: threadCount)
+            }
+        }
+        let peak = Self.peakResidentBytes()
+        // The copy runs last so that its 512 MiB of buffers stay out of the peak memory.
+        let copySeconds = Self.copySamples(threads: threadCount, runs: runs)
+        let copy = 2 * Double(Self.copyByteCount) / Self.median(copySeconds) / 1e9
+        if !json {
+            print("bnkit bench: \(deviceName); \(threadCount) thread\(threadCount == 1 ? "" : "s"); median of \(runs) runs")
+            print("copy bandwidth (memcpy of 256 MiB on \(threadCount) threads, 2·bytes/time): \(Self.format(copy, 1)) GB/s\n")
+            print("op        layout  shape               median µs      GB/s   of copy")
+            for row in rows {
+                print(Self.pad(row.op, 10) + Self.pad(row.layout.description, 8)
+                      + Self.pad(row.shape.map(String.init).joined(separator: "x"), 18)
+                      + Self.padLeft(Self.format(row.medianMicroseconds, 1), 12)
+                      + Self.padLeft(Self.format(row.gigabytesPerSecond, 1), 10)
+                      + Self.padLeft(Self.format(100 * row.gigabytesPerSecond / copy, 0) + " %", 10))
             }
         }
         if json {
@@ -116,7 +117,7 @@ struct BenchCommand: ParsableCommand {
                   + "\"copy_GBps\": \(Self.format(copy, 3)), \"rows\": [\n  "
                   + items.joined(separator: ",\n  ") + "\n]}")
         } else {
-            print("\npeak memory (maxrss): \(Self.format(Double(Self.peakResidentBytes()) / 1_048_576, 1)) MiB")
+            print("\npeak memory (maxrss, copy buffers excluded): \(Self.format(Double(peak) / 1_048_576, 1)) MiB")
         }
     }
 
@@ -153,27 +154,41 @@ struct BenchCommand: ParsableCommand {
             for _ in 0..<repetitions { try body() }
             times.append((now() - start) / Double(repetitions))
         }
-        times.sort()
-        return times[times.count / 2]
+        return median(times)
     }
 
-    /// Copy bandwidth, `2·bytes/time`, of a 256 MiB memcpy split over `threads` threads.
-    static func copyBandwidth(threads: Int, runs: Int) -> Double {
-        let byteCount = 256 << 20
+    static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        return sorted.count % 2 == 1 ? sorted[sorted.count / 2]
+            : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    }
+
+    /// Seconds per 256 MiB memcpy split over `threads` threads: `runs` samples (each the
+    /// mean of 3 copies) after a warm-up. The buffers are freed afterwards, so they do not
+    /// count in the peak memory.
+    static func copySamples(threads: Int, runs: Int) -> [Double] {
+        let byteCount = copyByteCount
         let source = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 64)
         let destination = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 64)
         defer { source.deallocate(); destination.deallocate() }
         memset(source, 1, byteCount)
         memset(destination, 0, byteCount)
         let pointers = CopyPointers(source: source, destination: destination)
-        let median = medianSeconds(runs: runs, repetitions: 3) {
-            DispatchQueue.concurrentPerform(iterations: threads) { thread in
-                let start = byteCount * thread / threads & ~63, end = byteCount * (thread + 1) / threads & ~63
-                memcpy(pointers.destination + start, pointers.source + start, end - start)
+        var samples = [Double]()
+        for _ in 0...runs {
+            let start = now()
+            for _ in 0..<3 {
+                DispatchQueue.concurrentPerform(iterations: threads) { thread in
+                    let start = byteCount * thread / threads & ~63, end = byteCount * (thread + 1) / threads & ~63
+                    memcpy(pointers.destination + start, pointers.source + start, end - start)
+                }
             }
+            samples.append((now() - start) / 3)
         }
-        return 2 * Double(byteCount) / median / 1e9
+        return Array(samples.dropFirst())
     }
+
+    static let copyByteCount = 256 << 20
 
     struct CopyPointers: @unchecked Sendable {
         let source: UnsafeMutableRawPointer
