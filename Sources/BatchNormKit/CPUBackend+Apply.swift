@@ -56,7 +56,7 @@ extension CPUBackend {
         }
 
         // Channels-last rows (also channels-first with S = 1).
-        let pattern = ChannelPattern(channels: channels, minimumPeriod: 1024)
+        let pattern = ChannelPattern(channels: channels)
         let period = pattern.period
         let replicated = UnsafeMutablePointer<Float>.allocate(capacity: 4 * period)
         defer { replicated.deallocate() }

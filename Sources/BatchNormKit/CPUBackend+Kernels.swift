@@ -224,11 +224,20 @@ enum Kernels {
         pattern.foldSums(accumulator, into: m2)
     }
 
+    /// Chunks processed together by the channels-last kernels: per 16-position group,
+    /// values of 4 consecutive chunks are combined in registers before the per-position
+    /// accumulator (or the replicated coefficients) is touched, and memory is read as 4
+    /// sequential streams.
+    static let chunkTile = 4
+
+    /// The gradient reduction reads two tensors; it keeps them as two sequential streams
+    /// (one chunk at a time) rather than 2·``chunkTile`` interleaved ones.
+    static let gradientTile = 1
+
     /// Per pattern position `j < P` of a channels-last run of `length` values (chunks
     /// `k·P ..< (k+1)·P`, the last one possibly partial):
     /// `acc[j] = Σ_k x[k·P + j]` when `center` is `nil`, else `Σ_k (x[k·P + j] − center[j])²`,
-    /// in `Double`. Position-major: each group of 16 positions keeps its sums in registers
-    /// while it walks down the chunks.
+    /// in `Double`, chunks added in tiles of ``chunkTile`` (`acc[j] += ((t0 + t1) + t2) + t3`).
     @inline(__always)
     static func positionSums(_ x: UnsafePointer<Float>, length: Int, pattern: ChannelPattern,
                              center: UnsafePointer<Double>?, into acc: UnsafeMutablePointer<Double>) {
@@ -242,51 +251,62 @@ enum Kernels {
             let d = Double(v) - center[j]
             return d * d
         }
-        let period = pattern.period
-        let fullChunks = length / period, remainder = length - fullChunks * period
-        var j = 0
-        while j < pattern.vectorPeriod {
-            let m0 = center.map { UnsafeRawPointer($0 + j).loadUnaligned(as: DoubleVector.self) } ?? DoubleVector()
-            let m1 = center.map { UnsafeRawPointer($0 + j + 8).loadUnaligned(as: DoubleVector.self) } ?? DoubleVector()
-            var a0 = DoubleVector(), a1 = DoubleVector(), b0 = DoubleVector(), b1 = DoubleVector()
-            var offset = j, k = 0
-            while k + 2 <= fullChunks {
-                let v = x.vector(at: offset), w = x.vector(at: offset + period)
-                a0 += term(v.lowDoubles, m0)
-                a1 += term(v.highDoubles, m1)
-                b0 += term(w.lowDoubles, m0)
-                b1 += term(w.highDoubles, m1)
-                offset += 2 * period
-                k += 2
-            }
-            if k < fullChunks {
-                let v = x.vector(at: offset)
-                a0 += term(v.lowDoubles, m0)
-                a1 += term(v.highDoubles, m1)
-                offset += period
-            }
-            if j + 16 <= remainder {
-                let v = x.vector(at: offset)
-                b0 += term(v.lowDoubles, m0)
-                b1 += term(v.highDoubles, m1)
-            }
-            acc.store(a0 + b0, at: j)
-            acc.store(a1 + b1, at: j + 8)
-            if j < remainder && remainder < j + 16 {
-                for p in j..<remainder { acc[p] += term(x[offset - j + p], p) }
-            }
-            j += 16
+        @inline(__always) func means(_ j: Int) -> (DoubleVector, DoubleVector) {
+            guard let center else { return (DoubleVector(), DoubleVector()) }
+            return (UnsafeRawPointer(center + j).loadUnaligned(as: DoubleVector.self),
+                    UnsafeRawPointer(center + j + 8).loadUnaligned(as: DoubleVector.self))
         }
-        // Positions past the vectors (P = C fallback: the last C mod 16 channels).
-        while j < period {
-            var sum = 0.0, offset = j
-            for _ in 0..<fullChunks {
-                sum += term(x[offset], j)
-                offset += period
+        let period = pattern.period
+        acc.update(repeating: 0, count: period)
+        var start = 0
+        // Tiles of 4 whole chunks.
+        while start + chunkTile * period <= length {
+            var j = 0
+            while j < pattern.vectorPeriod {
+                let (m0, m1) = means(j)
+                let p = x + start + j
+                let v0 = p.vector(at: 0), v1 = p.vector(at: period)
+                let v2 = p.vector(at: 2 * period), v3 = p.vector(at: 3 * period)
+                var low = term(v0.lowDoubles, m0)
+                low += term(v1.lowDoubles, m0)
+                low += term(v2.lowDoubles, m0)
+                low += term(v3.lowDoubles, m0)
+                var high = term(v0.highDoubles, m1)
+                high += term(v1.highDoubles, m1)
+                high += term(v2.highDoubles, m1)
+                high += term(v3.highDoubles, m1)
+                acc.store(acc.vector(at: j) + low, at: j)
+                acc.store(acc.vector(at: j + 8) + high, at: j + 8)
+                j += 16
             }
-            if j < remainder { sum += term(x[offset], j) }
-            acc[j] = sum
-            j += 1
+            while j < period {
+                let p = x + start + j
+                var sum = term(p[0], j)
+                sum += term(p[period], j)
+                sum += term(p[2 * period], j)
+                sum += term(p[3 * period], j)
+                acc[j] += sum
+                j += 1
+            }
+            start += chunkTile * period
+        }
+        // The remaining whole chunks and the partial one, one at a time.
+        while start < length {
+            let count = min(period, length - start)
+            let v16 = min(count, pattern.vectorPeriod) & ~15
+            var j = 0
+            while j < v16 {
+                let (m0, m1) = means(j)
+                let v = x.vector(at: start + j)
+                acc.store(acc.vector(at: j) + term(v.lowDoubles, m0), at: j)
+                acc.store(acc.vector(at: j + 8) + term(v.highDoubles, m1), at: j + 8)
+                j += 16
+            }
+            while j < count {
+                acc[j] += term(x[start + j], j)
+                j += 1
+            }
+            start += period
         }
     }
 
@@ -321,7 +341,7 @@ enum Kernels {
     /// One pass over `rows` rows of channels-last `g` and `x`: per channel `Σg` and
     /// `Σg·(x − μ[c])` in `Double`, into `sumG[0 ..< C]` and `sumGX[0 ..< C]`.
     /// `replicatedMean` holds `μ[j mod C]` for `j < P`; `scratch` holds `2·P` doubles.
-    /// Position-major like ``positionSums(_:length:pattern:center:into:)``.
+    /// Chunks in tiles like ``positionSums(_:length:pattern:center:into:)``.
     @inline(__always)
     static func interleavedGradientSums(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, rows: Int,
                                         pattern: ChannelPattern, replicatedMean: UnsafeMutablePointer<Double>,
@@ -329,46 +349,60 @@ enum Kernels {
                                         sumG: UnsafeMutablePointer<Double>, sumGX: UnsafeMutablePointer<Double>) {
         let period = pattern.period, length = rows * pattern.channels
         let accG = scratch, accGX = scratch + period
-        let fullChunks = length / period, remainder = length - fullChunks * period
-        var j = 0
-        while j < pattern.vectorPeriod {
-            let m0 = replicatedMean.vector(at: j), m1 = replicatedMean.vector(at: j + 8)
-            var g0 = DoubleVector(), g1 = DoubleVector(), p0 = DoubleVector(), p1 = DoubleVector()
-            var offset = j
-            for _ in 0..<(fullChunks + (j + 16 <= remainder ? 1 : 0)) {
-                let gv = g.vector(at: offset), xv = x.vector(at: offset)
-                let gl = gv.lowDoubles, gh = gv.highDoubles
-                g0 += gl
-                g1 += gh
-                p0 += gl * (xv.lowDoubles - m0)
-                p1 += gh * (xv.highDoubles - m1)
-                offset += period
-            }
-            accG.store(g0, at: j)
-            accG.store(g1, at: j + 8)
-            accGX.store(p0, at: j)
-            accGX.store(p1, at: j + 8)
-            if j < remainder && remainder < j + 16 {
-                let last = fullChunks * period
-                for p in j..<remainder {
-                    let gi = Double(g[last + p])
-                    accG[p] += gi
-                    accGX[p] += gi * (Double(x[last + p]) - replicatedMean[p])
+        accG.update(repeating: 0, count: 2 * period)
+        var start = 0
+        while start + gradientTile * period <= length {
+            var j = 0
+            while j < pattern.vectorPeriod {
+                let m0 = replicatedMean.vector(at: j), m1 = replicatedMean.vector(at: j + 8)
+                var g0 = DoubleVector(), g1 = DoubleVector(), p0 = DoubleVector(), p1 = DoubleVector()
+                for t in 0..<gradientTile {
+                    let gv = g.vector(at: start + t * period + j), xv = x.vector(at: start + t * period + j)
+                    let gl = gv.lowDoubles, gh = gv.highDoubles
+                    g0 += gl
+                    g1 += gh
+                    p0 += gl * (xv.lowDoubles - m0)
+                    p1 += gh * (xv.highDoubles - m1)
                 }
+                accG.store(accG.vector(at: j) + g0, at: j)
+                accG.store(accG.vector(at: j + 8) + g1, at: j + 8)
+                accGX.store(accGX.vector(at: j) + p0, at: j)
+                accGX.store(accGX.vector(at: j + 8) + p1, at: j + 8)
+                j += 16
             }
-            j += 16
+            while j < period {
+                var sg = 0.0, sgx = 0.0
+                for t in 0..<gradientTile {
+                    let gi = Double(g[start + t * period + j])
+                    sg += gi
+                    sgx += gi * (Double(x[start + t * period + j]) - replicatedMean[j])
+                }
+                accG[j] += sg
+                accGX[j] += sgx
+                j += 1
+            }
+            start += gradientTile * period
         }
-        while j < period {
-            var sg = 0.0, sgx = 0.0, offset = j
-            for _ in 0..<(fullChunks + (j < remainder ? 1 : 0)) {
-                let gi = Double(g[offset])
-                sg += gi
-                sgx += gi * (Double(x[offset]) - replicatedMean[j])
-                offset += period
+        while start < length {
+            let count = min(period, length - start)
+            let v16 = min(count, pattern.vectorPeriod) & ~15
+            var j = 0
+            while j < v16 {
+                let gv = g.vector(at: start + j), xv = x.vector(at: start + j)
+                let gl = gv.lowDoubles, gh = gv.highDoubles
+                accG.store(accG.vector(at: j) + gl, at: j)
+                accG.store(accG.vector(at: j + 8) + gh, at: j + 8)
+                accGX.store(accGX.vector(at: j) + gl * (xv.lowDoubles - replicatedMean.vector(at: j)), at: j)
+                accGX.store(accGX.vector(at: j + 8) + gh * (xv.highDoubles - replicatedMean.vector(at: j + 8)), at: j + 8)
+                j += 16
             }
-            accG[j] = sg
-            accGX[j] = sgx
-            j += 1
+            while j < count {
+                let gi = Double(g[start + j])
+                accG[j] += gi
+                accGX[j] += gi * (Double(x[start + j]) - replicatedMean[j])
+                j += 1
+            }
+            start += period
         }
         pattern.foldSums(accG, into: sumG)
         pattern.foldSums(accGX, into: sumGX)
@@ -403,26 +437,44 @@ enum Kernels {
                                  length: Int, pattern: ChannelPattern, coefficients: UnsafeMutablePointer<Float>) {
         let period = pattern.period
         let a = UnsafePointer(coefficients), b = a + period, shift = b + period, offset = shift + period
-        @inline(__always) func chunk(at start: Int, count: Int) {
+        var start = 0
+        // Tiles of whole chunks: each group's coefficients are loaded once per tile.
+        while start + chunkTile * period <= length {
+            var j = 0
+            while j < pattern.vectorPeriod {
+                let av = a.vector(at: j), bv = b.vector(at: j), sv = shift.vector(at: j), ov = offset.vector(at: j)
+                for t in 0..<chunkTile {
+                    let i = start + t * period + j
+                    out.store(combine(g?.vector(at: i), x?.vector(at: i), av, bv, sv, ov), at: i)
+                }
+                j += 16
+            }
+            while j < period {
+                for t in 0..<chunkTile {
+                    let i = start + t * period + j
+                    out[i] = combine(g.map { $0[i] }, x.map { $0[i] }, a[j], b[j], shift[j], offset[j])
+                }
+                j += 1
+            }
+            start += chunkTile * period
+        }
+        while start < length {
+            let count = min(period, length - start)
             let v16 = min(count, pattern.vectorPeriod) & ~15
             var j = 0
             while j < v16 {
-                out.store(combine(g?.vector(at: start + j), x?.vector(at: start + j), a.vector(at: j), b.vector(at: j),
-                                  shift.vector(at: j), offset.vector(at: j)), at: start + j)
+                let i = start + j
+                out.store(combine(g?.vector(at: i), x?.vector(at: i), a.vector(at: j), b.vector(at: j),
+                                  shift.vector(at: j), offset.vector(at: j)), at: i)
                 j += 16
             }
             while j < count {
-                out[start + j] = combine(g.map { $0[start + j] }, x.map { $0[start + j] }, a[j], b[j], shift[j], offset[j])
+                let i = start + j
+                out[i] = combine(g.map { $0[i] }, x.map { $0[i] }, a[j], b[j], shift[j], offset[j])
                 j += 1
             }
-        }
-        let fullEnd = length - length % period
-        var start = 0
-        while start < fullEnd {
-            chunk(at: start, count: period)
             start += period
         }
-        if start < length { chunk(at: start, count: length - start) }
     }
 
     /// `a·g + b·(x − shift) + offset` with absent terms left out, the same operations for
