@@ -77,9 +77,7 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
-        guard device == .cpu else {
-            throw ValidationError("device '\(device.rawValue)' is not available in this build of bnkit: only --device cpu is supported")
-        }
+        guard device == .cpu else { throw DeviceUnavailable(device: device.rawValue) }
         let threadCount = threads ?? CPUBackend.onlineProcessorCount
         let shapes = try shape.map { [try Self.parseShape($0)] } ?? Self.suite
         let layouts = layout.map { [TensorLayout(name: $0)!] } ?? [.channelsFirst, .channelsLast]
@@ -189,6 +187,14 @@ struct BenchCommand: ParsableCommand {
     }
 
     static let copyByteCount = 256 << 20
+
+    /// A device this build cannot benchmark (CUDA support is added separately).
+    struct DeviceUnavailable: Error, CustomStringConvertible {
+        let device: String
+        var description: String {
+            "device '\(device)' is not available in this build of bnkit (only --device cpu is supported)"
+        }
+    }
 
     struct CopyPointers: @unchecked Sendable {
         let source: UnsafeMutableRawPointer
