@@ -134,11 +134,13 @@ struct ChannelPattern: Sendable {
             }
             repeatStart += base
         }
-        out.update(from: perPosition, count: channels)
-        var j = channels
-        while j < base {
-            for c in 0..<channels { out[c] += perPosition[j + c] }
-            j += channels
+        for c in 0..<channels {
+            var sum = perPosition[c], j = c + channels
+            while j < base {
+                sum += perPosition[j]
+                j += channels
+            }
+            out[c] = sum
         }
     }
 }

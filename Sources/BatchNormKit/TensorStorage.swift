@@ -36,8 +36,8 @@ public enum TensorDataType: String, Sendable, CaseIterable, CustomStringConverti
 /// other (PuzzleLib's `gpuarray` and `torch.Tensor` semantics). Memory is 64-byte aligned
 /// and zero-initialized.
 ///
-/// Large buffers (1 MiB and more) are recycled: when a storage is freed its buffer is kept
-/// in a small process-wide cache (at most 8 buffers and 512 MiB, the oldest dropped first)
+/// Buffers of 32 KiB and more are recycled: when a storage is freed its buffer is kept
+/// in a small process-wide cache (at most 16 buffers and 512 MiB, the oldest dropped first)
 /// and handed to the next storage of the same size. A training loop that allocates an
 /// output of the same shape every step then touches memory the operating system has
 /// already mapped instead of taking a page fault on every 4 KiB of a fresh buffer (which
@@ -75,10 +75,11 @@ public final class TensorStorage: @unchecked Sendable {
 
 /// The recycling allocator behind ``TensorStorage`` (see its documentation).
 enum BufferCache {
-    /// Buffers at least this large are cached; smaller ones go straight to `malloc`, which
-    /// recycles them itself.
-    static let minimumByteCount = 1 << 20
-    static let maximumEntries = 8
+    /// Buffers at least this large are cached; smaller ones go straight to `malloc`. (glibc
+    /// returns freed memory above 128 KiB to the system and trims its heap, so even tensors
+    /// of tens of KiB would otherwise page-fault on every allocation.)
+    static let minimumByteCount = 32 << 10
+    static let maximumEntries = 16
 
     struct State {
         /// Cached buffers, oldest first: address (as a bit pattern) and allocated size.
@@ -94,9 +95,12 @@ enum BufferCache {
 
     static let state = Mutex<State>(State())
 
-    /// The allocated size of a request: at least 64 bytes; large ones rounded up to 64 KiB.
+    /// The allocated size of a request: at least 64 bytes; cached sizes rounded up to 4 KiB
+    /// (64 KiB from 1 MiB on).
     static func capacity(for byteCount: Int) -> Int {
-        byteCount < minimumByteCount ? max(byteCount, 64) : (byteCount + 0xFFFF) & ~0xFFFF
+        if byteCount < minimumByteCount { return max(byteCount, 64) }
+        if byteCount < 1 << 20 { return (byteCount + 0xFFF) & ~0xFFF }
+        return (byteCount + 0xFFFF) & ~0xFFFF
     }
 
     static func allocate(byteCount: Int) -> UnsafeMutableRawPointer {
