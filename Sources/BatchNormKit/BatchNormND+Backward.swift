@@ -48,6 +48,7 @@ extension BatchNormND {
                 gradientMultiplier: (0..<maps).map { Float(gamma[$0] / (Double(variance[$0]) + epsilon).squareRoot()) },
                 inputMultiplier: Array(repeating: 0, count: maps), shift: Array(repeating: 0, count: maps),
                 offset: Array(repeating: 0, count: maps))
+            releasePreviousGradient()
             let output = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
             try backend.applyGradient(grad, input: input, into: output, coefficients: coefficients)
             self.grad = output
@@ -73,6 +74,7 @@ extension BatchNormND {
                 offset.append(Float(-gradientMultiplier * sums[c].gradient / count
                                     - inputMultiplier * (mean[c] - Double(shift[c]))))
             }
+            releasePreviousGradient()
             let result = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
             try backend.applyGradient(grad, input: input,
                                       into: result,
@@ -91,5 +93,13 @@ extension BatchNormND {
         }
         self.grad = output
         return output
+    }
+
+    /// Drops the previous input gradient (``grad``) just before a new one is allocated, so
+    /// that its buffer is recycled; CPU only, for the reason given at
+    /// ``releasePreviousOutputs()``.
+    func releasePreviousGradient() {
+        guard backend is CPUBackend else { return }
+        self.grad = nil
     }
 }

@@ -75,42 +75,42 @@ extension CPUBackend {
 }
 
 extension Kernels {
-    /// ``contiguousApply(g:x:out:count:a:b:shift:offset:)`` specialized for the terms present.
+    /// ``contiguousApply(_:g:x:out:count:a:b:shift:offset:)`` with the formula of the terms
+    /// present (`x` and `g` both absent does not occur).
     static func dispatchContiguous(g: SharedPointer<Float>?, x: SharedPointer<Float>?, y: SharedPointer<Float>,
                                    at start: Int, count: Int, a: Float, b: Float, shift: Float, offset: Float) {
         let out = y.base + start
-        switch (g, x) {
-        case let (g?, x?):
-            contiguousApply(g: UnsafePointer(g.base + start), x: UnsafePointer(x.base + start), out: out,
-                            count: count, a: a, b: b, shift: shift, offset: offset)
-        case let (g?, nil):
-            contiguousApply(g: UnsafePointer(g.base + start), x: nil, out: out,
-                            count: count, a: a, b: b, shift: shift, offset: offset)
-        case let (nil, x?):
-            contiguousApply(g: nil, x: UnsafePointer(x.base + start), out: out,
-                            count: count, a: a, b: b, shift: shift, offset: offset)
-        case (nil, nil):
-            contiguousApply(g: nil, x: nil, out: out, count: count, a: a, b: b, shift: shift, offset: offset)
+        let gp = UnsafePointer((g ?? y).base + start), xp = UnsafePointer((x ?? y).base + start)
+        switch (g != nil, x != nil) {
+        case (true, true):
+            contiguousApply(GradientAndInputFormula.self, g: gp, x: xp, out: out, count: count,
+                            a: a, b: b, shift: shift, offset: offset)
+        case (true, false):
+            contiguousApply(GradientFormula.self, g: gp, x: xp, out: out, count: count,
+                            a: a, b: b, shift: shift, offset: offset)
+        default:
+            contiguousApply(ForwardFormula.self, g: gp, x: xp, out: out, count: count,
+                            a: a, b: b, shift: shift, offset: offset)
         }
     }
 
-    /// ``interleavedApply(g:x:out:length:pattern:coefficients:)`` specialized for the terms present.
+    /// ``interleavedApply(_:g:x:out:length:pattern:coefficients:)`` with the formula of the
+    /// terms present.
     static func dispatchInterleaved(g: SharedPointer<Float>?, x: SharedPointer<Float>?, y: SharedPointer<Float>,
                                     at start: Int, length: Int, pattern: ChannelPattern,
                                     coefficients: UnsafeMutablePointer<Float>) {
         let out = y.base + start
-        switch (g, x) {
-        case let (g?, x?):
-            interleavedApply(g: UnsafePointer(g.base + start), x: UnsafePointer(x.base + start), out: out,
-                             length: length, pattern: pattern, coefficients: coefficients)
-        case let (g?, nil):
-            interleavedApply(g: UnsafePointer(g.base + start), x: nil, out: out,
-                             length: length, pattern: pattern, coefficients: coefficients)
-        case let (nil, x?):
-            interleavedApply(g: nil, x: UnsafePointer(x.base + start), out: out,
-                             length: length, pattern: pattern, coefficients: coefficients)
-        case (nil, nil):
-            interleavedApply(g: nil, x: nil, out: out, length: length, pattern: pattern, coefficients: coefficients)
+        let gp = UnsafePointer((g ?? y).base + start), xp = UnsafePointer((x ?? y).base + start)
+        switch (g != nil, x != nil) {
+        case (true, true):
+            interleavedApply(GradientAndInputFormula.self, g: gp, x: xp, out: out, length: length,
+                             pattern: pattern, coefficients: coefficients)
+        case (true, false):
+            interleavedApply(GradientFormula.self, g: gp, x: xp, out: out, length: length,
+                             pattern: pattern, coefficients: coefficients)
+        default:
+            interleavedApply(ForwardFormula.self, g: gp, x: xp, out: out, length: length,
+                             pattern: pattern, coefficients: coefficients)
         }
     }
 }

@@ -236,6 +236,9 @@ enum Kernels {
     /// (one chunk at a time) rather than 2·``chunkTile`` interleaved ones.
     static let gradientTile = 1
 
+    /// Chunks per tile in the apply pass.
+    static let applyTile = 4
+
     /// Per pattern position `j < P` of a channels-last run of `length` values (chunks
     /// `k·P ..< (k+1)·P`, the last one possibly partial):
     /// `acc[j] = Σ_k x[k·P + j]` when `center` is `nil`, else `Σ_k (x[k·P + j] − center[j])²`,
@@ -412,53 +415,55 @@ enum Kernels {
 
     // MARK: Apply
 
-    /// `out[i] = a·g[i] + b·(x[i] − shift) + offset` over a contiguous run of one channel;
-    /// the `g` term is absent when `g` is `nil`, the `x` term when `x` is `nil`. Forward
-    /// (`g` absent) computes `b·(x − shift) + offset`.
+    /// `out[i] = F(g[i], x[i])` over a contiguous run of one channel, with the channel's
+    /// coefficients broadcast to all lanes (see ``ApplyFormula`` for `F`). Pointers of
+    /// terms that `F` leaves out are never read.
     @inline(__always)
-    static func contiguousApply(g: UnsafePointer<Float>?, x: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>,
-                                count n: Int, a: Float, b: Float, shift: Float, offset: Float) {
+    static func contiguousApply<F: ApplyFormula>(_: F.Type, g: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                                                 out: UnsafeMutablePointer<Float>, count n: Int,
+                                                 a: Float, b: Float, shift: Float, offset: Float) {
         let av = FloatVector(repeating: a), bv = FloatVector(repeating: b)
         let sv = FloatVector(repeating: shift), ov = FloatVector(repeating: offset)
         var i = 0
         while i + 16 <= n {
-            out.store(combine(g?.vector(at: i), x?.vector(at: i), av, bv, sv, ov), at: i)
+            out.store(F.vector(g, x, i, av, bv, sv, ov), at: i)
             i += 16
         }
         while i < n {
-            out[i] = combine(g.map { $0[i] }, x.map { $0[i] }, a, b, shift, offset)
+            out[i] = F.scalar(g, x, i, a, b, shift, offset)
             i += 1
         }
     }
 
     /// The same over rows of a channels-last run (`length` values from a row boundary), with
     /// coefficients replicated over the pattern: `coefficients` holds `P` values each of
-    /// `a`, `b`, `shift`, `offset`, one after the other.
+    /// `a`, `b`, `shift`, `offset`, one after the other. Whole chunks go in tiles of
+    /// ``applyTile`` (each group's coefficients loaded once per tile).
     @inline(__always)
-    static func interleavedApply(g: UnsafePointer<Float>?, x: UnsafePointer<Float>?, out: UnsafeMutablePointer<Float>,
-                                 length: Int, pattern: ChannelPattern, coefficients: UnsafeMutablePointer<Float>) {
+    static func interleavedApply<F: ApplyFormula>(_: F.Type, g: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                                                  out: UnsafeMutablePointer<Float>, length: Int,
+                                                  pattern: ChannelPattern, coefficients: UnsafeMutablePointer<Float>) {
         let period = pattern.period
         let a = UnsafePointer(coefficients), b = a + period, shift = b + period, offset = shift + period
         var start = 0
-        // Tiles of whole chunks: each group's coefficients are loaded once per tile.
-        while start + chunkTile * period <= length {
+        while start + applyTile * period <= length {
             var j = 0
             while j < pattern.vectorPeriod {
                 let av = a.vector(at: j), bv = b.vector(at: j), sv = shift.vector(at: j), ov = offset.vector(at: j)
-                for t in 0..<chunkTile {
+                for t in 0..<applyTile {
                     let i = start + t * period + j
-                    out.store(combine(g?.vector(at: i), x?.vector(at: i), av, bv, sv, ov), at: i)
+                    out.store(F.vector(g, x, i, av, bv, sv, ov), at: i)
                 }
                 j += 16
             }
             while j < period {
-                for t in 0..<chunkTile {
+                for t in 0..<applyTile {
                     let i = start + t * period + j
-                    out[i] = combine(g.map { $0[i] }, x.map { $0[i] }, a[j], b[j], shift[j], offset[j])
+                    out[i] = F.scalar(g, x, i, a[j], b[j], shift[j], offset[j])
                 }
                 j += 1
             }
-            start += chunkTile * period
+            start += applyTile * period
         }
         while start < length {
             let count = min(period, length - start)
@@ -466,40 +471,69 @@ enum Kernels {
             var j = 0
             while j < v16 {
                 let i = start + j
-                out.store(combine(g?.vector(at: i), x?.vector(at: i), a.vector(at: j), b.vector(at: j),
-                                  shift.vector(at: j), offset.vector(at: j)), at: i)
+                out.store(F.vector(g, x, i, a.vector(at: j), b.vector(at: j), shift.vector(at: j), offset.vector(at: j)),
+                          at: i)
                 j += 16
             }
             while j < count {
                 let i = start + j
-                out[i] = combine(g.map { $0[i] }, x.map { $0[i] }, a[j], b[j], shift[j], offset[j])
+                out[i] = F.scalar(g, x, i, a[j], b[j], shift[j], offset[j])
                 j += 1
             }
             start += period
         }
     }
+}
 
-    /// `a·g + b·(x − shift) + offset` with absent terms left out, the same operations for
-    /// scalars and vectors: `b·(x − shift) + offset` (forward), `a·g + offset`
-    /// (evaluation backward), `(a·g + b·(x − shift)) + offset` (training backward).
+/// The per-element formula of an apply pass, chosen statically so that the inner loops
+/// carry no optionals. Vector lanes and scalar tails use the same IEEE operations in the
+/// same order (no fused multiply-add), so an element's result never depends on which
+/// path computed it.
+protocol ApplyFormula {
+    static func vector(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int, _ a: FloatVector,
+                       _ b: FloatVector, _ shift: FloatVector, _ offset: FloatVector) -> FloatVector
+    static func scalar(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int, _ a: Float,
+                       _ b: Float, _ shift: Float, _ offset: Float) -> Float
+}
+
+/// Forward: `y = b·(x − shift) + offset` (`g` not read).
+enum ForwardFormula: ApplyFormula {
     @inline(__always)
-    static func combine<V: SIMD>(_ g: V?, _ x: V?, _ a: V, _ b: V, _ shift: V, _ offset: V) -> V
-    where V.Scalar: FloatingPoint {
-        switch (g, x) {
-        case let (g?, x?): return (a * g + b * (x - shift)) + offset
-        case let (g?, nil): return a * g + offset
-        case let (nil, x?): return b * (x - shift) + offset
-        case (nil, nil): return offset
-        }
+    static func vector(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int, _ a: FloatVector,
+                       _ b: FloatVector, _ shift: FloatVector, _ offset: FloatVector) -> FloatVector {
+        b * (x.vector(at: i) - shift) + offset
     }
-
     @inline(__always)
-    static func combine(_ g: Float?, _ x: Float?, _ a: Float, _ b: Float, _ shift: Float, _ offset: Float) -> Float {
-        switch (g, x) {
-        case let (g?, x?): return (a * g + b * (x - shift)) + offset
-        case let (g?, nil): return a * g + offset
-        case let (nil, x?): return b * (x - shift) + offset
-        case (nil, nil): return offset
-        }
+    static func scalar(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int, _ a: Float,
+                       _ b: Float, _ shift: Float, _ offset: Float) -> Float {
+        b * (x[i] - shift) + offset
+    }
+}
+
+/// Evaluation backward: `dx = a·g + offset` (`x` not read).
+enum GradientFormula: ApplyFormula {
+    @inline(__always)
+    static func vector(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int, _ a: FloatVector,
+                       _ b: FloatVector, _ shift: FloatVector, _ offset: FloatVector) -> FloatVector {
+        a * g.vector(at: i) + offset
+    }
+    @inline(__always)
+    static func scalar(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int, _ a: Float,
+                       _ b: Float, _ shift: Float, _ offset: Float) -> Float {
+        a * g[i] + offset
+    }
+}
+
+/// Training backward: `dx = (a·g + b·(x − shift)) + offset`.
+enum GradientAndInputFormula: ApplyFormula {
+    @inline(__always)
+    static func vector(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int, _ a: FloatVector,
+                       _ b: FloatVector, _ shift: FloatVector, _ offset: FloatVector) -> FloatVector {
+        (a * g.vector(at: i) + b * (x.vector(at: i) - shift)) + offset
+    }
+    @inline(__always)
+    static func scalar(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int, _ a: Float,
+                       _ b: Float, _ shift: Float, _ offset: Float) -> Float {
+        (a * g[i] + b * (x[i] - shift)) + offset
     }
 }

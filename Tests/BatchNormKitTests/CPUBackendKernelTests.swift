@@ -179,6 +179,27 @@ import Testing
         for index in 0..<8 { #expect(results.get(index) == expected) }
     }
 
+    @Test func outputsHeldByTheCallerSurviveLaterPasses() throws {
+        // Forward and backward release the module's previous output before allocating the
+        // next (so its buffer can be recycled); a copy the caller still holds must not be
+        // reused.
+        var generator = SeededGenerator(seed: 21)
+        let shape = [2, 4, 16, 16, 16]  // 128 KiB: a recycled size
+        let x1 = try Tensor.normal(shape: shape, using: &generator)
+        let x2 = try Tensor.normal(shape: shape, mean: 5, using: &generator)
+        let g = try Tensor.normal(shape: shape, using: &generator)
+        let bn = try BatchNorm3D(maps: 4, backend: CPUBackend(threadCount: 2), using: &generator)
+        let y1 = try bn(x1)
+        let dx1 = try #require(try bn.backward(g))
+        let (y1Values, dx1Values) = (y1.scalars, dx1.scalars)
+        let y2 = try bn(x2)
+        let dx2 = try #require(try bn.backward(g))
+        #expect(!y2.sharesStorage(with: y1) && !dx2.sharesStorage(with: dx1))
+        #expect(y1.scalars == y1Values && dx1.scalars == dx1Values)
+        #expect(bn.data.map { $0.sharesStorage(with: y2) } == true)
+        #expect(bn.grad.map { $0.sharesStorage(with: dx2) } == true)
+    }
+
     @Test func recycledStorageIsZeroedWhenAskedFor() throws {
         let shape = [4, 4, 64, 64, 16]  // 4 MiB: a recycled size
         do {
