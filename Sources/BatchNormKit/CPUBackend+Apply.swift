@@ -58,8 +58,8 @@ extension CPUBackend {
         // Channels-last rows (also channels-first with S = 1).
         let pattern = ChannelPattern(channels: channels)
         let period = pattern.period
-        let replicated = UnsafeMutablePointer<Float>.allocate(capacity: 4 * period)
-        defer { replicated.deallocate() }
+        let replicated = Kernels.allocateAligned(Float.self, count: 4 * period)
+        defer { Kernels.deallocateAligned(replicated) }
         a.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicated) }
         b.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicated + period) }
         shift.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicated + 2 * period) }

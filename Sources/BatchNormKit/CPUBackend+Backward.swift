@@ -53,15 +53,16 @@ extension CPUBackend {
         let blocksPerItem = (spatial + rowsPerBlock - 1) / rowsPerBlock
         let blockCount = batch * blocksPerItem
         let pattern = ChannelPattern(channels: channels)
-        let partials = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * blockCount * channels + pattern.period)
+        let partials = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * blockCount * channels)
         defer { partials.deallocate() }
         let sumG = SharedPointer(partials.baseAddress!)
         let sumGX = SharedPointer(partials.baseAddress! + blockCount * channels)
-        let replicatedMean = SharedPointer(partials.baseAddress! + 2 * blockCount * channels)
+        let replicatedMean = SharedPointer(Kernels.allocateAligned(Double.self, count: pattern.period))
+        defer { Kernels.deallocateAligned(replicatedMean.base) }
         mean.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicatedMean.base) }
         parallelFor(blockCount, elements: geometry.elementCount) { blocks in
-            let scratch = UnsafeMutablePointer<Double>.allocate(capacity: 2 * pattern.period)
-            defer { scratch.deallocate() }
+            let scratch = Kernels.allocateAligned(Double.self, count: 2 * pattern.period)
+            defer { Kernels.deallocateAligned(scratch) }
             for block in blocks {
                 let n = block / blocksPerItem
                 let firstRow = (block % blocksPerItem) * rowsPerBlock

@@ -146,6 +146,18 @@ struct ChannelPattern: Sendable {
 }
 
 enum Kernels {
+    /// `count` values of scratch memory aligned to 64 bytes (a cache line, one AVX-512
+    /// vector), so that vector loads and stores of replicated coefficients and per-position
+    /// accumulators never straddle two cache lines. Free with ``deallocateAligned(_:)``.
+    static func allocateAligned<T>(_: T.Type, count: Int) -> UnsafeMutablePointer<T> {
+        UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * MemoryLayout<T>.stride, alignment: 64)
+            .bindMemory(to: T.self, capacity: count)
+    }
+
+    static func deallocateAligned<T>(_ pointer: UnsafeMutablePointer<T>) {
+        UnsafeMutableRawPointer(pointer).deallocate()
+    }
+
     // MARK: Statistics (collect)
 
     /// Moments of one contiguous run of `n >= 1` values of one channel, in `Double`, two

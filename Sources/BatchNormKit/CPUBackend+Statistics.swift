@@ -77,8 +77,8 @@ extension CPUBackend {
             min(rowsPerBlock, spatial - (block % blocksPerItem) * rowsPerBlock)
         }
         parallelFor(blockCount, elements: geometry.elementCount) { blocks in
-            let scratch = UnsafeMutablePointer<Double>.allocate(capacity: 2 * pattern.period)
-            defer { scratch.deallocate() }
+            let scratch = Kernels.allocateAligned(Double.self, count: 2 * pattern.period)
+            defer { Kernels.deallocateAligned(scratch) }
             for block in blocks {
                 let n = block / blocksPerItem
                 let firstRow = (block % blocksPerItem) * rowsPerBlock
