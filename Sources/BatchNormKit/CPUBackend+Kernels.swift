@@ -245,11 +245,13 @@ enum Kernels {
     static let chunkTile = 4
 
     /// The gradient reduction reads two tensors; it keeps them as two sequential streams
-    /// (one chunk at a time) rather than 2·``chunkTile`` interleaved ones.
+    /// (one chunk at a time) rather than 2·``chunkTile`` interleaved ones (measured faster
+    /// on the large shapes).
     static let gradientTile = 1
 
-    /// Chunks per tile in the apply pass.
-    static let applyTile = 4
+    /// Chunks per tile in the apply pass: 1, i.e. strictly sequential reads and writes
+    /// (measured faster than tiles of 4 on in-cache tensors; the coefficients are L1 hits).
+    static let applyTile = 1
 
     /// Per pattern position `j < P` of a channels-last run of `length` values (chunks
     /// `k·P ..< (k+1)·P`, the last one possibly partial):
