@@ -1,8 +1,9 @@
-import Synchronization
 #if canImport(Glibc)
 import Glibc
+import Synchronization
 #elseif canImport(Musl)
 import Musl
+import Synchronization
 #elseif canImport(Darwin)
 import Darwin
 #endif
@@ -36,7 +37,7 @@ public enum TensorDataType: String, Sendable, CaseIterable, CustomStringConverti
 /// other (PuzzleLib's `gpuarray` and `torch.Tensor` semantics). Memory is 64-byte aligned
 /// and zero-initialized.
 ///
-/// Buffers of 32 KiB and more are recycled: when a storage is freed its buffer is kept
+/// On Linux, buffers of 32 KiB and more are recycled: when a storage is freed its buffer is kept
 /// in a small process-wide cache (at most 16 buffers and 512 MiB, the oldest dropped first)
 /// and handed to the next storage of the same size. A training loop that allocates an
 /// output of the same shape every step then touches memory the operating system has
@@ -73,6 +74,7 @@ public final class TensorStorage: @unchecked Sendable {
     public var floats: UnsafeMutablePointer<Float> { rawAddress.assumingMemoryBound(to: Float.self) }
 }
 
+#if canImport(Glibc) || canImport(Musl)
 /// The recycling allocator behind ``TensorStorage`` (see its documentation).
 enum BufferCache {
     /// Buffers at least this large are cached; smaller ones go straight to `malloc`. (glibc
@@ -136,3 +138,15 @@ enum BufferCache {
         for buffer in evicted { UnsafeMutableRawPointer(bitPattern: buffer)?.deallocate() }
     }
 }
+#else
+/// Elsewhere (where `Synchronization.Mutex` may need a newer OS) buffers are not recycled.
+enum BufferCache {
+    static func allocate(byteCount: Int) -> UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 64), alignment: 64)
+    }
+
+    static func release(_ address: UnsafeMutableRawPointer, byteCount: Int) {
+        address.deallocate()
+    }
+}
+#endif
