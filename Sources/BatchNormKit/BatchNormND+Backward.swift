@@ -48,7 +48,8 @@ extension BatchNormND {
                 gradientMultiplier: (0..<maps).map { Float(gamma[$0] / (Double(variance[$0]) + epsilon).squareRoot()) },
                 inputMultiplier: Array(repeating: 0, count: maps), shift: Array(repeating: 0, count: maps),
                 offset: Array(repeating: 0, count: maps))
-            let output = try Tensor(zeros: grad.shape, layout: grad.layout, dataType: grad.dataType)
+            releasePreviousGradient()
+            let output = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
             try backend.applyGradient(grad, input: input, into: output, coefficients: coefficients)
             self.grad = output
             return output
@@ -73,7 +74,8 @@ extension BatchNormND {
                 offset.append(Float(-gradientMultiplier * sums[c].gradient / count
                                     - inputMultiplier * (mean[c] - Double(shift[c]))))
             }
-            let result = try Tensor(zeros: grad.shape, layout: grad.layout, dataType: grad.dataType)
+            releasePreviousGradient()
+            let result = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
             try backend.applyGradient(grad, input: input,
                                       into: result,
                                       coefficients: ChannelCoefficients(gradientMultiplier: a, inputMultiplier: b,
@@ -91,5 +93,13 @@ extension BatchNormND {
         }
         self.grad = output
         return output
+    }
+
+    /// Drops the previous input gradient (``grad``) just before a new one is allocated, so
+    /// that its buffer is recycled; CPU only, for the reason given at
+    /// ``releasePreviousOutputs()``.
+    func releasePreviousGradient() {
+        guard backend is CPUBackend else { return }
+        self.grad = nil
     }
 }

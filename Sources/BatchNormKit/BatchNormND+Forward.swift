@@ -74,7 +74,8 @@ extension BatchNormND {
         let coefficients = ChannelCoefficients(
             inputMultiplier: multiplier.map { Float($0) }, shift: shift,
             offset: (0..<maps).map { Float(Double(bias[$0]) - multiplier[$0] * (batchMean[$0] - Double(shift[$0]))) })
-        let output = try Tensor(zeros: data.shape, layout: data.layout, dataType: data.dataType)
+        releasePreviousOutputs()
+        let output = try Tensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType)
         try backend.normalize(data, into: output, coefficients: coefficients)
 
         // Commit: nothing above changed the module.
@@ -98,11 +99,25 @@ extension BatchNormND {
         let coefficients = ChannelCoefficients(
             inputMultiplier: (0..<maps).map { Float(Double(scale[$0]) / (Double(variance[$0]) + epsilon).squareRoot()) },
             shift: mean, offset: bias)
-        let output = inplace ? data : try Tensor(zeros: data.shape, layout: data.layout, dataType: data.dataType)
+        if !inplace { releasePreviousOutputs() }
+        let output = inplace ? data : try Tensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType)
         try backend.normalize(data, into: output, coefficients: coefficients)
         inData = data
         self.data = output
         grad = nil
         return output
+    }
+
+    /// Drops the references to the previous forward output (``data``) and input gradient
+    /// (``grad``) just before a new output is allocated, so that their buffers can be
+    /// recycled for it: the working set stays input + one output instead of input + two
+    /// outputs (which matters when that is the difference between fitting in the cache or
+    /// not). Only with ``CPUBackend``, whose apply step cannot fail: every throwing step has
+    /// passed by then. With another backend the apply step may throw, and a throw must leave
+    /// the module unchanged, so the references are kept until the commit.
+    func releasePreviousOutputs() {
+        guard backend is CPUBackend else { return }
+        data = nil
+        grad = nil
     }
 }

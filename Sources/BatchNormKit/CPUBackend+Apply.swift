@@ -1,14 +1,18 @@
 // Shape legend: N batch, C channels, S spatial size; per channel c the coefficients
-// a[c] (gradient multiplier), b[c] (input multiplier), shift[c], offset[c].
+// a[c] (gradient multiplier), b[c] (input multiplier), shift[c], offset[c]; g the gradient,
+// x the input, out the output (which may alias x or g: every element is read before it
+// is written, by the same thread).
 
 extension CPUBackend {
-    /// Apply (forward): `y[n,c,s] = b[c]·(x[n,c,s] − shift[c]) + offset[c]`.
+    /// Apply (forward), one read of `x` and one write of `y`:
+    /// `y[n,c,s] = b[c]·(x[n,c,s] − shift[c]) + offset[c]`.
     public func normalize(_ input: Tensor, into output: Tensor, coefficients: ChannelCoefficients) throws {
         applyChannelwise(gradient: nil, input: input, output: output, coefficients: coefficients)
     }
 
-    /// Apply (backward): `dx[n,c,s] = a[c]·g[n,c,s] + b[c]·(x[n,c,s] − shift[c]) + offset[c]`;
-    /// `x` is not read when every `b[c]` is 0.
+    /// Apply (backward), one read of `g` and `x` and one write of `dx`:
+    /// `dx[n,c,s] = a[c]·g[n,c,s] + b[c]·(x[n,c,s] − shift[c]) + offset[c]`;
+    /// `x` is not read when every `b[c]` is 0 (`dx = a[c]·g + offset[c]`).
     public func applyGradient(_ gradient: Tensor, input: Tensor, into output: Tensor,
                               coefficients: ChannelCoefficients) throws {
         applyChannelwise(gradient: gradient, input: coefficients.ignoresInput ? nil : input,
@@ -16,7 +20,10 @@ extension CPUBackend {
     }
 
     /// `out = a·g + b·(x − shift) + offset` over every element; a missing `g` or `x`
-    /// contributes nothing. All tensors share shape and layout; `out` may alias `x` or `g`.
+    /// contributes nothing. All tensors share shape and layout.
+    ///
+    /// Work is split into one contiguous range of storage per thread (whole rows in
+    /// channels-last); each element's result does not depend on the split.
     private func applyChannelwise(gradient: Tensor?, input: Tensor?, output: Tensor,
                                   coefficients: ChannelCoefficients) {
         let geometry = ChannelGeometry(shape: output.shape)
@@ -25,33 +32,85 @@ extension CPUBackend {
         let g = gradient.map { SharedPointer($0.storage.floats) }
         let x = input.map { SharedPointer($0.storage.floats) }
         let y = SharedPointer(output.storage.floats)
-        let a = gradient == nil ? [Float](repeating: 0, count: channels) : coefficients.gradientMultiplier
+        let zeros = [Float](repeating: 0, count: channels)
+        let a = gradient == nil ? zeros : coefficients.gradientMultiplier
         let (b, shift, offset) = (coefficients.inputMultiplier, coefficients.shift, coefficients.offset)
 
-        @Sendable @inline(__always) func value(_ index: Int, _ c: Int) -> Float {
-            var result = offset[c]
-            if let g { result += a[c] * g.base[index] }
-            if let x { result += b[c] * (x.base[index] - shift[c]) }
-            return result
+        if output.layout == .channelsFirst && spatial > 1 {
+            // Runs are pieces of planes (n, c); thread ranges are cut at multiples of 64 values.
+            let elements = geometry.elementCount
+            let pieces = (elements + 63) / 64
+            parallelFor(pieces, elements: elements) { range in
+                var position = range.lowerBound * 64
+                let end = min(range.upperBound * 64, elements)
+                while position < end {
+                    let plane = position / spatial
+                    let runEnd = min(end, (plane + 1) * spatial)
+                    let c = plane % channels
+                    Kernels.dispatchContiguous(g: g, x: x, y: y, at: position, count: runEnd - position,
+                                               a: a[c], b: b[c], shift: shift[c], offset: offset[c])
+                    position = runEnd
+                }
+            }
+            return
         }
 
-        switch output.layout {
-        case .channelsFirst:
-            parallelFor(geometry.batch * channels, elements: geometry.elementCount) { planes in
-                for plane in planes {
-                    let c = plane % channels
-                    for index in (plane * spatial)..<((plane + 1) * spatial) { y.base[index] = value(index, c) }
-                }
-            }
-        case .channelsLast:
-            parallelFor(geometry.batch * spatial, elements: geometry.elementCount) { rows in
-                for row in rows {
-                    for c in 0..<channels {
-                        let index = row * channels + c
-                        y.base[index] = value(index, c)
-                    }
-                }
-            }
+        // Channels-last rows (also channels-first with S = 1).
+        let pattern = ChannelPattern(channels: channels)
+        let period = pattern.period
+        let replicated = Kernels.allocateAligned(Float.self, count: 4 * period)
+        defer { Kernels.deallocateAligned(replicated) }
+        a.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicated) }
+        b.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicated + period) }
+        shift.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicated + 2 * period) }
+        offset.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicated + 3 * period) }
+        let coefficientsPointer = SharedPointer(replicated)
+        let rows = geometry.batch * spatial
+        parallelFor(rows, elements: geometry.elementCount) { range in
+            Kernels.dispatchInterleaved(g: g, x: x, y: y, at: range.lowerBound * channels,
+                                        length: range.count * channels, pattern: pattern,
+                                        coefficients: coefficientsPointer.base)
+        }
+    }
+}
+
+extension Kernels {
+    /// ``contiguousApply(_:g:x:out:count:a:b:shift:offset:)`` with the formula of the terms
+    /// present (`x` and `g` both absent does not occur).
+    static func dispatchContiguous(g: SharedPointer<Float>?, x: SharedPointer<Float>?, y: SharedPointer<Float>,
+                                   at start: Int, count: Int, a: Float, b: Float, shift: Float, offset: Float) {
+        let out = y.base + start
+        let gp = UnsafePointer((g ?? y).base + start), xp = UnsafePointer((x ?? y).base + start)
+        switch (g != nil, x != nil) {
+        case (true, true):
+            contiguousApply(GradientAndInputFormula.self, g: gp, x: xp, out: out, count: count,
+                            a: a, b: b, shift: shift, offset: offset)
+        case (true, false):
+            contiguousApply(GradientFormula.self, g: gp, x: xp, out: out, count: count,
+                            a: a, b: b, shift: shift, offset: offset)
+        default:
+            contiguousApply(ForwardFormula.self, g: gp, x: xp, out: out, count: count,
+                            a: a, b: b, shift: shift, offset: offset)
+        }
+    }
+
+    /// ``interleavedApply(_:g:x:out:length:pattern:coefficients:)`` with the formula of the
+    /// terms present.
+    static func dispatchInterleaved(g: SharedPointer<Float>?, x: SharedPointer<Float>?, y: SharedPointer<Float>,
+                                    at start: Int, length: Int, pattern: ChannelPattern,
+                                    coefficients: UnsafeMutablePointer<Float>) {
+        let out = y.base + start
+        let gp = UnsafePointer((g ?? y).base + start), xp = UnsafePointer((x ?? y).base + start)
+        switch (g != nil, x != nil) {
+        case (true, true):
+            interleavedApply(GradientAndInputFormula.self, g: gp, x: xp, out: out, length: length,
+                             pattern: pattern, coefficients: coefficients)
+        case (true, false):
+            interleavedApply(GradientFormula.self, g: gp, x: xp, out: out, length: length,
+                             pattern: pattern, coefficients: coefficients)
+        default:
+            interleavedApply(ForwardFormula.self, g: gp, x: xp, out: out, length: length,
+                             pattern: pattern, coefficients: coefficients)
         }
     }
 }

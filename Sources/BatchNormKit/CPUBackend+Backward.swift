@@ -1,9 +1,14 @@
-// Shape legend: N batch, C channels, S spatial size, L = CPUBackend.blockLength;
+// Shape legend: N batch, C channels, S spatial size, L = CPUBackend.gradientBlockLength;
 // g is the incoming gradient, x the forward input, μ[c] the forward batch mean.
 
 extension CPUBackend {
-    /// Reduce: per channel `Σg` and `Σg·(x − μ)` in `Double`, over the same fixed blocks as
-    /// ``collectStatistics(of:)``, summed per channel in block order.
+    /// Reduce, one read of `g` and `x`: per channel `Σg` and `Σg·(x − μ)` in `Double`.
+    ///
+    /// Blocks depend only on the shape and layout (channels-first: `(n, c, k)` covering
+    /// `k·L ..< min((k+1)·L, S)` of plane `(n, c)`; channels-last and `S = 1`: `(n, k)`
+    /// covering rows `k·R ..< min((k+1)·R, S)` of item `n`, `R = max(1, L / C)`); each
+    /// block's sums are stored in its own slot and added per channel in block order, so the
+    /// result is bitwise identical for any thread count.
     public func reduceGradient(_ gradient: Tensor, input: Tensor, mean: [Double]) throws -> [GradientSums] {
         let geometry = ChannelGeometry(shape: input.shape)
         let (batch, channels, spatial) = (geometry.batch, geometry.channels, geometry.spatial)
@@ -11,29 +16,23 @@ extension CPUBackend {
         guard geometry.elementCount > 0 else { return Array(repeating: zero, count: channels) }
         let g = SharedPointer(gradient.storage.floats)
         let x = SharedPointer(input.storage.floats)
-        let length = CPUBackend.blockLength
+        let length = CPUBackend.gradientBlockLength
 
-        switch input.layout {
-        case .channelsFirst:
+        if input.layout == .channelsFirst && spatial > 1 {
             let blocksPerPlane = (spatial + length - 1) / length
             let blockCount = batch * channels * blocksPerPlane
-            var partials = [GradientSums](repeating: zero, count: blockCount)
-            partials.withUnsafeMutableBufferPointer { buffer in
-                let out = SharedPointer(buffer.baseAddress!)
-                parallelFor(blockCount, elements: geometry.elementCount) { blocks in
-                    for block in blocks {
-                        let plane = block / blocksPerPlane
-                        let start = plane * spatial + (block % blocksPerPlane) * length
-                        let end = min(start + length, (plane + 1) * spatial)
-                        let mu = mean[plane % channels]
-                        var sumG = 0.0, sumGX = 0.0
-                        for i in start..<end {
-                            let gi = Double(g.base[i])
-                            sumG += gi
-                            sumGX += gi * (Double(x.base[i]) - mu)
-                        }
-                        out.base[block] = GradientSums(gradient: sumG, gradientTimesCentered: sumGX)
-                    }
+            let partials = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * blockCount)
+            defer { partials.deallocate() }
+            let sumG = SharedPointer(partials.baseAddress!), sumGX = SharedPointer(partials.baseAddress! + blockCount)
+            parallelFor(blockCount, elements: geometry.elementCount) { blocks in
+                for block in blocks {
+                    let plane = block / blocksPerPlane
+                    let start = plane * spatial + (block % blocksPerPlane) * length
+                    let count = min(length, (plane + 1) * spatial - start)
+                    let sums = Kernels.contiguousGradientSums(UnsafePointer(g.base + start), UnsafePointer(x.base + start),
+                                                              count: count, mean: mean[plane % channels])
+                    sumG.base[block] = sums.gradient
+                    sumGX.base[block] = sums.gradientTimesCentered
                 }
             }
             return (0..<channels).map { c in
@@ -41,46 +40,52 @@ extension CPUBackend {
                 for n in 0..<batch {
                     let first = (n * channels + c) * blocksPerPlane
                     for block in first..<(first + blocksPerPlane) {
-                        total.gradient += partials[block].gradient
-                        total.gradientTimesCentered += partials[block].gradientTimesCentered
+                        total.gradient += sumG.base[block]
+                        total.gradientTimesCentered += sumGX.base[block]
                     }
-                }
-                return total
-            }
-
-        case .channelsLast:
-            let rowsPerBlock = max(1, length / channels)
-            let blocksPerItem = (spatial + rowsPerBlock - 1) / rowsPerBlock
-            let blockCount = batch * blocksPerItem
-            var partials = [GradientSums](repeating: zero, count: blockCount * channels)
-            partials.withUnsafeMutableBufferPointer { buffer in
-                let out = SharedPointer(buffer.baseAddress!)
-                parallelFor(blockCount, elements: geometry.elementCount) { blocks in
-                    for block in blocks {
-                        let n = block / blocksPerItem
-                        let firstRow = (block % blocksPerItem) * rowsPerBlock
-                        let rows = min(rowsPerBlock, spatial - firstRow)
-                        let base = (n * spatial + firstRow) * channels
-                        let sums = out.base + block * channels
-                        for r in 0..<rows {
-                            for c in 0..<channels {
-                                let i = base + r * channels + c
-                                let gi = Double(g.base[i])
-                                sums[c].gradient += gi
-                                sums[c].gradientTimesCentered += gi * (Double(x.base[i]) - mean[c])
-                            }
-                        }
-                    }
-                }
-            }
-            return (0..<channels).map { c in
-                var total = zero
-                for block in 0..<blockCount {
-                    total.gradient += partials[block * channels + c].gradient
-                    total.gradientTimesCentered += partials[block * channels + c].gradientTimesCentered
                 }
                 return total
             }
         }
+
+        // Channels-last rows (also channels-first with S = 1).
+        let rowsPerBlock = max(1, length / channels)
+        let blocksPerItem = (spatial + rowsPerBlock - 1) / rowsPerBlock
+        let blockCount = batch * blocksPerItem
+        let pattern = ChannelPattern(channels: channels)
+        let partials = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * blockCount * channels)
+        defer { partials.deallocate() }
+        let sumG = SharedPointer(partials.baseAddress!)
+        let sumGX = SharedPointer(partials.baseAddress! + blockCount * channels)
+        let replicatedMean = SharedPointer(Kernels.allocateAligned(Double.self, count: pattern.period))
+        defer { Kernels.deallocateAligned(replicatedMean.base) }
+        mean.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicatedMean.base) }
+        parallelFor(blockCount, elements: geometry.elementCount) { blocks in
+            let scratch = Kernels.allocateAligned(Double.self, count: 2 * pattern.period)
+            defer { Kernels.deallocateAligned(scratch) }
+            for block in blocks {
+                let n = block / blocksPerItem
+                let firstRow = (block % blocksPerItem) * rowsPerBlock
+                let start = (n * spatial + firstRow) * channels
+                Kernels.interleavedGradientSums(UnsafePointer(g.base + start), UnsafePointer(x.base + start),
+                                                rows: min(rowsPerBlock, spatial - firstRow), pattern: pattern,
+                                                replicatedMean: replicatedMean.base, scratch: scratch,
+                                                sumG: sumG.base + block * channels,
+                                                sumGX: sumGX.base + block * channels)
+            }
+        }
+        var totalG = [Double](repeating: 0, count: channels), totalGX = [Double](repeating: 0, count: channels)
+        totalG.withUnsafeMutableBufferPointer { totalG in
+            totalGX.withUnsafeMutableBufferPointer { totalGX in
+                for block in 0..<blockCount {
+                    let blockG = sumG.base + block * channels, blockGX = sumGX.base + block * channels
+                    for c in 0..<channels {
+                        totalG[c] += blockG[c]
+                        totalGX[c] += blockGX[c]
+                    }
+                }
+            }
+        }
+        return (0..<channels).map { GradientSums(gradient: totalG[$0], gradientTimesCentered: totalGX[$0]) }
     }
 }

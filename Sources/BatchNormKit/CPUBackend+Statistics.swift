@@ -1,14 +1,22 @@
 // Shape legend: N batch, C channels, S spatial size (∏ D·H·W), M = N·S values per channel,
-// L = CPUBackend.blockLength. x is the input; a block is a run of one channel's values.
+// L = CPUBackend.blockLength, L' = CPUBackend.rowBlockLength. x is the input; a block is a fixed piece of the tensor whose
+// boundaries depend only on the shape and layout (never on the thread count).
 
 extension CPUBackend {
     /// Collect and merge: per-channel `(count, mean, M2)`.
     ///
-    /// Channels-first: block `(n, c, k)` covers `x[n, c, k·L ..< min((k+1)·L, S)]`.
-    /// Channels-last: block `(n, k)` covers rows `k·R ..< min((k+1)·R, S)` of item `n`,
-    /// `R = max(1, L / C)`, for every channel at once. Per block and channel:
-    /// `μb = Σx / nb`, `M2b = Σ(x − μb)²` in `Double`; then, per channel, blocks are merged
-    /// in index order with Chan's update.
+    /// Collect, one read of `x`, in parallel over blocks:
+    /// - channels-first: block `(n, c, k)` covers `x[n, c, k·L ..< min((k+1)·L, S)]`;
+    /// - channels-last (and channels-first with `S = 1`, the same storage): block `(n, k)`
+    ///   covers rows `k·R ..< min((k+1)·R, S)` of item `n`, `R = max(1, L' / C)`, every
+    ///   channel at once (longer blocks than channels-first: each block also pays for
+    ///   folding its pattern positions into channels).
+    ///
+    /// Per block `b` and channel (two passes over the cache-resident block, in `Double`):
+    /// `n_b`, `μ_b = Σx / n_b`, `M2_b = Σ(x − μ_b)²`.
+    ///
+    /// Merge, per channel over its blocks in index order (the k-way form of Chan's update):
+    /// `μ = Σ n_b·μ_b / M`, `M2 = Σ (M2_b + n_b·(μ_b − μ)²)`.
     public func collectStatistics(of input: Tensor) throws -> [ChannelMoments] {
         let geometry = ChannelGeometry(shape: input.shape)
         let (batch, channels, spatial) = (geometry.batch, geometry.channels, geometry.spatial)
@@ -17,86 +25,87 @@ extension CPUBackend {
         }
         let x = SharedPointer(input.storage.floats)
         let length = CPUBackend.blockLength
+        let total = Double(geometry.valuesPerChannel)
 
-        switch input.layout {
-        case .channelsFirst:
+        if input.layout == .channelsFirst && spatial > 1 {
             let blocksPerPlane = (spatial + length - 1) / length
             let blockCount = batch * channels * blocksPerPlane
-            var partials = [ChannelMoments](repeating: .empty, count: blockCount)
-            partials.withUnsafeMutableBufferPointer { buffer in
-                let out = SharedPointer(buffer.baseAddress!)
-                parallelFor(blockCount, elements: geometry.elementCount) { blocks in
-                    for block in blocks {
-                        let plane = block / blocksPerPlane
-                        let start = (block % blocksPerPlane) * length
-                        let count = min(length, spatial - start)
-                        out.base[block] = CPUBackend.moments(x.base + plane * spatial + start, count: count)
-                    }
+            let partials = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * blockCount)
+            defer { partials.deallocate() }
+            let means = SharedPointer(partials.baseAddress!), m2s = SharedPointer(partials.baseAddress! + blockCount)
+            parallelFor(blockCount, elements: geometry.elementCount) { blocks in
+                for block in blocks {
+                    let plane = block / blocksPerPlane
+                    let start = (block % blocksPerPlane) * length
+                    let moments = Kernels.contiguousMoments(UnsafePointer(x.base + plane * spatial + start),
+                                                            count: min(length, spatial - start))
+                    means.base[block] = moments.mean
+                    m2s.base[block] = moments.m2
                 }
             }
+            // Block k of a plane holds min(L, S − k·L) values.
+            @inline(__always) func count(_ k: Int) -> Double { Double(min(length, spatial - k * length)) }
             return (0..<channels).map { c in
-                var total = ChannelMoments.empty
+                var sum = 0.0
                 for n in 0..<batch {
                     let first = (n * channels + c) * blocksPerPlane
-                    for block in first..<(first + blocksPerPlane) { total = total.merged(with: partials[block]) }
+                    for k in 0..<blocksPerPlane { sum += count(k) * means.base[first + k] }
                 }
-                return total
+                let mean = sum / total
+                var m2 = 0.0
+                for n in 0..<batch {
+                    let first = (n * channels + c) * blocksPerPlane
+                    for k in 0..<blocksPerPlane {
+                        let delta = means.base[first + k] - mean
+                        m2 += m2s.base[first + k] + count(k) * delta * delta
+                    }
+                }
+                return ChannelMoments(count: total, mean: mean, m2: m2)
             }
+        }
 
-        case .channelsLast:
-            let rowsPerBlock = max(1, length / channels)
-            let blocksPerItem = (spatial + rowsPerBlock - 1) / rowsPerBlock
-            let blockCount = batch * blocksPerItem
-            var partials = [ChannelMoments](repeating: .empty, count: blockCount * channels)
-            partials.withUnsafeMutableBufferPointer { buffer in
-                let out = SharedPointer(buffer.baseAddress!)
-                parallelFor(blockCount, elements: geometry.elementCount) { blocks in
-                    var sums = [Double](repeating: 0, count: channels)
-                    for block in blocks {
-                        let n = block / blocksPerItem
-                        let firstRow = (block % blocksPerItem) * rowsPerBlock
-                        let rows = min(rowsPerBlock, spatial - firstRow)
-                        let start = x.base + (n * spatial + firstRow) * channels
-                        CPUBackend.rowMoments(start, rows: rows, channels: channels, sums: &sums,
-                                              into: out.base + block * channels)
+        // Channels-last rows (also channels-first with S = 1: element (n, c) at n·C + c).
+        let rowsPerBlock = max(1, CPUBackend.rowBlockLength / channels)
+        let blocksPerItem = (spatial + rowsPerBlock - 1) / rowsPerBlock
+        let blockCount = batch * blocksPerItem
+        let pattern = ChannelPattern(channels: channels)
+        let partials = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * blockCount * channels)
+        defer { partials.deallocate() }
+        let means = SharedPointer(partials.baseAddress!)
+        let m2s = SharedPointer(partials.baseAddress! + blockCount * channels)
+        @Sendable @inline(__always) func rows(_ block: Int) -> Int {
+            min(rowsPerBlock, spatial - (block % blocksPerItem) * rowsPerBlock)
+        }
+        parallelFor(blockCount, elements: geometry.elementCount) { blocks in
+            let scratch = Kernels.allocateAligned(Double.self, count: 2 * pattern.period)
+            defer { Kernels.deallocateAligned(scratch) }
+            for block in blocks {
+                let n = block / blocksPerItem
+                let firstRow = (block % blocksPerItem) * rowsPerBlock
+                Kernels.interleavedMoments(UnsafePointer(x.base + (n * spatial + firstRow) * channels),
+                                           rows: rows(block), pattern: pattern, scratch: scratch,
+                                           mean: means.base + block * channels, m2: m2s.base + block * channels)
+            }
+        }
+        // Merge, every channel at once, blocks in index order.
+        var sums = [Double](repeating: 0, count: channels), m2 = [Double](repeating: 0, count: channels)
+        sums.withUnsafeMutableBufferPointer { sums in
+            for block in 0..<blockCount {
+                let count = Double(rows(block)), blockMeans = means.base + block * channels
+                for c in 0..<channels { sums[c] += count * blockMeans[c] }
+            }
+            for c in 0..<channels { sums[c] /= total }
+            m2.withUnsafeMutableBufferPointer { m2 in
+                for block in 0..<blockCount {
+                    let count = Double(rows(block))
+                    let blockMeans = means.base + block * channels, blockM2 = m2s.base + block * channels
+                    for c in 0..<channels {
+                        let delta = blockMeans[c] - sums[c]
+                        m2[c] += blockM2[c] + count * delta * delta
                     }
                 }
             }
-            return (0..<channels).map { c in
-                var total = ChannelMoments.empty
-                for block in 0..<blockCount { total = total.merged(with: partials[block * channels + c]) }
-                return total
-            }
         }
-    }
-
-    /// Moments of `count` contiguous values: `μ = Σx / count`, `M2 = Σ(x − μ)²`, in `Double`.
-    static func moments(_ x: UnsafePointer<Float>, count: Int) -> ChannelMoments {
-        var sum = 0.0
-        for i in 0..<count { sum += Double(x[i]) }
-        let mean = sum / Double(count)
-        var m2 = 0.0
-        for i in 0..<count {
-            let centered = Double(x[i]) - mean
-            m2 += centered * centered
-        }
-        return ChannelMoments(count: Double(count), mean: mean, m2: m2)
-    }
-
-    /// Moments of each of `channels` interleaved columns over `rows` rows of a
-    /// channels-last block; `sums` is scratch of `channels` entries.
-    static func rowMoments(_ x: UnsafePointer<Float>, rows: Int, channels: Int, sums: inout [Double],
-                           into out: UnsafeMutablePointer<ChannelMoments>) {
-        for c in 0..<channels { sums[c] = 0 }
-        for r in 0..<rows {
-            for c in 0..<channels { sums[c] += Double(x[r * channels + c]) }
-        }
-        for c in 0..<channels { out[c] = ChannelMoments(count: Double(rows), mean: sums[c] / Double(rows), m2: 0) }
-        for r in 0..<rows {
-            for c in 0..<channels {
-                let centered = Double(x[r * channels + c]) - out[c].mean
-                out[c].m2 += centered * centered
-            }
-        }
+        return (0..<channels).map { ChannelMoments(count: total, mean: sums[$0], m2: m2[$0]) }
     }
 }

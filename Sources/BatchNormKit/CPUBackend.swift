@@ -17,13 +17,22 @@ public struct CPUBackend: BatchNormBackend {
     /// Threads used for large tensors (at least 1).
     public let threadCount: Int
 
-    /// Values per statistics block: each block is reduced in `Double` (two passes over a
-    /// cache-resident block: mean, then squared deviations) and blocks are merged with
-    /// ``ChannelMoments/merged(with:)``.
+    /// Values per channels-first statistics block: each block is reduced in `Double` (two
+    /// passes over the L1-resident block: mean, then squared deviations) and blocks are
+    /// merged in a fixed order (the k-way form of ``ChannelMoments/merged(with:)``).
     static let blockLength = 4096
 
-    /// Below this many elements everything runs on the calling thread.
-    static let parallelThreshold = 1 << 16
+    /// Values per channels-last statistics block (64 KiB, resident in L2): rows of all
+    /// channels, each block reduced like a channels-first one.
+    static let rowBlockLength = 16384
+
+    /// Values per gradient-reduction block (one pass, so blocks need not fit in cache;
+    /// longer blocks mean fewer partial sums to store and add).
+    static let gradientBlockLength = 16384
+
+    /// Below this many elements everything runs on the calling thread: waking the pool's
+    /// workers costs more than the work.
+    static let parallelThreshold = 1 << 15
 
     /// Creates a CPU backend.
     /// - Parameter threadCount: Number of threads; `nil` (the default) uses every online
@@ -51,9 +60,15 @@ public struct CPUBackend: BatchNormBackend {
             if count > 0 { body(0..<count) }
             return
         }
+        #if canImport(Glibc) || canImport(Musl)
+        WorkerPool.shared(width: threads).run { thread in
+            body((count * thread / threads)..<(count * (thread + 1) / threads))
+        }
+        #else
         DispatchQueue.concurrentPerform(iterations: threads) { thread in
             body((count * thread / threads)..<(count * (thread + 1) / threads))
         }
+        #endif
     }
 }
 

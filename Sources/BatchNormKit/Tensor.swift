@@ -77,6 +77,13 @@ public struct Tensor: @unchecked Sendable {
         self.init(shape: shape, layout: layout, dataType: dataType, storage: storage)
     }
 
+    /// A tensor whose elements are not initialized, for outputs a kernel overwrites entirely.
+    init(uninitialized shape: [Int], layout: TensorLayout, dataType: TensorDataType) throws {
+        let count = try Tensor.elementCount(of: shape)
+        self.init(shape: shape, layout: layout, dataType: dataType,
+                  storage: TensorStorage(uninitializedByteCount: count * dataType.byteCount))
+    }
+
     init(shape: [Int], layout: TensorLayout, dataType: TensorDataType, storage: TensorStorage) {
         self.shape = shape
         self.layout = layout

@@ -1,0 +1,553 @@
+// The CPU backend's inner loops, on raw pointers.
+//
+// Shape legend: N batch, C channels, S spatial size (∏ D·H·W), M = N·S values per channel.
+// A *run* is a stretch of contiguous storage:
+// - channels-first (NCDHW): one channel's values, `x[n, c, s0 ..< s1]`, so every value of a
+//   run shares one set of per-channel coefficients (a scalar broadcast to all lanes);
+// - channels-last (NDHWC): whole rows `x[n, s, 0 ..< C]`, so value `i` of the run belongs to
+//   channel `i mod C`. A ``ChannelPattern`` of period `P` (a multiple of C, and of the
+//   vector width when that is cheap) replicates per-channel values so that the run is
+//   processed `P` values at a time with full vectors whatever C is.
+//
+// Vectors are `SIMD16<Float>` (one AVX-512 register, two AVX2 or four SSE registers) and
+// `SIMD8<Double>`; sums are accumulated in `Double`. Every value goes through the same
+// IEEE operations in vector lanes and in scalar tails (no fused multiply-add), so the
+// element results never depend on where a thread's range starts.
+
+/// Sixteen `Float` lanes.
+typealias FloatVector = SIMD16<Float>
+/// Eight `Double` lanes: half a ``FloatVector`` widened.
+typealias DoubleVector = SIMD8<Double>
+
+extension UnsafePointer where Pointee == Float {
+    /// Sixteen values starting at `self + offset` (no alignment needed).
+    @inline(__always)
+    func vector(at offset: Int) -> FloatVector {
+        UnsafeRawPointer(self + offset).loadUnaligned(as: FloatVector.self)
+    }
+}
+
+extension UnsafeMutablePointer where Pointee == Float {
+    /// Stores sixteen values at `self + offset` (no alignment needed).
+    @inline(__always)
+    func store(_ value: FloatVector, at offset: Int) {
+        UnsafeMutableRawPointer(self + offset).storeBytes(of: value, as: FloatVector.self)
+    }
+}
+
+extension UnsafeMutablePointer where Pointee == Double {
+    /// Eight values starting at `self + offset`.
+    @inline(__always)
+    func vector(at offset: Int) -> DoubleVector {
+        UnsafeRawPointer(self + offset).loadUnaligned(as: DoubleVector.self)
+    }
+
+    /// Stores eight values at `self + offset`.
+    @inline(__always)
+    func store(_ value: DoubleVector, at offset: Int) {
+        UnsafeMutableRawPointer(self + offset).storeBytes(of: value, as: DoubleVector.self)
+    }
+}
+
+extension FloatVector {
+    // Written lane by lane (LLVM folds this into one widening conversion): the generic
+    // `SIMD8<Double>(_: SIMD8<Float>)` is not always inlined into large kernels, and an
+    // out-of-line call per vector costs more than the arithmetic.
+
+    /// Lanes 0..<8 widened to `Double`.
+    @inline(__always) var lowDoubles: DoubleVector {
+        DoubleVector(Double(self[0]), Double(self[1]), Double(self[2]), Double(self[3]),
+                     Double(self[4]), Double(self[5]), Double(self[6]), Double(self[7]))
+    }
+
+    /// Lanes 8..<16 widened to `Double`.
+    @inline(__always) var highDoubles: DoubleVector {
+        DoubleVector(Double(self[8]), Double(self[9]), Double(self[10]), Double(self[11]),
+                     Double(self[12]), Double(self[13]), Double(self[14]), Double(self[15]))
+    }
+}
+
+/// How channels repeat along a channels-last run: the value at run offset `i` (runs start
+/// at a row boundary) belongs to channel `i mod C`, and per-channel values replicated over
+/// `period` positions line up with the run in whole chunks.
+struct ChannelPattern: Sendable {
+    /// C.
+    let channels: Int
+    /// The shortest period that is a multiple of both C and 16, `lcm(C, 16)`; or C when
+    /// that is too long to replicate.
+    let base: Int
+    /// P = `base·k`, a multiple of C: `lcm(C, 16)·k` with `k` making it at least
+    /// `minimumPeriod` values (longer chunks, fewer loop turns), or `C`.
+    let period: Int
+    /// Positions `0 ..< vectorPeriod` of a chunk are processed 16 at a time, the rest
+    /// (`C mod 16` positions when `period == C`) one by one.
+    let vectorPeriod: Int
+
+    /// Periods longer than this fall back to `P = C` (vectors over whole 16-channel groups
+    /// of each row, the last `C mod 16` channels scalar).
+    static let maximumPeriod = 2048
+
+    /// - Parameter minimumPeriod: Replicate `lcm(C, 16)` up to at least this many values
+    ///   (reductions keep `P` doubles per pattern position in scratch; the apply pass only
+    ///   wants long chunks).
+    init(channels: Int, minimumPeriod: Int = 256) {
+        self.channels = channels
+        var a = channels, b = 16
+        while b != 0 { (a, b) = (b, a % b) }
+        let lcm = channels / a * 16
+        if lcm <= ChannelPattern.maximumPeriod {
+            base = lcm
+            period = lcm * max(1, (minimumPeriod + lcm - 1) / lcm)
+            vectorPeriod = period
+        } else {
+            base = channels
+            period = channels
+            vectorPeriod = channels / 16 * 16
+        }
+    }
+
+    /// Writes `values[j mod C]` to `replicated[j]` for `j` in `0 ..< period`.
+    @inline(__always)
+    func replicate<T>(_ values: UnsafePointer<T>, into replicated: UnsafeMutablePointer<T>) {
+        replicated.update(from: values, count: channels)
+        var j = channels
+        while j < period {
+            // Doubling copies: [0, j) → [j, 2j).
+            let count = min(j, period - j)
+            (replicated + j).update(from: replicated, count: count)
+            j += count
+        }
+    }
+
+    /// `out[c] = Σ_{j ≡ c (mod C)} perPosition[j]` in a fixed order: first the `k` repeats
+    /// of `base` are added position by position (whole vectors), then the `base / C`
+    /// channel groups of the result. `perPosition` is overwritten.
+    @inline(__always)
+    func foldSums(_ perPosition: UnsafeMutablePointer<Double>, into out: UnsafeMutablePointer<Double>) {
+        var repeatStart = base
+        while repeatStart < period {
+            // base is a multiple of 16 here (period > base only when base = lcm(C, 16)).
+            var j = 0
+            while j < base {
+                perPosition.store(perPosition.vector(at: j) + perPosition.vector(at: repeatStart + j), at: j)
+                j += 8
+            }
+            repeatStart += base
+        }
+        for c in 0..<channels {
+            var sum = perPosition[c], j = c + channels
+            while j < base {
+                sum += perPosition[j]
+                j += channels
+            }
+            out[c] = sum
+        }
+    }
+}
+
+enum Kernels {
+    /// `count` values of scratch memory aligned to 64 bytes (a cache line, one AVX-512
+    /// vector), so that vector loads and stores of replicated coefficients and per-position
+    /// accumulators never straddle two cache lines. Free with ``deallocateAligned(_:)``.
+    static func allocateAligned<T>(_: T.Type, count: Int) -> UnsafeMutablePointer<T> {
+        UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * MemoryLayout<T>.stride, alignment: 64)
+            .bindMemory(to: T.self, capacity: count)
+    }
+
+    static func deallocateAligned<T>(_ pointer: UnsafeMutablePointer<T>) {
+        UnsafeMutableRawPointer(pointer).deallocate()
+    }
+
+    // MARK: Statistics (collect)
+
+    /// Moments of one contiguous run of `n >= 1` values of one channel, in `Double`, two
+    /// passes over the (cache-resident) run:
+    /// `μ = Σx / n`, then `M2 = Σ(x − μ)²`.
+    @inline(__always)
+    static func contiguousMoments(_ x: UnsafePointer<Float>, count n: Int) -> (mean: Double, m2: Double) {
+        // Pass 1: Σx, four independent vector accumulators.
+        var s0 = DoubleVector(), s1 = DoubleVector(), s2 = DoubleVector(), s3 = DoubleVector()
+        var i = 0
+        while i + 32 <= n {
+            let v = x.vector(at: i), w = x.vector(at: i + 16)
+            s0 += v.lowDoubles
+            s1 += v.highDoubles
+            s2 += w.lowDoubles
+            s3 += w.highDoubles
+            i += 32
+        }
+        if i + 16 <= n {
+            let v = x.vector(at: i)
+            s0 += v.lowDoubles
+            s1 += v.highDoubles
+            i += 16
+        }
+        var sum = ((s0 + s2) + (s1 + s3)).sum()
+        while i < n { sum += Double(x[i]); i += 1 }
+        let mean = sum / Double(n)
+
+        // Pass 2: Σ(x − μ)².
+        let mu = DoubleVector(repeating: mean)
+        var q0 = DoubleVector(), q1 = DoubleVector(), q2 = DoubleVector(), q3 = DoubleVector()
+        i = 0
+        while i + 32 <= n {
+            let v = x.vector(at: i), w = x.vector(at: i + 16)
+            let d0 = v.lowDoubles - mu, d1 = v.highDoubles - mu
+            let d2 = w.lowDoubles - mu, d3 = w.highDoubles - mu
+            q0 += d0 * d0
+            q1 += d1 * d1
+            q2 += d2 * d2
+            q3 += d3 * d3
+            i += 32
+        }
+        if i + 16 <= n {
+            let v = x.vector(at: i)
+            let d0 = v.lowDoubles - mu, d1 = v.highDoubles - mu
+            q0 += d0 * d0
+            q1 += d1 * d1
+            i += 16
+        }
+        var m2 = ((q0 + q2) + (q1 + q3)).sum()
+        while i < n {
+            let d = Double(x[i]) - mean
+            m2 += d * d
+            i += 1
+        }
+        return (mean, m2)
+    }
+
+    /// Moments of each channel over `rows` whole rows of a channels-last run, two passes in
+    /// `Double` over the (cache-resident) run: `μ[c] = Σ_r x[r, c] / rows`, then
+    /// `M2[c] = Σ_r (x[r, c] − μ[c])²`.
+    ///
+    /// `scratch` holds `2·P` doubles. Results go to `mean[0 ..< C]` and `m2[0 ..< C]`.
+    @inline(__always)
+    static func interleavedMoments(_ x: UnsafePointer<Float>, rows: Int, pattern: ChannelPattern,
+                                   scratch: UnsafeMutablePointer<Double>,
+                                   mean: UnsafeMutablePointer<Double>, m2: UnsafeMutablePointer<Double>) {
+        let length = rows * pattern.channels
+        let accumulator = scratch, replicatedMean = scratch + pattern.period
+        // Pass 1: acc[j] = Σ_k x[k·P + j]; fold positions to channels; μ.
+        positionSums(x, length: length, pattern: pattern, center: nil, into: accumulator)
+        pattern.foldSums(accumulator, into: mean)
+        let count = Double(rows)
+        for c in 0..<pattern.channels { mean[c] /= count }
+        // Pass 2: acc[j] = Σ_k (x[k·P + j] − μ[j mod C])²; fold.
+        pattern.replicate(UnsafePointer(mean), into: replicatedMean)
+        positionSums(x, length: length, pattern: pattern, center: UnsafePointer(replicatedMean), into: accumulator)
+        pattern.foldSums(accumulator, into: m2)
+    }
+
+    /// Chunks processed together by the channels-last kernels: per 16-position group,
+    /// values of 4 consecutive chunks are combined in registers before the per-position
+    /// accumulator (or the replicated coefficients) is touched, and memory is read as 4
+    /// sequential streams.
+    static let chunkTile = 4
+
+    /// The gradient reduction reads two tensors; it keeps them as two sequential streams
+    /// (one chunk at a time) rather than 2·``chunkTile`` interleaved ones (measured faster
+    /// on the large shapes).
+    static let gradientTile = 1
+
+    /// Chunks per tile in the apply pass: 1, i.e. strictly sequential reads and writes
+    /// (measured faster than tiles of 4 on in-cache tensors; the coefficients are L1 hits).
+    static let applyTile = 1
+
+    /// Per pattern position `j < P` of a channels-last run of `length` values (chunks
+    /// `k·P ..< (k+1)·P`, the last one possibly partial):
+    /// `acc[j] = Σ_k x[k·P + j]` when `center` is `nil`, else `Σ_k (x[k·P + j] − center[j])²`,
+    /// in `Double`, chunks added in tiles of ``chunkTile`` (`acc[j] += ((t0 + t1) + t2) + t3`).
+    @inline(__always)
+    static func positionSums(_ x: UnsafePointer<Float>, length: Int, pattern: ChannelPattern,
+                             center: UnsafePointer<Double>?, into acc: UnsafeMutablePointer<Double>) {
+        @inline(__always) func term(_ v: DoubleVector, _ m: DoubleVector) -> DoubleVector {
+            if center == nil { return v }
+            let d = v - m
+            return d * d
+        }
+        @inline(__always) func term(_ v: Float, _ j: Int) -> Double {
+            guard let center else { return Double(v) }
+            let d = Double(v) - center[j]
+            return d * d
+        }
+        @inline(__always) func means(_ j: Int) -> (DoubleVector, DoubleVector) {
+            guard let center else { return (DoubleVector(), DoubleVector()) }
+            return (UnsafeRawPointer(center + j).loadUnaligned(as: DoubleVector.self),
+                    UnsafeRawPointer(center + j + 8).loadUnaligned(as: DoubleVector.self))
+        }
+        let period = pattern.period
+        acc.update(repeating: 0, count: period)
+        var start = 0
+        // Tiles of 4 whole chunks.
+        while start + chunkTile * period <= length {
+            var j = 0
+            while j < pattern.vectorPeriod {
+                let (m0, m1) = means(j)
+                let p = x + start + j
+                let v0 = p.vector(at: 0), v1 = p.vector(at: period)
+                let v2 = p.vector(at: 2 * period), v3 = p.vector(at: 3 * period)
+                var low = term(v0.lowDoubles, m0)
+                low += term(v1.lowDoubles, m0)
+                low += term(v2.lowDoubles, m0)
+                low += term(v3.lowDoubles, m0)
+                var high = term(v0.highDoubles, m1)
+                high += term(v1.highDoubles, m1)
+                high += term(v2.highDoubles, m1)
+                high += term(v3.highDoubles, m1)
+                acc.store(acc.vector(at: j) + low, at: j)
+                acc.store(acc.vector(at: j + 8) + high, at: j + 8)
+                j += 16
+            }
+            while j < period {
+                let p = x + start + j
+                var sum = term(p[0], j)
+                sum += term(p[period], j)
+                sum += term(p[2 * period], j)
+                sum += term(p[3 * period], j)
+                acc[j] += sum
+                j += 1
+            }
+            start += chunkTile * period
+        }
+        // The remaining whole chunks and the partial one, one at a time.
+        while start < length {
+            let count = min(period, length - start)
+            let v16 = min(count, pattern.vectorPeriod) & ~15
+            var j = 0
+            while j < v16 {
+                let (m0, m1) = means(j)
+                let v = x.vector(at: start + j)
+                acc.store(acc.vector(at: j) + term(v.lowDoubles, m0), at: j)
+                acc.store(acc.vector(at: j + 8) + term(v.highDoubles, m1), at: j + 8)
+                j += 16
+            }
+            while j < count {
+                acc[j] += term(x[start + j], j)
+                j += 1
+            }
+            start += period
+        }
+    }
+
+    // MARK: Gradient reduction
+
+    /// One pass over a channel's contiguous run: `Σg` and `Σg·(x − μ)` in `Double`.
+    @inline(__always)
+    static func contiguousGradientSums(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, count n: Int,
+                                       mean: Double) -> (gradient: Double, gradientTimesCentered: Double) {
+        let mu = DoubleVector(repeating: mean)
+        var s0 = DoubleVector(), s1 = DoubleVector(), p0 = DoubleVector(), p1 = DoubleVector()
+        var i = 0
+        while i + 16 <= n {
+            let gv = g.vector(at: i), xv = x.vector(at: i)
+            let g0 = gv.lowDoubles, g1 = gv.highDoubles
+            s0 += g0
+            s1 += g1
+            p0 += g0 * (xv.lowDoubles - mu)
+            p1 += g1 * (xv.highDoubles - mu)
+            i += 16
+        }
+        var sumG = (s0 + s1).sum(), sumGX = (p0 + p1).sum()
+        while i < n {
+            let gi = Double(g[i])
+            sumG += gi
+            sumGX += gi * (Double(x[i]) - mean)
+            i += 1
+        }
+        return (sumG, sumGX)
+    }
+
+    /// One pass over `rows` rows of channels-last `g` and `x`: per channel `Σg` and
+    /// `Σg·(x − μ[c])` in `Double`, into `sumG[0 ..< C]` and `sumGX[0 ..< C]`.
+    /// `replicatedMean` holds `μ[j mod C]` for `j < P`; `scratch` holds `2·P` doubles.
+    /// Chunks in tiles like ``positionSums(_:length:pattern:center:into:)``.
+    @inline(__always)
+    static func interleavedGradientSums(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, rows: Int,
+                                        pattern: ChannelPattern, replicatedMean: UnsafeMutablePointer<Double>,
+                                        scratch: UnsafeMutablePointer<Double>,
+                                        sumG: UnsafeMutablePointer<Double>, sumGX: UnsafeMutablePointer<Double>) {
+        let period = pattern.period, length = rows * pattern.channels
+        let accG = scratch, accGX = scratch + period
+        accG.update(repeating: 0, count: 2 * period)
+        var start = 0
+        while start + gradientTile * period <= length {
+            var j = 0
+            while j < pattern.vectorPeriod {
+                let m0 = replicatedMean.vector(at: j), m1 = replicatedMean.vector(at: j + 8)
+                var g0 = DoubleVector(), g1 = DoubleVector(), p0 = DoubleVector(), p1 = DoubleVector()
+                for t in 0..<gradientTile {
+                    let gv = g.vector(at: start + t * period + j), xv = x.vector(at: start + t * period + j)
+                    let gl = gv.lowDoubles, gh = gv.highDoubles
+                    g0 += gl
+                    g1 += gh
+                    p0 += gl * (xv.lowDoubles - m0)
+                    p1 += gh * (xv.highDoubles - m1)
+                }
+                accG.store(accG.vector(at: j) + g0, at: j)
+                accG.store(accG.vector(at: j + 8) + g1, at: j + 8)
+                accGX.store(accGX.vector(at: j) + p0, at: j)
+                accGX.store(accGX.vector(at: j + 8) + p1, at: j + 8)
+                j += 16
+            }
+            while j < period {
+                var sg = 0.0, sgx = 0.0
+                for t in 0..<gradientTile {
+                    let gi = Double(g[start + t * period + j])
+                    sg += gi
+                    sgx += gi * (Double(x[start + t * period + j]) - replicatedMean[j])
+                }
+                accG[j] += sg
+                accGX[j] += sgx
+                j += 1
+            }
+            start += gradientTile * period
+        }
+        while start < length {
+            let count = min(period, length - start)
+            let v16 = min(count, pattern.vectorPeriod) & ~15
+            var j = 0
+            while j < v16 {
+                let gv = g.vector(at: start + j), xv = x.vector(at: start + j)
+                let gl = gv.lowDoubles, gh = gv.highDoubles
+                accG.store(accG.vector(at: j) + gl, at: j)
+                accG.store(accG.vector(at: j + 8) + gh, at: j + 8)
+                accGX.store(accGX.vector(at: j) + gl * (xv.lowDoubles - replicatedMean.vector(at: j)), at: j)
+                accGX.store(accGX.vector(at: j + 8) + gh * (xv.highDoubles - replicatedMean.vector(at: j + 8)), at: j + 8)
+                j += 16
+            }
+            while j < count {
+                let gi = Double(g[start + j])
+                accG[j] += gi
+                accGX[j] += gi * (Double(x[start + j]) - replicatedMean[j])
+                j += 1
+            }
+            start += period
+        }
+        pattern.foldSums(accG, into: sumG)
+        pattern.foldSums(accGX, into: sumGX)
+    }
+
+    // MARK: Apply
+
+    /// `out[i] = F(g[i], x[i])` over a contiguous run of one channel, with the channel's
+    /// coefficients broadcast to all lanes (see ``ApplyFormula`` for `F`). Pointers of
+    /// terms that `F` leaves out are never read.
+    @inline(__always)
+    static func contiguousApply<F: ApplyFormula>(_: F.Type, g: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                                                 out: UnsafeMutablePointer<Float>, count n: Int,
+                                                 a: Float, b: Float, shift: Float, offset: Float) {
+        let av = FloatVector(repeating: a), bv = FloatVector(repeating: b)
+        let sv = FloatVector(repeating: shift), ov = FloatVector(repeating: offset)
+        var i = 0
+        while i + 16 <= n {
+            out.store(F.vector(g, x, i, av, bv, sv, ov), at: i)
+            i += 16
+        }
+        while i < n {
+            out[i] = F.scalar(g, x, i, a, b, shift, offset)
+            i += 1
+        }
+    }
+
+    /// The same over rows of a channels-last run (`length` values from a row boundary), with
+    /// coefficients replicated over the pattern: `coefficients` holds `P` values each of
+    /// `a`, `b`, `shift`, `offset`, one after the other. Whole chunks go in tiles of
+    /// ``applyTile`` (each group's coefficients loaded once per tile).
+    @inline(__always)
+    static func interleavedApply<F: ApplyFormula>(_: F.Type, g: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                                                  out: UnsafeMutablePointer<Float>, length: Int,
+                                                  pattern: ChannelPattern, coefficients: UnsafeMutablePointer<Float>) {
+        let period = pattern.period
+        let a = UnsafePointer(coefficients), b = a + period, shift = b + period, offset = shift + period
+        var start = 0
+        while start + applyTile * period <= length {
+            var j = 0
+            while j < pattern.vectorPeriod {
+                let av = a.vector(at: j), bv = b.vector(at: j), sv = shift.vector(at: j), ov = offset.vector(at: j)
+                for t in 0..<applyTile {
+                    let i = start + t * period + j
+                    out.store(F.vector(g, x, i, av, bv, sv, ov), at: i)
+                }
+                j += 16
+            }
+            while j < period {
+                for t in 0..<applyTile {
+                    let i = start + t * period + j
+                    out[i] = F.scalar(g, x, i, a[j], b[j], shift[j], offset[j])
+                }
+                j += 1
+            }
+            start += applyTile * period
+        }
+        while start < length {
+            let count = min(period, length - start)
+            let v16 = min(count, pattern.vectorPeriod) & ~15
+            var j = 0
+            while j < v16 {
+                let i = start + j
+                out.store(F.vector(g, x, i, a.vector(at: j), b.vector(at: j), shift.vector(at: j), offset.vector(at: j)),
+                          at: i)
+                j += 16
+            }
+            while j < count {
+                let i = start + j
+                out[i] = F.scalar(g, x, i, a[j], b[j], shift[j], offset[j])
+                j += 1
+            }
+            start += period
+        }
+    }
+}
+
+/// The per-element formula of an apply pass, chosen statically so that the inner loops
+/// carry no optionals. Vector lanes and scalar tails use the same IEEE operations in the
+/// same order (no fused multiply-add), so an element's result never depends on which
+/// path computed it.
+protocol ApplyFormula {
+    static func vector(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int, _ a: FloatVector,
+                       _ b: FloatVector, _ shift: FloatVector, _ offset: FloatVector) -> FloatVector
+    static func scalar(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int, _ a: Float,
+                       _ b: Float, _ shift: Float, _ offset: Float) -> Float
+}
+
+/// Forward: `y = b·(x − shift) + offset` (`g` not read).
+enum ForwardFormula: ApplyFormula {
+    @inline(__always)
+    static func vector(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int, _ a: FloatVector,
+                       _ b: FloatVector, _ shift: FloatVector, _ offset: FloatVector) -> FloatVector {
+        b * (x.vector(at: i) - shift) + offset
+    }
+    @inline(__always)
+    static func scalar(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int, _ a: Float,
+                       _ b: Float, _ shift: Float, _ offset: Float) -> Float {
+        b * (x[i] - shift) + offset
+    }
+}
+
+/// Evaluation backward: `dx = a·g + offset` (`x` not read).
+enum GradientFormula: ApplyFormula {
+    @inline(__always)
+    static func vector(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int, _ a: FloatVector,
+                       _ b: FloatVector, _ shift: FloatVector, _ offset: FloatVector) -> FloatVector {
+        a * g.vector(at: i) + offset
+    }
+    @inline(__always)
+    static func scalar(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int, _ a: Float,
+                       _ b: Float, _ shift: Float, _ offset: Float) -> Float {
+        a * g[i] + offset
+    }
+}
+
+/// Training backward: `dx = (a·g + b·(x − shift)) + offset`.
+enum GradientAndInputFormula: ApplyFormula {
+    @inline(__always)
+    static func vector(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int, _ a: FloatVector,
+                       _ b: FloatVector, _ shift: FloatVector, _ offset: FloatVector) -> FloatVector {
+        (a * g.vector(at: i) + b * (x.vector(at: i) - shift)) + offset
+    }
+    @inline(__always)
+    static func scalar(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ i: Int, _ a: Float,
+                       _ b: Float, _ shift: Float, _ offset: Float) -> Float {
+        (a * g[i] + b * (x[i] - shift)) + offset
+    }
+}

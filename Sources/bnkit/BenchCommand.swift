@@ -1,0 +1,282 @@
+import ArgumentParser
+import BatchNormKit
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// `bnkit bench`: times BatchNorm3D's training forward, evaluation forward and training
+/// backward through the public API, beside the memory-to-memory copy bandwidth measured in
+/// the same run (DESIGN.md section 5).
+///
+/// Effective bandwidth counts the minimal traffic per element: 12 bytes for the training
+/// forward (read x for the statistics, read x and write y to apply), 8 for the evaluation
+/// forward, 20 for backward (read g and x to reduce, read both and write dx to apply).
+/// The copy bandwidth counts read and write bytes, `2·bytes/time`, as torch_bn3d.py does.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmark BatchNorm3D (train forward, eval forward, backward) against copy bandwidth.",
+        discussion: """
+            Default suite (DESIGN.md section 5, CPU): 5x3x10x10x10, 8x256x8x14x14, 2x32x32x32x32, \
+            8x64x16x56x56, in both layouts. Each figure is the median of --runs timed runs after \
+            warm-up; a run repeats the operation enough times to last about 20 ms.
+            """)
+
+    enum Device: String, ExpressibleByArgument, CaseIterable {
+        case cpu, cuda
+    }
+
+    @Option(help: "Device to benchmark: cpu or cuda.")
+    var device: Device = .cpu
+
+    @Option(help: "One shape N,C,D,H,W instead of the suite.")
+    var shape: String?
+
+    @Option(help: "ncdhw or ndhwc; both when omitted.")
+    var layout: String?
+
+    @Option(help: "CPU threads (default: every online processor).")
+    var threads: Int?
+
+    @Option(help: "Timed runs per figure (the median is reported), at least 5.")
+    var runs: Int = 7
+
+    @Flag(help: "Print one JSON object instead of tables.")
+    var json = false
+
+    static let suite: [[Int]] = [[5, 3, 10, 10, 10], [8, 256, 8, 14, 14], [2, 32, 32, 32, 32], [8, 64, 16, 56, 56]]
+
+    struct Row {
+        let shape: [Int]
+        let layout: TensorLayout
+        let op: String
+        let medianMicroseconds: Double
+        let gigabytesPerSecond: Double
+    }
+
+    func validate() throws {
+        guard runs >= 5 else { throw ValidationError("--runs must be at least 5") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let layout, TensorLayout(name: layout) == nil {
+            throw ValidationError("--layout must be ncdhw or ndhwc, not '\(layout)'")
+        }
+        if let shape { _ = try Self.parseShape(shape) }
+    }
+
+    static func parseShape(_ text: String) throws -> [Int] {
+        let parts = text.split(separator: ",").map { Int($0.trimmingCharacters(in: " ")) }
+        guard parts.count == 5, let dims = parts as? [Int], dims.allSatisfy({ $0 >= 1 }) else {
+            throw ValidationError("--shape must be five positive integers N,C,D,H,W, not '\(text)'")
+        }
+        return dims
+    }
+
+    func run() throws {
+        guard device == .cpu else { throw DeviceUnavailable(device: device.rawValue) }
+        let threadCount = threads ?? CPUBackend.onlineProcessorCount
+        let shapes = try shape.map { [try Self.parseShape($0)] } ?? Self.suite
+        let layouts = layout.map { [TensorLayout(name: $0)!] } ?? [.channelsFirst, .channelsLast]
+        let deviceName = "cpu: \(Self.processorName()), \(CPUBackend.onlineProcessorCount) online processors"
+
+        var rows = [Row]()
+        for shape in shapes {
+            for layout in layouts {
+                rows += try measure(shape: shape, layout: layout, threads: threadCount)
+            }
+        }
+        let peak = Self.peakResidentBytes()
+        // The copy runs last so that its 512 MiB of buffers stay out of the peak memory.
+        let copySeconds = Self.copySamples(threads: threadCount, runs: runs)
+        let copy = 2 * Double(Self.copyByteCount) / Self.median(copySeconds) / 1e9
+        if !json {
+            print("bnkit bench: \(deviceName); \(threadCount) thread\(threadCount == 1 ? "" : "s"); median of \(runs) runs")
+            print("copy bandwidth (memcpy of 256 MiB on \(threadCount) threads, 2·bytes/time): \(Self.format(copy, 1)) GB/s\n")
+            print("op        layout  shape               median µs      GB/s   of copy")
+            for row in rows {
+                print(Self.pad(row.op, 10) + Self.pad(row.layout.description, 8)
+                      + Self.pad(row.shape.map(String.init).joined(separator: "x"), 18)
+                      + Self.padLeft(Self.format(row.medianMicroseconds, 1), 12)
+                      + Self.padLeft(Self.format(row.gigabytesPerSecond, 1), 10)
+                      + Self.padLeft(Self.format(100 * row.gigabytesPerSecond / copy, 0) + " %", 10))
+            }
+        }
+        if json {
+            let items = rows.map { row in
+                "{\"shape\": [\(row.shape.map(String.init).joined(separator: ", "))], \"layout\": \"\(row.layout)\", "
+                    + "\"op\": \"\(row.op)\", \"median_us\": \(Self.format(row.medianMicroseconds, 3)), "
+                    + "\"GBps\": \(Self.format(row.gigabytesPerSecond, 3))}"
+            }
+            print("{\"device\": \"\(Self.escape(deviceName))\", \"threads\": \(threadCount), "
+                  + "\"copy_GBps\": \(Self.format(copy, 3)), \"rows\": [\n  "
+                  + items.joined(separator: ",\n  ") + "\n]}")
+        } else {
+            print("\npeak memory (maxrss, copy buffers excluded): \(Self.format(Double(peak) / 1_048_576, 1)) MiB")
+        }
+    }
+
+    /// Train forward, eval forward and backward of one shape and layout.
+    func measure(shape: [Int], layout: TensorLayout, threads: Int) throws -> [Row] {
+        let elements = shape.reduce(1, *)
+        var generator = SeededGenerator(seed: 42)
+        let x = try Tensor.normal(shape: shape, mean: 1, standardDeviation: 2, layout: layout, using: &generator)
+        let g = try Tensor.normal(shape: shape, layout: layout, using: &generator)
+        let bn = try BatchNorm3D(maps: shape[1], backend: CPUBackend(threadCount: threads), using: &generator)
+        // Each timed run lasts about 20 ms (as torch_bn3d.py: 2e7 / elements repetitions).
+        let repetitions = max(1, 20_000_000 / elements)
+        func row(_ op: String, bytesPerElement: Int, _ body: () throws -> Void) rethrows -> Row {
+            let median = try Self.medianSeconds(runs: runs, repetitions: repetitions, body)
+            return Row(shape: shape, layout: layout, op: op, medianMicroseconds: median * 1e6,
+                       gigabytesPerSecond: Double(bytesPerElement * elements) / median / 1e9)
+        }
+        bn.trainMode()
+        let train = try row("train", bytesPerElement: 12) { _ = try bn(x) }
+        bn.evalMode()
+        let eval = try row("eval", bytesPerElement: 8) { _ = try bn(x) }
+        bn.trainMode()
+        _ = try bn(x)
+        let backward = try row("backward", bytesPerElement: 20) { _ = try bn.backward(g) }
+        return [train, eval, backward]
+    }
+
+    /// Median over `runs` of the mean time of `repetitions` calls, after warm-up calls.
+    static func medianSeconds(runs: Int, repetitions: Int, _ body: () throws -> Void) rethrows -> Double {
+        for _ in 0..<max(3, repetitions) { try body() }
+        var times = [Double]()
+        for _ in 0..<runs {
+            let start = now()
+            for _ in 0..<repetitions { try body() }
+            times.append((now() - start) / Double(repetitions))
+        }
+        return median(times)
+    }
+
+    static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        return sorted.count % 2 == 1 ? sorted[sorted.count / 2]
+            : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    }
+
+    /// Seconds per 256 MiB memcpy split over `threads` threads: `runs` samples (each the
+    /// mean of 3 copies) after a warm-up. The buffers are freed afterwards, so they do not
+    /// count in the peak memory.
+    static func copySamples(threads: Int, runs: Int) -> [Double] {
+        let byteCount = copyByteCount
+        let source = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 64)
+        let destination = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 64)
+        defer { source.deallocate(); destination.deallocate() }
+        memset(source, 1, byteCount)
+        memset(destination, 0, byteCount)
+        let pointers = CopyPointers(source: source, destination: destination)
+        var samples = [Double]()
+        for _ in 0...runs {
+            let start = now()
+            for _ in 0..<3 {
+                DispatchQueue.concurrentPerform(iterations: threads) { thread in
+                    let start = byteCount * thread / threads & ~63, end = byteCount * (thread + 1) / threads & ~63
+                    memcpy(pointers.destination + start, pointers.source + start, end - start)
+                }
+            }
+            samples.append((now() - start) / 3)
+        }
+        return Array(samples.dropFirst())
+    }
+
+    static let copyByteCount = 256 << 20
+
+    /// A device this build cannot benchmark (CUDA support is added separately).
+    struct DeviceUnavailable: Error, CustomStringConvertible {
+        let device: String
+        var description: String {
+            "device '\(device)' is not available in this build of bnkit (only --device cpu is supported)"
+        }
+    }
+
+    struct CopyPointers: @unchecked Sendable {
+        let source: UnsafeMutableRawPointer
+        let destination: UnsafeMutableRawPointer
+    }
+
+    /// Monotonic seconds.
+    static func now() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) * 1e-9
+    }
+
+    /// Peak resident set size in bytes (`getrusage`; Linux reports KiB).
+    static func peakResidentBytes() -> Int {
+        var usage = rusage()
+        #if canImport(Glibc)
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        #else
+        getrusage(RUSAGE_SELF, &usage)
+        #endif
+        #if os(Linux)
+        return Int(usage.ru_maxrss) * 1024
+        #else
+        return Int(usage.ru_maxrss)
+        #endif
+    }
+
+    /// The CPU model from /proc/cpuinfo, or "unknown CPU".
+    static func processorName() -> String {
+        guard let file = fopen("/proc/cpuinfo", "r") else { return "unknown CPU" }
+        defer { fclose(file) }
+        var line: UnsafeMutablePointer<CChar>?
+        var capacity = 0
+        defer { free(line) }
+        while getline(&line, &capacity, file) > 0, let line {
+            let text = String(cString: line)
+            if text.hasPrefix("model name"), let colon = text.firstIndex(of: ":") {
+                return text[text.index(after: colon)...].trimmingCharacters(in: " \t\n")
+            }
+        }
+        return "unknown CPU"
+    }
+
+    static func format(_ value: Double, _ decimals: Int) -> String {
+        var scale = 1.0
+        for _ in 0..<decimals { scale *= 10 }
+        let rounded = (value * scale).rounded() / scale
+        var text = decimals == 0 ? String(Int(rounded)) : String(rounded)
+        if decimals > 0, let dot = text.firstIndex(of: "."), !text.contains("e") {
+            let fraction = text.distance(from: dot, to: text.endIndex) - 1
+            if fraction < decimals { text += String(repeating: "0", count: decimals - fraction) }
+        }
+        return text
+    }
+
+    static func pad(_ text: String, _ width: Int) -> String {
+        text + String(repeating: " ", count: max(1, width - text.count))
+    }
+
+    static func padLeft(_ text: String, _ width: Int) -> String {
+        String(repeating: " ", count: max(1, width - text.count)) + text
+    }
+
+    static func escape(_ text: String) -> String {
+        text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+    }
+}
+
+extension String {
+    fileprivate func trimmingCharacters(in set: String) -> String {
+        var text = Substring(self)
+        while let first = text.first, set.contains(first) { text.removeFirst() }
+        while let last = text.last, set.contains(last) { text.removeLast() }
+        return String(text)
+    }
+
+    fileprivate func replacingOccurrences(of target: String, with replacement: String) -> String {
+        split(separator: Character(target), omittingEmptySubsequences: false).joined(separator: replacement)
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingCharacters(in set: String) -> String { String(self).trimmingCharacters(in: set) }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Side-by-side CPU benchmark: bnkit (BatchNormKit's CPU backend) against PyTorch's
+# nn.BatchNorm3d, same shapes, same thread count, same effective-byte definitions
+# (DESIGN.md section 5).
+#
+# Usage: scripts/compare-pytorch.sh [THREADS]          (default: 2)
+# Environment:
+#   PYTHON=/path/to/python   a Python with torch installed (skips creating .venv)
+#   ROUNDS=n                 run bnkit and PyTorch alternately n times and compare the
+#                            per-row medians (default 1; use 3+ on a noisy machine)
+#   SWIFT_BUILD_FLAGS="..."  extra flags for `swift build -c release`
+#                            (e.g. "-Xswiftc -target-cpu -Xswiftc native")
+#   OUT=dir                  where the JSON results go (default .build/compare)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+THREADS=${1:-${THREADS:-2}}
+ROUNDS=${ROUNDS:-1}
+OUT=${OUT:-.build/compare}
+mkdir -p "$OUT"
+
+if [ -z "${PYTHON:-}" ]; then
+    if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import torch, numpy" 2>/dev/null; then
+        echo "creating .venv with torch and numpy from PyPI..." >&2
+        python3 -m venv .venv
+        .venv/bin/pip install --quiet torch numpy
+    fi
+    PYTHON=.venv/bin/python
+fi
+
+# PyTorch's side: the shared tool when this checkout sits beside it, else the copy here.
+TORCH_SCRIPT=../shared/tools/torch_bn3d.py
+[ -f "$TORCH_SCRIPT" ] || TORCH_SCRIPT=scripts/torch_bn3d.py
+
+echo "building bnkit (release${SWIFT_BUILD_FLAGS:+, $SWIFT_BUILD_FLAGS})..." >&2
+# shellcheck disable=SC2086
+swift build -c release --product bnkit ${SWIFT_BUILD_FLAGS:-} >&2
+BNKIT=$(swift build -c release --show-bin-path ${SWIFT_BUILD_FLAGS:-})/bnkit
+
+for round in $(seq 1 "$ROUNDS"); do
+    echo "round $round/$ROUNDS: bnkit bench --device cpu --threads $THREADS --json" >&2
+    "$BNKIT" bench --device cpu --threads "$THREADS" --json > "$OUT/bnkit-$round.json"
+    echo "round $round/$ROUNDS: $PYTHON $TORCH_SCRIPT cpu $THREADS" >&2
+    "$PYTHON" "$TORCH_SCRIPT" cpu "$THREADS" > "$OUT/torch-$round.json"
+done
+
+"$PYTHON" scripts/compare.py --bnkit "$OUT"/bnkit-*.json --torch "$OUT"/torch-*.json

@@ -1,0 +1,79 @@
+"""Joins `bnkit bench --json` and torch_bn3d.py results into a side-by-side table.
+
+Several result files per side (rounds) are combined by taking each row's median. The
+speed-up is PyTorch time / bnkit time; PyTorch runs NCDHW only, so both bnkit layouts are
+compared with PyTorch's NCDHW time. Effective GB/s use 12/8/20 bytes per element."""
+import argparse, json, math, statistics
+
+OPS = [("train", "fwd_train_us"), ("eval", "fwd_eval_us"), ("backward", "bwd_us")]
+BYTES = {"train": 12, "eval": 8, "backward": 20}
+
+
+def load(paths):
+    return [json.load(open(p)) for p in paths]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bnkit", nargs="+", required=True)
+    parser.add_argument("--torch", nargs="+", required=True)
+    args = parser.parse_args()
+    ours, theirs = load(args.bnkit), load(args.torch)
+
+    times = {}
+    for result in ours:
+        for row in result["rows"]:
+            times.setdefault((tuple(row["shape"]), row["layout"], row["op"]), []).append(row["median_us"])
+    torch_times = {}
+    for result in theirs:
+        for row in result["rows"]:
+            for op, key in OPS:
+                torch_times.setdefault((tuple(row["shape"]), op), []).append(row[key])
+    copy = statistics.median(r["copy_GBps"] for r in ours)
+    torch_copy = statistics.median(r["copy_GBps"] for r in theirs)
+
+    print(f"bnkit: {ours[0]['device']}, {ours[0]['threads']} threads, copy {copy:.1f} GB/s "
+          f"(memcpy of 256 MiB, 2*bytes/time); rounds: {len(ours)}")
+    print(f"torch {theirs[0].get('torch', '?')}: {theirs[0]['threads']} threads, copy {torch_copy:.1f} GB/s "
+          f"(torch's own measure: copy_ from a never-written tensor)")
+    print()
+    header = (f"{'shape':<16} {'op':<9} {'torch us':>10} {'ncdhw us':>10} {'GB/s':>7} {'%copy':>6} {'speedup':>8}"
+              f" {'ndhwc us':>10} {'GB/s':>7} {'%copy':>6} {'speedup':>8} {'ndhwc/ncdhw':>11}")
+    print(header)
+    print("-" * len(header))
+    speedups = {"ncdhw": [], "ndhwc": []}
+    shapes = []
+    for result in ours:
+        for row in result["rows"]:
+            if tuple(row["shape"]) not in shapes:
+                shapes.append(tuple(row["shape"]))
+    for shape in shapes:
+        n = math.prod(shape)
+        for op, _ in OPS:
+            if (shape, op) not in torch_times:
+                continue
+            t = statistics.median(torch_times[(shape, op)])
+            line = f"{'x'.join(map(str, shape)):<16} {op:<9} {t:>10.1f}"
+            ours_by_layout = {}
+            for layout in ("ncdhw", "ndhwc"):
+                if (shape, layout, op) not in times:
+                    line += f" {'-':>10} {'-':>7} {'-':>6} {'-':>8}"
+                    continue
+                u = statistics.median(times[(shape, layout, op)])
+                ours_by_layout[layout] = u
+                gbps = BYTES[op] * n / u / 1e3
+                speedups[layout].append(t / u)
+                line += f" {u:>10.1f} {gbps:>7.1f} {100 * gbps / copy:>5.0f}% {t / u:>7.2f}x"
+            if len(ours_by_layout) == 2:
+                line += f" {ours_by_layout['ndhwc'] / ours_by_layout['ncdhw']:>11.2f}"
+            print(line)
+    print()
+    for layout, values in speedups.items():
+        if values:
+            geomean = math.exp(sum(math.log(v) for v in values) / len(values))
+            print(f"geometric mean speed-up over PyTorch ({layout}, {len(values)} rows): {geomean:.2f}x"
+                  f"  (min {min(values):.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
