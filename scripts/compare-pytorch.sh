@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Side-by-side CPU benchmark: bnkit (BatchNormKit's CPU backend) against PyTorch's
-# nn.BatchNorm3d, same shapes, same thread count, same effective-byte definitions
+# Side-by-side benchmark: bnkit against PyTorch's nn.BatchNorm3d (ATen on the CPU, cuDNN
+# on the GPU), same shapes, same thread count, same effective-byte definitions
 # (DESIGN.md section 5).
 #
 # Usage: scripts/compare-pytorch.sh [THREADS]          (default: 2)
 # Environment:
+#   DEVICE=cpu|cuda          what to compare (default cpu); cuda runs the GPU suite
+#   BNKIT=/path/to/bnkit     a prebuilt bnkit (e.g. the static build carried to a GPU
+#                            machine without Swift); skips `swift build`
 #   PYTHON=/path/to/python   a Python with torch installed (skips creating .venv)
 #   ROUNDS=n                 run bnkit and PyTorch alternately n times and compare the
 #                            per-row medians (default 1; use 3+ on a noisy machine)
@@ -31,16 +34,19 @@ fi
 TORCH_SCRIPT=../shared/tools/torch_bn3d.py
 [ -f "$TORCH_SCRIPT" ] || TORCH_SCRIPT=scripts/torch_bn3d.py
 
-echo "building bnkit (release${SWIFT_BUILD_FLAGS:+, $SWIFT_BUILD_FLAGS})..." >&2
-# shellcheck disable=SC2086
-swift build -c release --product bnkit ${SWIFT_BUILD_FLAGS:-} >&2
-BNKIT=$(swift build -c release --show-bin-path ${SWIFT_BUILD_FLAGS:-})/bnkit
+DEVICE=${DEVICE:-cpu}
+if [ -z "${BNKIT:-}" ]; then
+    echo "building bnkit (release${SWIFT_BUILD_FLAGS:+, $SWIFT_BUILD_FLAGS})..." >&2
+    # shellcheck disable=SC2086
+    swift build -c release --product bnkit ${SWIFT_BUILD_FLAGS:-} >&2
+    BNKIT=$(swift build -c release --show-bin-path ${SWIFT_BUILD_FLAGS:-})/bnkit
+fi
 
 for round in $(seq 1 "$ROUNDS"); do
-    echo "round $round/$ROUNDS: bnkit bench --device cpu --threads $THREADS --json" >&2
-    "$BNKIT" bench --device cpu --threads "$THREADS" --json > "$OUT/bnkit-$round.json"
-    echo "round $round/$ROUNDS: $PYTHON $TORCH_SCRIPT cpu $THREADS" >&2
-    "$PYTHON" "$TORCH_SCRIPT" cpu "$THREADS" > "$OUT/torch-$round.json"
+    echo "round $round/$ROUNDS: bnkit bench --device $DEVICE --threads $THREADS --json" >&2
+    "$BNKIT" bench --device "$DEVICE" --threads "$THREADS" --json > "$OUT/bnkit-$round.json"
+    echo "round $round/$ROUNDS: $PYTHON $TORCH_SCRIPT $DEVICE $THREADS" >&2
+    "$PYTHON" "$TORCH_SCRIPT" "$DEVICE" "$THREADS" > "$OUT/torch-$round.json"
 done
 
 "$PYTHON" scripts/compare.py --bnkit "$OUT"/bnkit-*.json --torch "$OUT"/torch-*.json

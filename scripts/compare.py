@@ -23,6 +23,8 @@ def main():
     times = {}
     for result in ours:
         for row in result["rows"]:
+            if row.get("dtype", "float32") != "float32":
+                continue  # PyTorch's side is float32 only
             times.setdefault((tuple(row["shape"]), row["layout"], row["op"]), []).append(row["median_us"])
     torch_times = {}
     for result in theirs:
@@ -33,7 +35,7 @@ def main():
     torch_copy = statistics.median(r["copy_GBps"] for r in theirs)
 
     print(f"bnkit: {ours[0]['device']}, {ours[0]['threads']} threads, copy {copy:.1f} GB/s "
-          f"(memcpy of 256 MiB, 2*bytes/time); rounds: {len(ours)}")
+          f"(2*bytes/time, same run); rounds: {len(ours)}")
     print(f"torch {theirs[0].get('torch', '?')}: {theirs[0]['threads']} threads, copy {torch_copy:.1f} GB/s "
           f"(torch's own measure: copy_ from a never-written tensor)")
     print()

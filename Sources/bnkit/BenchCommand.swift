@@ -22,26 +22,28 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Benchmark BatchNorm3D (train forward, eval forward, backward) against copy bandwidth.",
         discussion: """
-            Default suite (DESIGN.md section 5, CPU): 5x3x10x10x10, 8x256x8x14x14, 2x32x32x32x32, \
-            8x64x16x56x56, in both layouts. Each figure is the median of --runs timed runs after \
-            warm-up; a run repeats the operation enough times to last about 20 ms.
+            Default suite (DESIGN.md section 5), CPU: 5x3x10x10x10, 8x256x8x14x14, 2x32x32x32x32, \
+            8x64x16x56x56; CUDA: 5x3x10x10x10, 8x256x8x14x14, 2x32x64x64x64, 8x64x16x56x56, \
+            2x16x128x128x128; in both layouts. Each figure is the median of --runs timed runs after \
+            warm-up; on the CPU a run repeats the operation enough times to last about 20 ms, on the \
+            GPU a run is 50 calls between two CUDA events on the stream. Effective bytes per \
+            element: 3, 2 and 5 elements' worth for train, eval and backward (12, 8, 20 in float32).
             """)
 
-    enum Device: String, ExpressibleByArgument, CaseIterable {
-        case cpu, cuda
-    }
-
     @Option(help: "Device to benchmark: cpu or cuda.")
-    var device: Device = .cpu
+    var device: ComputeDevice = .cpu
 
     @Option(help: "One shape N,C,D,H,W instead of the suite.")
     var shape: String?
 
     @Option(help: "ncdhw or ndhwc; both when omitted.")
-    var layout: String?
+    var layout: LayoutArgument?
 
     @Option(help: "CPU threads (default: every online processor).")
     var threads: Int?
+
+    @Option(help: "Data type: float32, or float16 (--device cuda only; parameters and statistics stay float32).")
+    var dtype: TensorDataType = .float32
 
     @Option(help: "Timed runs per figure (the median is reported), at least 5.")
     var runs: Int = 7
@@ -50,10 +52,14 @@ struct BenchCommand: ParsableCommand {
     var json = false
 
     static let suite: [[Int]] = [[5, 3, 10, 10, 10], [8, 256, 8, 14, 14], [2, 32, 32, 32, 32], [8, 64, 16, 56, 56]]
+    /// DESIGN.md section 5's GPU suite.
+    static let gpuSuite: [[Int]] = [[5, 3, 10, 10, 10], [8, 256, 8, 14, 14], [2, 32, 64, 64, 64], [8, 64, 16, 56, 56],
+                                    [2, 16, 128, 128, 128]]
 
     struct Row {
         let shape: [Int]
         let layout: TensorLayout
+        var dataType: TensorDataType = .float32
         let op: String
         let medianMicroseconds: Double
         let gigabytesPerSecond: Double
@@ -62,9 +68,6 @@ struct BenchCommand: ParsableCommand {
     func validate() throws {
         guard runs >= 5 else { throw ValidationError("--runs must be at least 5") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
-        if let layout, TensorLayout(name: layout) == nil {
-            throw ValidationError("--layout must be ncdhw or ndhwc, not '\(layout)'")
-        }
         if let shape { _ = try Self.parseShape(shape) }
     }
 
@@ -77,12 +80,27 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
-        guard device == .cpu else { throw DeviceUnavailable(device: device.rawValue) }
-        let threadCount = threads ?? CPUBackend.onlineProcessorCount
-        let shapes = try shape.map { [try Self.parseShape($0)] } ?? Self.suite
-        let layouts = layout.map { [TensorLayout(name: $0)!] } ?? [.channelsFirst, .channelsLast]
-        let deviceName = "cpu: \(Self.processorName()), \(CPUBackend.onlineProcessorCount) online processors"
+        let shapes = try shape.map { [try Self.parseShape($0)] } ?? (device == .cpu ? Self.suite : Self.gpuSuite)
+        let layouts = layout.map { [$0.layout] } ?? [.channelsFirst, .channelsLast]
+        let report = device == .cpu ? try benchCPU(shapes: shapes, layouts: layouts)
+                                    : try benchCUDA(shapes: shapes, layouts: layouts)
+        json ? printJSON(report) : printTable(report)
+    }
 
+    /// What one `bench` run measured.
+    struct Report {
+        var deviceName: String
+        var threads: Int
+        var copyGigabytesPerSecond: Double
+        var copyDescription: String
+        var rows: [Row]
+        var notes: [String]
+    }
+
+    /// The CPU suite: every shape and layout, then the memcpy bandwidth.
+    func benchCPU(shapes: [[Int]], layouts: [TensorLayout]) throws -> Report {
+        guard dtype == .float32 else { throw ValidationError("--dtype float16 needs --device cuda") }
+        let threadCount = threads ?? CPUBackend.onlineProcessorCount
         var rows = [Row]()
         for shape in shapes {
             for layout in layouts {
@@ -92,31 +110,35 @@ struct BenchCommand: ParsableCommand {
         let peak = Self.peakResidentBytes()
         // The copy runs last so that its 512 MiB of buffers stay out of the peak memory.
         let copySeconds = Self.copySamples(threads: threadCount, runs: runs)
-        let copy = 2 * Double(Self.copyByteCount) / Self.median(copySeconds) / 1e9
-        if !json {
-            print("bnkit bench: \(deviceName); \(threadCount) thread\(threadCount == 1 ? "" : "s"); median of \(runs) runs")
-            print("copy bandwidth (memcpy of 256 MiB on \(threadCount) threads, 2·bytes/time): \(Self.format(copy, 1)) GB/s\n")
-            print("op        layout  shape               median µs      GB/s   of copy")
-            for row in rows {
-                print(Self.pad(row.op, 10) + Self.pad(row.layout.description, 8)
-                      + Self.pad(row.shape.map(String.init).joined(separator: "x"), 18)
-                      + Self.padLeft(Self.format(row.medianMicroseconds, 1), 12)
-                      + Self.padLeft(Self.format(row.gigabytesPerSecond, 1), 10)
-                      + Self.padLeft(Self.format(100 * row.gigabytesPerSecond / copy, 0) + " %", 10))
-            }
+        return Report(deviceName: "cpu: \(Self.processorName()), \(CPUBackend.onlineProcessorCount) online processors",
+                      threads: threadCount, copyGigabytesPerSecond: 2 * Double(Self.copyByteCount) / Self.median(copySeconds) / 1e9,
+                      copyDescription: "memcpy of 256 MiB on \(threadCount) threads, 2·bytes/time", rows: rows,
+                      notes: ["peak memory (maxrss, copy buffers excluded): \(Self.format(Double(peak) / 1_048_576, 1)) MiB"])
+    }
+
+    func printTable(_ report: Report) {
+        print("bnkit bench: \(report.deviceName); \(report.threads) thread\(report.threads == 1 ? "" : "s"); median of \(runs) runs")
+        print("copy bandwidth (\(report.copyDescription)): \(Self.format(report.copyGigabytesPerSecond, 1)) GB/s\n")
+        print("op        layout  dtype    shape               median µs      GB/s   of copy")
+        for row in report.rows {
+            print(Self.pad(row.op, 10) + Self.pad(row.layout.description, 8) + Self.pad(row.dataType.rawValue, 9)
+                  + Self.pad(row.shape.map(String.init).joined(separator: "x"), 18)
+                  + Self.padLeft(Self.format(row.medianMicroseconds, 1), 12)
+                  + Self.padLeft(Self.format(row.gigabytesPerSecond, 1), 10)
+                  + Self.padLeft(Self.format(100 * row.gigabytesPerSecond / report.copyGigabytesPerSecond, 0) + " %", 10))
         }
-        if json {
-            let items = rows.map { row in
-                "{\"shape\": [\(row.shape.map(String.init).joined(separator: ", "))], \"layout\": \"\(row.layout)\", "
-                    + "\"op\": \"\(row.op)\", \"median_us\": \(Self.format(row.medianMicroseconds, 3)), "
-                    + "\"GBps\": \(Self.format(row.gigabytesPerSecond, 3))}"
-            }
-            print("{\"device\": \"\(Self.escape(deviceName))\", \"threads\": \(threadCount), "
-                  + "\"copy_GBps\": \(Self.format(copy, 3)), \"rows\": [\n  "
-                  + items.joined(separator: ",\n  ") + "\n]}")
-        } else {
-            print("\npeak memory (maxrss, copy buffers excluded): \(Self.format(Double(peak) / 1_048_576, 1)) MiB")
+        for note in report.notes { print("\n" + note) }
+    }
+
+    func printJSON(_ report: Report) {
+        let items = report.rows.map { row in
+            "{\"shape\": [\(row.shape.map(String.init).joined(separator: ", "))], \"layout\": \"\(row.layout)\", "
+                + "\"dtype\": \"\(row.dataType)\", \"op\": \"\(row.op)\", \"median_us\": \(Self.format(row.medianMicroseconds, 3)), "
+                + "\"GBps\": \(Self.format(row.gigabytesPerSecond, 3))}"
         }
+        print("{\"device\": \"\(Self.escape(report.deviceName))\", \"threads\": \(report.threads), "
+              + "\"copy_GBps\": \(Self.format(report.copyGigabytesPerSecond, 3)), \"rows\": [\n  "
+              + items.joined(separator: ",\n  ") + "\n]}")
     }
 
     /// Train forward, eval forward and backward of one shape and layout.
@@ -187,14 +209,6 @@ struct BenchCommand: ParsableCommand {
     }
 
     static let copyByteCount = 256 << 20
-
-    /// A device this build cannot benchmark (CUDA support is added separately).
-    struct DeviceUnavailable: Error, CustomStringConvertible {
-        let device: String
-        var description: String {
-            "device '\(device)' is not available in this build of bnkit (only --device cpu is supported)"
-        }
-    }
 
     struct CopyPointers: @unchecked Sendable {
         let source: UnsafeMutableRawPointer

@@ -67,7 +67,9 @@ struct StateOptions: ParsableArguments {
     }
 }
 
-/// Where `normalize` computes.
+extension TensorDataType: ExpressibleByArgument {}
+
+/// Where `normalize` and `bench` compute.
 enum ComputeDevice: String, ExpressibleByArgument, CaseIterable {
     case cpu, cuda
 }
