@@ -30,9 +30,6 @@ public enum TensorDataType: String, Sendable, CaseIterable, CustomStringConverti
 
 /// The heap buffer behind one or more ``Tensor`` values.
 ///
-
-/// The heap buffer behind one or more ``Tensor`` values.
-///
 /// A storage is a reference: every tensor created from it sees writes made through any
 /// other (PuzzleLib's `gpuarray` and `torch.Tensor` semantics). Memory is 64-byte aligned
 /// and zero-initialized.
