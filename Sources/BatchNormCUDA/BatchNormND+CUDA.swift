@@ -132,16 +132,7 @@ extension BatchNormND {
             throw BatchNormError.backwardBeforeForward(name: name)
         }
         let input = state.input
-        guard grad.shape == input.shape else {
-            throw BatchNormError.shapeMismatch(argument: "grad", expected: input.shape, actual: grad.shape)
-        }
-        guard grad.layout == input.layout else {
-            throw BatchNormError.layoutMismatch(argument: "grad", expected: input.layout, actual: grad.layout)
-        }
-        guard grad.dataType == input.dataType else {
-            throw BatchNormError.dataTypeMismatch(argument: "grad", expected: input.dataType.rawValue,
-                                                  actual: grad.dataType.rawValue)
-        }
+        try checkGradient((grad.shape, grad.layout, grad.dataType), matches: (input.shape, input.layout, input.dataType))
         guard grad.device === input.device else {
             throw CUDAError.invalidArgument(name: "grad", expected: "a tensor on device \(input.device.ordinal)",
                                             actual: "device \(grad.device.ordinal)")

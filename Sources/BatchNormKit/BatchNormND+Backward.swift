@@ -28,16 +28,7 @@ extension BatchNormND {
         let parameters = try loadedParameters()
         try checkShape(of: grad, argument: "grad")
         guard let input = inData else { throw BatchNormError.backwardBeforeForward(name: name) }
-        guard grad.shape == input.shape else {
-            throw BatchNormError.shapeMismatch(argument: "grad", expected: input.shape, actual: grad.shape)
-        }
-        guard grad.layout == input.layout else {
-            throw BatchNormError.layoutMismatch(argument: "grad", expected: input.layout, actual: grad.layout)
-        }
-        guard grad.dataType == input.dataType else {
-            throw BatchNormError.dataTypeMismatch(argument: "grad", expected: input.dataType.rawValue,
-                                                  actual: grad.dataType.rawValue)
-        }
+        try checkGradient((grad.shape, grad.layout, grad.dataType), matches: (input.shape, input.layout, input.dataType))
         let gamma = parameters.scale.scalars.map(Double.init)
 
         guard isTraining, let (mean, invstd) = savedStatistics else {
@@ -93,6 +84,24 @@ extension BatchNormND {
         }
         self.grad = output
         return output
+    }
+
+    /// Checks that a gradient has the shape, layout and data type of the forward input.
+    /// - Throws: ``BatchNormError/shapeMismatch(argument:expected:actual:)``,
+    ///   ``BatchNormError/layoutMismatch(argument:expected:actual:)`` or
+    ///   ``BatchNormError/dataTypeMismatch(argument:expected:actual:)``.
+    package func checkGradient(_ grad: (shape: [Int], layout: TensorLayout, dataType: TensorDataType),
+                               matches input: (shape: [Int], layout: TensorLayout, dataType: TensorDataType)) throws {
+        guard grad.shape == input.shape else {
+            throw BatchNormError.shapeMismatch(argument: "grad", expected: input.shape, actual: grad.shape)
+        }
+        guard grad.layout == input.layout else {
+            throw BatchNormError.layoutMismatch(argument: "grad", expected: input.layout, actual: grad.layout)
+        }
+        guard grad.dataType == input.dataType else {
+            throw BatchNormError.dataTypeMismatch(argument: "grad", expected: input.dataType.rawValue,
+                                                  actual: grad.dataType.rawValue)
+        }
     }
 
     /// Drops the previous input gradient (``grad``) just before a new one is allocated, so
