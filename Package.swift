@@ -12,7 +12,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
-        .target(name: "BatchNormKit"),
+        // The CPU backend's hot loops in C, compiled for AVX-512 and AVX2 through per-function
+        // target attributes and chosen at run time (no build flags: none may be unsafe).
+        .target(name: "CBatchNormKernels"),
+        .target(name: "BatchNormKit", dependencies: ["CBatchNormKernels"]),
         // The plain `Double` reference every kernel is checked against. A regular target
         // (not test-only) so that `bnkit selftest` can use it from a release build.
         .target(name: "BatchNormReference", dependencies: ["BatchNormKit"]),

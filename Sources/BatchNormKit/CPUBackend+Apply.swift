@@ -1,7 +1,10 @@
 // Shape legend: N batch, C channels, S spatial size; per channel c the coefficients
 // a[c] (gradient multiplier), b[c] (input multiplier), shift[c], offset[c]; g the gradient,
 // x the input, out the output (which may alias x or g: every element is read before it
-// is written, by the same thread).
+// is written, by the same thread). Runs go to the kernels of `kernelLevel` (Swift, or C
+// for AVX2 / AVX-512); both give the same float result per element.
+
+import CBatchNormKernels
 
 extension CPUBackend {
     /// Apply (forward), one read of `x` and one write of `y`:
@@ -32,6 +35,7 @@ extension CPUBackend {
         let g = gradient.map { SharedPointer($0.storage.floats) }
         let x = input.map { SharedPointer($0.storage.floats) }
         let y = SharedPointer(output.storage.floats)
+        let level = kernelLevel
         let zeros = [Float](repeating: 0, count: channels)
         let a = gradient == nil ? zeros : coefficients.gradientMultiplier
         let (b, shift, offset) = (coefficients.inputMultiplier, coefficients.shift, coefficients.offset)
@@ -47,7 +51,7 @@ extension CPUBackend {
                     let plane = position / spatial
                     let runEnd = min(end, (plane + 1) * spatial)
                     let c = plane % channels
-                    Kernels.dispatchContiguous(g: g, x: x, y: y, at: position, count: runEnd - position,
+                    Kernels.dispatchContiguous(level: level, g: g, x: x, y: y, at: position, count: runEnd - position,
                                                a: a[c], b: b[c], shift: shift[c], offset: offset[c])
                     position = runEnd
                 }
@@ -67,7 +71,7 @@ extension CPUBackend {
         let coefficientsPointer = SharedPointer(replicated)
         let rows = geometry.batch * spatial
         parallelFor(rows, elements: geometry.elementCount) { range in
-            Kernels.dispatchInterleaved(g: g, x: x, y: y, at: range.lowerBound * channels,
+            Kernels.dispatchInterleaved(level: level, g: g, x: x, y: y, at: range.lowerBound * channels,
                                         length: range.count * channels, pattern: pattern,
                                         coefficients: coefficientsPointer.base)
         }
@@ -75,12 +79,28 @@ extension CPUBackend {
 }
 
 extension Kernels {
+    /// The C kernels' formula code (BNK_APPLY_*) for the terms present.
+    @inline(__always)
+    static func formula(g: Bool, x: Bool) -> Int32 {
+        switch (g, x) {
+        case (true, true): return Int32(BNK_APPLY_GRADIENT_AND_INPUT)
+        case (true, false): return Int32(BNK_APPLY_GRADIENT)
+        default: return Int32(BNK_APPLY_FORWARD)
+        }
+    }
+
     /// ``contiguousApply(_:g:x:out:count:a:b:shift:offset:)`` with the formula of the terms
     /// present (`x` and `g` both absent does not occur).
-    static func dispatchContiguous(g: SharedPointer<Float>?, x: SharedPointer<Float>?, y: SharedPointer<Float>,
-                                   at start: Int, count: Int, a: Float, b: Float, shift: Float, offset: Float) {
+    static func dispatchContiguous(level: KernelLevel, g: SharedPointer<Float>?, x: SharedPointer<Float>?,
+                                   y: SharedPointer<Float>, at start: Int, count: Int,
+                                   a: Float, b: Float, shift: Float, offset: Float) {
         let out = y.base + start
         let gp = UnsafePointer((g ?? y).base + start), xp = UnsafePointer((x ?? y).base + start)
+        if level.usesC {
+            bnk_contiguous_apply(level.rawValue, formula(g: g != nil, x: x != nil), gp, xp, out, count,
+                                 a, b, shift, offset)
+            return
+        }
         switch (g != nil, x != nil) {
         case (true, true):
             contiguousApply(GradientAndInputFormula.self, g: gp, x: xp, out: out, count: count,
@@ -96,11 +116,16 @@ extension Kernels {
 
     /// ``interleavedApply(_:g:x:out:length:pattern:coefficients:)`` with the formula of the
     /// terms present.
-    static func dispatchInterleaved(g: SharedPointer<Float>?, x: SharedPointer<Float>?, y: SharedPointer<Float>,
-                                    at start: Int, length: Int, pattern: ChannelPattern,
+    static func dispatchInterleaved(level: KernelLevel, g: SharedPointer<Float>?, x: SharedPointer<Float>?,
+                                    y: SharedPointer<Float>, at start: Int, length: Int, pattern: ChannelPattern,
                                     coefficients: UnsafeMutablePointer<Float>) {
         let out = y.base + start
         let gp = UnsafePointer((g ?? y).base + start), xp = UnsafePointer((x ?? y).base + start)
+        if level.usesC {
+            bnk_interleaved_apply(level.rawValue, formula(g: g != nil, x: x != nil), gp, xp, out, length,
+                                  pattern.period, pattern.vectorPeriod, coefficients)
+            return
+        }
         switch (g != nil, x != nil) {
         case (true, true):
             interleavedApply(GradientAndInputFormula.self, g: gp, x: xp, out: out, length: length,

@@ -1,5 +1,8 @@
 // Shape legend: N batch, C channels, S spatial size, L = CPUBackend.gradientBlockLength;
 // g is the incoming gradient, x the forward input, μ[c] the forward batch mean.
+// Blocks are reduced by the kernels of `kernelLevel` (Swift, or C for AVX2 / AVX-512).
+
+import CBatchNormKernels
 
 extension CPUBackend {
     /// Reduce, one read of `g` and `x`: per channel `Σg` and `Σg·(x − μ)` in `Double`.
@@ -17,6 +20,7 @@ extension CPUBackend {
         let g = SharedPointer(gradient.storage.floats)
         let x = SharedPointer(input.storage.floats)
         let length = CPUBackend.gradientBlockLength
+        let level = kernelLevel
 
         if input.layout == .channelsFirst && spatial > 1 {
             let blocksPerPlane = (spatial + length - 1) / length
@@ -29,10 +33,16 @@ extension CPUBackend {
                     let plane = block / blocksPerPlane
                     let start = plane * spatial + (block % blocksPerPlane) * length
                     let count = min(length, (plane + 1) * spatial - start)
-                    let sums = Kernels.contiguousGradientSums(UnsafePointer(g.base + start), UnsafePointer(x.base + start),
-                                                              count: count, mean: mean[plane % channels])
-                    sumG.base[block] = sums.gradient
-                    sumGX.base[block] = sums.gradientTimesCentered
+                    if level.usesC {
+                        bnk_contiguous_gradient_sums(level.rawValue, g.base + start, x.base + start, count,
+                                                     mean[plane % channels], sumG.base + block, sumGX.base + block)
+                    } else {
+                        let sums = Kernels.contiguousGradientSums(UnsafePointer(g.base + start),
+                                                                  UnsafePointer(x.base + start),
+                                                                  count: count, mean: mean[plane % channels])
+                        sumG.base[block] = sums.gradient
+                        sumGX.base[block] = sums.gradientTimesCentered
+                    }
                 }
             }
             return (0..<channels).map { c in
@@ -68,7 +78,7 @@ extension CPUBackend {
                 let firstRow = (block % blocksPerItem) * rowsPerBlock
                 let start = (n * spatial + firstRow) * channels
                 Kernels.interleavedGradientSums(UnsafePointer(g.base + start), UnsafePointer(x.base + start),
-                                                rows: min(rowsPerBlock, spatial - firstRow), pattern: pattern,
+                                                rows: min(rowsPerBlock, spatial - firstRow), pattern: pattern, level: level,
                                                 replicatedMean: replicatedMean.base, scratch: scratch,
                                                 sumG: sumG.base + block * channels,
                                                 sumGX: sumGX.base + block * channels)

@@ -13,6 +13,12 @@
 // `SIMD8<Double>`; sums are accumulated in `Double`. Every value goes through the same
 // IEEE operations in vector lanes and in scalar tails (no fused multiply-add), so the
 // element results never depend on where a thread's range starts.
+//
+// These are the `generic` kernels (``KernelLevel``); on CPUs with AVX2 or AVX-512 the
+// callers run the C kernels of CBatchNormKernels instead, which follow the same loop
+// structure (see include/CBatchNormKernels.h).
+
+import CBatchNormKernels
 
 /// Sixteen `Float` lanes.
 typealias FloatVector = SIMD16<Float>
@@ -223,18 +229,19 @@ enum Kernels {
     /// `scratch` holds `2·P` doubles. Results go to `mean[0 ..< C]` and `m2[0 ..< C]`.
     @inline(__always)
     static func interleavedMoments(_ x: UnsafePointer<Float>, rows: Int, pattern: ChannelPattern,
-                                   scratch: UnsafeMutablePointer<Double>,
+                                   level: KernelLevel, scratch: UnsafeMutablePointer<Double>,
                                    mean: UnsafeMutablePointer<Double>, m2: UnsafeMutablePointer<Double>) {
         let length = rows * pattern.channels
         let accumulator = scratch, replicatedMean = scratch + pattern.period
         // Pass 1: acc[j] = Σ_k x[k·P + j]; fold positions to channels; μ.
-        positionSums(x, length: length, pattern: pattern, center: nil, into: accumulator)
+        positionSums(x, length: length, pattern: pattern, level: level, center: nil, into: accumulator)
         pattern.foldSums(accumulator, into: mean)
         let count = Double(rows)
         for c in 0..<pattern.channels { mean[c] /= count }
         // Pass 2: acc[j] = Σ_k (x[k·P + j] − μ[j mod C])²; fold.
         pattern.replicate(UnsafePointer(mean), into: replicatedMean)
-        positionSums(x, length: length, pattern: pattern, center: UnsafePointer(replicatedMean), into: accumulator)
+        positionSums(x, length: length, pattern: pattern, level: level, center: UnsafePointer(replicatedMean),
+                     into: accumulator)
         pattern.foldSums(accumulator, into: m2)
     }
 
@@ -258,8 +265,12 @@ enum Kernels {
     /// `acc[j] = Σ_k x[k·P + j]` when `center` is `nil`, else `Σ_k (x[k·P + j] − center[j])²`,
     /// in `Double`, chunks added in tiles of ``chunkTile`` (`acc[j] += ((t0 + t1) + t2) + t3`).
     @inline(__always)
-    static func positionSums(_ x: UnsafePointer<Float>, length: Int, pattern: ChannelPattern,
+    static func positionSums(_ x: UnsafePointer<Float>, length: Int, pattern: ChannelPattern, level: KernelLevel,
                              center: UnsafePointer<Double>?, into acc: UnsafeMutablePointer<Double>) {
+        if level.usesC {
+            bnk_position_sums(level.rawValue, x, length, pattern.period, pattern.vectorPeriod, center, acc)
+            return
+        }
         @inline(__always) func term(_ v: DoubleVector, _ m: DoubleVector) -> DoubleVector {
             if center == nil { return v }
             let d = v - m
@@ -363,11 +374,19 @@ enum Kernels {
     /// Chunks in tiles like ``positionSums(_:length:pattern:center:into:)``.
     @inline(__always)
     static func interleavedGradientSums(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, rows: Int,
-                                        pattern: ChannelPattern, replicatedMean: UnsafeMutablePointer<Double>,
+                                        pattern: ChannelPattern, level: KernelLevel,
+                                        replicatedMean: UnsafeMutablePointer<Double>,
                                         scratch: UnsafeMutablePointer<Double>,
                                         sumG: UnsafeMutablePointer<Double>, sumGX: UnsafeMutablePointer<Double>) {
         let period = pattern.period, length = rows * pattern.channels
         let accG = scratch, accGX = scratch + period
+        if level.usesC {
+            bnk_position_gradient_sums(level.rawValue, g, x, length, period, pattern.vectorPeriod, replicatedMean,
+                                       accG, accGX)
+            pattern.foldSums(accG, into: sumG)
+            pattern.foldSums(accGX, into: sumGX)
+            return
+        }
         accG.update(repeating: 0, count: 2 * period)
         var start = 0
         while start + gradientTile * period <= length {

@@ -1,6 +1,12 @@
 // Shape legend: N batch, C channels, S spatial size (∏ D·H·W), M = N·S values per channel,
 // L = CPUBackend.blockLength, L' = CPUBackend.rowBlockLength. x is the input; a block is a fixed piece of the tensor whose
 // boundaries depend only on the shape and layout (never on the thread count).
+//
+// Each block is reduced by the kernels of `kernelLevel`: the Swift ones in `Kernels`, or
+// the C ones of CBatchNormKernels (AVX2 / AVX-512, chosen at run time), which compute
+// the same formulas over the same blocks in their own fixed order.
+
+import CBatchNormKernels
 
 extension CPUBackend {
     /// Collect and merge: per-channel `(count, mean, M2)`.
@@ -26,6 +32,7 @@ extension CPUBackend {
         let x = SharedPointer(input.storage.floats)
         let length = CPUBackend.blockLength
         let total = Double(geometry.valuesPerChannel)
+        let level = kernelLevel
 
         if input.layout == .channelsFirst && spatial > 1 {
             let blocksPerPlane = (spatial + length - 1) / length
@@ -37,10 +44,14 @@ extension CPUBackend {
                 for block in blocks {
                     let plane = block / blocksPerPlane
                     let start = (block % blocksPerPlane) * length
-                    let moments = Kernels.contiguousMoments(UnsafePointer(x.base + plane * spatial + start),
-                                                            count: min(length, spatial - start))
-                    means.base[block] = moments.mean
-                    m2s.base[block] = moments.m2
+                    let run = UnsafePointer(x.base + plane * spatial + start), count = min(length, spatial - start)
+                    if level.usesC {
+                        bnk_contiguous_moments(level.rawValue, run, count, means.base + block, m2s.base + block)
+                    } else {
+                        let moments = Kernels.contiguousMoments(run, count: count)
+                        means.base[block] = moments.mean
+                        m2s.base[block] = moments.m2
+                    }
                 }
             }
             // Block k of a plane holds min(L, S − k·L) values.
@@ -83,7 +94,7 @@ extension CPUBackend {
                 let n = block / blocksPerItem
                 let firstRow = (block % blocksPerItem) * rowsPerBlock
                 Kernels.interleavedMoments(UnsafePointer(x.base + (n * spatial + firstRow) * channels),
-                                           rows: rows(block), pattern: pattern, scratch: scratch,
+                                           rows: rows(block), pattern: pattern, level: level, scratch: scratch,
                                            mean: means.base + block * channels, m2: m2s.base + block * channels)
             }
         }

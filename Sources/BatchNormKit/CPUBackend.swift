@@ -1,3 +1,4 @@
+import CBatchNormKernels
 import Dispatch
 #if canImport(Glibc)
 import Glibc
@@ -16,6 +17,9 @@ import Darwin
 public struct CPUBackend: BatchNormBackend {
     /// Threads used for large tensors (at least 1).
     public let threadCount: Int
+
+    /// The instruction set of the reduction and apply loops, chosen at run time.
+    let kernelLevel: KernelLevel
 
     /// Values per channels-first statistics block: each block is reduced in `Double` (two
     /// passes over the L1-resident block: mean, then squared deviations) and blocks are
@@ -38,7 +42,13 @@ public struct CPUBackend: BatchNormBackend {
     /// - Parameter threadCount: Number of threads; `nil` (the default) uses every online
     ///   processor. Values below 1 are treated as 1.
     public init(threadCount: Int? = nil) {
+        self.init(threadCount: threadCount, kernelLevel: .selected)
+    }
+
+    /// A backend with the given kernels (`level` is lowered to what the CPU supports).
+    init(threadCount: Int?, kernelLevel level: KernelLevel) {
         self.threadCount = max(1, threadCount ?? CPUBackend.onlineProcessorCount)
+        self.kernelLevel = min(level, .supported)
     }
 
     /// Number of online processors.
@@ -77,4 +87,35 @@ struct SharedPointer<Pointee>: @unchecked Sendable {
     let base: UnsafeMutablePointer<Pointee>
     init(_ base: UnsafeMutablePointer<Pointee>) { self.base = base }
     init(_ base: UnsafePointer<Pointee>) { self.base = UnsafeMutablePointer(mutating: base) }
+}
+
+/// Which kernels the CPU backend runs: the Swift ones (`generic`, compiled for whatever
+/// the build targets: SSE2 on x86-64 unless the client passes flags), or the C ones of
+/// `CBatchNormKernels` compiled for AVX2 or AVX-512 and selected at run time.
+enum KernelLevel: Int32, Comparable, Sendable, CaseIterable {
+    case generic = 0   // BNK_LEVEL_GENERIC
+    case avx2 = 1      // BNK_LEVEL_AVX2
+    case avx512 = 2    // BNK_LEVEL_AVX512
+
+    static func < (lhs: KernelLevel, rhs: KernelLevel) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    /// The highest level the running CPU supports (`generic` off x86-64).
+    static let supported = KernelLevel(rawValue: bnk_cpu_level()) ?? .generic
+
+    /// What `CPUBackend(threadCount:)` uses: ``supported``, or lower when the environment
+    /// variable `BATCHNORMKIT_CPU_DISPATCH` is `generic` or `avx2` (read once per process;
+    /// `avx512` or anything else leaves ``supported``).
+    static let selected: KernelLevel = {
+        guard let value = getenv("BATCHNORMKIT_CPU_DISPATCH").map({ String(cString: $0).lowercased() }) else {
+            return supported
+        }
+        switch value {
+        case "generic", "swift", "none": return .generic
+        case "avx2": return min(.avx2, supported)
+        default: return supported
+        }
+    }()
+
+    /// The C kernels are called (not the Swift ones).
+    var usesC: Bool { self != .generic }
 }

@@ -1,0 +1,113 @@
+// Runtime CPU dispatch for the CPU backend's hot loops (see include/CBatchNormKernels.h).
+//
+// kernels_template.h is instantiated once per instruction set with a per-function target
+// attribute, so no build flag is needed: a package depending on BatchNormKit is compiled
+// for the x86-64 baseline and still runs AVX-512 (or AVX2) code where the CPU has it.
+// bnk_cpu_level() checks cpuid and xgetbv (the OS must save the vector state).
+
+#include "CBatchNormKernels.h"
+
+// The same IEEE operations in vector lanes and scalar tails: never fuse a·b + c.
+#pragma clang fp contract(off)
+
+// Helpers pass 512-bit vectors by value; they are always inlined, so no call ABI is involved.
+#pragma clang diagnostic ignored "-Wpsabi"
+
+typedef float bnk_f16 __attribute__((ext_vector_type(16)));
+typedef double bnk_d8 __attribute__((ext_vector_type(8)));
+typedef double bnk_d4 __attribute__((ext_vector_type(4)));
+typedef double bnk_d2 __attribute__((ext_vector_type(2)));
+
+// Baseline instance (SSE2 on x86-64; the target's default elsewhere). Swift calls no C
+// kernel at BNK_LEVEL_GENERIC; this instance only makes every level argument safe.
+#define BNK_TARGET
+#define BNK_NAME(name) bnk_base_##name
+#include "kernels_template.h"
+#undef BNK_TARGET
+#undef BNK_NAME
+
+#if defined(__x86_64__)
+
+#define BNK_TARGET __attribute__((target("avx2,fma")))
+#define BNK_NAME(name) bnk_avx2_##name
+#include "kernels_template.h"
+#undef BNK_TARGET
+#undef BNK_NAME
+
+#define BNK_TARGET __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw")))
+#define BNK_NAME(name) bnk_avx512_##name
+#include "kernels_template.h"
+#undef BNK_TARGET
+#undef BNK_NAME
+
+static void bnk_cpuid(unsigned leaf, unsigned subleaf, unsigned r[4]) {
+    __asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(subleaf));
+}
+
+int bnk_cpu_level(void) {
+    unsigned r[4];
+    bnk_cpuid(0, 0, r);
+    unsigned maximum = r[0];
+    if (maximum < 7) return BNK_LEVEL_GENERIC;
+    bnk_cpuid(1, 0, r);
+    unsigned ecx1 = r[2];
+    int osxsave = (ecx1 >> 27) & 1, avx = (ecx1 >> 28) & 1, fma = (ecx1 >> 12) & 1;
+    if (!osxsave || !avx) return BNK_LEVEL_GENERIC;
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    (void)xcr0_hi;
+    if ((xcr0_lo & 0x6) != 0x6) return BNK_LEVEL_GENERIC;   // XMM and YMM state
+    bnk_cpuid(7, 0, r);
+    unsigned ebx7 = r[1];
+    int avx2 = (ebx7 >> 5) & 1;
+    int avx512 = ((ebx7 >> 16) & 1) && ((ebx7 >> 17) & 1) && ((ebx7 >> 30) & 1) && ((ebx7 >> 31) & 1);
+    if (avx512 && (xcr0_lo & 0xE0) == 0xE0) return BNK_LEVEL_AVX512;   // opmask, ZMM state
+    if (avx2 && fma) return BNK_LEVEL_AVX2;
+    return BNK_LEVEL_GENERIC;
+}
+
+#define BNK_DISPATCH(name, ...)                                  \
+    switch (level) {                                             \
+    case BNK_LEVEL_AVX512: bnk_avx512_##name(__VA_ARGS__); break; \
+    case BNK_LEVEL_AVX2: bnk_avx2_##name(__VA_ARGS__); break;     \
+    default: bnk_base_##name(__VA_ARGS__); break;                \
+    }
+
+#else
+
+int bnk_cpu_level(void) { return BNK_LEVEL_GENERIC; }
+
+#define BNK_DISPATCH(name, ...) \
+    (void)level;                \
+    bnk_base_##name(__VA_ARGS__);
+
+#endif
+
+void bnk_contiguous_moments(int level, const float *x, ptrdiff_t n, double *mean, double *m2) {
+    BNK_DISPATCH(contiguous_moments, x, n, mean, m2)
+}
+
+void bnk_position_sums(int level, const float *x, ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period,
+                       const double *center, double *acc) {
+    BNK_DISPATCH(position_sums, x, length, period, vector_period, center, acc)
+}
+
+void bnk_contiguous_gradient_sums(int level, const float *g, const float *x, ptrdiff_t n, double mean,
+                                  double *sum_g, double *sum_gx) {
+    BNK_DISPATCH(contiguous_gradient_sums, g, x, n, mean, sum_g, sum_gx)
+}
+
+void bnk_position_gradient_sums(int level, const float *g, const float *x, ptrdiff_t length, ptrdiff_t period,
+                                ptrdiff_t vector_period, const double *mean, double *acc_g, double *acc_gx) {
+    BNK_DISPATCH(position_gradient_sums, g, x, length, period, vector_period, mean, acc_g, acc_gx)
+}
+
+void bnk_contiguous_apply(int level, int formula, const float *g, const float *x, float *out, ptrdiff_t n,
+                          float a, float b, float shift, float offset) {
+    BNK_DISPATCH(contiguous_apply, formula, g, x, out, n, a, b, shift, offset)
+}
+
+void bnk_interleaved_apply(int level, int formula, const float *g, const float *x, float *out, ptrdiff_t length,
+                           ptrdiff_t period, ptrdiff_t vector_period, const float *coefficients) {
+    BNK_DISPATCH(interleaved_apply, formula, g, x, out, length, period, vector_period, coefficients)
+}
