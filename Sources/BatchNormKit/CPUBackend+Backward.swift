@@ -8,8 +8,8 @@ extension CPUBackend {
     /// Reduce, one read of `g` and `x`: per channel `Σg` and `Σg·(x − μ)` in `Double`.
     ///
     /// Blocks depend only on the shape and layout (channels-first: `(n, c, k)` covering
-    /// `k·L ..< min((k+1)·L, S)` of plane `(n, c)`; channels-last and `S = 1`: `(n, k)`
-    /// covering rows `k·R ..< min((k+1)·R, S)` of item `n`, `R = max(1, L / C)`); each
+    /// `k·L ..< min((k+1)·L, S)` of plane `(n, c)`; channels-last and `S = 1`: `k` covering
+    /// rows `k·R ..< min((k+1)·R, N·S)` of all items (row `n·S + s`), `R = max(1, L / C)`); each
     /// block's sums are stored in its own slot and added per channel in block order, so the
     /// result is bitwise identical for any thread count.
     public func reduceGradient(_ gradient: Tensor, input: Tensor, mean: [Double]) throws -> [GradientSums] {
@@ -58,10 +58,10 @@ extension CPUBackend {
             }
         }
 
-        // Channels-last rows (also channels-first with S = 1).
+        // Channels-last rows (also channels-first with S = 1), blocks over all N·S rows.
         let rowsPerBlock = max(1, length / channels)
-        let blocksPerItem = (spatial + rowsPerBlock - 1) / rowsPerBlock
-        let blockCount = batch * blocksPerItem
+        let totalRows = batch * spatial
+        let blockCount = (totalRows + rowsPerBlock - 1) / rowsPerBlock
         let pattern = ChannelPattern(channels: channels)
         let partials = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * blockCount * channels)
         defer { partials.deallocate() }
@@ -74,12 +74,11 @@ extension CPUBackend {
             let scratch = Kernels.allocateAligned(Double.self, count: 2 * pattern.period)
             defer { Kernels.deallocateAligned(scratch) }
             for block in blocks {
-                let n = block / blocksPerItem
-                let firstRow = (block % blocksPerItem) * rowsPerBlock
-                let start = (n * spatial + firstRow) * channels
+                let firstRow = block * rowsPerBlock
+                let start = firstRow * channels
                 Kernels.interleavedGradientSums(UnsafePointer(g.base + start), UnsafePointer(x.base + start),
-                                                rows: min(rowsPerBlock, spatial - firstRow), pattern: pattern, level: level,
-                                                replicatedMean: replicatedMean.base, scratch: scratch,
+                                                rows: min(rowsPerBlock, totalRows - firstRow), pattern: pattern,
+                                                level: level, replicatedMean: replicatedMean.base, scratch: scratch,
                                                 sumG: sumG.base + block * channels,
                                                 sumGX: sumGX.base + block * channels)
             }

@@ -13,8 +13,9 @@ extension CPUBackend {
     ///
     /// Collect, one read of `x`, in parallel over blocks:
     /// - channels-first: block `(n, c, k)` covers `x[n, c, k·L ..< min((k+1)·L, S)]`;
-    /// - channels-last (and channels-first with `S = 1`, the same storage): block `(n, k)`
-    ///   covers rows `k·R ..< min((k+1)·R, S)` of item `n`, `R = max(1, L' / C)`, every
+    /// - channels-last (and channels-first with `S = 1`, the same storage): block `k` covers
+    ///   rows `k·R ..< min((k+1)·R, N·S)` of all items (rows `x[n, s, 0..<C]` are contiguous
+    ///   across items, row `n·S + s`), `R = max(1, L' / C)`, every
     ///   channel at once (longer blocks than channels-first: each block also pays for
     ///   folding its pattern positions into channels).
     ///
@@ -75,25 +76,25 @@ extension CPUBackend {
             }
         }
 
-        // Channels-last rows (also channels-first with S = 1: element (n, c) at n·C + c).
+        // Channels-last rows (also channels-first with S = 1: element (n, c) at n·C + c). Rows of
+        // consecutive items are contiguous, so blocks run over all N·S rows (a small tensor is
+        // one block, not one per item).
         let rowsPerBlock = max(1, CPUBackend.rowBlockLength / channels)
-        let blocksPerItem = (spatial + rowsPerBlock - 1) / rowsPerBlock
-        let blockCount = batch * blocksPerItem
+        let totalRows = batch * spatial
+        let blockCount = (totalRows + rowsPerBlock - 1) / rowsPerBlock
         let pattern = ChannelPattern(channels: channels)
         let partials = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * blockCount * channels)
         defer { partials.deallocate() }
         let means = SharedPointer(partials.baseAddress!)
         let m2s = SharedPointer(partials.baseAddress! + blockCount * channels)
         @Sendable @inline(__always) func rows(_ block: Int) -> Int {
-            min(rowsPerBlock, spatial - (block % blocksPerItem) * rowsPerBlock)
+            min(rowsPerBlock, totalRows - block * rowsPerBlock)
         }
         parallelFor(blockCount, elements: geometry.elementCount) { blocks in
             let scratch = Kernels.allocateAligned(Double.self, count: 2 * pattern.period)
             defer { Kernels.deallocateAligned(scratch) }
             for block in blocks {
-                let n = block / blocksPerItem
-                let firstRow = (block % blocksPerItem) * rowsPerBlock
-                Kernels.interleavedMoments(UnsafePointer(x.base + (n * spatial + firstRow) * channels),
+                Kernels.interleavedMoments(UnsafePointer(x.base + block * rowsPerBlock * channels),
                                            rows: rows(block), pattern: pattern, level: level, scratch: scratch,
                                            mean: means.base + block * channels, m2: m2s.base + block * channels)
             }
