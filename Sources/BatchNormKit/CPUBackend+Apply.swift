@@ -36,9 +36,9 @@ extension CPUBackend {
         let x = input.map { SharedPointer($0.storage.floats) }
         let y = SharedPointer(output.storage.floats)
         let level = kernelLevel
-        let zeros = [Float](repeating: 0, count: channels)
-        let a = gradient == nil ? zeros : coefficients.gradientMultiplier
         let (b, shift, offset) = (coefficients.inputMultiplier, coefficients.shift, coefficients.offset)
+        // a[c] is read only when there is a gradient.
+        let a = gradient == nil ? b : coefficients.gradientMultiplier
 
         if output.layout == .channelsFirst && spatial > 1 {
             // Runs are pieces of planes (n, c); thread ranges are cut at multiples of 64 values.
@@ -59,21 +59,36 @@ extension CPUBackend {
             return
         }
 
-        // Channels-last rows (also channels-first with S = 1).
-        let pattern = ChannelPattern(channels: channels)
+        // Channels-last rows (also channels-first with S = 1): a, b, shift and offset
+        // replicated over the pattern, in temporary storage (on the stack when small).
+        let pattern = ChannelPattern(channels: channels, level: level)
         let period = pattern.period
-        let replicated = Kernels.allocateAligned(Float.self, count: 4 * period)
-        defer { Kernels.deallocateAligned(replicated) }
-        a.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicated) }
-        b.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicated + period) }
-        shift.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicated + 2 * period) }
-        offset.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicated + 3 * period) }
-        let coefficientsPointer = SharedPointer(replicated)
-        let rows = geometry.batch * spatial
-        parallelFor(rows, elements: geometry.elementCount) { range in
-            Kernels.dispatchInterleaved(level: level, g: g, x: x, y: y, at: range.lowerBound * channels,
-                                        length: range.count * channels, pattern: pattern,
-                                        coefficients: coefficientsPointer.base)
+        withUnsafeTemporaryAllocation(byteCount: 4 * period * MemoryLayout<Float>.stride, alignment: 64) { raw in
+            let replicated = raw.baseAddress!.bindMemory(to: Float.self, capacity: 4 * period)
+            // One pass over the positions for all four (a small tensor's call is mostly this).
+            a.withUnsafeBufferPointer { a in
+                b.withUnsafeBufferPointer { b in
+                    shift.withUnsafeBufferPointer { shift in
+                        offset.withUnsafeBufferPointer { offset in
+                            var c = 0
+                            for j in 0..<period {
+                                replicated[j] = a[c]
+                                replicated[period + j] = b[c]
+                                replicated[2 * period + j] = shift[c]
+                                replicated[3 * period + j] = offset[c]
+                                c = c + 1 == channels ? 0 : c + 1
+                            }
+                        }
+                    }
+                }
+            }
+            let coefficientsPointer = SharedPointer(replicated)
+            let rows = geometry.batch * spatial
+            parallelFor(rows, elements: geometry.elementCount) { range in
+                Kernels.dispatchInterleaved(level: level, g: g, x: x, y: y, at: range.lowerBound * channels,
+                                            length: range.count * channels, pattern: pattern,
+                                            coefficients: coefficientsPointer.base)
+            }
         }
     }
 }
@@ -123,7 +138,7 @@ extension Kernels {
         let gp = UnsafePointer((g ?? y).base + start), xp = UnsafePointer((x ?? y).base + start)
         if level.usesC {
             bnk_interleaved_apply(level.rawValue, formula(g: g != nil, x: x != nil), gp, xp, out, length,
-                                  pattern.period, pattern.vectorPeriod, coefficients)
+                                  pattern.base, pattern.period, pattern.vectorPeriod, coefficients)
             return
         }
         switch (g != nil, x != nil) {

@@ -62,25 +62,25 @@ extension CPUBackend {
         let rowsPerBlock = max(1, length / channels)
         let totalRows = batch * spatial
         let blockCount = (totalRows + rowsPerBlock - 1) / rowsPerBlock
-        let pattern = ChannelPattern(channels: channels)
+        let pattern = ChannelPattern(channels: channels, level: level)
         let partials = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * blockCount * channels)
         defer { partials.deallocate() }
         let sumG = SharedPointer(partials.baseAddress!)
         let sumGX = SharedPointer(partials.baseAddress! + blockCount * channels)
-        let replicatedMean = SharedPointer(Kernels.allocateAligned(Double.self, count: pattern.period))
-        defer { Kernels.deallocateAligned(replicatedMean.base) }
-        mean.withUnsafeBufferPointer { pattern.replicate($0.baseAddress!, into: replicatedMean.base) }
-        parallelFor(blockCount, elements: geometry.elementCount) { blocks in
-            let scratch = Kernels.allocateAligned(Double.self, count: 2 * pattern.period)
-            defer { Kernels.deallocateAligned(scratch) }
-            for block in blocks {
-                let firstRow = block * rowsPerBlock
-                let start = firstRow * channels
-                Kernels.interleavedGradientSums(UnsafePointer(g.base + start), UnsafePointer(x.base + start),
-                                                rows: min(rowsPerBlock, totalRows - firstRow), pattern: pattern,
-                                                level: level, replicatedMean: replicatedMean.base, scratch: scratch,
-                                                sumG: sumG.base + block * channels,
-                                                sumGX: sumGX.base + block * channels)
+        mean.withUnsafeBufferPointer { mean in
+            let mean = SharedPointer(mean.baseAddress!)
+            parallelFor(blockCount, elements: geometry.elementCount) { blocks in
+                Kernels.withScratch(count: pattern.scratchCount(arrays: 3, level: level)) { scratch in
+                    for block in blocks {
+                        let firstRow = block * rowsPerBlock
+                        let start = firstRow * channels
+                        Kernels.interleavedGradientSums(UnsafePointer(g.base + start), UnsafePointer(x.base + start),
+                                                        rows: min(rowsPerBlock, totalRows - firstRow), pattern: pattern,
+                                                        level: level, mean: mean.base, scratch: scratch,
+                                                        sumG: sumG.base + block * channels,
+                                                        sumGX: sumGX.base + block * channels)
+                    }
+                }
             }
         }
         var totalG = [Double](repeating: 0, count: channels), totalGX = [Double](repeating: 0, count: channels)

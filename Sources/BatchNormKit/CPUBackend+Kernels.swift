@@ -94,9 +94,8 @@ struct ChannelPattern: Sendable {
     static let maximumPeriod = 2048
 
     /// - Parameter minimumPeriod: Replicate `lcm(C, 16)` up to at least this many values
-    ///   (reductions keep `P` doubles per pattern position in scratch; the apply pass only
-    ///   wants long chunks).
-    init(channels: Int, minimumPeriod: Int = 256) {
+    ///   (longer chunks, fewer loop turns).
+    init(channels: Int, minimumPeriod: Int) {
         self.channels = channels
         var a = channels, b = 16
         while b != 0 { (a, b) = (b, a % b) }
@@ -112,16 +111,26 @@ struct ChannelPattern: Sendable {
         }
     }
 
+    /// The pattern the kernels of `level` run over: `P = B` for the C kernels (whose short
+    /// paths keep the positions of `B <= 128` in registers), `P >= 256` for the Swift ones.
+    init(channels: Int, level: KernelLevel) {
+        self.init(channels: channels, minimumPeriod: level.usesC ? 0 : 256)
+    }
+
+    /// Doubles of scratch per thread that a channels-last reduction with `arrays` per-position
+    /// arrays needs at `level`: none when the C kernels keep them on the stack
+    /// (`B <= BNK_SHORT_BASE_MAX`).
+    func scratchCount(arrays: Int, level: KernelLevel) -> Int {
+        level.usesC && base <= Int(BNK_SHORT_BASE_MAX) ? 0 : arrays * period
+    }
+
     /// Writes `values[j mod C]` to `replicated[j]` for `j` in `0 ..< period`.
     @inline(__always)
     func replicate<T>(_ values: UnsafePointer<T>, into replicated: UnsafeMutablePointer<T>) {
-        replicated.update(from: values, count: channels)
-        var j = channels
-        while j < period {
-            // Doubling copies: [0, j) → [j, 2j).
-            let count = min(j, period - j)
-            (replicated + j).update(from: replicated, count: count)
-            j += count
+        var c = 0
+        for j in 0..<period {
+            replicated[j] = values[c]
+            c = c + 1 == channels ? 0 : c + 1
         }
     }
 
@@ -162,6 +171,15 @@ enum Kernels {
 
     static func deallocateAligned<T>(_ pointer: UnsafeMutablePointer<T>) {
         UnsafeMutableRawPointer(pointer).deallocate()
+    }
+
+    /// Runs `body` with `count` doubles of aligned scratch, or with `nil` when `count` is 0.
+    @inline(__always)
+    static func withScratch<R>(count: Int, _ body: (UnsafeMutablePointer<Double>?) -> R) -> R {
+        guard count > 0 else { return body(nil) }
+        let scratch = allocateAligned(Double.self, count: count)
+        defer { deallocateAligned(scratch) }
+        return body(scratch)
     }
 
     // MARK: Statistics (collect)
@@ -222,103 +240,59 @@ enum Kernels {
         return (mean, m2)
     }
 
-    /// Moments of each channel over `rows` whole rows of a channels-last run, two passes in
-    /// `Double` over the (cache-resident) run: `μ[c] = Σ_r x[r, c] / rows`, then
-    /// `M2[c] = Σ_r (x[r, c] − μ[c])²`.
+    /// Moments of each channel over one channels-last block of `rows >= 1` whole rows, in
+    /// `Double`, in one pass shifted by the block's first row `k[c] = x[0, c]` (a value of the
+    /// channel, so the shifted sums do not cancel badly):
+    /// `d = x[r, c] − k[c]`, `s1[c] = Σ_r d`, `s2[c] = Σ_r d²`, then
+    /// `μ[c] = k[c] + s1[c] / rows` and `M2[c] = max(0, s2[c] − s1[c]·(s1[c] / rows))`.
     ///
-    /// `scratch` holds `2·P` doubles. Results go to `mean[0 ..< C]` and `m2[0 ..< C]`.
+    /// The sums run per pattern position `j < P` (`k` replicated), chunks in tiles of 4
+    /// (`acc[j] += ((t0 + t1) + t2) + t3`), then one by one, and are folded into channels with
+    /// ``ChannelPattern/foldSums(_:into:)``; the C kernel `bnk_interleaved_moments` has the
+    /// same structure. `scratch` holds ``ChannelPattern/scratchCount(arrays:level:)`` for 3
+    /// arrays; results go to `mean[0 ..< C]` and `m2[0 ..< C]`.
     @inline(__always)
     static func interleavedMoments(_ x: UnsafePointer<Float>, rows: Int, pattern: ChannelPattern,
-                                   level: KernelLevel, scratch: UnsafeMutablePointer<Double>,
+                                   level: KernelLevel, scratch: UnsafeMutablePointer<Double>?,
                                    mean: UnsafeMutablePointer<Double>, m2: UnsafeMutablePointer<Double>) {
-        let length = rows * pattern.channels
-        let accumulator = scratch, replicatedMean = scratch + pattern.period
-        // Pass 1: acc[j] = Σ_k x[k·P + j]; fold positions to channels; μ.
-        positionSums(x, length: length, pattern: pattern, level: level, center: nil, into: accumulator)
-        pattern.foldSums(accumulator, into: mean)
-        let count = Double(rows)
-        for c in 0..<pattern.channels { mean[c] /= count }
-        // Pass 2: acc[j] = Σ_k (x[k·P + j] − μ[j mod C])²; fold.
-        pattern.replicate(UnsafePointer(mean), into: replicatedMean)
-        positionSums(x, length: length, pattern: pattern, level: level, center: UnsafePointer(replicatedMean),
-                     into: accumulator)
-        pattern.foldSums(accumulator, into: m2)
-    }
-
-    /// Chunks processed together by the channels-last kernels: per 16-position group,
-    /// values of 4 consecutive chunks are combined in registers before the per-position
-    /// accumulator (or the replicated coefficients) is touched, and memory is read as 4
-    /// sequential streams.
-    static let chunkTile = 4
-
-    /// The gradient reduction reads two tensors; it keeps them as two sequential streams
-    /// (one chunk at a time) rather than 2·``chunkTile`` interleaved ones (measured faster
-    /// on the large shapes).
-    static let gradientTile = 1
-
-    /// Chunks per tile in the apply pass: 1, i.e. strictly sequential reads and writes
-    /// (measured faster than tiles of 4 on in-cache tensors; the coefficients are L1 hits).
-    static let applyTile = 1
-
-    /// Per pattern position `j < P` of a channels-last run of `length` values (chunks
-    /// `k·P ..< (k+1)·P`, the last one possibly partial):
-    /// `acc[j] = Σ_k x[k·P + j]` when `center` is `nil`, else `Σ_k (x[k·P + j] − center[j])²`,
-    /// in `Double`, chunks added in tiles of ``chunkTile`` (`acc[j] += ((t0 + t1) + t2) + t3`).
-    @inline(__always)
-    static func positionSums(_ x: UnsafePointer<Float>, length: Int, pattern: ChannelPattern, level: KernelLevel,
-                             center: UnsafePointer<Double>?, into acc: UnsafeMutablePointer<Double>) {
+        let (channels, period) = (pattern.channels, pattern.period)
         if level.usesC {
-            bnk_position_sums(level.rawValue, x, length, pattern.period, pattern.vectorPeriod, center, acc)
+            bnk_interleaved_moments(level.rawValue, x, rows, channels, pattern.base, period, pattern.vectorPeriod,
+                                    scratch, mean, m2)
             return
         }
-        @inline(__always) func term(_ v: DoubleVector, _ m: DoubleVector) -> DoubleVector {
-            if center == nil { return v }
-            let d = v - m
-            return d * d
-        }
-        @inline(__always) func term(_ v: Float, _ j: Int) -> Double {
-            guard let center else { return Double(v) }
-            let d = Double(v) - center[j]
-            return d * d
-        }
-        @inline(__always) func means(_ j: Int) -> (DoubleVector, DoubleVector) {
-            guard let center else { return (DoubleVector(), DoubleVector()) }
-            return (UnsafeRawPointer(center + j).loadUnaligned(as: DoubleVector.self),
-                    UnsafeRawPointer(center + j + 8).loadUnaligned(as: DoubleVector.self))
-        }
-        let period = pattern.period
-        acc.update(repeating: 0, count: period)
+        let k = scratch!, s1 = k + period, s2 = k + 2 * period
+        for c in 0..<channels { k[c] = Double(x[c]) }
+        pattern.replicate(UnsafePointer(k), into: k)
+        s1.update(repeating: 0, count: 2 * period)
+        let length = rows * channels
         var start = 0
         // Tiles of 4 whole chunks.
-        while start + chunkTile * period <= length {
+        while start + 4 * period <= length {
             var j = 0
             while j < pattern.vectorPeriod {
-                let (m0, m1) = means(j)
+                let k0 = k.vector(at: j), k1 = k.vector(at: j + 8)
                 let p = x + start + j
                 let v0 = p.vector(at: 0), v1 = p.vector(at: period)
                 let v2 = p.vector(at: 2 * period), v3 = p.vector(at: 3 * period)
-                var low = term(v0.lowDoubles, m0)
-                low += term(v1.lowDoubles, m0)
-                low += term(v2.lowDoubles, m0)
-                low += term(v3.lowDoubles, m0)
-                var high = term(v0.highDoubles, m1)
-                high += term(v1.highDoubles, m1)
-                high += term(v2.highDoubles, m1)
-                high += term(v3.highDoubles, m1)
-                acc.store(acc.vector(at: j) + low, at: j)
-                acc.store(acc.vector(at: j + 8) + high, at: j + 8)
+                let a0 = v0.lowDoubles - k0, a1 = v1.lowDoubles - k0, a2 = v2.lowDoubles - k0, a3 = v3.lowDoubles - k0
+                let b0 = v0.highDoubles - k1, b1 = v1.highDoubles - k1
+                let b2 = v2.highDoubles - k1, b3 = v3.highDoubles - k1
+                s1.store(s1.vector(at: j) + (((a0 + a1) + a2) + a3), at: j)
+                s1.store(s1.vector(at: j + 8) + (((b0 + b1) + b2) + b3), at: j + 8)
+                s2.store(s2.vector(at: j) + (((a0 * a0 + a1 * a1) + a2 * a2) + a3 * a3), at: j)
+                s2.store(s2.vector(at: j + 8) + (((b0 * b0 + b1 * b1) + b2 * b2) + b3 * b3), at: j + 8)
                 j += 16
             }
             while j < period {
                 let p = x + start + j
-                var sum = term(p[0], j)
-                sum += term(p[period], j)
-                sum += term(p[2 * period], j)
-                sum += term(p[3 * period], j)
-                acc[j] += sum
+                let d0 = Double(p[0]) - k[j], d1 = Double(p[period]) - k[j]
+                let d2 = Double(p[2 * period]) - k[j], d3 = Double(p[3 * period]) - k[j]
+                s1[j] += ((d0 + d1) + d2) + d3
+                s2[j] += ((d0 * d0 + d1 * d1) + d2 * d2) + d3 * d3
                 j += 1
             }
-            start += chunkTile * period
+            start += 4 * period
         }
         // The remaining whole chunks and the partial one, one at a time.
         while start < length {
@@ -326,19 +300,40 @@ enum Kernels {
             let v16 = min(count, pattern.vectorPeriod) & ~15
             var j = 0
             while j < v16 {
-                let (m0, m1) = means(j)
                 let v = x.vector(at: start + j)
-                acc.store(acc.vector(at: j) + term(v.lowDoubles, m0), at: j)
-                acc.store(acc.vector(at: j + 8) + term(v.highDoubles, m1), at: j + 8)
+                let a = v.lowDoubles - k.vector(at: j), b = v.highDoubles - k.vector(at: j + 8)
+                s1.store(s1.vector(at: j) + a, at: j)
+                s1.store(s1.vector(at: j + 8) + b, at: j + 8)
+                s2.store(s2.vector(at: j) + a * a, at: j)
+                s2.store(s2.vector(at: j + 8) + b * b, at: j + 8)
                 j += 16
             }
             while j < count {
-                acc[j] += term(x[start + j], j)
+                let d = Double(x[start + j]) - k[j]
+                s1[j] += d
+                s2[j] += d * d
                 j += 1
             }
             start += period
         }
+        pattern.foldSums(s1, into: mean)
+        pattern.foldSums(s2, into: m2)
+        let n = Double(rows)
+        for c in 0..<channels {
+            let sum = mean[c], centered = m2[c] - sum * (sum / n)
+            mean[c] = Double(x[c]) + sum / n
+            m2[c] = max(0, centered)
+        }
     }
+
+    /// The gradient reduction reads two tensors; it keeps them as two sequential streams
+    /// (one chunk at a time) rather than 8 interleaved ones (measured faster on the large
+    /// shapes).
+    static let gradientTile = 1
+
+    /// Chunks per tile in the apply pass: 1, i.e. strictly sequential reads and writes
+    /// (measured faster than tiles of 4 on in-cache tensors; the coefficients are L1 hits).
+    static let applyTile = 1
 
     // MARK: Gradient reduction
 
@@ -370,23 +365,22 @@ enum Kernels {
 
     /// One pass over `rows` rows of channels-last `g` and `x`: per channel `Σg` and
     /// `Σg·(x − μ[c])` in `Double`, into `sumG[0 ..< C]` and `sumGX[0 ..< C]`.
-    /// `replicatedMean` holds `μ[j mod C]` for `j < P`; `scratch` holds `2·P` doubles.
-    /// Chunks in tiles like ``positionSums(_:length:pattern:center:into:)``.
+    /// `mean` holds `μ[0 ..< C]`; `scratch` holds ``ChannelPattern/scratchCount(arrays:level:)``
+    /// for 3 arrays (`μ` replicated over the pattern, and the two per-position sums).
+    /// Chunks in tiles of ``gradientTile``.
     @inline(__always)
     static func interleavedGradientSums(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, rows: Int,
-                                        pattern: ChannelPattern, level: KernelLevel,
-                                        replicatedMean: UnsafeMutablePointer<Double>,
-                                        scratch: UnsafeMutablePointer<Double>,
+                                        pattern: ChannelPattern, level: KernelLevel, mean: UnsafePointer<Double>,
+                                        scratch: UnsafeMutablePointer<Double>?,
                                         sumG: UnsafeMutablePointer<Double>, sumGX: UnsafeMutablePointer<Double>) {
         let period = pattern.period, length = rows * pattern.channels
-        let accG = scratch, accGX = scratch + period
         if level.usesC {
-            bnk_position_gradient_sums(level.rawValue, g, x, length, period, pattern.vectorPeriod, replicatedMean,
-                                       accG, accGX)
-            pattern.foldSums(accG, into: sumG)
-            pattern.foldSums(accGX, into: sumGX)
+            bnk_interleaved_gradient_sums(level.rawValue, g, x, rows, pattern.channels, pattern.base, period,
+                                          pattern.vectorPeriod, mean, scratch, sumG, sumGX)
             return
         }
+        let replicatedMean = scratch!, accG = replicatedMean + period, accGX = accG + period
+        pattern.replicate(mean, into: replicatedMean)
         accG.update(repeating: 0, count: 2 * period)
         var start = 0
         while start + gradientTile * period <= length {

@@ -15,12 +15,11 @@ extension CPUBackend {
     /// - channels-first: block `(n, c, k)` covers `x[n, c, k·L ..< min((k+1)·L, S)]`;
     /// - channels-last (and channels-first with `S = 1`, the same storage): block `k` covers
     ///   rows `k·R ..< min((k+1)·R, N·S)` of all items (rows `x[n, s, 0..<C]` are contiguous
-    ///   across items, row `n·S + s`), `R = max(1, L' / C)`, every
-    ///   channel at once (longer blocks than channels-first: each block also pays for
-    ///   folding its pattern positions into channels).
+    ///   across items, row `n·S + s`), `R = max(1, L' / C)`, every channel at once.
     ///
-    /// Per block `b` and channel (two passes over the cache-resident block, in `Double`):
-    /// `n_b`, `μ_b = Σx / n_b`, `M2_b = Σ(x − μ_b)²`.
+    /// Per block `b` and channel, in `Double`: `n_b`, `μ_b = Σx / n_b`, `M2_b = Σ(x − μ_b)²`;
+    /// channels-first in two passes over the L1-resident block, channels-last in one pass
+    /// shifted by the block's first row (``Kernels/interleavedMoments(_:rows:pattern:level:scratch:mean:m2:)``).
     ///
     /// Merge, per channel over its blocks in index order (the k-way form of Chan's update):
     /// `μ = Σ n_b·μ_b / M`, `M2 = Σ (M2_b + n_b·(μ_b − μ)²)`.
@@ -82,7 +81,7 @@ extension CPUBackend {
         let rowsPerBlock = max(1, CPUBackend.rowBlockLength / channels)
         let totalRows = batch * spatial
         let blockCount = (totalRows + rowsPerBlock - 1) / rowsPerBlock
-        let pattern = ChannelPattern(channels: channels)
+        let pattern = ChannelPattern(channels: channels, level: level)
         let partials = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * blockCount * channels)
         defer { partials.deallocate() }
         let means = SharedPointer(partials.baseAddress!)
@@ -91,12 +90,12 @@ extension CPUBackend {
             min(rowsPerBlock, totalRows - block * rowsPerBlock)
         }
         parallelFor(blockCount, elements: geometry.elementCount) { blocks in
-            let scratch = Kernels.allocateAligned(Double.self, count: 2 * pattern.period)
-            defer { Kernels.deallocateAligned(scratch) }
-            for block in blocks {
-                Kernels.interleavedMoments(UnsafePointer(x.base + block * rowsPerBlock * channels),
-                                           rows: rows(block), pattern: pattern, level: level, scratch: scratch,
-                                           mean: means.base + block * channels, m2: m2s.base + block * channels)
+            Kernels.withScratch(count: pattern.scratchCount(arrays: 3, level: level)) { scratch in
+                for block in blocks {
+                    Kernels.interleavedMoments(UnsafePointer(x.base + block * rowsPerBlock * channels),
+                                               rows: rows(block), pattern: pattern, level: level, scratch: scratch,
+                                               mean: means.base + block * channels, m2: m2s.base + block * channels)
+                }
             }
         }
         // Merge, every channel at once, blocks in index order.

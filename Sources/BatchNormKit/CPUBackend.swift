@@ -26,9 +26,10 @@ public struct CPUBackend: BatchNormBackend {
     /// merged in a fixed order (the k-way form of ``ChannelMoments/merged(with:)``).
     static let blockLength = 4096
 
-    /// Values per channels-last statistics block (64 KiB, resident in L2): rows of all
-    /// channels, each block reduced like a channels-first one.
-    static let rowBlockLength = 16384
+    /// Values per channels-last statistics block: rows of all channels, reduced in one
+    /// shifted pass (so the block need not stay in cache); long blocks spread the per-block
+    /// cost of folding pattern positions into channels.
+    static let rowBlockLength = 65536
 
     /// Values per gradient-reduction block (one pass, so blocks need not fit in cache;
     /// longer blocks mean fewer partial sums to store and add).

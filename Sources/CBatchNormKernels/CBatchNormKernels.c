@@ -87,19 +87,16 @@ void bnk_contiguous_moments(int level, const float *x, ptrdiff_t n, double *mean
     BNK_DISPATCH(contiguous_moments, x, n, mean, m2)
 }
 
-void bnk_position_sums(int level, const float *x, ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period,
-                       const double *center, double *acc) {
-    BNK_DISPATCH(position_sums, x, length, period, vector_period, center, acc)
-}
-
 void bnk_contiguous_gradient_sums(int level, const float *g, const float *x, ptrdiff_t n, double mean,
                                   double *sum_g, double *sum_gx) {
     BNK_DISPATCH(contiguous_gradient_sums, g, x, n, mean, sum_g, sum_gx)
 }
 
-void bnk_position_gradient_sums(int level, const float *g, const float *x, ptrdiff_t length, ptrdiff_t period,
-                                ptrdiff_t vector_period, const double *mean, double *acc_g, double *acc_gx) {
-    BNK_DISPATCH(position_gradient_sums, g, x, length, period, vector_period, mean, acc_g, acc_gx)
+void bnk_interleaved_gradient_sums(int level, const float *g, const float *x, ptrdiff_t rows, ptrdiff_t channels,
+                                   ptrdiff_t base, ptrdiff_t period, ptrdiff_t vector_period, const double *mean,
+                                   double *scratch, double *sum_g, double *sum_gx) {
+    BNK_DISPATCH(interleaved_gradient_sums, g, x, rows, channels, base, period, vector_period, mean, scratch, sum_g,
+                 sum_gx)
 }
 
 void bnk_contiguous_apply(int level, int formula, const float *g, const float *x, float *out, ptrdiff_t n,
@@ -108,6 +105,11 @@ void bnk_contiguous_apply(int level, int formula, const float *g, const float *x
 }
 
 void bnk_interleaved_apply(int level, int formula, const float *g, const float *x, float *out, ptrdiff_t length,
-                           ptrdiff_t period, ptrdiff_t vector_period, const float *coefficients) {
-    BNK_DISPATCH(interleaved_apply, formula, g, x, out, length, period, vector_period, coefficients)
+                           ptrdiff_t base, ptrdiff_t period, ptrdiff_t vector_period, const float *coefficients) {
+    BNK_DISPATCH(interleaved_apply, formula, g, x, out, length, base, period, vector_period, coefficients)
+}
+
+void bnk_interleaved_moments(int level, const float *x, ptrdiff_t rows, ptrdiff_t channels, ptrdiff_t base,
+                             ptrdiff_t period, ptrdiff_t vector_period, double *scratch, double *mean, double *m2) {
+    BNK_DISPATCH(interleaved_moments, x, rows, channels, base, period, vector_period, scratch, mean, m2)
 }

@@ -103,53 +103,152 @@ BNK_TARGET static void BNK_NAME(contiguous_moments)(const float *x, ptrdiff_t n,
     *m2_out = m2;
 }
 
-/// term(v) = v (centered == 0) or (v − m)² (centered != 0).
-BNK_FN bnk_d8 BNK_NAME(term8)(bnk_d8 v, bnk_d8 m, int centered) {
-    if (!centered) return v;
-    bnk_d8 d = v - m;
-    return d * d;
+/// out[c] = Σ_{j ≡ c (mod C)} acc[j] for c < C, j < P, in a fixed order: first the P/B
+/// repeats of the base period B (lcm(C, 16), or P) are added to positions 0..<B, then the
+/// B/C channel groups of those in order. acc is overwritten.
+BNK_FN void BNK_NAME(fold)(double *acc, ptrdiff_t channels, ptrdiff_t base, ptrdiff_t period, double *out) {
+    for (ptrdiff_t start = base; start < period; start += base)
+        for (ptrdiff_t j = 0; j < base; j++) acc[j] += acc[start + j];
+    for (ptrdiff_t c = 0; c < channels; c++) {
+        double sum = acc[c];
+        for (ptrdiff_t j = c + channels; j < base; j += channels) sum += acc[j];
+        out[c] = sum;
+    }
 }
 
-BNK_FN double BNK_NAME(term1)(float v, const double *center, ptrdiff_t j, int centered) {
-    if (!centered) return (double)v;
-    double d = (double)v - center[j];
-    return d * d;
+/// out[j] = values[j mod C] for j < P (P a multiple of C).
+BNK_FN void BNK_NAME(replicate)(const double *values, ptrdiff_t channels, ptrdiff_t period, double *out) {
+    for (ptrdiff_t j = 0, c = 0; j < period; j++) {
+        out[j] = values[c];
+        c = c + 1 == channels ? 0 : c + 1;
+    }
 }
 
-/// acc[j] = Σ_k term(x[k·P + j]) for j < P, term(v) = v or (v − center[j])²; whole chunks
-/// in tiles of 4 (acc[j] += ((t0 + t1) + t2) + t3), then the remaining chunks one by one.
-BNK_FN void BNK_NAME(position_sums_impl)(const float *x, ptrdiff_t length, ptrdiff_t period,
-                                         ptrdiff_t vector_period, const double *center, double *acc,
-                                         int centered) {
-    for (ptrdiff_t j = 0; j < period; j++) acc[j] = 0;
+/// k[j] = x[j mod C] for j < P (P a multiple of C): the block's first row, replicated.
+BNK_FN void BNK_NAME(replicate_first_row)(const float *x, ptrdiff_t channels, ptrdiff_t period, double *k) {
+    for (ptrdiff_t j = 0, c = 0; j < period; j++) {
+        k[j] = (double)x[c];
+        c = c + 1 == channels ? 0 : c + 1;
+    }
+}
+
+/// Folds the per-position shifted sums s1, s2 (P each) into channels and finishes the
+/// block's moments: mean[c] = x[c] + s1[c] / rows; m2[c] = max(0, s2[c] − s1[c]·(s1[c] / rows)).
+BNK_FN void BNK_NAME(finish_moments)(const float *x, ptrdiff_t rows, ptrdiff_t channels, ptrdiff_t base,
+                                     ptrdiff_t period, double *s1, double *s2, double *mean, double *m2) {
+    BNK_NAME(fold)(s1, channels, base, period, mean);
+    BNK_NAME(fold)(s2, channels, base, period, m2);
+    double n = (double)rows;
+    for (ptrdiff_t c = 0; c < channels; c++) {
+        double sum = mean[c], centered = m2[c] - sum * (sum / n);
+        mean[c] = (double)x[c] + sum / n;
+        m2[c] = centered > 0 ? centered : 0;
+    }
+}
+
+/// interleaved_moments for a short base period B = 16·V (V <= 4, P = B): the same shifted
+/// sums with the per-position accumulators in registers for the whole block. Chunks of B
+/// values go round-robin to T independent accumulator sets (chunk q to set q mod T, for
+/// enough independent additions when V is small; the < T whole chunks left over go to
+/// set 0), the sets are added in order 0, 1, .., T − 1, and the last partial chunk
+/// (length mod B values, whole rows) is added one value at a time. V and T are constants
+/// after inlining; k and the position sums live on the stack (B <= BNK_SHORT_BASE_MAX).
+BNK_FN void BNK_NAME(short_moments)(const float *x, ptrdiff_t rows, ptrdiff_t channels, const int V, const int T,
+                                    double *mean, double *m2) {
+    ptrdiff_t B = 16 * V, length = rows * channels;
+    double k[BNK_SHORT_BASE_MAX], s1[BNK_SHORT_BASE_MAX], s2[BNK_SHORT_BASE_MAX];
+    BNK_NAME(replicate_first_row)(x, channels, B, k);
+    bnk_d8 kv[8], a1[4][8], a2[4][8];
+    for (int v = 0; v < 2 * V; v++) kv[v] = BNK_NAME(load8)(k + 8 * v);
+    for (int t = 0; t < T; t++)
+        for (int v = 0; v < 2 * V; v++) a1[t][v] = a2[t][v] = BNK_NAME(splat8)(0);
+    ptrdiff_t i = 0;
+    for (; i + T * B <= length; i += T * B) {
+        for (int t = 0; t < T; t++) {
+            for (int v = 0; v < V; v++) {
+                bnk_f16 w = BNK_NAME(load16)(x + i + t * B + 16 * v);
+                bnk_d8 lo = BNK_NAME(low)(w) - kv[2 * v], hi = BNK_NAME(high)(w) - kv[2 * v + 1];
+                a1[t][2 * v] += lo;
+                a1[t][2 * v + 1] += hi;
+                a2[t][2 * v] += lo * lo;
+                a2[t][2 * v + 1] += hi * hi;
+            }
+        }
+    }
+    for (; i + B <= length; i += B) {
+        for (int v = 0; v < V; v++) {
+            bnk_f16 w = BNK_NAME(load16)(x + i + 16 * v);
+            bnk_d8 lo = BNK_NAME(low)(w) - kv[2 * v], hi = BNK_NAME(high)(w) - kv[2 * v + 1];
+            a1[0][2 * v] += lo;
+            a1[0][2 * v + 1] += hi;
+            a2[0][2 * v] += lo * lo;
+            a2[0][2 * v + 1] += hi * hi;
+        }
+    }
+    for (int v = 0; v < 2 * V; v++) {
+        bnk_d8 u1 = a1[0][v], u2 = a2[0][v];
+        for (int t = 1; t < T; t++) {
+            u1 += a1[t][v];
+            u2 += a2[t][v];
+        }
+        BNK_NAME(store8)(s1 + 8 * v, u1);
+        BNK_NAME(store8)(s2 + 8 * v, u2);
+    }
+    for (ptrdiff_t j = 0; i + j < length; j++) {
+        double d = (double)x[i + j] - k[j];
+        s1[j] += d;
+        s2[j] += d * d;
+    }
+    BNK_NAME(finish_moments)(x, rows, channels, B, B, s1, s2, mean, m2);
+}
+
+/// Moments of each channel over one channels-last block of `rows` >= 1 whole rows
+/// (x[r·C + c], length rows·C), in double, in one pass shifted by the block's first row
+/// k[c] = x[c] (a value of the channel, so the shifted sums do not cancel badly):
+///   d = x[r·C + c] − k[c];  s1[c] = Σ_r d;  s2[c] = Σ_r d²;
+///   mean[c] = k[c] + s1[c] / rows;  m2[c] = max(0, s2[c] − s1[c]·(s1[c] / rows)).
+/// The sums run per pattern position j < P (j mod C = c; k replicated to P positions),
+/// chunks in tiles of 4 (acc[j] += ((t0 + t1) + t2) + t3), then one by one; positions
+/// are folded into channels with fold. scratch holds 3·P doubles (unused, and may be NULL,
+/// when B <= BNK_SHORT_BASE_MAX: short_moments).
+BNK_TARGET static void BNK_NAME(interleaved_moments)(const float *x, ptrdiff_t rows, ptrdiff_t channels,
+                                                      ptrdiff_t base, ptrdiff_t period, ptrdiff_t vector_period,
+                                                      double *scratch, double *mean, double *m2) {
+    // Short base periods keep the per-position sums in registers (see short_moments).
+    switch (base) {
+    case 16: BNK_NAME(short_moments)(x, rows, channels, 1, 4, mean, m2); return;
+    case 32: BNK_NAME(short_moments)(x, rows, channels, 2, 2, mean, m2); return;
+    case 48: BNK_NAME(short_moments)(x, rows, channels, 3, 1, mean, m2); return;
+    case 64: BNK_NAME(short_moments)(x, rows, channels, 4, 1, mean, m2); return;
+    default: break;
+    }
+    double *k = scratch, *s1 = scratch + period, *s2 = scratch + 2 * period;
+    ptrdiff_t length = rows * channels;
+    BNK_NAME(replicate_first_row)(x, channels, period, k);
+    __builtin_memset(s1, 0, 2 * (size_t)period * sizeof(double));
     ptrdiff_t start = 0;
-    bnk_d8 zero = BNK_NAME(splat8)(0);
     while (start + 4 * period <= length) {
         ptrdiff_t j = 0;
         for (; j < vector_period; j += 16) {
-            bnk_d8 m0 = centered ? BNK_NAME(load8)(center + j) : zero;
-            bnk_d8 m1 = centered ? BNK_NAME(load8)(center + j + 8) : zero;
+            bnk_d8 k0 = BNK_NAME(load8)(k + j), k1 = BNK_NAME(load8)(k + j + 8);
             const float *p = x + start + j;
             bnk_f16 v0 = BNK_NAME(load16)(p), v1 = BNK_NAME(load16)(p + period);
             bnk_f16 v2 = BNK_NAME(load16)(p + 2 * period), v3 = BNK_NAME(load16)(p + 3 * period);
-            bnk_d8 lo = BNK_NAME(term8)(BNK_NAME(low)(v0), m0, centered);
-            lo += BNK_NAME(term8)(BNK_NAME(low)(v1), m0, centered);
-            lo += BNK_NAME(term8)(BNK_NAME(low)(v2), m0, centered);
-            lo += BNK_NAME(term8)(BNK_NAME(low)(v3), m0, centered);
-            bnk_d8 hi = BNK_NAME(term8)(BNK_NAME(high)(v0), m1, centered);
-            hi += BNK_NAME(term8)(BNK_NAME(high)(v1), m1, centered);
-            hi += BNK_NAME(term8)(BNK_NAME(high)(v2), m1, centered);
-            hi += BNK_NAME(term8)(BNK_NAME(high)(v3), m1, centered);
-            BNK_NAME(store8)(acc + j, BNK_NAME(load8)(acc + j) + lo);
-            BNK_NAME(store8)(acc + j + 8, BNK_NAME(load8)(acc + j + 8) + hi);
+            bnk_d8 a0 = BNK_NAME(low)(v0) - k0, a1 = BNK_NAME(low)(v1) - k0;
+            bnk_d8 a2 = BNK_NAME(low)(v2) - k0, a3 = BNK_NAME(low)(v3) - k0;
+            bnk_d8 b0 = BNK_NAME(high)(v0) - k1, b1 = BNK_NAME(high)(v1) - k1;
+            bnk_d8 b2 = BNK_NAME(high)(v2) - k1, b3 = BNK_NAME(high)(v3) - k1;
+            BNK_NAME(store8)(s1 + j, BNK_NAME(load8)(s1 + j) + (((a0 + a1) + a2) + a3));
+            BNK_NAME(store8)(s1 + j + 8, BNK_NAME(load8)(s1 + j + 8) + (((b0 + b1) + b2) + b3));
+            BNK_NAME(store8)(s2 + j, BNK_NAME(load8)(s2 + j) + (((a0 * a0 + a1 * a1) + a2 * a2) + a3 * a3));
+            BNK_NAME(store8)(s2 + j + 8, BNK_NAME(load8)(s2 + j + 8) + (((b0 * b0 + b1 * b1) + b2 * b2) + b3 * b3));
         }
         for (; j < period; j++) {
             const float *p = x + start + j;
-            double sum = BNK_NAME(term1)(p[0], center, j, centered);
-            sum += BNK_NAME(term1)(p[period], center, j, centered);
-            sum += BNK_NAME(term1)(p[2 * period], center, j, centered);
-            sum += BNK_NAME(term1)(p[3 * period], center, j, centered);
-            acc[j] += sum;
+            double d0 = (double)p[0] - k[j], d1 = (double)p[period] - k[j];
+            double d2 = (double)p[2 * period] - k[j], d3 = (double)p[3 * period] - k[j];
+            s1[j] += ((d0 + d1) + d2) + d3;
+            s2[j] += ((d0 * d0 + d1 * d1) + d2 * d2) + d3 * d3;
         }
         start += 4 * period;
     }
@@ -158,24 +257,21 @@ BNK_FN void BNK_NAME(position_sums_impl)(const float *x, ptrdiff_t length, ptrdi
         ptrdiff_t v16 = (count < vector_period ? count : vector_period) & ~(ptrdiff_t)15;
         ptrdiff_t j = 0;
         for (; j < v16; j += 16) {
-            bnk_d8 m0 = centered ? BNK_NAME(load8)(center + j) : zero;
-            bnk_d8 m1 = centered ? BNK_NAME(load8)(center + j + 8) : zero;
             bnk_f16 v = BNK_NAME(load16)(x + start + j);
-            BNK_NAME(store8)(acc + j, BNK_NAME(load8)(acc + j) + BNK_NAME(term8)(BNK_NAME(low)(v), m0, centered));
-            BNK_NAME(store8)(acc + j + 8,
-                             BNK_NAME(load8)(acc + j + 8) + BNK_NAME(term8)(BNK_NAME(high)(v), m1, centered));
+            bnk_d8 a = BNK_NAME(low)(v) - BNK_NAME(load8)(k + j), b = BNK_NAME(high)(v) - BNK_NAME(load8)(k + j + 8);
+            BNK_NAME(store8)(s1 + j, BNK_NAME(load8)(s1 + j) + a);
+            BNK_NAME(store8)(s1 + j + 8, BNK_NAME(load8)(s1 + j + 8) + b);
+            BNK_NAME(store8)(s2 + j, BNK_NAME(load8)(s2 + j) + a * a);
+            BNK_NAME(store8)(s2 + j + 8, BNK_NAME(load8)(s2 + j + 8) + b * b);
         }
-        for (; j < count; j++) acc[j] += BNK_NAME(term1)(x[start + j], center, j, centered);
+        for (; j < count; j++) {
+            double d = (double)x[start + j] - k[j];
+            s1[j] += d;
+            s2[j] += d * d;
+        }
         start += period;
     }
-}
-
-BNK_TARGET static void BNK_NAME(position_sums)(const float *x, ptrdiff_t length, ptrdiff_t period,
-                                                ptrdiff_t vector_period, const double *center, double *acc) {
-    if (center)
-        BNK_NAME(position_sums_impl)(x, length, period, vector_period, center, acc, 1);
-    else
-        BNK_NAME(position_sums_impl)(x, length, period, vector_period, center, acc, 0);
+    BNK_NAME(finish_moments)(x, rows, channels, base, period, s1, s2, mean, m2);
 }
 
 // MARK: Gradient reduction
@@ -220,9 +316,9 @@ BNK_TARGET static void BNK_NAME(contiguous_gradient_sums)(const float *g, const 
 
 /// acc_g[j] = Σ_k g[k·P + j];  acc_gx[j] = Σ_k g[k·P + j]·(x[k·P + j] − mean[j])  for j < P,
 /// chunks one at a time in order (two sequential streams).
-BNK_TARGET static void BNK_NAME(position_gradient_sums)(const float *g, const float *x, ptrdiff_t length,
-                                                         ptrdiff_t period, ptrdiff_t vector_period,
-                                                         const double *mean, double *acc_g, double *acc_gx) {
+BNK_FN void BNK_NAME(position_gradient_sums)(const float *g, const float *x, ptrdiff_t length, ptrdiff_t period,
+                                             ptrdiff_t vector_period, const double *mean, double *acc_g,
+                                             double *acc_gx) {
     for (ptrdiff_t j = 0; j < period; j++) acc_g[j] = acc_gx[j] = 0;
     for (ptrdiff_t start = 0; start < length; start += period) {
         ptrdiff_t count = length - start < period ? length - start : period;
@@ -243,6 +339,89 @@ BNK_TARGET static void BNK_NAME(position_gradient_sums)(const float *g, const fl
             acc_gx[j] += gi * ((double)x[start + j] - mean[j]);
         }
     }
+}
+
+/// short_gradient_sums: interleaved_gradient_sums for a short base period B = 16·V
+/// (V <= 4, P = B) with the per-position sums in registers for the whole block; chunks of
+/// B values go round-robin to T accumulator sets (as in short_moments), the sets are added
+/// in order, then the partial chunk one value at a time. acc holds 2·B doubles; mean holds
+/// μ[j mod C] for j < B.
+BNK_FN void BNK_NAME(short_gradient_sums)(const float *g, const float *x, ptrdiff_t length, const int V,
+                                          const int T, const double *mean, double *acc_g, double *acc_gx) {
+    ptrdiff_t B = 16 * V;
+    bnk_d8 mv[8], sg[4][8], sx[4][8];
+    for (int v = 0; v < 2 * V; v++) mv[v] = BNK_NAME(load8)(mean + 8 * v);
+    for (int t = 0; t < T; t++)
+        for (int v = 0; v < 2 * V; v++) sg[t][v] = sx[t][v] = BNK_NAME(splat8)(0);
+    ptrdiff_t i = 0;
+    for (; i + T * B <= length; i += T * B) {
+        for (int t = 0; t < T; t++) {
+            for (int v = 0; v < V; v++) {
+                ptrdiff_t at = i + t * B + 16 * v;
+                bnk_f16 gv = BNK_NAME(load16)(g + at), xv = BNK_NAME(load16)(x + at);
+                bnk_d8 gl = BNK_NAME(low)(gv), gh = BNK_NAME(high)(gv);
+                sg[t][2 * v] += gl;
+                sg[t][2 * v + 1] += gh;
+                sx[t][2 * v] += gl * (BNK_NAME(low)(xv) - mv[2 * v]);
+                sx[t][2 * v + 1] += gh * (BNK_NAME(high)(xv) - mv[2 * v + 1]);
+            }
+        }
+    }
+    for (; i + B <= length; i += B) {
+        for (int v = 0; v < V; v++) {
+            bnk_f16 gv = BNK_NAME(load16)(g + i + 16 * v), xv = BNK_NAME(load16)(x + i + 16 * v);
+            bnk_d8 gl = BNK_NAME(low)(gv), gh = BNK_NAME(high)(gv);
+            sg[0][2 * v] += gl;
+            sg[0][2 * v + 1] += gh;
+            sx[0][2 * v] += gl * (BNK_NAME(low)(xv) - mv[2 * v]);
+            sx[0][2 * v + 1] += gh * (BNK_NAME(high)(xv) - mv[2 * v + 1]);
+        }
+    }
+    for (int v = 0; v < 2 * V; v++) {
+        bnk_d8 ug = sg[0][v], ux = sx[0][v];
+        for (int t = 1; t < T; t++) {
+            ug += sg[t][v];
+            ux += sx[t][v];
+        }
+        BNK_NAME(store8)(acc_g + 8 * v, ug);
+        BNK_NAME(store8)(acc_gx + 8 * v, ux);
+    }
+    for (ptrdiff_t j = 0; i + j < length; j++) {
+        double gi = (double)g[i + j];
+        acc_g[j] += gi;
+        acc_gx[j] += gi * ((double)x[i + j] - mean[j]);
+    }
+}
+
+/// Per channel c < C of one channels-last block of `rows` whole rows of g and x:
+/// sum_g[c] = Σ_r g[r·C + c];  sum_gx[c] = Σ_r g[r·C + c]·(x[r·C + c] − mean[c]), in double
+/// (mean: C values). The sums run per pattern position j < P (μ replicated), chunks one at
+/// a time in order (two sequential streams; B <= BNK_SHORT_BASE_MAX: short_gradient_sums,
+/// on the stack), then are folded into channels with fold. scratch holds 3·P doubles (may
+/// be NULL when B <= BNK_SHORT_BASE_MAX).
+BNK_TARGET static void BNK_NAME(interleaved_gradient_sums)(const float *g, const float *x, ptrdiff_t rows,
+                                                            ptrdiff_t channels, ptrdiff_t base, ptrdiff_t period,
+                                                            ptrdiff_t vector_period, const double *mean,
+                                                            double *scratch, double *sum_g, double *sum_gx) {
+    ptrdiff_t length = rows * channels;
+    if (base <= BNK_SHORT_BASE_MAX) {
+        double m[BNK_SHORT_BASE_MAX], acc_g[BNK_SHORT_BASE_MAX], acc_gx[BNK_SHORT_BASE_MAX];
+        BNK_NAME(replicate)(mean, channels, base, m);
+        switch (base) {
+        case 16: BNK_NAME(short_gradient_sums)(g, x, length, 1, 4, m, acc_g, acc_gx); break;
+        case 32: BNK_NAME(short_gradient_sums)(g, x, length, 2, 2, m, acc_g, acc_gx); break;
+        case 48: BNK_NAME(short_gradient_sums)(g, x, length, 3, 1, m, acc_g, acc_gx); break;
+        default: BNK_NAME(short_gradient_sums)(g, x, length, 4, 1, m, acc_g, acc_gx); break;
+        }
+        BNK_NAME(fold)(acc_g, channels, base, base, sum_g);
+        BNK_NAME(fold)(acc_gx, channels, base, base, sum_gx);
+        return;
+    }
+    double *m = scratch, *acc_g = scratch + period, *acc_gx = scratch + 2 * period;
+    BNK_NAME(replicate)(mean, channels, period, m);
+    BNK_NAME(position_gradient_sums)(g, x, length, period, vector_period, m, acc_g, acc_gx);
+    BNK_NAME(fold)(acc_g, channels, base, period, sum_g);
+    BNK_NAME(fold)(acc_gx, channels, base, period, sum_gx);
 }
 
 // MARK: Apply
@@ -317,19 +496,60 @@ BNK_FN void BNK_NAME(interleaved_apply_impl)(int formula, const float *g, const 
     }
 }
 
+/// interleaved_apply_impl for a short base period B = 16·V (V <= 8): the coefficients of
+/// positions 0..<B stay in registers for the whole run; whole chunks of B values, then the
+/// partial one (length mod B values, whole rows) one value at a time. The same formulas,
+/// so the same float results. V is a constant after inlining.
+BNK_FN void BNK_NAME(short_apply)(int formula, const float *g, const float *x, float *out, ptrdiff_t length,
+                                  const int V, ptrdiff_t period, const float *coefficients) {
+    const float *a = coefficients, *b = a + period, *shift = b + period, *offset = shift + period;
+    ptrdiff_t B = 16 * V;
+    bnk_f16 av[8], bv[8], sv[8], ov[8];
+    for (int v = 0; v < V; v++) {
+        av[v] = BNK_NAME(load16)(a + 16 * v);
+        bv[v] = BNK_NAME(load16)(b + 16 * v);
+        sv[v] = BNK_NAME(load16)(shift + 16 * v);
+        ov[v] = BNK_NAME(load16)(offset + 16 * v);
+    }
+    ptrdiff_t i = 0;
+    for (; i + B <= length; i += B)
+        for (int v = 0; v < V; v++) {
+            ptrdiff_t at = i + 16 * v;
+            BNK_NAME(store16)(out + at, BNK_NAME(formula16)(formula, g + at, x + at, av[v], bv[v], sv[v], ov[v]));
+        }
+    for (ptrdiff_t j = 0; i + j < length; j++)
+        out[i + j] = BNK_NAME(formula1)(formula, g + i + j, x + i + j, a[j], b[j], shift[j], offset[j]);
+}
+
+/// interleaved_apply_impl, or short_apply when the base period B is at most 128.
+BNK_FN void BNK_NAME(interleaved_apply_formula)(int formula, const float *g, const float *x, float *out,
+                                                ptrdiff_t length, ptrdiff_t base, ptrdiff_t period,
+                                                ptrdiff_t vector_period, const float *coefficients) {
+    switch (base) {
+#define BNK_SHORT_APPLY(V) \
+    case 16 * V: BNK_NAME(short_apply)(formula, g, x, out, length, V, period, coefficients); break;
+    BNK_SHORT_APPLY(1) BNK_SHORT_APPLY(2) BNK_SHORT_APPLY(3) BNK_SHORT_APPLY(4)
+    BNK_SHORT_APPLY(5) BNK_SHORT_APPLY(6) BNK_SHORT_APPLY(7) BNK_SHORT_APPLY(8)
+#undef BNK_SHORT_APPLY
+    default: BNK_NAME(interleaved_apply_impl)(formula, g, x, out, length, period, vector_period, coefficients); break;
+    }
+}
+
 BNK_TARGET static void BNK_NAME(interleaved_apply)(int formula, const float *g, const float *x, float *out,
-                                                    ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period,
-                                                    const float *coefficients) {
+                                                    ptrdiff_t length, ptrdiff_t base, ptrdiff_t period,
+                                                    ptrdiff_t vector_period, const float *coefficients) {
     switch (formula) {
     case BNK_APPLY_FORWARD:
-        BNK_NAME(interleaved_apply_impl)(BNK_APPLY_FORWARD, g, x, out, length, period, vector_period, coefficients);
+        BNK_NAME(interleaved_apply_formula)(BNK_APPLY_FORWARD, g, x, out, length, base, period, vector_period,
+                                            coefficients);
         break;
     case BNK_APPLY_GRADIENT:
-        BNK_NAME(interleaved_apply_impl)(BNK_APPLY_GRADIENT, g, x, out, length, period, vector_period, coefficients);
+        BNK_NAME(interleaved_apply_formula)(BNK_APPLY_GRADIENT, g, x, out, length, base, period, vector_period,
+                                            coefficients);
         break;
     default:
-        BNK_NAME(interleaved_apply_impl)(BNK_APPLY_GRADIENT_AND_INPUT, g, x, out, length, period, vector_period,
-                                         coefficients);
+        BNK_NAME(interleaved_apply_formula)(BNK_APPLY_GRADIENT_AND_INPUT, g, x, out, length, base, period,
+                                            vector_period, coefficients);
         break;
     }
 }

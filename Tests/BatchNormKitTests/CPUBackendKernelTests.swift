@@ -21,6 +21,11 @@ import Testing
         [4, 16, 2, 3, 3],      // C = 16: vector width
         [2, 1, 3, 3, 3],       // one channel
         [1, 4100, 1, 1, 2],    // C > statistics block: one row per block
+        [5, 2, 3, 3, 3],       // C = 2: base period 16 (4 register sets), a partial last chunk of 7 rows
+        [3, 16, 1, 3, 5],      // C = 16: 45 chunks, one left over after the sets of 4
+        [3, 32, 1, 3, 5],      // C = 32: base period 32 (2 register sets), one chunk left over
+        [2, 7, 3, 5, 11],      // C = 7: base period 112, apply coefficients in registers, reductions not
+        [2, 128, 1, 3, 5],     // C = 128: the longest base period applied from registers
     ]
 
     static func module(rank: Int, maps: Int, threads: Int, inplace: Bool = false) throws -> BatchNormND {

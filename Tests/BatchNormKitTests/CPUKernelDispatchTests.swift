@@ -122,6 +122,27 @@ import Glibc
         }
     }
 
+    /// Channels-last statistics are shifted by each block's first row; an outlier there
+    /// (10⁴ standard deviations from the mean) costs that block's M2 at most about
+    /// ε·((x₀ − μ)/σ)² ≈ 1e-8 relative (measured: about 1e-12 over the whole tensor), far
+    /// below what Float32 outputs can show.
+    @Test(arguments: [[4, 3, 6, 10, 10], [2, 64, 4, 9, 9], [2, 256, 2, 6, 6]])
+    func channelsLastStatisticsSurviveAnOutlierInTheFirstRow(shape: [Int]) throws {
+        var generator = SeededGenerator(seed: 23)
+        var values = try Tensor.normal(shape: shape, mean: 3, standardDeviation: 1, layout: .channelsLast,
+                                       using: &generator).scalars
+        let channels = shape[1], spatial = shape.dropFirst(2).reduce(1, *)
+        // x[0, c, 0, 0, 0] for every c: row 0 of the storage, the first row of block 0.
+        for c in 0..<channels { values[c * spatial] += 1e4 }
+        let x = try Tensor(values, shape: shape, layout: .channelsLast)
+        let expected = Self.reference(x: x.scalars, g: x.scalars, shape: shape)
+        for level in Self.levels {
+            let moments = try CPUBackend(threadCount: 2, kernelLevel: level).collectStatistics(of: x)
+            #expect(Self.relativeError(moments.map(\.mean), expected.mean, floor: 1) <= 1e-12, "\(level) mean")
+            #expect(Self.relativeError(moments.map(\.m2), expected.m2, floor: 1e-300) <= 1e-9, "\(level) M2")
+        }
+    }
+
     /// Every level gives bitwise identical statistics and gradient sums for any thread count.
     @Test(arguments: CPUBackendKernelTests.parallelShapes, TensorLayout.allCases)
     func everyLevelIsBitwiseIdenticalAcrossThreadCounts(shape: [Int], layout: TensorLayout) throws {

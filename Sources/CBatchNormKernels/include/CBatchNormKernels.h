@@ -37,23 +37,30 @@ int bnk_cpu_level(void);
 /// *mean = Σ x[i] / n, then *m2 = Σ (x[i] − *mean)².
 void bnk_contiguous_moments(int level, const float *x, ptrdiff_t n, double *mean, double *m2);
 
-/// Per pattern position j < P of a channels-last run of `length` values (chunks
-/// k·P ..< (k+1)·P, the last possibly partial): acc[j] = Σ_k x[k·P + j] when center is
-/// NULL, else Σ_k (x[k·P + j] − center[j])², in double. acc holds P doubles (overwritten).
-void bnk_position_sums(int level, const float *x, ptrdiff_t length, ptrdiff_t period,
-                       ptrdiff_t vector_period, const double *center, double *acc);
+/// The longest base period B = lcm(C, 16) whose per-position sums the channels-last
+/// reductions keep on the stack (they need no scratch then).
+#define BNK_SHORT_BASE_MAX 64
+
+/// Moments of each channel c < C over one channels-last block of rows >= 1 whole rows
+/// (x[r·C + c]), in double, one pass shifted by the block's first row:
+/// mean[c] = x[c] + Σ_r d / rows and m2[c] = max(0, Σ_r d² − (Σ_r d)² / rows) with
+/// d = x[r·C + c] − x[c]. B is the base period (lcm(C, 16), or C), P the pattern period;
+/// scratch holds 3·P doubles, or is NULL when B <= BNK_SHORT_BASE_MAX.
+void bnk_interleaved_moments(int level, const float *x, ptrdiff_t rows, ptrdiff_t channels, ptrdiff_t base,
+                             ptrdiff_t period, ptrdiff_t vector_period, double *scratch, double *mean,
+                             double *m2);
 
 /// One channels-first run of n values of g and x: *sum_g = Σ g[i],
 /// *sum_gx = Σ g[i]·(x[i] − mean), in double.
 void bnk_contiguous_gradient_sums(int level, const float *g, const float *x, ptrdiff_t n, double mean,
                                   double *sum_g, double *sum_gx);
 
-/// Per pattern position j < P of channels-last runs of g and x (`length` values):
-/// acc_g[j] = Σ_k g[k·P + j], acc_gx[j] = Σ_k g[k·P + j]·(x[k·P + j] − mean[j]), in double;
-/// mean holds μ[j mod C] for j < P. acc_g and acc_gx hold P doubles each (overwritten).
-void bnk_position_gradient_sums(int level, const float *g, const float *x, ptrdiff_t length,
-                                ptrdiff_t period, ptrdiff_t vector_period, const double *mean,
-                                double *acc_g, double *acc_gx);
+/// Per channel c < C of one channels-last block of rows whole rows of g and x, in double:
+/// sum_g[c] = Σ_r g[r·C + c], sum_gx[c] = Σ_r g[r·C + c]·(x[r·C + c] − mean[c]) (mean: C
+/// values). scratch holds 3·P doubles, or is NULL when B <= BNK_SHORT_BASE_MAX.
+void bnk_interleaved_gradient_sums(int level, const float *g, const float *x, ptrdiff_t rows, ptrdiff_t channels,
+                                   ptrdiff_t base, ptrdiff_t period, ptrdiff_t vector_period, const double *mean,
+                                   double *scratch, double *sum_g, double *sum_gx);
 
 /// Apply formulas: forward y = b·(x − shift) + offset (g not read); gradient
 /// dx = a·g + offset (x not read); gradient and input dx = (a·g + b·(x − shift)) + offset.
@@ -72,7 +79,7 @@ void bnk_contiguous_apply(int level, int formula, const float *g, const float *x
 /// coefficients replicated over the pattern: `coefficients` holds P values each of a, b,
 /// shift and offset, one array after the other.
 void bnk_interleaved_apply(int level, int formula, const float *g, const float *x, float *out,
-                           ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period,
+                           ptrdiff_t length, ptrdiff_t base, ptrdiff_t period, ptrdiff_t vector_period,
                            const float *coefficients);
 
 #ifdef __cplusplus
