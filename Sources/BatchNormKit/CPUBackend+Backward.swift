@@ -9,7 +9,8 @@ extension CPUBackend {
     ///
     /// Blocks depend only on the shape and layout (channels-first: `(n, c, k)` covering
     /// `k·L ..< min((k+1)·L, S)` of plane `(n, c)`; channels-last and `S = 1`: `k` covering
-    /// rows `k·R ..< min((k+1)·R, N·S)` of all items (row `n·S + s`), `R = max(1, L / C)`); each
+    /// rows `k·R ..< min((k+1)·R, N·S)` of all items (row `n·S + s`), `R = max(1, L' / C)` with
+    /// `L' = CPUBackend.rowBlockLength`); each
     /// block's sums are stored in its own slot and added per channel in block order, so the
     /// result is bitwise identical for any thread count.
     public func reduceGradient(_ gradient: Tensor, input: Tensor, mean: [Double]) throws -> [GradientSums] {
@@ -59,7 +60,7 @@ extension CPUBackend {
         }
 
         // Channels-last rows (also channels-first with S = 1), blocks over all N·S rows.
-        let rowsPerBlock = max(1, length / channels)
+        let rowsPerBlock = max(1, CPUBackend.rowBlockLength / channels)
         let totalRows = batch * spatial
         let blockCount = (totalRows + rowsPerBlock - 1) / rowsPerBlock
         let pattern = ChannelPattern(channels: channels, level: level)

@@ -26,9 +26,9 @@ public struct CPUBackend: BatchNormBackend {
     /// merged in a fixed order (the k-way form of ``ChannelMoments/merged(with:)``).
     static let blockLength = 4096
 
-    /// Values per channels-last statistics block: rows of all channels, reduced in one
-    /// shifted pass (so the block need not stay in cache); long blocks spread the per-block
-    /// cost of folding pattern positions into channels.
+    /// Values per channels-last statistics and gradient-reduction block: rows of all
+    /// channels, reduced in one pass (so the block need not stay in cache); long blocks
+    /// spread the per-block cost of folding pattern positions into channels.
     static let rowBlockLength = 65536
 
     /// Values per gradient-reduction block (one pass, so blocks need not fit in cache;

@@ -20,7 +20,8 @@ import Testing
         [2, 257, 1, 2, 3],     // C = 257: lcm too long, vectors over 16-channel groups, channel 256 scalar
         [4, 16, 2, 3, 3],      // C = 16: vector width
         [2, 1, 3, 3, 3],       // one channel
-        [1, 4100, 1, 1, 2],    // C > statistics block: one row per block
+        [1, 4100, 1, 1, 2],    // C = 4100: lcm too long (P = C), 15 rows per channels-last block
+        [2, 65600],            // C > channels-last block (65536 values): one row per block
         [5, 2, 3, 3, 3],       // C = 2: base period 16 (4 register sets), a partial last chunk of 7 rows
         [3, 16, 1, 3, 5],      // C = 16: 45 chunks, one left over after the sets of 4
         [3, 32, 1, 3, 5],      // C = 32: base period 32 (2 register sets), one chunk left over
