@@ -31,8 +31,8 @@ public struct CPUBackend: BatchNormBackend {
     /// spread the per-block cost of folding pattern positions into channels.
     static let rowBlockLength = 65536
 
-    /// Values per gradient-reduction block (one pass, so blocks need not fit in cache;
-    /// longer blocks mean fewer partial sums to store and add).
+    /// Values per channels-first gradient-reduction block (one pass, so blocks need not fit
+    /// in cache; longer blocks mean fewer partial sums to store and add).
     static let gradientBlockLength = 16384
 
     /// Below this many elements everything runs on the calling thread: waking the pool's
