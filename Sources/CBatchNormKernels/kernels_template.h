@@ -146,6 +146,28 @@ BNK_FN void BNK_NAME(finish_moments)(const float *x, ptrdiff_t rows, ptrdiff_t c
     }
 }
 
+/// Adds one chunk of B = 16·V values to an accumulator set of short_moments:
+/// d = x − k; a1 += d; a2 += d², lane by lane (k, a1, a2: 2·V vectors of doubles).
+BNK_FN void BNK_NAME(short_moments_chunk)(const float *x, const int V, const bnk_d8 *k, bnk_d8 *a1, bnk_d8 *a2) {
+    for (int v = 0; v < V; v++) {
+        bnk_f16 w = BNK_NAME(load16)(x + 16 * v);
+        bnk_d8 lo = BNK_NAME(low)(w) - k[2 * v], hi = BNK_NAME(high)(w) - k[2 * v + 1];
+        a1[2 * v] += lo;
+        a1[2 * v + 1] += hi;
+        a2[2 * v] += lo * lo;
+        a2[2 * v + 1] += hi * hi;
+    }
+}
+
+/// out[8·v ..< 8·v + 8] = ((sets[0][v] + sets[1][v]) + ..) + sets[T − 1][v] for v < count.
+BNK_FN void BNK_NAME(store_sets)(bnk_d8 (*sets)[8], const int T, const int count, double *out) {
+    for (int v = 0; v < count; v++) {
+        bnk_d8 sum = sets[0][v];
+        for (int t = 1; t < T; t++) sum += sets[t][v];
+        BNK_NAME(store8)(out + 8 * v, sum);
+    }
+}
+
 /// interleaved_moments for a short base period B = 16·V (V <= 4, P = B): the same shifted
 /// sums with the per-position accumulators in registers for the whole block. Chunks of B
 /// values go round-robin to T independent accumulator sets (chunk q to set q mod T, for
@@ -163,37 +185,11 @@ BNK_FN void BNK_NAME(short_moments)(const float *x, ptrdiff_t rows, ptrdiff_t ch
     for (int t = 0; t < T; t++)
         for (int v = 0; v < 2 * V; v++) a1[t][v] = a2[t][v] = BNK_NAME(splat8)(0);
     ptrdiff_t i = 0;
-    for (; i + T * B <= length; i += T * B) {
-        for (int t = 0; t < T; t++) {
-            for (int v = 0; v < V; v++) {
-                bnk_f16 w = BNK_NAME(load16)(x + i + t * B + 16 * v);
-                bnk_d8 lo = BNK_NAME(low)(w) - kv[2 * v], hi = BNK_NAME(high)(w) - kv[2 * v + 1];
-                a1[t][2 * v] += lo;
-                a1[t][2 * v + 1] += hi;
-                a2[t][2 * v] += lo * lo;
-                a2[t][2 * v + 1] += hi * hi;
-            }
-        }
-    }
-    for (; i + B <= length; i += B) {
-        for (int v = 0; v < V; v++) {
-            bnk_f16 w = BNK_NAME(load16)(x + i + 16 * v);
-            bnk_d8 lo = BNK_NAME(low)(w) - kv[2 * v], hi = BNK_NAME(high)(w) - kv[2 * v + 1];
-            a1[0][2 * v] += lo;
-            a1[0][2 * v + 1] += hi;
-            a2[0][2 * v] += lo * lo;
-            a2[0][2 * v + 1] += hi * hi;
-        }
-    }
-    for (int v = 0; v < 2 * V; v++) {
-        bnk_d8 u1 = a1[0][v], u2 = a2[0][v];
-        for (int t = 1; t < T; t++) {
-            u1 += a1[t][v];
-            u2 += a2[t][v];
-        }
-        BNK_NAME(store8)(s1 + 8 * v, u1);
-        BNK_NAME(store8)(s2 + 8 * v, u2);
-    }
+    for (; i + T * B <= length; i += T * B)
+        for (int t = 0; t < T; t++) BNK_NAME(short_moments_chunk)(x + i + t * B, V, kv, a1[t], a2[t]);
+    for (; i + B <= length; i += B) BNK_NAME(short_moments_chunk)(x + i, V, kv, a1[0], a2[0]);
+    BNK_NAME(store_sets)(a1, T, 2 * V, s1);
+    BNK_NAME(store_sets)(a2, T, 2 * V, s2);
     for (ptrdiff_t j = 0; i + j < length; j++) {
         double d = (double)x[i + j] - k[j];
         s1[j] += d;
@@ -341,6 +337,20 @@ BNK_FN void BNK_NAME(position_gradient_sums)(const float *g, const float *x, ptr
     }
 }
 
+/// Adds one chunk of B = 16·V values of g and x to an accumulator set of
+/// short_gradient_sums: sg += g; sx += g·(x − m), lane by lane (2·V vectors each).
+BNK_FN void BNK_NAME(short_gradient_chunk)(const float *g, const float *x, const int V, const bnk_d8 *m,
+                                           bnk_d8 *sg, bnk_d8 *sx) {
+    for (int v = 0; v < V; v++) {
+        bnk_f16 gv = BNK_NAME(load16)(g + 16 * v), xv = BNK_NAME(load16)(x + 16 * v);
+        bnk_d8 gl = BNK_NAME(low)(gv), gh = BNK_NAME(high)(gv);
+        sg[2 * v] += gl;
+        sg[2 * v + 1] += gh;
+        sx[2 * v] += gl * (BNK_NAME(low)(xv) - m[2 * v]);
+        sx[2 * v + 1] += gh * (BNK_NAME(high)(xv) - m[2 * v + 1]);
+    }
+}
+
 /// short_gradient_sums: interleaved_gradient_sums for a short base period B = 16·V
 /// (V <= 4, P = B) with the per-position sums in registers for the whole block; chunks of
 /// B values go round-robin to T accumulator sets (as in short_moments), the sets are added
@@ -354,38 +364,12 @@ BNK_FN void BNK_NAME(short_gradient_sums)(const float *g, const float *x, ptrdif
     for (int t = 0; t < T; t++)
         for (int v = 0; v < 2 * V; v++) sg[t][v] = sx[t][v] = BNK_NAME(splat8)(0);
     ptrdiff_t i = 0;
-    for (; i + T * B <= length; i += T * B) {
-        for (int t = 0; t < T; t++) {
-            for (int v = 0; v < V; v++) {
-                ptrdiff_t at = i + t * B + 16 * v;
-                bnk_f16 gv = BNK_NAME(load16)(g + at), xv = BNK_NAME(load16)(x + at);
-                bnk_d8 gl = BNK_NAME(low)(gv), gh = BNK_NAME(high)(gv);
-                sg[t][2 * v] += gl;
-                sg[t][2 * v + 1] += gh;
-                sx[t][2 * v] += gl * (BNK_NAME(low)(xv) - mv[2 * v]);
-                sx[t][2 * v + 1] += gh * (BNK_NAME(high)(xv) - mv[2 * v + 1]);
-            }
-        }
-    }
-    for (; i + B <= length; i += B) {
-        for (int v = 0; v < V; v++) {
-            bnk_f16 gv = BNK_NAME(load16)(g + i + 16 * v), xv = BNK_NAME(load16)(x + i + 16 * v);
-            bnk_d8 gl = BNK_NAME(low)(gv), gh = BNK_NAME(high)(gv);
-            sg[0][2 * v] += gl;
-            sg[0][2 * v + 1] += gh;
-            sx[0][2 * v] += gl * (BNK_NAME(low)(xv) - mv[2 * v]);
-            sx[0][2 * v + 1] += gh * (BNK_NAME(high)(xv) - mv[2 * v + 1]);
-        }
-    }
-    for (int v = 0; v < 2 * V; v++) {
-        bnk_d8 ug = sg[0][v], ux = sx[0][v];
-        for (int t = 1; t < T; t++) {
-            ug += sg[t][v];
-            ux += sx[t][v];
-        }
-        BNK_NAME(store8)(acc_g + 8 * v, ug);
-        BNK_NAME(store8)(acc_gx + 8 * v, ux);
-    }
+    for (; i + T * B <= length; i += T * B)
+        for (int t = 0; t < T; t++)
+            BNK_NAME(short_gradient_chunk)(g + i + t * B, x + i + t * B, V, mv, sg[t], sx[t]);
+    for (; i + B <= length; i += B) BNK_NAME(short_gradient_chunk)(g + i, x + i, V, mv, sg[0], sx[0]);
+    BNK_NAME(store_sets)(sg, T, 2 * V, acc_g);
+    BNK_NAME(store_sets)(sx, T, 2 * V, acc_gx);
     for (ptrdiff_t j = 0; i + j < length; j++) {
         double gi = (double)g[i + j];
         acc_g[j] += gi;
