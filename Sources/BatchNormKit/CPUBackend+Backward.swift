@@ -60,9 +60,7 @@ extension CPUBackend {
         }
 
         // Channels-last rows (also channels-first with S = 1), blocks over all N·S rows.
-        let rowsPerBlock = max(1, CPUBackend.rowBlockLength / channels)
-        let totalRows = batch * spatial
-        let blockCount = (totalRows + rowsPerBlock - 1) / rowsPerBlock
+        let blocks = RowBlocks(geometry), blockCount = blocks.count
         let pattern = ChannelPattern(channels: channels, level: level)
         let partials = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * blockCount * channels)
         defer { partials.deallocate() }
@@ -70,13 +68,12 @@ extension CPUBackend {
         let sumGX = SharedPointer(partials.baseAddress! + blockCount * channels)
         mean.withUnsafeBufferPointer { mean in
             let mean = SharedPointer(mean.baseAddress!)
-            parallelFor(blockCount, elements: geometry.elementCount) { blocks in
+            parallelFor(blockCount, elements: geometry.elementCount) { range in
                 Kernels.withScratch(count: pattern.scratchCount(arrays: 3, level: level)) { scratch in
-                    for block in blocks {
-                        let firstRow = block * rowsPerBlock
-                        let start = firstRow * channels
+                    for block in range {
+                        let start = blocks.firstRow(block) * channels
                         Kernels.interleavedGradientSums(UnsafePointer(g.base + start), UnsafePointer(x.base + start),
-                                                        rows: min(rowsPerBlock, totalRows - firstRow), pattern: pattern,
+                                                        rows: blocks.rows(block), pattern: pattern,
                                                         level: level, mean: mean.base, scratch: scratch,
                                                         sumG: sumG.base + block * channels,
                                                         sumGX: sumGX.base + block * channels)

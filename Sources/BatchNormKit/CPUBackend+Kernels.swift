@@ -326,15 +326,6 @@ enum Kernels {
         }
     }
 
-    /// The gradient reduction reads two tensors; it keeps them as two sequential streams
-    /// (one chunk at a time) rather than 8 interleaved ones (measured faster on the large
-    /// shapes).
-    static let gradientTile = 1
-
-    /// Chunks per tile in the apply pass: 1, i.e. strictly sequential reads and writes
-    /// (measured faster than tiles of 4 on in-cache tensors; the coefficients are L1 hits).
-    static let applyTile = 1
-
     // MARK: Gradient reduction
 
     /// One pass over a channel's contiguous run: `Σg` and `Σg·(x − μ)` in `Double`.
@@ -367,7 +358,8 @@ enum Kernels {
     /// `Σg·(x − μ[c])` in `Double`, into `sumG[0 ..< C]` and `sumGX[0 ..< C]`.
     /// `mean` holds `μ[0 ..< C]`; `scratch` holds ``ChannelPattern/scratchCount(arrays:level:)``
     /// for 3 arrays (`μ` replicated over the pattern, and the two per-position sums).
-    /// Chunks in tiles of ``gradientTile``.
+    /// Chunks one at a time in order: `g` and `x` are read as two sequential streams (measured
+    /// faster than tiles of several chunks, which interleave more streams).
     @inline(__always)
     static func interleavedGradientSums(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, rows: Int,
                                         pattern: ChannelPattern, level: KernelLevel, mean: UnsafePointer<Double>,
@@ -383,38 +375,6 @@ enum Kernels {
         pattern.replicate(mean, into: replicatedMean)
         accG.update(repeating: 0, count: 2 * period)
         var start = 0
-        while start + gradientTile * period <= length {
-            var j = 0
-            while j < pattern.vectorPeriod {
-                let m0 = replicatedMean.vector(at: j), m1 = replicatedMean.vector(at: j + 8)
-                var g0 = DoubleVector(), g1 = DoubleVector(), p0 = DoubleVector(), p1 = DoubleVector()
-                for t in 0..<gradientTile {
-                    let gv = g.vector(at: start + t * period + j), xv = x.vector(at: start + t * period + j)
-                    let gl = gv.lowDoubles, gh = gv.highDoubles
-                    g0 += gl
-                    g1 += gh
-                    p0 += gl * (xv.lowDoubles - m0)
-                    p1 += gh * (xv.highDoubles - m1)
-                }
-                accG.store(accG.vector(at: j) + g0, at: j)
-                accG.store(accG.vector(at: j + 8) + g1, at: j + 8)
-                accGX.store(accGX.vector(at: j) + p0, at: j)
-                accGX.store(accGX.vector(at: j + 8) + p1, at: j + 8)
-                j += 16
-            }
-            while j < period {
-                var sg = 0.0, sgx = 0.0
-                for t in 0..<gradientTile {
-                    let gi = Double(g[start + t * period + j])
-                    sg += gi
-                    sgx += gi * (Double(x[start + t * period + j]) - replicatedMean[j])
-                }
-                accG[j] += sg
-                accGX[j] += sgx
-                j += 1
-            }
-            start += gradientTile * period
-        }
         while start < length {
             let count = min(period, length - start)
             let v16 = min(count, pattern.vectorPeriod) & ~15
@@ -464,8 +424,9 @@ enum Kernels {
 
     /// The same over rows of a channels-last run (`length` values from a row boundary), with
     /// coefficients replicated over the pattern: `coefficients` holds `P` values each of
-    /// `a`, `b`, `shift`, `offset`, one after the other. Whole chunks go in tiles of
-    /// ``applyTile`` (each group's coefficients loaded once per tile).
+    /// `a`, `b`, `shift`, `offset`, one after the other. Chunks one at a time, strictly
+    /// sequential reads and writes (measured faster than tiles of 4 chunks on in-cache
+    /// tensors; the coefficients are L1 hits).
     @inline(__always)
     static func interleavedApply<F: ApplyFormula>(_: F.Type, g: UnsafePointer<Float>, x: UnsafePointer<Float>,
                                                   out: UnsafeMutablePointer<Float>, length: Int,
@@ -473,25 +434,6 @@ enum Kernels {
         let period = pattern.period
         let a = UnsafePointer(coefficients), b = a + period, shift = b + period, offset = shift + period
         var start = 0
-        while start + applyTile * period <= length {
-            var j = 0
-            while j < pattern.vectorPeriod {
-                let av = a.vector(at: j), bv = b.vector(at: j), sv = shift.vector(at: j), ov = offset.vector(at: j)
-                for t in 0..<applyTile {
-                    let i = start + t * period + j
-                    out.store(F.vector(g, x, i, av, bv, sv, ov), at: i)
-                }
-                j += 16
-            }
-            while j < period {
-                for t in 0..<applyTile {
-                    let i = start + t * period + j
-                    out[i] = F.scalar(g, x, i, a[j], b[j], shift[j], offset[j])
-                }
-                j += 1
-            }
-            start += applyTile * period
-        }
         while start < length {
             let count = min(period, length - start)
             let v16 = min(count, pattern.vectorPeriod) & ~15

@@ -78,23 +78,19 @@ extension CPUBackend {
         // Channels-last rows (also channels-first with S = 1: element (n, c) at n·C + c). Rows of
         // consecutive items are contiguous, so blocks run over all N·S rows (a small tensor is
         // one block, not one per item).
-        let rowsPerBlock = max(1, CPUBackend.rowBlockLength / channels)
-        let totalRows = batch * spatial
-        let blockCount = (totalRows + rowsPerBlock - 1) / rowsPerBlock
+        let blocks = RowBlocks(geometry), blockCount = blocks.count
         let pattern = ChannelPattern(channels: channels, level: level)
         let partials = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * blockCount * channels)
         defer { partials.deallocate() }
         let means = SharedPointer(partials.baseAddress!)
         let m2s = SharedPointer(partials.baseAddress! + blockCount * channels)
-        @Sendable @inline(__always) func rows(_ block: Int) -> Int {
-            min(rowsPerBlock, totalRows - block * rowsPerBlock)
-        }
-        parallelFor(blockCount, elements: geometry.elementCount) { blocks in
+        parallelFor(blockCount, elements: geometry.elementCount) { range in
             Kernels.withScratch(count: pattern.scratchCount(arrays: 3, level: level)) { scratch in
-                for block in blocks {
-                    Kernels.interleavedMoments(UnsafePointer(x.base + block * rowsPerBlock * channels),
-                                               rows: rows(block), pattern: pattern, level: level, scratch: scratch,
-                                               mean: means.base + block * channels, m2: m2s.base + block * channels)
+                for block in range {
+                    Kernels.interleavedMoments(UnsafePointer(x.base + blocks.firstRow(block) * channels),
+                                               rows: blocks.rows(block), pattern: pattern, level: level,
+                                               scratch: scratch, mean: means.base + block * channels,
+                                               m2: m2s.base + block * channels)
                 }
             }
         }
@@ -102,13 +98,13 @@ extension CPUBackend {
         var sums = [Double](repeating: 0, count: channels), m2 = [Double](repeating: 0, count: channels)
         sums.withUnsafeMutableBufferPointer { sums in
             for block in 0..<blockCount {
-                let count = Double(rows(block)), blockMeans = means.base + block * channels
+                let count = Double(blocks.rows(block)), blockMeans = means.base + block * channels
                 for c in 0..<channels { sums[c] += count * blockMeans[c] }
             }
             for c in 0..<channels { sums[c] /= total }
             m2.withUnsafeMutableBufferPointer { m2 in
                 for block in 0..<blockCount {
-                    let count = Double(rows(block))
+                    let count = Double(blocks.rows(block))
                     let blockMeans = means.base + block * channels, blockM2 = m2s.base + block * channels
                     for c in 0..<channels {
                         let delta = blockMeans[c] - sums[c]
