@@ -246,10 +246,11 @@ enum Kernels {
     /// `d = x[r, c] − k[c]`, `s1[c] = Σ_r d`, `s2[c] = Σ_r d²`, then
     /// `μ[c] = k[c] + s1[c] / rows` and `M2[c] = max(0, s2[c] − s1[c]·(s1[c] / rows))`.
     ///
-    /// The sums run per pattern position `j < P` (`k` replicated), chunks in tiles of 4
-    /// (`acc[j] += ((t0 + t1) + t2) + t3`), then one by one, and are folded into channels with
-    /// ``ChannelPattern/foldSums(_:into:)``; the C kernel `bnk_interleaved_moments` has the
-    /// same structure. `scratch` holds ``ChannelPattern/scratchCount(arrays:level:)`` for 3
+    /// The sums run per pattern position `j < P` (`k` replicated). With `h = ⌊chunks / 2⌋`,
+    /// whole chunks `q` and `h + q` go in pairs, `acc[j] = (acc[j] + d_q) + d_{h+q}` for
+    /// `q < h` (two sequential streams), then the odd chunk and the partial one one at a
+    /// time; the sums are folded into channels with ``ChannelPattern/foldSums(_:into:)``.
+    /// The C kernel `bnk_interleaved_moments` has the same structure. `scratch` holds ``ChannelPattern/scratchCount(arrays:level:)`` for 3
     /// arrays; results go to `mean[0 ..< C]` and `m2[0 ..< C]`.
     @inline(__always)
     static func interleavedMoments(_ x: UnsafePointer<Float>, rows: Int, pattern: ChannelPattern,
@@ -266,35 +267,32 @@ enum Kernels {
         pattern.replicate(UnsafePointer(k), into: k)
         s1.update(repeating: 0, count: 2 * period)
         let length = rows * channels
-        var start = 0
-        // Tiles of 4 whole chunks.
-        while start + 4 * period <= length {
+        // Pairs of whole chunks (q, h + q).
+        let half = length / period / 2
+        let second = x + half * period
+        for q in 0..<half {
+            let p = x + q * period, r = second + q * period
             var j = 0
             while j < pattern.vectorPeriod {
                 let k0 = k.vector(at: j), k1 = k.vector(at: j + 8)
-                let p = x + start + j
-                let v0 = p.vector(at: 0), v1 = p.vector(at: period)
-                let v2 = p.vector(at: 2 * period), v3 = p.vector(at: 3 * period)
-                let a0 = v0.lowDoubles - k0, a1 = v1.lowDoubles - k0, a2 = v2.lowDoubles - k0, a3 = v3.lowDoubles - k0
-                let b0 = v0.highDoubles - k1, b1 = v1.highDoubles - k1
-                let b2 = v2.highDoubles - k1, b3 = v3.highDoubles - k1
-                s1.store(s1.vector(at: j) + (((a0 + a1) + a2) + a3), at: j)
-                s1.store(s1.vector(at: j + 8) + (((b0 + b1) + b2) + b3), at: j + 8)
-                s2.store(s2.vector(at: j) + (((a0 * a0 + a1 * a1) + a2 * a2) + a3 * a3), at: j)
-                s2.store(s2.vector(at: j + 8) + (((b0 * b0 + b1 * b1) + b2 * b2) + b3 * b3), at: j + 8)
+                let v = p.vector(at: j), w = r.vector(at: j)
+                let a0 = v.lowDoubles - k0, b0 = v.highDoubles - k1
+                let a1 = w.lowDoubles - k0, b1 = w.highDoubles - k1
+                s1.store((s1.vector(at: j) + a0) + a1, at: j)
+                s1.store((s1.vector(at: j + 8) + b0) + b1, at: j + 8)
+                s2.store((s2.vector(at: j) + a0 * a0) + a1 * a1, at: j)
+                s2.store((s2.vector(at: j + 8) + b0 * b0) + b1 * b1, at: j + 8)
                 j += 16
             }
             while j < period {
-                let p = x + start + j
-                let d0 = Double(p[0]) - k[j], d1 = Double(p[period]) - k[j]
-                let d2 = Double(p[2 * period]) - k[j], d3 = Double(p[3 * period]) - k[j]
-                s1[j] += ((d0 + d1) + d2) + d3
-                s2[j] += ((d0 * d0 + d1 * d1) + d2 * d2) + d3 * d3
+                let d0 = Double(p[j]) - k[j], d1 = Double(r[j]) - k[j]
+                s1[j] = (s1[j] + d0) + d1
+                s2[j] = (s2[j] + d0 * d0) + d1 * d1
                 j += 1
             }
-            start += 4 * period
         }
-        // The remaining whole chunks and the partial one, one at a time.
+        var start = 2 * half * period
+        // The last whole chunk when their number is odd, then the partial one.
         while start < length {
             let count = min(period, length - start)
             let v16 = min(count, pattern.vectorPeriod) & ~15

@@ -203,10 +203,13 @@ BNK_FN void BNK_NAME(short_moments)(const float *x, ptrdiff_t rows, ptrdiff_t ch
 /// k[c] = x[c] (a value of the channel, so the shifted sums do not cancel badly):
 ///   d = x[r·C + c] − k[c];  s1[c] = Σ_r d;  s2[c] = Σ_r d²;
 ///   mean[c] = k[c] + s1[c] / rows;  m2[c] = max(0, s2[c] − s1[c]·(s1[c] / rows)).
-/// The sums run per pattern position j < P (j mod C = c; k replicated to P positions),
-/// chunks in tiles of 4 (acc[j] += ((t0 + t1) + t2) + t3), then one by one; positions
-/// are folded into channels with fold. scratch holds 3·P doubles (unused, and may be NULL,
-/// when B <= BNK_SHORT_BASE_MAX: short_moments).
+/// The sums run per pattern position j < P (j mod C = c; k replicated to P positions).
+/// With h = ⌊chunks / 2⌋, whole chunks q and h + q go in pairs, acc[j] = (acc[j] + d_q) +
+/// d_{h+q} for q < h: two sequential streams (from DRAM they took 25–40 % less time than
+/// tiles of four adjacent chunks, and tied with them from L3). The odd chunk and the
+/// partial one follow one at a time; positions are then folded into channels with fold.
+/// scratch holds 3·P doubles (unused, and may be NULL, when B <= BNK_SHORT_BASE_MAX:
+/// short_moments).
 BNK_TARGET static void BNK_NAME(interleaved_moments)(const float *x, ptrdiff_t rows, ptrdiff_t channels,
                                                       ptrdiff_t base, ptrdiff_t period, ptrdiff_t vector_period,
                                                       double *scratch, double *mean, double *m2) {
@@ -222,32 +225,30 @@ BNK_TARGET static void BNK_NAME(interleaved_moments)(const float *x, ptrdiff_t r
     ptrdiff_t length = rows * channels;
     BNK_NAME(replicate_first_row)(x, channels, period, k);
     __builtin_memset(s1, 0, 2 * (size_t)period * sizeof(double));
-    ptrdiff_t start = 0;
-    while (start + 4 * period <= length) {
+    // Pairs of whole chunks (q, h + q).
+    ptrdiff_t half = length / period / 2;
+    const float *second = x + half * period;
+    for (ptrdiff_t q = 0; q < half; q++) {
+        const float *p = x + q * period, *r = second + q * period;
         ptrdiff_t j = 0;
         for (; j < vector_period; j += 16) {
             bnk_d8 k0 = BNK_NAME(load8)(k + j), k1 = BNK_NAME(load8)(k + j + 8);
-            const float *p = x + start + j;
-            bnk_f16 v0 = BNK_NAME(load16)(p), v1 = BNK_NAME(load16)(p + period);
-            bnk_f16 v2 = BNK_NAME(load16)(p + 2 * period), v3 = BNK_NAME(load16)(p + 3 * period);
-            bnk_d8 a0 = BNK_NAME(low)(v0) - k0, a1 = BNK_NAME(low)(v1) - k0;
-            bnk_d8 a2 = BNK_NAME(low)(v2) - k0, a3 = BNK_NAME(low)(v3) - k0;
-            bnk_d8 b0 = BNK_NAME(high)(v0) - k1, b1 = BNK_NAME(high)(v1) - k1;
-            bnk_d8 b2 = BNK_NAME(high)(v2) - k1, b3 = BNK_NAME(high)(v3) - k1;
-            BNK_NAME(store8)(s1 + j, BNK_NAME(load8)(s1 + j) + (((a0 + a1) + a2) + a3));
-            BNK_NAME(store8)(s1 + j + 8, BNK_NAME(load8)(s1 + j + 8) + (((b0 + b1) + b2) + b3));
-            BNK_NAME(store8)(s2 + j, BNK_NAME(load8)(s2 + j) + (((a0 * a0 + a1 * a1) + a2 * a2) + a3 * a3));
-            BNK_NAME(store8)(s2 + j + 8, BNK_NAME(load8)(s2 + j + 8) + (((b0 * b0 + b1 * b1) + b2 * b2) + b3 * b3));
+            bnk_f16 v = BNK_NAME(load16)(p + j), w = BNK_NAME(load16)(r + j);
+            bnk_d8 a0 = BNK_NAME(low)(v) - k0, b0 = BNK_NAME(high)(v) - k1;
+            bnk_d8 a1 = BNK_NAME(low)(w) - k0, b1 = BNK_NAME(high)(w) - k1;
+            BNK_NAME(store8)(s1 + j, (BNK_NAME(load8)(s1 + j) + a0) + a1);
+            BNK_NAME(store8)(s1 + j + 8, (BNK_NAME(load8)(s1 + j + 8) + b0) + b1);
+            BNK_NAME(store8)(s2 + j, (BNK_NAME(load8)(s2 + j) + a0 * a0) + a1 * a1);
+            BNK_NAME(store8)(s2 + j + 8, (BNK_NAME(load8)(s2 + j + 8) + b0 * b0) + b1 * b1);
         }
         for (; j < period; j++) {
-            const float *p = x + start + j;
-            double d0 = (double)p[0] - k[j], d1 = (double)p[period] - k[j];
-            double d2 = (double)p[2 * period] - k[j], d3 = (double)p[3 * period] - k[j];
-            s1[j] += ((d0 + d1) + d2) + d3;
-            s2[j] += ((d0 * d0 + d1 * d1) + d2 * d2) + d3 * d3;
+            double d0 = (double)p[j] - k[j], d1 = (double)r[j] - k[j];
+            s1[j] = (s1[j] + d0) + d1;
+            s2[j] = (s2[j] + d0 * d0) + d1 * d1;
         }
-        start += 4 * period;
     }
+    // The last whole chunk when their number is odd, then the partial one.
+    ptrdiff_t start = 2 * half * period;
     while (start < length) {
         ptrdiff_t count = length - start < period ? length - start : period;
         ptrdiff_t v16 = (count < vector_period ? count : vector_period) & ~(ptrdiff_t)15;
