@@ -184,60 +184,49 @@ enum Kernels {
 
     // MARK: Statistics (collect)
 
-    /// Moments of one contiguous run of `n >= 1` values of one channel, in `Double`, two
-    /// passes over the (cache-resident) run:
-    /// `μ = Σx / n`, then `M2 = Σ(x − μ)²`.
+    /// Moments of one contiguous run of `n >= 1` values of one channel, in `Double`, in one
+    /// pass shifted by the run's first value `k = x[0]` (a value of the channel, so the
+    /// shifted sums do not cancel badly): `d = x[i] − k`, `s1 = Σd`, `s2 = Σd²`, then
+    /// `μ = k + s1 / n` and `M2 = max(0, s2 − s1·(s1 / n))`.
     @inline(__always)
     static func contiguousMoments(_ x: UnsafePointer<Float>, count n: Int) -> (mean: Double, m2: Double) {
-        // Pass 1: Σx, four independent vector accumulators.
-        var s0 = DoubleVector(), s1 = DoubleVector(), s2 = DoubleVector(), s3 = DoubleVector()
+        let k = Double(x[0]), kv = DoubleVector(repeating: k)
+        // Four independent vector accumulators per sum.
+        var a0 = DoubleVector(), a1 = DoubleVector(), a2 = DoubleVector(), a3 = DoubleVector()
+        var b0 = DoubleVector(), b1 = DoubleVector(), b2 = DoubleVector(), b3 = DoubleVector()
         var i = 0
         while i + 32 <= n {
             let v = x.vector(at: i), w = x.vector(at: i + 16)
-            s0 += v.lowDoubles
-            s1 += v.highDoubles
-            s2 += w.lowDoubles
-            s3 += w.highDoubles
+            let d0 = v.lowDoubles - kv, d1 = v.highDoubles - kv
+            let d2 = w.lowDoubles - kv, d3 = w.highDoubles - kv
+            a0 += d0
+            a1 += d1
+            a2 += d2
+            a3 += d3
+            b0 += d0 * d0
+            b1 += d1 * d1
+            b2 += d2 * d2
+            b3 += d3 * d3
             i += 32
         }
         if i + 16 <= n {
             let v = x.vector(at: i)
-            s0 += v.lowDoubles
-            s1 += v.highDoubles
+            let d0 = v.lowDoubles - kv, d1 = v.highDoubles - kv
+            a0 += d0
+            a1 += d1
+            b0 += d0 * d0
+            b1 += d1 * d1
             i += 16
         }
-        var sum = ((s0 + s2) + (s1 + s3)).sum()
-        while i < n { sum += Double(x[i]); i += 1 }
-        let mean = sum / Double(n)
-
-        // Pass 2: Σ(x − μ)².
-        let mu = DoubleVector(repeating: mean)
-        var q0 = DoubleVector(), q1 = DoubleVector(), q2 = DoubleVector(), q3 = DoubleVector()
-        i = 0
-        while i + 32 <= n {
-            let v = x.vector(at: i), w = x.vector(at: i + 16)
-            let d0 = v.lowDoubles - mu, d1 = v.highDoubles - mu
-            let d2 = w.lowDoubles - mu, d3 = w.highDoubles - mu
-            q0 += d0 * d0
-            q1 += d1 * d1
-            q2 += d2 * d2
-            q3 += d3 * d3
-            i += 32
-        }
-        if i + 16 <= n {
-            let v = x.vector(at: i)
-            let d0 = v.lowDoubles - mu, d1 = v.highDoubles - mu
-            q0 += d0 * d0
-            q1 += d1 * d1
-            i += 16
-        }
-        var m2 = ((q0 + q2) + (q1 + q3)).sum()
+        var s1 = ((a0 + a2) + (a1 + a3)).sum(), s2 = ((b0 + b2) + (b1 + b3)).sum()
         while i < n {
-            let d = Double(x[i]) - mean
-            m2 += d * d
+            let d = Double(x[i]) - k
+            s1 += d
+            s2 += d * d
             i += 1
         }
-        return (mean, m2)
+        let count = Double(n)
+        return (k + s1 / count, max(0, s2 - s1 * (s1 / count)))
     }
 
     /// Moments of each channel over one channels-last block of `rows >= 1` whole rows, in

@@ -17,9 +17,10 @@ extension CPUBackend {
     ///   rows `k·R ..< min((k+1)·R, N·S)` of all items (rows `x[n, s, 0..<C]` are contiguous
     ///   across items, row `n·S + s`), `R = max(1, L' / C)`, every channel at once.
     ///
-    /// Per block `b` and channel, in `Double`: `n_b`, `μ_b = Σx / n_b`, `M2_b = Σ(x − μ_b)²`;
-    /// channels-first in two passes over the L1-resident block, channels-last in one pass
-    /// shifted by the block's first row (``Kernels/interleavedMoments(_:rows:pattern:level:scratch:mean:m2:)``).
+    /// Per block `b` and channel, in `Double`: `n_b`, `μ_b = Σx / n_b`, `M2_b = Σ(x − μ_b)²`,
+    /// in one pass shifted by a value of the channel in the block: channels-first by the
+    /// block's first value (``Kernels/contiguousMoments(_:count:)``), channels-last by its
+    /// first row (``Kernels/interleavedMoments(_:rows:pattern:level:scratch:mean:m2:)``).
     ///
     /// Merge, per channel over its blocks in index order (the k-way form of Chan's update):
     /// `μ = Σ n_b·μ_b / M`, `M2 = Σ (M2_b + n_b·(μ_b − μ)²)`.

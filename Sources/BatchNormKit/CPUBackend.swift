@@ -21,9 +21,9 @@ public struct CPUBackend: BatchNormBackend {
     /// The instruction set of the reduction and apply loops, chosen at run time.
     let kernelLevel: KernelLevel
 
-    /// Values per channels-first statistics block: each block is reduced in `Double` (two
-    /// passes over the L1-resident block: mean, then squared deviations) and blocks are
-    /// merged in a fixed order (the k-way form of ``ChannelMoments/merged(with:)``).
+    /// Values per channels-first statistics block: each block is reduced in `Double` (one
+    /// pass shifted by its first value) and blocks are merged in a fixed order (the k-way
+    /// form of ``ChannelMoments/merged(with:)``).
     static let blockLength = 4096
 
     /// Values per channels-last statistics and gradient-reduction block: rows of all

@@ -51,56 +51,52 @@ BNK_FN bnk_f16 BNK_NAME(splat16)(float v) { return (bnk_f16)(v); }
 
 // MARK: Statistics
 
-/// mean = Σ_{i<n} x[i] / n;  m2 = Σ_{i<n} (x[i] − mean)²  (two passes, double).
+/// Moments of one channels-first run of n >= 1 values, in double, in one pass shifted by
+/// its first value k = x[0] (a value of the channel, so the shifted sums do not cancel
+/// badly; the same scheme as interleaved_moments):
+///   d = x[i] − k;  s1 = Σ_{i<n} d;  s2 = Σ_{i<n} d²;
+///   mean = k + s1 / n;  m2 = max(0, s2 − s1·(s1 / n)).
+/// Measured against two passes (mean, then squared deviations) over the same L1-sized
+/// blocks: 20 % less time from DRAM with 2 threads (40 % with 1, whose DRAM stream stalled
+/// during the second pass), 20 % less from L3 or L2.
 BNK_TARGET static void BNK_NAME(contiguous_moments)(const float *x, ptrdiff_t n, double *mean_out,
                                                      double *m2_out) {
-    // Pass 1: Σx, four vector accumulators (32 values per turn), then 16, then scalars.
-    bnk_d8 s0 = BNK_NAME(splat8)(0), s1 = s0, s2 = s0, s3 = s0;
+    double k = (double)x[0];
+    bnk_d8 kv = BNK_NAME(splat8)(k);
+    bnk_d8 a0 = BNK_NAME(splat8)(0), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
     ptrdiff_t i = 0;
+    // Four vector accumulators per sum (32 values per turn), then 16, then scalars.
     for (; i + 32 <= n; i += 32) {
         bnk_f16 v = BNK_NAME(load16)(x + i), w = BNK_NAME(load16)(x + i + 16);
-        s0 += BNK_NAME(low)(v);
-        s1 += BNK_NAME(high)(v);
-        s2 += BNK_NAME(low)(w);
-        s3 += BNK_NAME(high)(w);
+        bnk_d8 d0 = BNK_NAME(low)(v) - kv, d1 = BNK_NAME(high)(v) - kv;
+        bnk_d8 d2 = BNK_NAME(low)(w) - kv, d3 = BNK_NAME(high)(w) - kv;
+        a0 += d0;
+        a1 += d1;
+        a2 += d2;
+        a3 += d3;
+        b0 += d0 * d0;
+        b1 += d1 * d1;
+        b2 += d2 * d2;
+        b3 += d3 * d3;
     }
     if (i + 16 <= n) {
         bnk_f16 v = BNK_NAME(load16)(x + i);
-        s0 += BNK_NAME(low)(v);
-        s1 += BNK_NAME(high)(v);
+        bnk_d8 d0 = BNK_NAME(low)(v) - kv, d1 = BNK_NAME(high)(v) - kv;
+        a0 += d0;
+        a1 += d1;
+        b0 += d0 * d0;
+        b1 += d1 * d1;
         i += 16;
     }
-    double sum = BNK_NAME(hsum)((s0 + s2) + (s1 + s3));
-    for (; i < n; i++) sum += (double)x[i];
-    double mean = sum / (double)n;
-
-    // Pass 2: Σ(x − mean)², the same structure.
-    bnk_d8 mu = BNK_NAME(splat8)(mean);
-    bnk_d8 q0 = BNK_NAME(splat8)(0), q1 = q0, q2 = q0, q3 = q0;
-    i = 0;
-    for (; i + 32 <= n; i += 32) {
-        bnk_f16 v = BNK_NAME(load16)(x + i), w = BNK_NAME(load16)(x + i + 16);
-        bnk_d8 d0 = BNK_NAME(low)(v) - mu, d1 = BNK_NAME(high)(v) - mu;
-        bnk_d8 d2 = BNK_NAME(low)(w) - mu, d3 = BNK_NAME(high)(w) - mu;
-        q0 += d0 * d0;
-        q1 += d1 * d1;
-        q2 += d2 * d2;
-        q3 += d3 * d3;
-    }
-    if (i + 16 <= n) {
-        bnk_f16 v = BNK_NAME(load16)(x + i);
-        bnk_d8 d0 = BNK_NAME(low)(v) - mu, d1 = BNK_NAME(high)(v) - mu;
-        q0 += d0 * d0;
-        q1 += d1 * d1;
-        i += 16;
-    }
-    double m2 = BNK_NAME(hsum)((q0 + q2) + (q1 + q3));
+    double s1 = BNK_NAME(hsum)((a0 + a2) + (a1 + a3)), s2 = BNK_NAME(hsum)((b0 + b2) + (b1 + b3));
     for (; i < n; i++) {
-        double d = (double)x[i] - mean;
-        m2 += d * d;
+        double d = (double)x[i] - k;
+        s1 += d;
+        s2 += d * d;
     }
-    *mean_out = mean;
-    *m2_out = m2;
+    double count = (double)n, centered = s2 - s1 * (s1 / count);
+    *mean_out = k + s1 / count;
+    *m2_out = centered > 0 ? centered : 0;
 }
 
 /// out[c] = Σ_{j ≡ c (mod C)} acc[j] for c < C, j < P, in a fixed order: first the P/B

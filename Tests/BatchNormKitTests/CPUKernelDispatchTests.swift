@@ -122,19 +122,21 @@ import Glibc
         }
     }
 
-    /// Channels-last statistics are shifted by each block's first row; an outlier there
-    /// (10⁴ standard deviations from the mean) costs that block's M2 at most about
-    /// ε·((x₀ − μ)/σ)² ≈ 1e-8 relative (measured: about 1e-12 over the whole tensor), far
-    /// below what Float32 outputs can show.
-    @Test(arguments: [[4, 3, 6, 10, 10], [2, 64, 4, 9, 9], [2, 256, 2, 6, 6]])
-    func channelsLastStatisticsSurviveAnOutlierInTheFirstRow(shape: [Int]) throws {
+    /// Statistics are shifted by a value of each block (channels-first: its first value;
+    /// channels-last: its first row); an outlier there (10⁴ standard deviations from the
+    /// mean) costs that block's M2 at most about ε·((x₀ − μ)/σ)² ≈ 1e-8 relative (measured:
+    /// about 1e-12 over the whole tensor), far below what Float32 outputs can show.
+    @Test(arguments: [[4, 3, 6, 10, 10], [2, 64, 4, 9, 9], [2, 256, 2, 6, 6], [1, 2, 3, 40, 40]],
+          TensorLayout.allCases)
+    func statisticsSurviveAnOutlierInTheShift(shape: [Int], layout: TensorLayout) throws {
         var generator = SeededGenerator(seed: 23)
-        var values = try Tensor.normal(shape: shape, mean: 3, standardDeviation: 1, layout: .channelsLast,
+        var values = try Tensor.normal(shape: shape, mean: 3, standardDeviation: 1, layout: layout,
                                        using: &generator).scalars
         let channels = shape[1], spatial = shape.dropFirst(2).reduce(1, *)
-        // x[0, c, 0, 0, 0] for every c: row 0 of the storage, the first row of block 0.
+        // x[0, c, 0, 0, 0] for every c: the first value of block 0 of plane (0, c)
+        // channels-first, row 0 of the storage (the first row of block 0) channels-last.
         for c in 0..<channels { values[c * spatial] += 1e4 }
-        let x = try Tensor(values, shape: shape, layout: .channelsLast)
+        let x = try Tensor(values, shape: shape, layout: layout)
         let expected = Self.reference(x: x.scalars, g: x.scalars, shape: shape)
         for level in Self.levels {
             let moments = try CPUBackend(threadCount: 2, kernelLevel: level).collectStatistics(of: x)

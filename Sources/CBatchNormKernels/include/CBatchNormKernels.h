@@ -33,8 +33,9 @@ enum {
 /// The highest level the running CPU and operating system support (cpuid and xgetbv).
 int bnk_cpu_level(void);
 
-/// Statistics of one channels-first run of n >= 1 values, two passes in double:
-/// *mean = Σ x[i] / n, then *m2 = Σ (x[i] − *mean)².
+/// Statistics of one channels-first run of n >= 1 values, in double, one pass shifted by
+/// the run's first value: *mean = x[0] + Σ d / n and *m2 = max(0, Σ d² − (Σ d)² / n) with
+/// d = x[i] − x[0].
 void bnk_contiguous_moments(int level, const float *x, ptrdiff_t n, double *mean, double *m2);
 
 /// The longest base period B = lcm(C, 16) whose per-position sums the channels-last
