@@ -239,8 +239,9 @@ enum Kernels {
     /// whole chunks `q` and `h + q` go in pairs, `acc[j] = (acc[j] + d_q) + d_{h+q}` for
     /// `q < h` (two sequential streams), then the odd chunk and the partial one one at a
     /// time; the sums are folded into channels with ``ChannelPattern/foldSums(_:into:)``.
-    /// The C kernel `bnk_interleaved_moments` has the same structure. `scratch` holds ``ChannelPattern/scratchCount(arrays:level:)`` for 3
-    /// arrays; results go to `mean[0 ..< C]` and `m2[0 ..< C]`.
+    /// The C kernel `bnk_interleaved_moments` has the same structure. `scratch` holds
+    /// ``ChannelPattern/scratchCount(arrays:level:)`` for 3 arrays; results go to
+    /// `mean[0 ..< C]` and `m2[0 ..< C]`.
     @inline(__always)
     static func interleavedMoments(_ x: UnsafePointer<Float>, rows: Int, pattern: ChannelPattern,
                                    level: KernelLevel, scratch: UnsafeMutablePointer<Double>?,
@@ -280,8 +281,8 @@ enum Kernels {
                 j += 1
             }
         }
-        var start = 2 * half * period
         // The last whole chunk when their number is odd, then the partial one.
+        var start = 2 * half * period
         while start < length {
             let count = min(period, length - start)
             let v16 = min(count, pattern.vectorPeriod) & ~15
