@@ -149,6 +149,46 @@ __device__ __forceinline__ void bn_block_sum2(double& a, double& b) {
     }
 }
 
+// A channels-last block (see bn_stats_channels_last): thread (tx, ty), threadIdx.x =
+// ty·TX + tx, of row-block b sums channel c over rows first + ty + i·TY < first + rows.
+struct BNRowBlock {
+    int TX, TY, tx, ty, c;
+    long long b, first, rows;
+};
+
+__device__ __forceinline__ BNRowBlock bn_row_block(int C, long long R, int TX) {
+    BNRowBlock k;
+    k.TX = TX;
+    k.TY = BN_THREADS / TX;
+    const int G = (C + TX - 1) / TX;
+    const long long rows_per_block = (long long)k.TY * BN_ROWS_PER_THREAD;
+    k.tx = threadIdx.x % TX;
+    k.ty = threadIdx.x / TX;
+    k.b = blockIdx.x / G;
+    k.c = (int)(blockIdx.x - k.b * G) * TX + k.tx;
+    k.first = k.b * rows_per_block;
+    k.rows = min(rows_per_block, R - k.first);
+    return k;
+}
+
+// Sum of two doubles over the TY threads of each column tx, in a fixed tree over ty. Every
+// thread must call it; the column's sums are valid in its thread ty = 0.
+__device__ __forceinline__ void bn_column_sum2(double& a, double& b, const BNRowBlock& k) {
+    __shared__ double shared_a[BN_THREADS], shared_b[BN_THREADS];
+    shared_a[threadIdx.x] = a;
+    shared_b[threadIdx.x] = b;
+    __syncthreads();
+    for (int stride = k.TY / 2; stride > 0; stride >>= 1) {
+        if (k.ty < stride) {
+            shared_a[threadIdx.x] += shared_a[threadIdx.x + stride * k.TX];
+            shared_b[threadIdx.x] += shared_b[threadIdx.x + stride * k.TX];
+        }
+        __syncthreads();
+    }
+    a = shared_a[threadIdx.x];
+    b = shared_b[threadIdx.x];
+}
+
 // Chan et al.: (na, μa, M2a) ∪ (nb, μb, M2b):
 //   n = na + nb, δ = μb − μa, μ = μa + δ·nb/n, M2 = M2a + M2b + δ²·na·nb/n.
 __device__ __forceinline__ void bn_chan_merge(double& n, double& mean, double& m2,
@@ -303,40 +343,23 @@ __device__ void bn_stats_channels_last(const T* __restrict__ x, int C, long long
                                        double* partials, unsigned* counter, double* moments, int finalize,
                                        const float* params, double epsilon, double factor, double* saved,
                                        float* running, float* coeff) {
-    __shared__ double shared_s1[BN_THREADS], shared_s2[BN_THREADS];
-    const int TY = BN_THREADS / TX;
-    const int G = (C + TX - 1) / TX;
-    const long long rows_per_block = (long long)TY * BN_ROWS_PER_THREAD;
-    const int tx = threadIdx.x % TX, ty = threadIdx.x / TX;
-    const long long b = blockIdx.x / G;
-    const int c = (int)(blockIdx.x - b * G) * TX + tx;
-    const long long first = b * rows_per_block;
-    const long long rows = min(rows_per_block, R - first);
+    const BNRowBlock k = bn_row_block(C, R, TX);
     double s1 = 0.0, s2 = 0.0, pivot = 0.0;
-    if (c < C) {
-        pivot = (double)bn_load(x + first * C + c);
-        for (long long r = ty; r < rows; r += TY) {
-            const double d = (double)bn_load(x + (first + r) * C + c) - pivot;
+    if (k.c < C) {
+        pivot = (double)bn_load(x + k.first * C + k.c);
+        for (long long r = k.ty; r < k.rows; r += k.TY) {
+            const double d = (double)bn_load(x + (k.first + r) * C + k.c) - pivot;
             s1 += d;
             s2 += d * d;
         }
     }
-    shared_s1[threadIdx.x] = s1;
-    shared_s2[threadIdx.x] = s2;
-    __syncthreads();
-    for (int stride = TY / 2; stride > 0; stride >>= 1) {
-        if (ty < stride) {
-            shared_s1[threadIdx.x] += shared_s1[threadIdx.x + stride * TX];
-            shared_s2[threadIdx.x] += shared_s2[threadIdx.x + stride * TX];
-        }
-        __syncthreads();
-    }
-    if (ty == 0 && c < C) {
-        const double nb = (double)rows, t1 = shared_s1[tx], t2 = shared_s2[tx];
-        const long long p = 3 * (b * C + c);
+    bn_column_sum2(s1, s2, k);
+    if (k.ty == 0 && k.c < C) {
+        const double nb = (double)k.rows;
+        const long long p = 3 * (k.b * C + k.c);
         partials[p] = nb;
-        partials[p + 1] = pivot + t1 / nb;
-        partials[p + 2] = fmax(t2 - t1 * (t1 / nb), 0.0);
+        partials[p + 1] = pivot + s1 / nb;
+        partials[p + 2] = fmax(s2 - s1 * (s1 / nb), 0.0);
     }
     if (!bn_is_last_block(counter)) return;
     bn_stats_merge_finalize(partials, B, 0, C, 1, moments, finalize, params, epsilon, factor, saved, running,
@@ -428,39 +451,22 @@ template <typename T>
 __device__ void bn_reduce_channels_last(const T* __restrict__ g, const T* __restrict__ x, int C, long long R,
                                         int TX, int B, double* partials, unsigned* counter, double* sums,
                                         int finalize, const float* scale, const double* saved, float* coeff) {
-    __shared__ double shared_g[BN_THREADS], shared_gx[BN_THREADS];
-    const int TY = BN_THREADS / TX;
-    const int G = (C + TX - 1) / TX;
-    const long long rows_per_block = (long long)TY * BN_ROWS_PER_THREAD;
-    const int tx = threadIdx.x % TX, ty = threadIdx.x / TX;
-    const long long b = blockIdx.x / G;
-    const int c = (int)(blockIdx.x - b * G) * TX + tx;
-    const long long first = b * rows_per_block;
-    const long long rows = min(rows_per_block, R - first);
+    const BNRowBlock k = bn_row_block(C, R, TX);
     double sum_g = 0.0, sum_gx = 0.0;
-    if (c < C) {
-        const double mean = saved[c];
-        for (long long r = ty; r < rows; r += TY) {
-            const long long i = (first + r) * C + c;
+    if (k.c < C) {
+        const double mean = saved[k.c];
+        for (long long r = k.ty; r < k.rows; r += k.TY) {
+            const long long i = (k.first + r) * C + k.c;
             const double gi = (double)bn_load(g + i);
             sum_g += gi;
             sum_gx += gi * ((double)bn_load(x + i) - mean);
         }
     }
-    shared_g[threadIdx.x] = sum_g;
-    shared_gx[threadIdx.x] = sum_gx;
-    __syncthreads();
-    for (int stride = TY / 2; stride > 0; stride >>= 1) {
-        if (ty < stride) {
-            shared_g[threadIdx.x] += shared_g[threadIdx.x + stride * TX];
-            shared_gx[threadIdx.x] += shared_gx[threadIdx.x + stride * TX];
-        }
-        __syncthreads();
-    }
-    if (ty == 0 && c < C) {
-        const long long p = 2 * (b * C + c);
-        partials[p] = shared_g[tx];
-        partials[p + 1] = shared_gx[tx];
+    bn_column_sum2(sum_g, sum_gx, k);
+    if (k.ty == 0 && k.c < C) {
+        const long long p = 2 * (k.b * C + k.c);
+        partials[p] = sum_g;
+        partials[p + 1] = sum_gx;
     }
     if (!bn_is_last_block(counter)) return;
     bn_reduce_merge_finalize(partials, B, 0, C, 1, sums, finalize, scale, saved, (double)R, coeff);
