@@ -7,12 +7,10 @@ import CBatchNormKernels
 extension CPUBackend {
     /// Reduce, one read of `g` and `x`: per channel `Σg` and `Σg·(x − μ)` in `Double`.
     ///
-    /// Blocks depend only on the shape and layout (channels-first: `(n, c, k)` covering
-    /// `k·L ..< min((k+1)·L, S)` of plane `(n, c)`; channels-last and `S = 1`: `k` covering
-    /// rows `k·R ..< min((k+1)·R, N·S)` of all items (row `n·S + s`), `R = max(1, L' / C)` with
-    /// `L' = CPUBackend.rowBlockLength`); each
-    /// block's sums are stored in its own slot and added per channel in block order, so the
-    /// result is bitwise identical for any thread count.
+    /// Blocks depend only on the shape and layout (channels-first: ``PlaneBlocks`` of `L`
+    /// values; channels-last and `S = 1`: ``RowBlocks``); each block's sums are stored in its
+    /// own slot and added per channel in block order, so the result is bitwise identical for
+    /// any thread count.
     public func reduceGradient(_ gradient: Tensor, input: Tensor, mean: [Double]) throws -> [GradientSums] {
         let geometry = ChannelGeometry(shape: input.shape)
         let (batch, channels, spatial) = (geometry.batch, geometry.channels, geometry.spatial)
@@ -20,27 +18,25 @@ extension CPUBackend {
         guard geometry.elementCount > 0 else { return Array(repeating: zero, count: channels) }
         let g = SharedPointer(gradient.storage.floats)
         let x = SharedPointer(input.storage.floats)
-        let length = CPUBackend.gradientBlockLength
         let level = kernelLevel
 
         if input.layout == .channelsFirst && spatial > 1 {
-            let blocksPerPlane = (spatial + length - 1) / length
-            let blockCount = batch * channels * blocksPerPlane
+            let blocks = PlaneBlocks(geometry, length: CPUBackend.gradientBlockLength)
+            let blockCount = blocks.count, blocksPerPlane = blocks.perPlane
             let partials = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * blockCount)
             defer { partials.deallocate() }
             let sumG = SharedPointer(partials.baseAddress!), sumGX = SharedPointer(partials.baseAddress! + blockCount)
-            parallelFor(blockCount, elements: geometry.elementCount) { blocks in
-                for block in blocks {
-                    let plane = block / blocksPerPlane
-                    let start = plane * spatial + (block % blocksPerPlane) * length
-                    let count = min(length, (plane + 1) * spatial - start)
+            parallelFor(blockCount, elements: geometry.elementCount) { range in
+                for block in range {
+                    let start = blocks.start(block), count = blocks.values(block)
+                    let channelMean = mean[blocks.plane(block) % channels]
                     if level.usesC {
                         bnk_contiguous_gradient_sums(level.rawValue, g.base + start, x.base + start, count,
-                                                     mean[plane % channels], sumG.base + block, sumGX.base + block)
+                                                     channelMean, sumG.base + block, sumGX.base + block)
                     } else {
                         let sums = Kernels.contiguousGradientSums(UnsafePointer(g.base + start),
                                                                   UnsafePointer(x.base + start),
-                                                                  count: count, mean: mean[plane % channels])
+                                                                  count: count, mean: channelMean)
                         sumG.base[block] = sums.gradient
                         sumGX.base[block] = sums.gradientTimesCentered
                     }

@@ -31,21 +31,18 @@ extension CPUBackend {
             return Array(repeating: .empty, count: channels)
         }
         let x = SharedPointer(input.storage.floats)
-        let length = CPUBackend.blockLength
         let total = Double(geometry.valuesPerChannel)
         let level = kernelLevel
 
         if input.layout == .channelsFirst && spatial > 1 {
-            let blocksPerPlane = (spatial + length - 1) / length
-            let blockCount = batch * channels * blocksPerPlane
+            let blocks = PlaneBlocks(geometry, length: CPUBackend.blockLength)
+            let blockCount = blocks.count, blocksPerPlane = blocks.perPlane
             let partials = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * blockCount)
             defer { partials.deallocate() }
             let means = SharedPointer(partials.baseAddress!), m2s = SharedPointer(partials.baseAddress! + blockCount)
-            parallelFor(blockCount, elements: geometry.elementCount) { blocks in
-                for block in blocks {
-                    let plane = block / blocksPerPlane
-                    let start = (block % blocksPerPlane) * length
-                    let run = UnsafePointer(x.base + plane * spatial + start), count = min(length, spatial - start)
+            parallelFor(blockCount, elements: geometry.elementCount) { range in
+                for block in range {
+                    let run = UnsafePointer(x.base + blocks.start(block)), count = blocks.values(block)
                     if level.usesC {
                         bnk_contiguous_moments(level.rawValue, run, count, means.base + block, m2s.base + block)
                     } else {
@@ -56,7 +53,7 @@ extension CPUBackend {
                 }
             }
             // Block k of a plane holds min(L, S − k·L) values.
-            @inline(__always) func count(_ k: Int) -> Double { Double(min(length, spatial - k * length)) }
+            @inline(__always) func count(_ k: Int) -> Double { Double(blocks.values(k)) }
             return (0..<channels).map { c in
                 var sum = 0.0
                 for n in 0..<batch {
