@@ -15,13 +15,15 @@ let package = Package(
         // The CPU backend's hot loops in C, compiled for AVX-512 and AVX2 through per-function
         // target attributes and chosen at run time (no build flags: none may be unsafe).
         .target(name: "CBatchNormKernels"),
-        .target(name: "BatchNormKit", dependencies: ["CBatchNormKernels"]),
+        // dlopen of system libraries (CUDA, MPI, zlib) and a pthread lock, shared by the targets.
+        .target(name: "SystemLibrary"),
+        .target(name: "BatchNormKit", dependencies: ["CBatchNormKernels", "SystemLibrary"]),
         // The plain `Double` reference every kernel is checked against. A regular target
         // (not test-only) so that `bnkit selftest` can use it from a release build.
         .target(name: "BatchNormReference", dependencies: ["BatchNormKit"]),
         // CUDA backend: libcuda and libnvrtc are opened with dlopen at run time; nothing CUDA
         // is needed to build, and the package never links against CUDA.
-        .target(name: "BatchNormCUDA", dependencies: ["BatchNormKit"]),
+        .target(name: "BatchNormCUDA", dependencies: ["BatchNormKit", "SystemLibrary"]),
         // GPU-versus-CPU-versus-reference comparisons shared by `bnkit selftest` and the tests.
         .target(name: "BatchNormCUDAChecks", dependencies: ["BatchNormKit", "BatchNormCUDA", "BatchNormReference"]),
         .executableTarget(

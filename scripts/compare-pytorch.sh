@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: bnkit against PyTorch's nn.BatchNorm3d (ATen on the CPU, cuDNN
 # on the GPU), same shapes, same thread count, same effective-byte definitions
-# (DESIGN.md section 5).
+# (definitions: Sources/BatchNormKit/BatchNormKit.docc/Benchmarks.md).
 #
 # Usage: scripts/compare-pytorch.sh [THREADS]          (default: 2)
 # Environment:
@@ -31,7 +31,7 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 
 # PyTorch's side: the shared tool when this checkout sits beside it, else the copy here.
-TORCH_SCRIPT=../shared/tools/torch_bn3d.py
+TORCH_SCRIPT="$(dirname "$0")/torch_bn3d.py"
 [ -f "$TORCH_SCRIPT" ] || TORCH_SCRIPT=scripts/torch_bn3d.py
 
 DEVICE=${DEVICE:-cpu}

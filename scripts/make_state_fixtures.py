@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Generates the state/.npy interoperability fixtures of BatchNormKitTests (issue 5).
+"""Generates the state/.npy interoperability fixtures of BatchNormKitTests.
 
 Run from the repository root with a Python that has torch, numpy and safetensors:
 
-    /root/torchvenv/bin/python scripts/make_state_fixtures.py            # (re)write fixtures
-    /root/torchvenv/bin/python scripts/make_state_fixtures.py --verify-swift FILE [FILE...]
+    $VENV/bin/python scripts/make_state_fixtures.py            # (re)write fixtures
+    $VENV/bin/python scripts/make_state_fixtures.py --verify-swift FILE [FILE...]
 
 The first form writes small files under Tests/BatchNormKitTests/Fixtures/, all named
 `state_*`. They are committed; CI never runs this script (no PyTorch there).

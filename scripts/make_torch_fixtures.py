@@ -3,7 +3,7 @@
 
 Regenerate (from the repository root) with
 
-    /root/torchvenv/bin/python scripts/make_torch_fixtures.py
+    $VENV/bin/python scripts/make_torch_fixtures.py
 
 or any Python 3 with ``torch`` and ``numpy`` installed. The output goes to
 ``Tests/BatchNormKitTests/Fixtures/torch_bn3d_<case>.json``, one file per case;
@@ -23,7 +23,7 @@ exact-arithmetic answer for the data BatchNormKit (float32) receives.
 - Before step ``n`` (counting from 1) ``momentum`` is set to PuzzleLib's factor
   ``max(init_factor / n, min_factor)``. PyTorch's momentum weights the new batch
   and its ``running_var`` uses the unbiased batch variance: the same update as
-  BatchNormKit (DESIGN.md section 2).
+  BatchNormKit (Sources/BatchNormKit/BatchNormKit.docc/ReferenceSemantics.md).
 - Gradients are cleared before every step, so ``weight_grad`` / ``bias_grad``
   are the plain per-step gradients (BatchNormKit's ``scaleGrad`` / ``biasGrad``
   after ``backward`` with the default ``scale: 1, momentum: 0``).

@@ -11,7 +11,7 @@ import Darwin
 
 /// `bnkit bench`: times BatchNorm3D's training forward, evaluation forward and training
 /// backward through the public API, beside the memory-to-memory copy bandwidth measured in
-/// the same run (DESIGN.md section 5).
+/// the same run (the definitions are in the Benchmarks article of the BatchNormKit documentation).
 ///
 /// Effective bandwidth counts the minimal traffic per element: 12 bytes for the training
 /// forward (read x for the statistics, read x and write y to apply), 8 for the evaluation
@@ -22,7 +22,7 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Benchmark BatchNorm3D (train forward, eval forward, backward) against copy bandwidth.",
         discussion: """
-            Default suite (DESIGN.md section 5), CPU: 5x3x10x10x10, 8x256x8x14x14, 2x32x32x32x32, \
+            Default suite, CPU: 5x3x10x10x10, 8x256x8x14x14, 2x32x32x32x32, \
             8x64x16x56x56; CUDA: 5x3x10x10x10, 8x256x8x14x14, 2x32x64x64x64, 8x64x16x56x56, \
             2x16x128x128x128; in both layouts. Each figure is the median of --runs timed runs after \
             warm-up; on the CPU a run repeats the operation enough times to last about 20 ms, on the \
@@ -52,7 +52,7 @@ struct BenchCommand: ParsableCommand {
     var json = false
 
     static let suite: [[Int]] = [[5, 3, 10, 10, 10], [8, 256, 8, 14, 14], [2, 32, 32, 32, 32], [8, 64, 16, 56, 56]]
-    /// DESIGN.md section 5's GPU suite.
+    /// The GPU suite of the Benchmarks article.
     static let gpuSuite: [[Int]] = [[5, 3, 10, 10, 10], [8, 256, 8, 14, 14], [2, 32, 64, 64, 64], [8, 64, 16, 56, 56],
                                     [2, 16, 128, 128, 128]]
 

@@ -18,7 +18,7 @@ func trainedModule(rank: Rank, layout: TensorLayout = .channelsFirst, maps: Int 
     return (bn, shape)
 }
 
-/// Every check of DESIGN.md section 2: the thrown `BatchNormError` case, a description
+/// Every check of the ReferenceSemantics article (Sources/BatchNormKit/BatchNormKit.docc/ReferenceSemantics.md): the thrown `BatchNormError` case, a description
 /// naming the expected and actual values, and the module unchanged afterwards (state,
 /// `numOfProps`, mode, gradients, saved statistics and tensors: see `ModuleSnapshot`).
 @Suite("BatchNormND errors")

@@ -1,7 +1,7 @@
 import BatchNormKit
 import Testing
 
-/// DESIGN.md section 2, construction: parameters of shape `(1, C, 1, ...)`,
+/// the ReferenceSemantics article (Sources/BatchNormKit/BatchNormKit.docc/ReferenceSemantics.md), construction: parameters of shape `(1, C, 1, ...)`,
 /// `scale ~ Normal(1, sscale)` from a seedable generator (exactly 1 without `affine`),
 /// `bias = 0`, running `mean = 0`, `var = 1`, `numOfProps = 0`, training mode.
 @Suite("BatchNormND initialization")

@@ -2,7 +2,7 @@ import BatchNormKit
 import BatchNormReference
 import Testing
 
-/// Relative tolerances against the `Double` reference (DESIGN.md section 4), element by
+/// Relative tolerances against the `Double` reference (the NumericsAndDeterminism article (Sources/BatchNormKit/BatchNormKit.docc/NumericsAndDeterminism.md)), element by
 /// element: `max |a − e| / (|e| + floor)` with the floor of ``comparisonFloor(_:)`` (the
 /// RMS of the expected values) unless stated otherwise.
 ///
@@ -225,7 +225,7 @@ func testShapes(for rank: Rank, randomCount: Int, seed: UInt64) -> [[Int]] {
 
 @Suite("BatchNormND against the Double reference")
 struct BatchNormNDReferenceTests {
-    /// Every formula of DESIGN.md section 2 over 12 steps (the default factor schedule
+    /// Every formula of the ReferenceSemantics article (Sources/BatchNormKit/BatchNormKit.docc/ReferenceSemantics.md) over 12 steps (the default factor schedule
     /// reaches minFactor at step 10), for special and random shapes.
     @Test(arguments: allRanksAndLayouts)
     func trainingAndEvaluationOverRandomShapes(rank: Rank, layout: TensorLayout) throws {

@@ -3,7 +3,7 @@ import BatchNormReference
 import Foundation
 import Testing
 
-/// Runs the built `bnkit` executable on real files (issue 5).
+/// Runs the built `bnkit` executable on real files.
 ///
 /// `swift test` builds every product, so `bnkit` lies in the same build-products folder as
 /// the test bundle; BNKIT_EXECUTABLE overrides the search.

@@ -1,7 +1,7 @@
 import BatchNormKit
 import Testing
 
-/// DESIGN.md section 4: results are bitwise identical whatever the number of threads.
+/// the NumericsAndDeterminism article (Sources/BatchNormKit/BatchNormKit.docc/NumericsAndDeterminism.md): results are bitwise identical whatever the number of threads.
 ///
 /// Every tensor here has more than `CPUBackend.parallelThreshold` (65536) elements, so the
 /// backends with 2, 3 and 7 threads do split the work; each result is compared by bit

@@ -51,7 +51,7 @@ import Glibc
         #else
         #expect(KernelLevel.supported == .generic)
         #endif
-        if getenv("BATCHNORMKIT_CPU_DISPATCH") == nil {
+        if getenv("BNKIT_CPU_DISPATCH") == nil {
             #expect(KernelLevel.selected == KernelLevel.supported)
             #expect(CPUBackend(threadCount: 2).kernelLevel == KernelLevel.supported)
         }

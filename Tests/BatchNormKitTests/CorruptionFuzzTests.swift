@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 /// Mutated safetensors and .npy files, parsed from memory: every one must either throw the
-/// format's error or load correctly (issue 5). Deterministic (seeded), and fast enough for
+/// format's error or load correctly. Deterministic (seeded), and fast enough for
 /// debug builds: each test parses more than 10,000 files.
 @Suite struct CorruptionFuzzTests {
     /// 12,000 per format; BNKIT_FUZZ_ITERATIONS overrides it for longer runs.

@@ -2,7 +2,7 @@ import BatchNormKit
 import Foundation
 import Testing
 
-/// NumPy `.npy` read and write (issue 5).
+/// NumPy `.npy` read and write.
 @Suite struct NumPyArrayTests {
     /// `rng.standard_normal((2, 3, 4))` as numpy wrote it in every header version.
     @Test(arguments: ["state_npy_f4_v1.npy", "state_npy_f4_v2.npy", "state_npy_f4_v3.npy"])

@@ -2,7 +2,7 @@ import BatchNormKit
 import Foundation
 import Testing
 
-/// Safetensors state files: PyTorch interoperability, round trips, errors (issue 5).
+/// Safetensors state files: PyTorch interoperability, round trips, errors.
 @Suite struct SafeTensorsTests {
     /// A state with awkward values: negative scale, large mean, tiny and huge variance.
     static let goldenState = BatchNormState(

@@ -193,7 +193,7 @@ struct ErrorTally {
         #expect(y.layout == layout && dx.layout == layout)
         #expect(try bn.state() == stateBefore)
         #expect(try bn.scaleGrad.scalars == scaleGradBefore && bn.biasGrad.scalars == biasGradBefore)
-        // Against PyTorch's float64 run. The running statistics are Float32 (DESIGN.md, Types),
+        // Against PyTorch's float64 run. The running statistics are Float32 (the ReferenceSemantics article, Sources/BatchNormKit/BatchNormKit.docc/ReferenceSemantics.md),
         // PyTorch's float64 run keeps them in float64: their difference (already checked above
         // as "mean" and "var", a few 1e-8 relative) reaches y through (x − mean), which is
         // small against mean when the data have a large offset. With offset 1000 a half-ulp

@@ -1,3 +1,4 @@
+import SystemLibrary
 /// One NVIDIA GPU, reached through the CUDA driver API loaded at run time.
 ///
 /// A device owns the primary context of its ordinal, one stream on which every copy and

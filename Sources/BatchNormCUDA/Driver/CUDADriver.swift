@@ -1,3 +1,4 @@
+import SystemLibrary
 /// The CUDA driver API functions BatchNormCUDA uses, resolved with `dlsym` from `libcuda`.
 ///
 /// Handles (`CUcontext`, `CUmodule`, `CUfunction`, `CUstream`, `CUevent`) are opaque
@@ -46,35 +47,39 @@ final class CUDADriver: @unchecked Sendable {
 
     /// Loads `libcuda` and resolves every function (the `_v2` entry points where the ABI has them).
     init(search: CUDALibrarySearch) throws {
-        let library = try DynamicLibrary.open("libcuda (the NVIDIA driver)", candidates: search.driverCandidates,
-                                              environmentVariable: CUDALibrarySearch.driverPathVariable)
-        self.library = library
-        cuInit = try library.function("cuInit")
-        cuDriverGetVersion = try library.function("cuDriverGetVersion")
-        cuDeviceGetCount = try library.function("cuDeviceGetCount")
-        cuDeviceGet = try library.function("cuDeviceGet")
-        cuDeviceGetName = try library.function("cuDeviceGetName")
-        cuDeviceGetAttribute = try library.function("cuDeviceGetAttribute")
-        cuDevicePrimaryCtxRetain = try library.function("cuDevicePrimaryCtxRetain")
-        cuCtxSetCurrent = try library.function("cuCtxSetCurrent")
-        cuModuleLoadData = try library.function("cuModuleLoadData")
-        cuModuleGetFunction = try library.function("cuModuleGetFunction")
-        cuLaunchKernel = try library.function("cuLaunchKernel")
-        cuMemAlloc = try library.function("cuMemAlloc_v2")
-        cuMemFree = try library.function("cuMemFree_v2")
-        cuMemcpyHtoDAsync = try library.function("cuMemcpyHtoDAsync_v2")
-        cuMemcpyDtoHAsync = try library.function("cuMemcpyDtoHAsync_v2")
-        cuMemcpyDtoDAsync = try library.function("cuMemcpyDtoDAsync_v2")
-        cuMemsetD8Async = try library.function("cuMemsetD8Async")
-        cuStreamCreate = try library.function("cuStreamCreate")
-        cuStreamSynchronize = try library.function("cuStreamSynchronize")
-        cuEventCreate = try library.function("cuEventCreate")
-        cuEventRecord = try library.function("cuEventRecord")
-        cuEventSynchronize = try library.function("cuEventSynchronize")
-        cuEventElapsedTime = try library.function("cuEventElapsedTime")
-        cuEventDestroy = try library.function("cuEventDestroy_v2")
-        cuGetErrorName = try library.function("cuGetErrorName")
-        cuGetErrorString = try library.function("cuGetErrorString")
+        do {
+            let library = try DynamicLibrary.open("libcuda (the NVIDIA driver)", candidates: search.driverCandidates,
+                                                  environmentVariable: CUDALibrarySearch.driverPathVariable)
+            self.library = library
+            cuInit = try library.function("cuInit")
+            cuDriverGetVersion = try library.function("cuDriverGetVersion")
+            cuDeviceGetCount = try library.function("cuDeviceGetCount")
+            cuDeviceGet = try library.function("cuDeviceGet")
+            cuDeviceGetName = try library.function("cuDeviceGetName")
+            cuDeviceGetAttribute = try library.function("cuDeviceGetAttribute")
+            cuDevicePrimaryCtxRetain = try library.function("cuDevicePrimaryCtxRetain")
+            cuCtxSetCurrent = try library.function("cuCtxSetCurrent")
+            cuModuleLoadData = try library.function("cuModuleLoadData")
+            cuModuleGetFunction = try library.function("cuModuleGetFunction")
+            cuLaunchKernel = try library.function("cuLaunchKernel")
+            cuMemAlloc = try library.function("cuMemAlloc_v2")
+            cuMemFree = try library.function("cuMemFree_v2")
+            cuMemcpyHtoDAsync = try library.function("cuMemcpyHtoDAsync_v2")
+            cuMemcpyDtoHAsync = try library.function("cuMemcpyDtoHAsync_v2")
+            cuMemcpyDtoDAsync = try library.function("cuMemcpyDtoDAsync_v2")
+            cuMemsetD8Async = try library.function("cuMemsetD8Async")
+            cuStreamCreate = try library.function("cuStreamCreate")
+            cuStreamSynchronize = try library.function("cuStreamSynchronize")
+            cuEventCreate = try library.function("cuEventCreate")
+            cuEventRecord = try library.function("cuEventRecord")
+            cuEventSynchronize = try library.function("cuEventSynchronize")
+            cuEventElapsedTime = try library.function("cuEventElapsedTime")
+            cuEventDestroy = try library.function("cuEventDestroy_v2")
+            cuGetErrorName = try library.function("cuGetErrorName")
+            cuGetErrorString = try library.function("cuGetErrorString")
+        } catch let error as DynamicLibraryError {
+            throw CUDAError(error)
+        }
     }
 
     /// Throws ``CUDAError/driver(function:code:name:message:)`` unless `result` is `CUDA_SUCCESS`.

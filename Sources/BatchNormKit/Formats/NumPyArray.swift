@@ -18,8 +18,6 @@ public enum NumPyArrayError: Error, Equatable, Sendable, CustomStringConvertible
     case fortranOrder
     /// The data section does not hold the shape's elements.
     case dataSizeMismatch(expected: Int, actual: Int)
-    /// The array does not fit the requested use (for example a rank-0 array read as channels-last).
-    case shapeMismatch(expected: String, actual: [Int])
 
     /// One sentence naming what was expected and what was found.
     public var description: String {
@@ -40,8 +38,6 @@ public enum NumPyArrayError: Error, Equatable, Sendable, CustomStringConvertible
             ".npy array is in Fortran order (fortran_order: True); expected C order"
         case .dataSizeMismatch(let expected, let actual):
             ".npy data section has \(actual) bytes, expected \(expected) for the shape and dtype: file truncated or corrupted"
-        case .shapeMismatch(let expected, let actual):
-            ".npy array has shape \(actual) (expected: \(expected))"
         }
     }
 }

@@ -1,3 +1,5 @@
+import SystemLibrary
+
 /// Errors of the CUDA backend: libraries not found, driver or NVRTC calls that failed,
 /// kernels that did not compile, tensors the GPU cannot take.
 ///
@@ -21,6 +23,16 @@ public enum CUDAError: Error, Equatable, Sendable, CustomStringConvertible {
     case noDevice(reason: String)
     /// A tensor or argument the CUDA backend cannot handle.
     case invalidArgument(name: String, expected: String, actual: String)
+
+    /// The CUDA form of a failure to load `libcuda` or `libnvrtc`.
+    init(_ error: DynamicLibraryError) {
+        switch error {
+        case .notFound(let library, let variable, let searched):
+            self = .libraryNotFound(library: library, environmentVariable: variable, searched: searched)
+        case .missingSymbol(let library, let symbol):
+            self = .missingSymbol(library: library, symbol: symbol)
+        }
+    }
 
     public var description: String {
         switch self {

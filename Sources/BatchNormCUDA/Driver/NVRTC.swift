@@ -1,3 +1,4 @@
+import SystemLibrary
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -42,28 +43,32 @@ public final class NVRTC: @unchecked Sendable {
     /// - Throws: ``CUDAError/libraryNotFound(library:environmentVariable:searched:)`` naming
     ///   every path tried, or ``CUDAError/missingSymbol(library:symbol:)``.
     public init(search: CUDALibrarySearch = CUDALibrarySearch(), maximumMajorVersion: Int? = nil) throws {
-        library = try DynamicLibrary.open("libnvrtc (the CUDA run-time compiler)", candidates: search.nvrtcCandidates,
-                                          environmentVariable: CUDALibrarySearch.nvrtcPathVariable) { library in
-            guard let maximumMajorVersion,
-                  let version: @convention(c) (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) -> Int32
-                      = library.optionalFunction("nvrtcVersion") else { return nil }
-            var major: Int32 = 0, minor: Int32 = 0
-            guard version(&major, &minor) == 0, Int(major) > maximumMajorVersion else { return nil }
-            return "NVRTC \(major).\(minor) is newer than the driver's CUDA \(maximumMajorVersion)"
+        do {
+            library = try DynamicLibrary.open("libnvrtc (the CUDA run-time compiler)", candidates: search.nvrtcCandidates,
+                                              environmentVariable: CUDALibrarySearch.nvrtcPathVariable) { library in
+                guard let maximumMajorVersion,
+                      let version: @convention(c) (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) -> Int32
+                          = library.optionalFunction("nvrtcVersion") else { return nil }
+                var major: Int32 = 0, minor: Int32 = 0
+                guard version(&major, &minor) == 0, Int(major) > maximumMajorVersion else { return nil }
+                return "NVRTC \(major).\(minor) is newer than the driver's CUDA \(maximumMajorVersion)"
+            }
+            nvrtcVersion = try library.function("nvrtcVersion")
+            nvrtcCreateProgram = try library.function("nvrtcCreateProgram")
+            nvrtcCompileProgram = try library.function("nvrtcCompileProgram")
+            nvrtcDestroyProgram = try library.function("nvrtcDestroyProgram")
+            nvrtcGetProgramLogSize = try library.function("nvrtcGetProgramLogSize")
+            nvrtcGetProgramLog = try library.function("nvrtcGetProgramLog")
+            nvrtcGetPTXSize = try library.function("nvrtcGetPTXSize")
+            nvrtcGetPTX = try library.function("nvrtcGetPTX")
+            nvrtcGetErrorString = try library.function("nvrtcGetErrorString")
+            nvrtcGetCUBINSize = library.optionalFunction("nvrtcGetCUBINSize")
+            nvrtcGetCUBIN = library.optionalFunction("nvrtcGetCUBIN")
+            nvrtcGetNumSupportedArchs = library.optionalFunction("nvrtcGetNumSupportedArchs")
+            nvrtcGetSupportedArchs = library.optionalFunction("nvrtcGetSupportedArchs")
+        } catch let error as DynamicLibraryError {
+            throw CUDAError(error)
         }
-        nvrtcVersion = try library.function("nvrtcVersion")
-        nvrtcCreateProgram = try library.function("nvrtcCreateProgram")
-        nvrtcCompileProgram = try library.function("nvrtcCompileProgram")
-        nvrtcDestroyProgram = try library.function("nvrtcDestroyProgram")
-        nvrtcGetProgramLogSize = try library.function("nvrtcGetProgramLogSize")
-        nvrtcGetProgramLog = try library.function("nvrtcGetProgramLog")
-        nvrtcGetPTXSize = try library.function("nvrtcGetPTXSize")
-        nvrtcGetPTX = try library.function("nvrtcGetPTX")
-        nvrtcGetErrorString = try library.function("nvrtcGetErrorString")
-        nvrtcGetCUBINSize = library.optionalFunction("nvrtcGetCUBINSize")
-        nvrtcGetCUBIN = library.optionalFunction("nvrtcGetCUBIN")
-        nvrtcGetNumSupportedArchs = library.optionalFunction("nvrtcGetNumSupportedArchs")
-        nvrtcGetSupportedArchs = library.optionalFunction("nvrtcGetSupportedArchs")
     }
 
     /// NVRTC's version, `(major, minor)`.

@@ -7,11 +7,11 @@ import Darwin
 #endif
 
 /// A shared library opened with `dlopen`, kept open for the life of the process.
-final class DynamicLibrary: @unchecked Sendable {
+package final class DynamicLibrary: @unchecked Sendable {
     /// What was loaded (the name or path that succeeded).
-    let path: String
-    /// The library's role, for messages (`"libcuda"`, `"libnvrtc"`).
-    let library: String
+    package let path: String
+    /// The library's role, for messages (`"libcuda"`, `"libmpi"`, `"libz"`).
+    package let library: String
     private let handle: UnsafeMutableRawPointer
 
     private init(path: String, library: String, handle: UnsafeMutableRawPointer) {
@@ -21,10 +21,10 @@ final class DynamicLibrary: @unchecked Sendable {
     }
 
     /// Opens the first candidate that loads.
-    /// - Throws: ``CUDAError/libraryNotFound(library:environmentVariable:searched:)`` listing
+    /// - Throws: ``DynamicLibraryError/notFound(library:environmentVariable:searched:)`` listing
     ///   every candidate with `dlopen`'s reason.
     /// `reject` may refuse a library that loaded (returning why); the search then goes on.
-    static func open(_ library: String, candidates: [String], environmentVariable: String,
+    package static func open(_ library: String, candidates: [String], environmentVariable: String,
                      reject: (DynamicLibrary) -> String? = { _ in nil }) throws -> DynamicLibrary {
         var tried = [String]()
         for candidate in candidates {
@@ -41,44 +41,34 @@ final class DynamicLibrary: @unchecked Sendable {
             tried.append("\(candidate) (\(reason))")
         }
         if candidates.isEmpty { tried.append("no candidate paths") }
-        throw CUDAError.libraryNotFound(library: library, environmentVariable: environmentVariable, searched: tried)
+        throw DynamicLibraryError.notFound(library: library, environmentVariable: environmentVariable, searched: tried)
     }
 
     /// The address of `symbol`, or `nil`.
-    func address(of symbol: String) -> UnsafeMutableRawPointer? {
+    package func address(of symbol: String) -> UnsafeMutableRawPointer? {
         dlsym(handle, symbol)
     }
 
     /// `symbol` as a C function of type `F`.
-    /// - Throws: ``CUDAError/missingSymbol(library:symbol:)``.
-    func function<F>(_ symbol: String, as type: F.Type = F.self) throws -> F {
+    /// - Throws: ``DynamicLibraryError/missingSymbol(library:symbol:)``.
+    package func function<F>(_ symbol: String, as type: F.Type = F.self) throws -> F {
         guard let address = address(of: symbol) else {
-            throw CUDAError.missingSymbol(library: "\(library) (\(path))", symbol: symbol)
+            throw DynamicLibraryError.missingSymbol(library: "\(library) (\(path))", symbol: symbol)
         }
         return unsafeBitCast(address, to: F.self)
     }
 
     /// `symbol` as a C function of type `F`, or `nil` when the library lacks it.
-    func optionalFunction<F>(_ symbol: String, as type: F.Type = F.self) -> F? {
+    package func optionalFunction<F>(_ symbol: String, as type: F.Type = F.self) -> F? {
         address(of: symbol).map { unsafeBitCast($0, to: F.self) }
     }
 }
 
-/// A plain mutual-exclusion lock (a heap-allocated `pthread_mutex_t`).
-final class Lock: @unchecked Sendable {
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-
-    init() { pthread_mutex_init(mutex, nil) }
-
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
-
-    /// Runs `body` holding the lock.
-    func withLock<R>(_ body: () throws -> R) rethrows -> R {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return try body()
-    }
+/// Why a system library could not be used: it did not load, or lacks a function.
+package enum DynamicLibraryError: Error, Equatable, Sendable {
+    /// No candidate loaded; `searched` lists each with `dlopen`'s reason, in order, and
+    /// `environmentVariable` names the variable that overrides the search.
+    case notFound(library: String, environmentVariable: String, searched: [String])
+    /// The library loaded but has no `symbol`.
+    case missingSymbol(library: String, symbol: String)
 }

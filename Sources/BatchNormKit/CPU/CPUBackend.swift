@@ -1,0 +1,84 @@
+import CBatchNormKernels
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The CPU implementation of ``BatchNormBackend``: all cores, statistics in `Double`.
+///
+/// Work is cut into blocks whose boundaries depend only on the tensor's shape and layout,
+/// never on ``threadCount``; each block's partial statistics are stored in its own slot and
+/// merged in a fixed order. Results are therefore bitwise identical for any thread count.
+/// Tensors too small to amortize waking threads run on the calling thread.
+public struct CPUBackend: BatchNormBackend {
+    /// Threads used for large tensors (at least 1).
+    public let threadCount: Int
+
+    /// The instruction set of the reduction and apply loops, chosen at run time.
+    let kernelLevel: KernelLevel
+
+    /// Values per channels-first statistics block: each block is reduced in `Double` (one
+    /// pass shifted by its first value) and blocks are merged in a fixed order (the k-way
+    /// form of ``ChannelMoments/merged(with:)``).
+    static let blockLength = 4096
+
+    /// Values per channels-last statistics and gradient-reduction block: rows of all
+    /// channels, reduced in one pass (so the block need not stay in cache); long blocks
+    /// spread the per-block cost of folding pattern positions into channels.
+    static let rowBlockLength = 65536
+
+    /// Values per channels-first gradient-reduction block (one pass, so blocks need not fit
+    /// in cache; longer blocks mean fewer partial sums to store and add).
+    static let gradientBlockLength = 16384
+
+    /// Below this many elements everything runs on the calling thread: waking the pool's
+    /// workers costs more than the work.
+    static let parallelThreshold = 1 << 15
+
+    /// Creates a CPU backend.
+    /// - Parameter threadCount: Number of threads; `nil` (the default) uses every online
+    ///   processor. Values below 1 are treated as 1.
+    public init(threadCount: Int? = nil) {
+        self.init(threadCount: threadCount, kernelLevel: .selected)
+    }
+
+    /// A backend with the given kernels (`level` is lowered to what the CPU supports).
+    init(threadCount: Int?, kernelLevel level: KernelLevel) {
+        self.threadCount = max(1, threadCount ?? CPUBackend.onlineProcessorCount)
+        self.kernelLevel = min(level, .supported)
+    }
+
+    /// Number of online processors.
+    public static var onlineProcessorCount: Int {
+        max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+
+    /// `true` for ``TensorDataType/float32`` only.
+    public func supports(_ dataType: TensorDataType) -> Bool { dataType == .float32 }
+
+    public var name: String { "cpu (\(threadCount) thread\(threadCount == 1 ? "" : "s"))" }
+
+    /// Runs `body` over `0..<count` split into contiguous ranges, one per thread, or on the
+    /// calling thread when `elements` is small. Callers must make each index's effect
+    /// independent of how the ranges are cut.
+    func parallelFor(_ count: Int, elements: Int, _ body: @Sendable (Range<Int>) -> Void) {
+        let threads = elements < CPUBackend.parallelThreshold ? 1 : min(threadCount, count)
+        if threads <= 1 {
+            if count > 0 { body(0..<count) }
+            return
+        }
+        #if canImport(Glibc) || canImport(Musl)
+        WorkerPool.shared(width: threads).run { thread in
+            body((count * thread / threads)..<(count * (thread + 1) / threads))
+        }
+        #else
+        DispatchQueue.concurrentPerform(iterations: threads) { thread in
+            body((count * thread / threads)..<(count * (thread + 1) / threads))
+        }
+        #endif
+    }
+}
