@@ -133,7 +133,12 @@ import Glibc
             let base = name.dropLast(4)   // "_f32" / "_f16"
             #expect(source.contains("\(base)_##SUFFIX("), "no definition of \(name)")
         }
-        #expect(source.hasPrefix("#define BN_THREADS 256\n#define BN_CHUNK 16384\n"))
+        // The block geometry is read from the embedded source's #define lines.
+        #expect(source.contains("\n#define BN_THREADS \(CUDAKernelSource.threadsPerBlock)\n"))
+        #expect(source.contains("\n#define BN_CHUNK \(CUDAKernelSource.chunkLength)\n"))
+        #expect(source.contains("\n#define BN_ROWS_PER_THREAD \(CUDAKernelSource.rowsPerThread)\n"))
+        #expect(CUDAKernelSource.threadsPerBlock.nonzeroBitCount == 1 && CUDAKernelSource.threadsPerBlock >= 32,
+                "threads per block must be a power of two of at least one warp")
         #expect(!source.contains("#include"), "the kernels need no CUDA headers")
     }
 

@@ -1,4 +1,4 @@
-// A minimal CUDA-on-CPU shim: runs BatchNormKit's kernel source (CUDAKernelSource.body) as
+// A minimal CUDA-on-CPU shim: runs BatchNormKit's kernel source (BatchNormKernels.cu) as
 // C++ with one std::thread per CUDA thread, so that index math, block reductions, warp
 // shuffles and the last-block-done merge can be checked on a machine without a GPU.
 // Blocks run one after another; __syncthreads is a std::barrier over the block's threads,

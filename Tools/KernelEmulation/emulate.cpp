@@ -2,9 +2,9 @@
 // double-precision references: statistics (moments, finalize outputs, bitwise
 // reproducibility, counter reset), forward apply, backward reduce + finalize + apply, and
 // evaluation backward, for both layouts and both storage types over awkward shapes.
-// Build and run with ./run.sh (extracts the kernel source from CUDAKernelSource.swift).
+// Build and run with ./run.sh (includes Sources/BatchNormCUDA/Kernels/BatchNormKernels.cu).
 #include "cuda_emulation.h"
-#include "kernels_generated.cu"
+#include "BatchNormKernels.cu"
 
 #include <cstdio>
 #include <random>

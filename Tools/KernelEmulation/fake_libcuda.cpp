@@ -6,7 +6,7 @@
 // It proves nothing about real GPU timing, memory model or NVRTC-compiled code generation.
 // Build: ./build_fake_driver.sh; use: BNKIT_CUDA_DRIVER_PATH=<build>/libcuda.so.1.
 #include "cuda_emulation.h"
-#include "kernels_generated.cu"
+#include "BatchNormKernels.cu"
 
 #include <chrono>
 #include <cstdint>

@@ -76,7 +76,7 @@ public final class CUDADevice: @unchecked Sendable {
         try driver.check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
         var stream: OpaquePointer?
         try driver.check(driver.cuStreamCreate(&stream, 1 /* CU_STREAM_NON_BLOCKING */), "cuStreamCreate")
-        guard let context, let stream else { throw CUDAError.noDevice(reason: "the driver returned a null context") }
+        guard let context, let stream else { throw CUDAError.nullHandle(function: "cuDevicePrimaryCtxRetain / cuStreamCreate", what: "context or stream") }
         self.driver = driver
         self.ordinal = ordinal
         self.name = String(decoding: nameBytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)

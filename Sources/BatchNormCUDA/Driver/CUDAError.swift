@@ -21,6 +21,9 @@ public enum CUDAError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The driver loaded but there is no usable device (`cuDeviceGetCount` returned 0 or the
     /// requested ordinal is out of range).
     case noDevice(reason: String)
+    /// A driver call reported success but returned a null handle where it must return one
+    /// (`what`: the handle, such as "module" or "event"); a driver defect, not a missing GPU.
+    case nullHandle(function: String, what: String)
     /// A tensor or argument the CUDA backend cannot handle.
     case invalidArgument(name: String, expected: String, actual: String)
 
@@ -49,6 +52,8 @@ public enum CUDAError: Error, Equatable, Sendable, CustomStringConvertible {
             "NVRTC could not compile the BatchNormKit kernels for \(architecture):\n\(log)"
         case .noDevice(let reason):
             "CUDA unavailable: no usable GPU (\(reason))"
+        case .nullHandle(let function, let what):
+            "\(function) succeeded but returned no \(what)"
         case .invalidArgument(let name, let expected, let actual):
             "\(name) must be \(expected), got \(actual)"
         }

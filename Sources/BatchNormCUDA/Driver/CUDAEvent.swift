@@ -31,7 +31,7 @@ public final class CUDAEvent: @unchecked Sendable {
         try device.makeCurrent()
         var event: OpaquePointer?
         try device.driver.check(device.driver.cuEventCreate(&event, 0 /* CU_EVENT_DEFAULT */), "cuEventCreate")
-        guard let event else { throw CUDAError.noDevice(reason: "cuEventCreate returned no event") }
+        guard let event else { throw CUDAError.nullHandle(function: "cuEventCreate", what: "event") }
         self.event = event
     }
 

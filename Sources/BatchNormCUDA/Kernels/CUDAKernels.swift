@@ -27,7 +27,7 @@ final class CUDAKernels: @unchecked Sendable {
                 log: "NVRTC \(nvrtc.version.major).\(nvrtc.version.minor) (\(nvrtc.path)) supports only "
                     + supported.map { "sm_\($0)" }.joined(separator: ", "))
         }
-        var lastError: Error = CUDAError.noDevice(reason: "no compilation target")
+        var lastError: Error = CUDAError.compilation(architecture: "sm_\(capability)", log: "no compilation target")
         for target in targets {
             do {
                 let image = try nvrtc.compile(CUDAKernelSource.source, architecture: target,
@@ -36,7 +36,7 @@ final class CUDAKernels: @unchecked Sendable {
                 try image.bytes.withUnsafeBytes {
                     try device.driver.check(device.driver.cuModuleLoadData(&module, $0.baseAddress!), "cuModuleLoadData")
                 }
-                guard let module else { throw CUDAError.noDevice(reason: "cuModuleLoadData returned no module") }
+                guard let module else { throw CUDAError.nullHandle(function: "cuModuleLoadData", what: "module") }
                 var functions = [String: OpaquePointer]()
                 for name in CUDAKernelSource.entryPoints {
                     var function: OpaquePointer?
