@@ -7,8 +7,8 @@ import CBatchNormKernels
 extension CPUBackend {
     /// Reduce, one read of `g` and `x`: per channel `Σg` and `Σg·(x − μ)` in `Double`.
     ///
-    /// Blocks depend only on the shape and layout (channels-first: ``PlaneBlocks`` of `L`
-    /// values; channels-last and `S = 1`: ``RowBlocks``); each block's sums are stored in its
+    /// Blocks depend only on the shape and layout (channels-first: `PlaneBlocks` of `L`
+    /// values; channels-last and `S = 1`: `RowBlocks`); each block's sums are stored in its
     /// own slot and added per channel in block order, so the result is bitwise identical for
     /// any thread count.
     public func reduceGradient(_ gradient: Tensor, input: Tensor, mean: [Double]) throws -> [GradientSums] {

@@ -19,8 +19,8 @@ extension CPUBackend {
     ///
     /// Per block `b` and channel, in `Double`: `n_b`, `μ_b = Σx / n_b`, `M2_b = Σ(x − μ_b)²`,
     /// in one pass shifted by a value of the channel in the block: channels-first by the
-    /// block's first value (``Kernels/contiguousMoments(_:count:)``), channels-last by its
-    /// first row (``Kernels/interleavedMoments(_:rows:pattern:level:scratch:mean:m2:)``).
+    /// block's first value (`Kernels.contiguousMoments`), channels-last by its
+    /// first row (`Kernels.interleavedMoments`).
     ///
     /// Merge, per channel over its blocks in index order (the k-way form of Chan's update):
     /// `μ = Σ n_b·μ_b / M`, `M2 = Σ (M2_b + n_b·(μ_b − μ)²)`.

@@ -1,5 +1,5 @@
 extension Tensor {
-    /// A zero-filled tensor. Same as ``init(zeros:layout:)``.
+    /// A zero-filled tensor. Same as ``init(zeros:layout:dataType:)``.
     /// - Throws: ``TensorError/invalidShape(shape:)`` for a negative dimension.
     public static func zeros(shape: [Int], layout: TensorLayout = .channelsFirst) throws -> Tensor {
         try Tensor(zeros: shape, layout: layout)
