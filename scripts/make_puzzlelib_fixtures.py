@@ -74,9 +74,17 @@ class OtherModule:
         self.attrs = {}
 
 
+def create(filename, userblock=None):
+    """h5py.File(path, "w", libver="earliest"), optionally after a user block (the HDF5
+    signature then sits at byte 512 and addresses are relative to it)."""
+    if userblock is None:
+        return h5py.File(path(filename), "w", libver="earliest")
+    return h5py.File(path(filename), "w", libver="earliest", userblock_size=userblock)
+
+
 def save(filename, modules, container=None, compress="gzip", blueprint=False):
     """PuzzleLib's Container.save / Module.save, call for call."""
-    with h5py.File(path(filename), "w", libver="earliest") as hdf:
+    with create(filename) as hdf:
         varlinks = 0
         for mod in modules:
             name = mod.name if container is None else "%s.%s" % (container, mod.name)
@@ -147,19 +155,21 @@ def generate():
     save("puzzlelib_float16.hdf", [half], container="net")
     write_expected("puzzlelib_float16.json", [half], container="net")
 
-    # Many modules, saved uncompressed: the groups hold hundreds of links, so their
-    # symbol tables span many B-tree leaves and an internal level.
-    many = [BatchNormModule("bn%d" % k, 2, 2, rng) for k in range(70)]
+    # Many modules, saved uncompressed: the groups hold 200 links each, so their symbol
+    # tables span more than 32 leaves (symbol-table nodes) and a B-tree of two levels.
+    many = [BatchNormModule("bn%d" % k, 2, 2, rng) for k in range(100)]
     save("puzzlelib_many.hdf", many, container="deep", compress=None)
     write_expected("puzzlelib_many.json", many, container="deep")
 
     # The storage variants the reader supports, in PuzzleLib's layout but written by hand:
-    # several chunks with an edge chunk (deflate and shuffle), big-endian float32, float64,
+    # many chunks (deflate and shuffle), an edge chunk, big-endian float32, float64,
     # a compact dataset and int32 links.
+    # 75 chunks: more than one chunk B-tree node holds (64), so the index has two levels.
+    # A 512-byte user block precedes the HDF5 data.
     wide = BatchNormModule("bn", 5, 300, rng)
-    with h5py.File(path("puzzlelib_storage.hdf"), "w", libver="earliest") as hdf:
+    with create("puzzlelib_storage.hdf", userblock=512) as hdf:
         params, links, attrs = hdf.create_group("params"), hdf.create_group("links"), hdf.create_group("attrs")
-        params.create_dataset("0", data=wide.vars["scale"], chunks=(1, 64, 1, 1, 1), compression="gzip", shuffle=True)
+        params.create_dataset("0", data=wide.vars["scale"], chunks=(1, 4, 1, 1, 1), compression="gzip", shuffle=True)
         params.create_dataset("1", data=wide.vars["bias"].astype(">f4"), chunks=(1, 128, 1, 1, 1))
         links.create_dataset("wide.bn.scale", data=np.int32(0))
         links.create_dataset("wide.bn.bias", data=np.int64(1))
@@ -183,6 +193,7 @@ def verify(filename, expected_path):
             print("note: h5py reports libver %s" % (hdf.libver,))
         paramGrp, linkGrp, attrGrp = hdf["params"], hdf["links"], hdf["attrs"]
         for module in expected:
+            before = failures
             name, rank = module["name"], module["rank"]
             shape = (1, len(module["mean"])) + (1,) * (rank - 2)
             for key, group in (("scale", "links"), ("bias", "links"), ("mean", "attrs"), ("var", "attrs")):
@@ -206,7 +217,8 @@ def verify(filename, expected_path):
                 else:
                     # As Module.load: var.data.set(param.astype(var.data.dtype, casting="safe")).
                     value.astype(np.float32, casting="safe", copy=False)
-            print("ok %r: rank %d, %d maps" % (name, rank, shape[1]))
+            if failures == before:
+                print("ok %r: rank %d, %d maps" % (name, rank, shape[1]))
     if failures:
         print("%d failure(s)" % failures)
         sys.exit(1)

@@ -56,11 +56,9 @@ struct HDF5Superblock {
             throw HDF5Error.corrupt(structure: structure, reason: "base address \(base) lies past the end of the file (\(source.size) bytes)")
         }
         baseAddress = base
-        if let endOfFile {
-            let (end, overflow) = base.addingReportingOverflow(endOfFile)
-            guard !overflow, end <= source.size else {
-                throw HDF5Error.corrupt(structure: structure, reason: "end-of-file address \(endOfFile) exceeds the file size \(source.size - base): file truncated")
-            }
+        // The library writes the end of file counting the user block (not relative to the base).
+        if let endOfFile, endOfFile > source.size {
+            throw HDF5Error.corrupt(structure: structure, reason: "end-of-file address \(endOfFile) exceeds the file size \(source.size): file truncated")
         }
         _ = try cursor.address("root entry link name offset")
         guard let root = try cursor.address("root object header address") else {
