@@ -62,6 +62,11 @@ struct HDF5DataReader {
             // Chunks per axis; their product is at most the dataset's element count.
             let grid = zip(shape, chunkShape).map { ($0 + $1 - 1) / $1 }
             let expectedChunks = Self.product(grid) ?? Int.max
+            // Each chunk takes a B-tree entry (key and child address) in the file.
+            let entrySize = 8 + 8 * (shape.count + 1) + file.offsetSize
+            guard expectedChunks <= file.source.size / entrySize else {
+                throw corrupt("shape \(shape) in chunks of \(chunkShape) needs \(expectedChunks) chunks, more than a file of \(file.source.size) bytes can index")
+            }
             var output = [UInt8](repeating: 0, count: byteCount)
             var state = ChunkWalk(expectedChunks: expectedChunks)
             try walk(node: try file.fileOffset(tree, structure), expectedLevel: nil, chunkShape: chunkShape,
@@ -124,6 +129,9 @@ struct HDF5DataReader {
             }
             guard state.seen.insert(origin).inserted else {
                 throw body.corrupt("chunk \(entry) offsets", "\(origin) name a chunk already read")
+            }
+            guard filters.contains(.deflate) ? chunkBytes / Self.maximumExpansion <= storedSize : chunkBytes == storedSize || mask != 0 else {
+                throw body.corrupt("chunk \(entry) size", "\(storedSize) bytes cannot hold a chunk of \(chunkBytes) bytes with filters \(filters)")
             }
             var bytes = try file.source.read(at: childOffset, count: storedSize, structure: "chunk \(origin) of '\(path)'")
             // Filters are undone in reverse order; bit k of the mask skips filter k.

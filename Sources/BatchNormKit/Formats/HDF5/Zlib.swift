@@ -30,7 +30,7 @@ enum Zlib {
     }()
 
     /// Inflates a zlib stream (RFC 1950, as HDF5's deflate filter writes it) that must expand
-    /// to exactly `expectedCount` bytes: the output buffer is never larger than that.
+    /// to exactly `expectedCount` bytes: the output buffer holds one byte more, never what the stream asks for.
     ///
     /// - Throws: ``HDF5Error/zlibUnavailable(searched:)``, or ``HDF5Error/corrupt(structure:reason:)``
     ///   for a stream that is invalid, truncated, or inflates to another size.
@@ -38,16 +38,16 @@ enum Zlib {
         let uncompress = try loaded.get()
         guard expectedCount > 0 else { return [] }
         // One spare byte: a stream that inflates to more than expected fills it (Z_BUF_ERROR or a longer length).
-        var output = [UInt8](repeating: 0, count: expectedCount + 1)
-        var length = UInt(output.count)
-        let status = output.withUnsafeMutableBufferPointer { out in
-            compressed.withUnsafeBufferPointer { input in
+        var length = UInt(expectedCount + 1)
+        var status: Int32 = 0
+        let output = [UInt8](unsafeUninitializedCapacity: expectedCount + 1) { out, initialized in
+            status = compressed.withUnsafeBufferPointer { input in
                 uncompress(out.baseAddress, &length, input.baseAddress, UInt(input.count))
             }
+            initialized = status == 0 ? min(Int(length), expectedCount + 1) : 0
         }
         switch status {
         case 0 where Int(length) == expectedCount:
-            output.removeLast()
             return output
         case 0:
             throw HDF5Error.corrupt(structure: structure(), reason: "deflate stream inflates to \(length) bytes, expected \(expectedCount)")
