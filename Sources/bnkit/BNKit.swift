@@ -18,7 +18,7 @@ struct BNKit: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bnkit",
         abstract: "BatchNormKit: PuzzleLib-exact batch normalization for 3-D data.",
-        subcommands: [DemoCommand.self, BenchCommand.self, NormalizeCommand.self, CalibrateCommand.self, InspectCommand.self,
+        subcommands: [DemoCommand.self, BenchCommand.self, NormalizeCommand.self, CalibrateCommand.self, InspectCommand.self, ConvertCommand.self,
                       SelfTestCommand.self])
 
     /// Parses and runs the command, turning every error into one `bnkit: error:` line.

@@ -32,6 +32,8 @@ func withContext<T>(_ context: String, _ body: () throws -> T) throws -> T {
         throw error
     } catch let error as FileIOError {
         throw CommandFailure(error.description)  // names the path already
+    } catch let error as StateFileError where error.file != nil {
+        throw CommandFailure(error.description)  // names the path already
     } catch {
         throw CommandFailure("\(context): \(error)")
     }
@@ -85,10 +87,11 @@ func makeModule(rank: Int, maps: Int, epsilon: Double, initFactor: Double = 1, m
                            inplace: inplace, backend: backend, using: &generator)
 }
 
-/// Reads a state file and the state under `prefix`.
-func readState(path: String, prefix: String, maps: Int? = nil) throws -> BatchNormState {
+/// Reads the state under `prefix` (a key prefix or PuzzleLib module name) from a state file
+/// of either format; `rank`, when given, must match a PuzzleLib file's parameter rank.
+func readState(path: String, prefix: String, maps: Int? = nil, rank: Int? = nil) throws -> BatchNormState {
     try withContext(path) {
-        try BatchNormState(safeTensors: try SafeTensorsFile(contentsOfFile: path), prefix: prefix, maps: maps)
+        try StateFile(contentsOfFile: path).module(prefix, maps: maps, rank: rank).state
     }
 }
 

@@ -5,17 +5,19 @@ import BatchNormKit
 struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inspect",
-        abstract: "Show keys, shapes, dtypes and per-channel summaries of a .safetensors or .npy file.",
+        abstract: "Show keys, shapes, dtypes and per-channel summaries of a .safetensors, PuzzleLib .hdf or .npy file.",
         discussion: """
             A safetensors file: every tensor's dtype, shape and min/max/mean, then, for each \
             BatchNorm state found (a prefix with running_mean), a per-channel table of weight, bias, \
-            running_mean, running_var and num_batches_tracked. A .npy file: shape, dtype, and for \
+            running_mean, running_var and num_batches_tracked. A PuzzleLib HDF5 model file: every \
+            BatchNorm module (name, rank, maps, a per-channel table of scale, bias, mean and var), then \
+            the other datasets by name, shape and dtype. A .npy file: shape, dtype, and for \
             rank >= 2 the per-channel count, mean, standard deviation (population), min and max over \
             every axis but the channel axis (axis 1 for ncdhw, the last axis for ndhwc); read in \
             chunks, so large files are fine. The kind is recognised by content, not by extension.
             """)
 
-    @Argument(help: "A .safetensors or .npy file.")
+    @Argument(help: "A .safetensors, PuzzleLib .hdf or .npy file.")
     var file: String
 
     @Option(name: .customLong("layout"), help: "Axis order of a .npy array: ncdhw (channels on axis 1) or ndhwc (channels last).")
@@ -36,11 +38,15 @@ struct InspectCommand: ParsableCommand {
         if prefix == [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59] {
             try withContext(file) { try inspectNumPy(reader) }
         } else {
-            try withContext(file) { try inspectSafeTensors(try SafeTensorsFile(parsing: reader.read(at: 0, count: reader.size))) }
+            let format = try withContext(file) { try StateFileFormat.detect(size: reader.size) { try reader.read(at: $0, count: $1) } }
+            switch format {
+            case .safeTensors: try withContext(file) { try inspectSafeTensors(try SafeTensorsFile(contentsOfFile: file)) }
+            case .puzzleLibHDF5: try withContext(file) { try inspectPuzzleLib(try StateFile(contentsOfFile: file)) }
+            }
         }
     }
 
-    private func format(_ value: Double) -> String {
+    func format(_ value: Double) -> String {
         let magnitude = abs(value)
         if value == 0 || (magnitude >= 1e-3 && magnitude < 1e6) {
             let scaled = (value * 1e6).rounded() / 1e6

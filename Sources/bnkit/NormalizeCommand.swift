@@ -20,14 +20,15 @@ struct NormalizeCommand: ParsableCommand {
             the file's axes are ordered: ncdhw (default) means the array is (N, C, D, H, W); ndhwc \
             means the array is (N, D, H, W, C), channels last (e.g. x.permute(0, 2, 3, 4, 1) of a \
             PyTorch tensor). The state is a safetensors file with PyTorch's BatchNorm keys \
-            (weight, bias, running_mean, running_var, num_batches_tracked), under --prefix.
+            (weight, bias, running_mean, running_var, num_batches_tracked) under --prefix, or a \
+            PuzzleLib HDF5 model file with the module named --prefix (recognized by content).
             The file is processed in chunks of whole samples along N, so files larger than memory work.
             """)
 
     @Argument(help: "Input .npy file.")
     var input: String
 
-    @Option(help: "State file (.safetensors) with PyTorch's state-dict keys.")
+    @Option(help: "State file: .safetensors with PyTorch's state-dict keys, or a PuzzleLib .hdf model.")
     var state: String
 
     @Option(name: [.short, .customLong("output")], help: "Output .npy file (written atomically).")
@@ -46,7 +47,6 @@ struct NormalizeCommand: ParsableCommand {
     }
 
     func run() throws {
-        let state = try readState(path: state, prefix: options.prefix)
         let reader = try withContext(input) { try FileReader(path: input) }
         let header = try withContext(input) {
             let header = try NumPyArrayHeader(parsing: try reader.read(at: 0, count: min(reader.size, NumPyArrayHeader.maximumHeaderLength)))
@@ -57,6 +57,7 @@ struct NormalizeCommand: ParsableCommand {
             throw CommandFailure("\(input): array of shape \(header.shape) has no channel axis (expected rank 2 to 5)")
         }
         let shape = Tensor.logicalShape(ofPhysical: header.shape, layout: options.layout)
+        let state = try readState(path: state, prefix: options.prefix, rank: shape.count)
         guard shape[1] == state.maps else {
             throw CommandFailure("\(input): array of shape \(header.shape) (\(options.layout)) has \(shape[1]) channels, the state has \(state.maps) maps")
         }

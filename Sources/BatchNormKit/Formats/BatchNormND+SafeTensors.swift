@@ -16,72 +16,23 @@ extension BatchNormState {
     ///
     /// Parameters and statistics are stored as `Float32`; `F32` is read exactly, `F16`,
     /// `BF16` and `F64` are converted (`F64` rounded to nearest). `num_batches_tracked` may be
-    /// any integer dtype (PyTorch writes `I64`).
+    /// any integer dtype (PyTorch writes `I64`). The values follow the rules of
+    /// ``StateFile/module(_:maps:rank:affine:)``.
     ///
     /// - Parameters:
     ///   - file: The parsed file.
     ///   - prefix: Key prefix; `""` for bare keys.
     ///   - maps: The expected channel count, or `nil` to take it from `running_mean`.
-    ///   - requireAffine: When `false` (a module created with `affine: false`, whose PyTorch
-    ///     counterpart saves no `weight` and `bias`), absent `weight`/`bias` read as 1 and 0.
-    /// - Throws: ``SafeTensorsError/missingKey(key:available:)``,
-    ///   ``SafeTensorsError/dataTypeMismatch(key:expected:actual:)``,
-    ///   ``SafeTensorsError/shapeMismatch(key:expected:actual:)``,
-    ///   ``SafeTensorsError/mapsMismatch(key:expected:actual:)`` (the channel counts of the
-    ///   keys disagree with each other or with `maps`), or
-    ///   ``SafeTensorsError/invalidValue(key:expected:actual:)`` for a negative counter.
+    ///   - requireAffine: `false` for a module created with `affine: false`, whose PyTorch
+    ///     counterpart saves no `weight` and `bias`: absent ones read as 1 and 0, present
+    ///     ones must be exactly 1 and 0.
+    /// - Throws: ``StateFileError`` naming the key: a missing module (listing the prefixes
+    ///   the file holds) or key, a wrong shape, dtype or channel count, a negative counter, a
+    ///   non-finite value or a negative variance.
     public init(safeTensors file: SafeTensorsFile, prefix: String = "", maps: Int? = nil,
                 requireAffine: Bool = true) throws {
-        let available = file.tensors.keys.sorted()
-        func entry(_ field: String) throws -> (key: String, entry: SafeTensorsFile.Entry) {
-            let key = Self.key(field, prefix: prefix)
-            guard let entry = file.tensors[key] else { throw SafeTensorsError.missingKey(key: key, available: available) }
-            return (key, entry)
-        }
-        var expectedMaps = maps
-        func vector(_ field: String) throws -> [Float] {
-            let (key, entry) = try entry(field)
-            guard let values = entry.floatValues() else {
-                throw SafeTensorsError.dataTypeMismatch(key: key, expected: "F32 (or F16, BF16, F64)", actual: entry.dataType.rawValue)
-            }
-            guard entry.shape.count == 1 else {
-                throw SafeTensorsError.shapeMismatch(key: key, expected: "[\(expectedMaps.map(String.init) ?? "C")]", actual: entry.shape)
-            }
-            if let expected = expectedMaps {
-                guard entry.shape[0] == expected else {
-                    throw SafeTensorsError.mapsMismatch(key: key, expected: expected, actual: entry.shape[0])
-                }
-            } else {
-                guard entry.shape[0] >= 1 else {
-                    throw SafeTensorsError.shapeMismatch(key: key, expected: "[C] with C >= 1", actual: entry.shape)
-                }
-                expectedMaps = entry.shape[0]
-            }
-            return values
-        }
-        let mean = try vector("running_mean")
-        let variance = try vector("running_var")
-        let affineKeysPresent = file.tensors[Self.key("weight", prefix: prefix)] != nil
-            || file.tensors[Self.key("bias", prefix: prefix)] != nil
-        let scale: [Float], bias: [Float]
-        if requireAffine || affineKeysPresent {
-            scale = try vector("weight")
-            bias = try vector("bias")
-        } else {
-            scale = Array(repeating: 1, count: mean.count)
-            bias = Array(repeating: 0, count: mean.count)
-        }
-        let (key, counter) = try entry("num_batches_tracked")
-        guard let values = counter.integerValues() else {
-            throw SafeTensorsError.dataTypeMismatch(key: key, expected: "I64", actual: counter.dataType.rawValue)
-        }
-        guard counter.shape == [] || counter.shape == [1] else {
-            throw SafeTensorsError.shapeMismatch(key: key, expected: "[] or [1]", actual: counter.shape)
-        }
-        guard values[0] >= 0, let count = Int(exactly: values[0]) else {
-            throw SafeTensorsError.invalidValue(key: key, expected: ">= 0", actual: "\(values[0])")
-        }
-        self.init(scale: scale, bias: bias, mean: mean, var: variance, numOfProps: count)
+        let record = try StateFileRecord(safeTensors: file, prefix: prefix, modules: StateFileRecord.moduleNames(safeTensors: file))
+        self = try record.state(maps: maps, rank: nil, affine: requireAffine)
     }
 
     /// The state as PyTorch state-dict tensors: `F32` vectors of shape `[C]` and an `I64`
@@ -118,33 +69,71 @@ extension BatchNormND {
         try state().safeTensors(prefix: prefix ?? stateKeyPrefix, includeAffine: affine)
     }
 
-    /// Saves the state atomically as a safetensors file that PyTorch's `load_state_dict`
-    /// accepts (after `safetensors.torch.load_file`, with the prefix stripped).
-    ///
-    /// - Parameters:
-    ///   - path: Destination; replaced atomically (temporary file, `fsync`, `rename`).
-    ///   - prefix: Key prefix; `nil` uses ``stateKeyPrefix``.
-    /// - Throws: ``BatchNormError/emptyModule(name:)``, ``FileIOError``.
-    public func saveState(toFile path: String, prefix: String? = nil) throws {
-        try stateSafeTensors(prefix: prefix).write(toFile: path)
-    }
-
     /// Loads the state from a parsed safetensors file; an `empty` module becomes usable.
     ///
     /// - Parameters:
     ///   - file: The file, for example written by `safetensors.torch.save_file(bn.state_dict())`.
     ///   - prefix: Key prefix; `nil` uses ``stateKeyPrefix``.
-    /// - Throws: The errors of ``BatchNormState/init(safeTensors:prefix:maps:requireAffine:)``
-    ///   with `maps` set to the module's. The module is unchanged after a throw.
+    /// - Throws: ``StateFileError``: the errors of
+    ///   ``BatchNormState/init(safeTensors:prefix:maps:requireAffine:)`` with `maps` set to
+    ///   the module's and `requireAffine` to ``affine``. The module is unchanged after a throw.
     public func loadState(from file: SafeTensorsFile, prefix: String? = nil) throws {
         let state = try BatchNormState(safeTensors: file, prefix: prefix ?? stateKeyPrefix, maps: maps,
                                        requireAffine: affine)
         try load(state)
     }
+}
 
-    /// Reads a safetensors file and loads the state from it (see ``loadState(from:prefix:)``).
-    /// - Throws: ``FileIOError``, ``SafeTensorsError``; the module is unchanged after a throw.
-    public func loadState(fromFile path: String, prefix: String? = nil) throws {
-        try loadState(from: try SafeTensorsFile(contentsOfFile: path), prefix: prefix)
+extension StateFileRecord {
+    /// The prefixes of the `running_mean` keys, sorted (`""` for a bare `running_mean`).
+    static func moduleNames(safeTensors file: SafeTensorsFile) -> [String] {
+        let suffix = "running_mean"
+        return file.tensors.keys.compactMap { key in
+            if key == suffix { return "" }
+            return key.hasSuffix("." + suffix) ? String(key.dropLast(suffix.count + 1)) : nil
+        }.sorted()
+    }
+
+    /// The entries under `prefix`: `[C]` float vectors and an integer counter of shape `[]` or `[1]`.
+    /// - Throws: ``StateFileError`` for a missing module or key, a wrong dtype or shape, a negative counter.
+    init(safeTensors file: SafeTensorsFile, prefix: String, modules: [String]) throws {
+        func key(_ field: String) -> String { BatchNormState.key(field, prefix: prefix) }
+        guard file.tensors[key("running_mean")] != nil else {
+            throw StateFileError(.missingModule(name: prefix, modules: modules))
+        }
+        func field(_ name: String, required: Bool = true) throws -> Field {
+            let key = key(name)
+            guard let entry = file.tensors[key] else {
+                if required { throw StateFileError(.missingKey(key: key, available: file.tensors.keys.sorted())) }
+                return Field(key: key, values: nil, maps: 0)
+            }
+            guard let values = entry.floatValues() else {
+                throw StateFileError(.dataTypeMismatch(key: key, expected: "F32 (or F16, BF16, F64)", actual: entry.dataType.rawValue))
+            }
+            guard entry.shape.count == 1, entry.shape[0] >= 1 else {
+                throw StateFileError(.shapeMismatch(key: key, expected: "[C] with C >= 1", actual: entry.shape))
+            }
+            return Field(key: key, values: values, maps: entry.shape[0])
+        }
+        mean = try field("running_mean")
+        variance = try field("running_var")
+        let affineKeys = file.tensors[key("weight")] != nil || file.tensors[key("bias")] != nil
+        scale = try field("weight", required: affineKeys)
+        bias = try field("bias", required: affineKeys)
+        let counterKey = key("num_batches_tracked")
+        guard let counter = file.tensors[counterKey] else {
+            throw StateFileError(.missingKey(key: counterKey, available: file.tensors.keys.sorted()))
+        }
+        guard let values = counter.integerValues() else {
+            throw StateFileError(.dataTypeMismatch(key: counterKey, expected: "I64", actual: counter.dataType.rawValue))
+        }
+        guard counter.shape == [] || counter.shape == [1] else {
+            throw StateFileError(.shapeMismatch(key: counterKey, expected: "[] or [1]", actual: counter.shape))
+        }
+        guard values[0] >= 0, let count = Int(exactly: values[0]) else {
+            throw StateFileError(.invalidValue(key: counterKey, expected: ">= 0", actual: "\(values[0])"))
+        }
+        numOfProps = count
+        rank = nil
     }
 }

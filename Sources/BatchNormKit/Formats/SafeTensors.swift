@@ -45,10 +45,11 @@ public enum SafeTensorsDataType: String, Sendable, CaseIterable, CustomStringCon
     public var description: String { rawValue }
 }
 
-/// Errors thrown while parsing a safetensors file or reading a module state from one.
+/// Errors thrown while parsing a safetensors file: its syntax, not its meaning.
 ///
 /// Every case names the key (where there is one), the expected and the actual value; the
-/// parser throws one of these for any malformed input and never traps.
+/// parser throws one of these for any malformed input and never traps. A well-formed file
+/// that does not hold the module state asked for throws ``StateFileError`` instead.
 public enum SafeTensorsError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The data is shorter than the 8-byte header length.
     case truncatedHeaderLength(byteCount: Int)
@@ -70,16 +71,6 @@ public enum SafeTensorsError: Error, Equatable, Sendable, CustomStringConvertibl
     case overlappingOrGap(key: String, expectedBegin: Int, actualBegin: Int)
     /// The tensors do not cover the whole data buffer.
     case bufferSizeMismatch(expected: Int, actual: Int)
-    /// A key the module state needs is absent.
-    case missingKey(key: String, available: [String])
-    /// A state tensor has the wrong shape.
-    case shapeMismatch(key: String, expected: String, actual: [Int])
-    /// A state tensor has `C` values where the module has `maps`.
-    case mapsMismatch(key: String, expected: Int, actual: Int)
-    /// A state tensor's dtype cannot be converted to what the module stores.
-    case dataTypeMismatch(key: String, expected: String, actual: String)
-    /// A state value is outside its domain (such as a negative `num_batches_tracked`).
-    case invalidValue(key: String, expected: String, actual: String)
 
     /// One sentence naming the key, the expected and the actual value.
     public var description: String {
@@ -104,16 +95,6 @@ public enum SafeTensorsError: Error, Equatable, Sendable, CustomStringConvertibl
             "safetensors entry '\(key)' begins at byte \(actualBegin), expected \(expectedBegin): tensors overlap or leave a gap"
         case .bufferSizeMismatch(let expected, let actual):
             "safetensors data buffer has \(actual) bytes, the tensors cover \(expected)"
-        case .missingKey(let key, let available):
-            "missing key '\(key)' (available: \(available.isEmpty ? "none" : available.joined(separator: ", ")))"
-        case .shapeMismatch(let key, let expected, let actual):
-            "'\(key)' has shape \(actual) (expected: \(expected))"
-        case .mapsMismatch(let key, let expected, let actual):
-            "'\(key)' has \(actual) maps (expected: \(expected))"
-        case .dataTypeMismatch(let key, let expected, let actual):
-            "'\(key)' has dtype \(actual) (expected: \(expected))"
-        case .invalidValue(let key, let expected, let actual):
-            "'\(key)' must be \(expected), got \(actual)"
         }
     }
 }
@@ -261,17 +242,54 @@ public struct SafeTensorsFile: Equatable, Sendable {
     /// - Parameter bytes: The whole file.
     /// - Throws: A ``SafeTensorsError`` for truncated, corrupted or malformed data; never traps.
     public init(parsing bytes: [UInt8]) throws {
-        guard bytes.count >= 8 else { throw SafeTensorsError.truncatedHeaderLength(byteCount: bytes.count) }
+        let layout = try Self.parseHeader(fileSize: bytes.count) { offset, count in Array(bytes[offset..<(offset + count)]) }
+        try self.init(layout) { offset, count in Array(bytes[offset..<(offset + count)]) }
+    }
+
+    /// Reads and parses a safetensors file: the header first, validated against the file's
+    /// size, then the data it accounts for (so a file that is not safetensors, or a header
+    /// whose tensors do not cover the file exactly, is rejected before any data is read).
+    /// - Throws: ``FileIOError`` when the file cannot be read, ``SafeTensorsError`` when it
+    ///   is malformed.
+    public init(contentsOfFile path: String) throws {
+        let reader = try FileReader(path: path)
+        let layout = try Self.parseHeader(fileSize: reader.size) { try reader.read(at: $0, count: $1) }
+        try self.init(layout) { try reader.read(at: $0, count: $1) }
+    }
+
+    /// The validated header: metadata, and each tensor's place in the data buffer.
+    private struct HeaderLayout {
+        var metadata: [String: String]
+        var entries: [(key: String, dataType: SafeTensorsDataType, shape: [Int], begin: Int, end: Int)]
+        /// File offset of the data buffer.
+        var bufferStart: Int
+    }
+
+    /// Reads the data of a validated header (`read(offset, count)` returns file bytes).
+    private init(_ layout: HeaderLayout, read: (Int, Int) throws -> [UInt8]) throws {
+        let buffer = try read(layout.bufferStart, layout.entries.last?.end ?? 0)
+        var tensors: [String: Entry] = [:]
+        for item in layout.entries {
+            tensors[item.key] = Entry(unchecked: item.dataType, shape: item.shape, bytes: Array(buffer[item.begin..<item.end]))
+        }
+        self.init(tensors: tensors, metadata: layout.metadata)
+    }
+
+    /// Parses and validates the header of a file of `fileSize` bytes, reading only the header
+    /// length and the header: the tensors must tile the rest of the file exactly.
+    private static func parseHeader(fileSize: Int, read: (Int, Int) throws -> [UInt8]) throws -> HeaderLayout {
+        guard fileSize >= 8 else { throw SafeTensorsError.truncatedHeaderLength(byteCount: fileSize) }
+        let lengthBytes = try read(0, 8)
         var declared: UInt64 = 0
-        for k in 0..<8 { declared |= UInt64(bytes[k]) << (8 * UInt64(k)) }
+        for k in 0..<8 { declared |= UInt64(lengthBytes[k]) << (8 * UInt64(k)) }
         guard declared <= UInt64(Self.maximumHeaderLength) else {
             throw SafeTensorsError.headerTooLarge(length: declared, limit: Self.maximumHeaderLength)
         }
         let headerLength = Int(declared)
-        guard headerLength <= bytes.count - 8 else {
-            throw SafeTensorsError.headerPastEnd(headerLength: headerLength, byteCount: bytes.count)
+        guard headerLength <= fileSize - 8 else {
+            throw SafeTensorsError.headerPastEnd(headerLength: headerLength, byteCount: fileSize)
         }
-        let header = Array(bytes[8..<(8 + headerLength)])
+        let header = try read(8, headerLength)
         guard header.first == UInt8(ascii: "{") else {
             throw SafeTensorsError.invalidHeader(reason: "expected a JSON object starting with '{'")
         }
@@ -285,7 +303,7 @@ public struct SafeTensorsFile: Equatable, Sendable {
             throw SafeTensorsError.invalidHeader(reason: "expected a JSON object, got \(json.kindName)")
         }
         let bufferStart = 8 + headerLength
-        let bufferSize = bytes.count - bufferStart
+        let bufferSize = fileSize - bufferStart
         var metadata: [String: String] = [:]
         var layout: [(key: String, dataType: SafeTensorsDataType, shape: [Int], begin: Int, end: Int)] = []
         for (key, value) in members {
@@ -315,12 +333,7 @@ public struct SafeTensorsFile: Equatable, Sendable {
         guard expectedBegin == bufferSize else {
             throw SafeTensorsError.bufferSizeMismatch(expected: expectedBegin, actual: bufferSize)
         }
-        var tensors: [String: Entry] = [:]
-        for item in layout {
-            tensors[item.key] = Entry(unchecked: item.dataType, shape: item.shape,
-                                      bytes: Array(bytes[(bufferStart + item.begin)..<(bufferStart + item.end)]))
-        }
-        self.init(tensors: tensors, metadata: metadata)
+        return HeaderLayout(metadata: metadata, entries: layout, bufferStart: bufferStart)
     }
 
     /// Validates one `{"dtype", "shape", "data_offsets"}` entry.
@@ -378,13 +391,6 @@ public struct SafeTensorsFile: Equatable, Sendable {
             }
             return integer
         }
-    }
-
-    /// Reads and parses a safetensors file.
-    /// - Throws: ``FileIOError`` when the file cannot be read, ``SafeTensorsError`` when it
-    ///   is malformed.
-    public init(contentsOfFile path: String) throws {
-        try self.init(parsing: try FileReader.readAll(path: path))
     }
 
     /// The file's bytes.

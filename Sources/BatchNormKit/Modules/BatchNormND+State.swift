@@ -23,6 +23,40 @@ public struct BatchNormState: Equatable, Sendable {
 
     /// Number of channels (the length of ``scale``).
     public var maps: Int { scale.count }
+
+    /// The per-channel lists, for ``firstInvalidValue(affine:)``.
+    enum Field: String, CaseIterable {
+        case scale, bias, mean, variance = "var"
+    }
+
+    /// Why a value is invalid.
+    enum ValueProblem: Equatable {
+        /// NaN or infinite.
+        case nonFinite
+        /// A negative running variance.
+        case negativeVariance
+        /// A non-affine module's scale or bias other than `expected` (1 or 0).
+        case notIdentity(expected: Float)
+    }
+
+    /// The rule every loaded state follows, from a file or not: scale, bias and mean finite,
+    /// variance finite and `>= 0`, and for an `affine: false` module scale exactly 1 and bias
+    /// exactly 0 (such a module never applies them, and PyTorch's `affine=False` modules have
+    /// none: accepting others would make a save and a load differ). Returns the first value
+    /// that breaks it, in the order scale, bias, mean, variance, or `nil`.
+    func firstInvalidValue(affine: Bool) -> (field: Field, index: Int, value: Float, problem: ValueProblem)? {
+        for (field, values) in [(Field.scale, scale), (.bias, bias), (.mean, mean), (.variance, self.var)] {
+            for (index, value) in values.enumerated() {
+                if !value.isFinite { return (field, index, value, .nonFinite) }
+                if field == .variance, value < 0 { return (field, index, value, .negativeVariance) }
+                if !affine, field == .scale || field == .bias {
+                    let identity: Float = field == .scale ? 1 : 0
+                    if value != identity { return (field, index, value, .notIdentity(expected: identity)) }
+                }
+            }
+        }
+        return nil
+    }
 }
 
 extension BatchNormND {
@@ -39,7 +73,8 @@ extension BatchNormND {
     /// - Throws: ``BatchNormError/parameterCountMismatch(parameter:expected:actual:)`` when a
     ///   list does not hold `maps` values,
     ///   ``BatchNormError/invalidArgument(name:expected:actual:)`` for a negative
-    ///   `numOfProps`, a non-finite value or a negative variance (naming the channel).
+    ///   `numOfProps`, a non-finite value, a negative variance, or (for an `affine: false`
+    ///   module) a scale other than 1 or a bias other than 0, naming the channel.
     ///   The module is unchanged after a throw.
     public func load(_ state: BatchNormState) throws {
         for (label, values) in [("scale", state.scale), ("bias", state.bias), ("mean", state.mean), ("var", state.var)]
@@ -49,13 +84,14 @@ extension BatchNormND {
         guard state.numOfProps >= 0 else {
             throw BatchNormError.invalidArgument(name: "numOfProps", expected: ">= 0", actual: "\(state.numOfProps)")
         }
-        for (label, values) in [("scale", state.scale), ("bias", state.bias), ("mean", state.mean)] {
-            if let c = values.firstIndex(where: { !$0.isFinite }) {
-                throw BatchNormError.invalidArgument(name: "\(label)[\(c)]", expected: "a finite value", actual: "\(values[c])")
+        if let invalid = state.firstInvalidValue(affine: affine) {
+            let expected = switch invalid.problem {
+            case .nonFinite: "a finite value"
+            case .negativeVariance: "a finite value >= 0"
+            case .notIdentity(let identity): "\(identity) (the module is not affine)"
             }
-        }
-        if let c = state.var.firstIndex(where: { !($0 >= 0 && $0.isFinite) }) {
-            throw BatchNormError.invalidArgument(name: "var[\(c)]", expected: "a finite value >= 0", actual: "\(state.var[c])")
+            throw BatchNormError.invalidArgument(name: "\(invalid.field.rawValue)[\(invalid.index)]", expected: expected,
+                                                 actual: "\(invalid.value)")
         }
         parameters = try Parameters(shape: [1, maps] + Array(repeating: 1, count: dataRank - 2), scale: state.scale,
                                     bias: state.bias, mean: state.mean, variance: state.var)
