@@ -5,7 +5,8 @@ extension BenchCommand {
     /// The GPU suite with the device-tensor API: every shape and layout timed with CUDA
     /// events, beside the device-to-device copy bandwidth measured in the same run.
     func benchCUDA(shapes: [[Int]], layouts: [TensorLayout]) throws -> Report {
-        let device = try CUDADevice.shared()
+        let device: CUDADevice
+        do { device = try CUDADevice.shared() } catch let error as CUDAError { throw CommandFailure(cuda: error) }
         let callsPerRun = 50
         var rows = [Row]()
         for shape in shapes {
@@ -16,7 +17,7 @@ extension BenchCommand {
                                                            using: &generator).converted(to: layout, dataType: dtype), on: device)
                 let g = try DeviceTensor(try Tensor.normal(shape: shape, layout: layout, using: &generator)
                     .converted(to: layout, dataType: dtype), on: device)
-                let bn = try BatchNorm3D(maps: shape[1], using: &generator)
+                let bn = try Self.module(for: shape, backend: CPUBackend(), using: &generator)
                 // GB/s counts 3, 2 and 5 elements of traffic per element (12, 8, 20 bytes in float32).
                 func row(_ op: String, elementsOfTraffic: Int, _ body: () throws -> Void) throws -> Row {
                     let samples = try device.time(repetitions: runs, warmUp: 1) {
