@@ -19,11 +19,12 @@ public func fuzzStateLoading(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32
             guard let state = expected({ try BatchNormState(safeTensors: file, prefix: prefix, requireAffine: affine) }),
                   state.maps <= 4096 else { continue }
             for rank in 2...5 {
+                var generator = SeededGenerator(seed: 0)
                 let family = BatchNormND.familyMember(forDataRank: rank)!
-                let module = try! family.init(maps: state.maps, empty: true)
+                let module = try! family.init(maps: state.maps, empty: true, using: &generator)
                 guard expected({ try module.load(state) }) != nil else { continue }
                 precondition(try! module.state() == state, "a loaded state differs from the file's")
-                let reloaded = try! family.init(maps: state.maps, empty: true)
+                let reloaded = try! family.init(maps: state.maps, empty: true, using: &generator)
                 try! reloaded.loadState(from: try! module.stateSafeTensors(prefix: prefix), prefix: prefix)
                 precondition(try! reloaded.state() == state, "a saved state does not load back")
                 module.evalMode()
