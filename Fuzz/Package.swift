@@ -1,8 +1,8 @@
 // swift-tools-version: 6.0
 // libFuzzer targets for BatchNormKit's file parsers, kept out of the main package so that
 // they never become products a client sees. Build and run them with Fuzz/run (see the
-// README's "Fuzzing" section): `swift build -Xswiftc -sanitize=fuzzer,address
-// -Xswiftc -parse-as-library`.
+// README's "Sanitizers and fuzzing" section): `swift build --sanitize=fuzzer
+// --sanitize=address -Xswiftc -parse-as-library`.
 import PackageDescription
 
 /// One executable per parser: `Sources/Fuzz<Name>/Fuzz<Name>.swift` defines
