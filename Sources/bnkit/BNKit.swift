@@ -1,4 +1,5 @@
 import ArgumentParser
+import BatchNormCUDA
 import BatchNormKit
 
 #if canImport(Glibc)
@@ -33,6 +34,8 @@ struct BNKit: ParsableCommand {
             var command = try parseAsRoot()
             try command.run()
         } catch {
+            // A CUDA error says what is missing in one line; the paths tried are its details.
+            let error = (error as? CUDAError).map { CommandFailure(cuda: $0) } ?? error
             let code = exitCode(for: error)
             if code == .success { exit(withError: error) }  // --help, --version
             if let exitCode = error as? ExitCode { exitProcess(exitCode.rawValue) }  // already reported

@@ -5,8 +5,7 @@ extension BenchCommand {
     /// The GPU suite with the device-tensor API: every shape and layout timed with CUDA
     /// events, beside the device-to-device copy bandwidth measured in the same run.
     func benchCUDA(shapes: [[Int]], layouts: [TensorLayout]) throws -> Report {
-        let device: CUDADevice
-        do { device = try CUDADevice.shared() } catch let error as CUDAError { throw CommandFailure(cuda: error) }
+        let device = try CUDADevice.shared()
         let callsPerRun = 50
         var rows = [Row]()
         for shape in shapes {

@@ -36,7 +36,8 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "One shape of rank 2 to 5 instead of the suite: N,C (BatchNorm), N,C,L, N,C,H,W or N,C,D,H,W (BatchNorm3D).")
     var shape: String?
 
-    @Option(help: "The layout to time (ncdhw, ndhwc or another of the library's names); both when omitted.")
+    @Option(help: "The layout to time (ncdhw, ndhwc or another of the library's names); both when omitted.",
+            transform: parseLayout)
     var layout: TensorLayout?
 
     @Option(parsing: .unconditional, help: "CPU threads (default: every online processor).")

@@ -53,22 +53,21 @@ func withContext<T>(_ context: String, _ body: () throws -> T) throws -> T {
 /// `--layout`: the library's layout names (``TensorLayout/init(name:)``), case-insensitive:
 /// `ncdhw`, `nchw`, `ncl`, `nc`, `channels_first` (channels on axis 1) or `ndhwc`, `nhwc`,
 /// `nlc`, `channels_last`, `channels_last_3d` (channels last).
-extension TensorLayout: ExpressibleByArgument {
-    public init?(argument: String) { self.init(name: argument) }
-    public static var allValueStrings: [String] {
-        ["ncdhw", "nchw", "ncl", "nc", "channels_first", "ndhwc", "nhwc", "nlc", "channels_last", "channels_last_3d"]
+@Sendable func parseLayout(_ text: String) throws -> TensorLayout {
+    guard let layout = TensorLayout(name: text) else {
+        throw ValidationError("expected ncdhw, nchw, ncl, nc, channels_first, ndhwc, nhwc, nlc, channels_last or channels_last_3d")
     }
-    public var defaultValueDescription: String { description }
+    return layout
 }
 
 /// The help text of every `--layout` option.
 let layoutHelp = ArgumentHelp(
     "Axis order of the arrays in the files: ncdhw, nchw, ncl, nc or channels_first (channels on axis 1); "
-        + "ndhwc, nhwc, nlc, channels_last or channels_last_3d (channels last).")
+        + "ndhwc, nhwc, nlc, channels_last or channels_last_3d (channels last). Default: ncdhw.", valueName: "layout")
 
 /// Options of the commands that read arrays and a state file: `--layout`, `--prefix`, `--epsilon`.
 struct StateOptions: ParsableArguments {
-    @Option(help: layoutHelp)
+    @Option(help: layoutHelp, transform: parseLayout)
     var layout: TensorLayout = .channelsFirst
 
     @Option(help: "Key prefix in the state file ('' for bare keys, e.g. 'layer1.bn').")
@@ -136,12 +135,6 @@ func readNumPyHeader(_ reader: FileReader) throws -> NumPyArrayHeader {
 func conversionNote(_ header: NumPyArrayHeader, file: String) -> String? {
     guard header.storedByteCount != header.dataType.byteCount else { return nil }
     return "bnkit: note: \(file) is float64 ('\(header.descr)'); read as float32 (rounded to nearest)\n"
-}
-
-/// The CUDA backend, or a failure whose line says what is missing in a few words; the paths
-/// searched go to the detail lines (printed with `--verbose`).
-func cudaBackend() throws -> CUDABackend {
-    do { return try CUDABackend() } catch let error as CUDAError { throw CommandFailure(cuda: error) }
 }
 
 extension CommandFailure {

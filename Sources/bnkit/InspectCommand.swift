@@ -18,7 +18,7 @@ struct InspectCommand: ParsableCommand {
     @Argument(help: "A .safetensors or .npy file.")
     var file: String
 
-    @Option(help: layoutHelp)
+    @Option(help: layoutHelp, transform: parseLayout)
     var layout: TensorLayout = .channelsFirst
 
     @Option(name: .customLong("chunk-mb"), parsing: .unconditional, help: "Memory per chunk in MiB when reading a .npy file.")

@@ -71,7 +71,7 @@ struct NormalizeCommand: ParsableCommand {
         guard shape[1] == state.maps else {
             throw CommandFailure("\(input): array of shape \(header.shape) (\(options.layout)) has \(shape[1]) channels, the state has \(state.maps) maps")
         }
-        let backend: any BatchNormBackend = device == .cuda ? try cudaBackend() : CPUBackend()
+        let backend: any BatchNormBackend = device == .cuda ? try CUDABackend() : CPUBackend()
         let module = try withContext(input) {
             try makeModule(rank: shape.count, maps: state.maps, epsilon: options.epsilon, inplace: true, backend: backend)
         }
