@@ -16,7 +16,7 @@ extension BenchCommand {
                                                            using: &generator).converted(to: layout, dataType: dtype), on: device)
                 let g = try DeviceTensor(try Tensor.normal(shape: shape, layout: layout, using: &generator)
                     .converted(to: layout, dataType: dtype), on: device)
-                let bn = try BatchNorm3D(maps: shape[1], using: &generator)
+                let bn = try Self.module(for: shape, backend: CPUBackend(), using: &generator)
                 // GB/s counts 3, 2 and 5 elements of traffic per element (12, 8, 20 bytes in float32).
                 func row(_ op: String, elementsOfTraffic: Int, _ body: () throws -> Void) throws -> Row {
                     let samples = try device.time(repetitions: runs, warmUp: 1) {

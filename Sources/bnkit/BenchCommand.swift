@@ -33,23 +33,27 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Device to benchmark: cpu or cuda.")
     var device: ComputeDevice = .cpu
 
-    @Option(help: "One shape N,C,D,H,W instead of the suite.")
+    @Option(help: "One shape of rank 2 to 5 instead of the suite: N,C (BatchNorm), N,C,L, N,C,H,W or N,C,D,H,W (BatchNorm3D).")
     var shape: String?
 
-    @Option(help: "ncdhw or ndhwc; both when omitted.")
-    var layout: LayoutArgument?
+    @Option(help: "The layout to time (ncdhw, ndhwc or another of the library's names); both when omitted.",
+            transform: parseLayout)
+    var layout: TensorLayout?
 
-    @Option(help: "CPU threads (default: every online processor).")
+    @Option(parsing: .unconditional, help: "CPU threads (default: every online processor).")
     var threads: Int?
 
     @Option(help: "Data type: float32, or float16 (--device cuda only; parameters and statistics stay float32).")
     var dtype: TensorDataType = .float32
 
-    @Option(help: "Timed runs per figure (the median is reported), at least 5.")
+    @Option(parsing: .unconditional, help: "Timed runs per figure (the median is reported), at least 5.")
     var runs: Int = 7
 
     @Flag(help: "Print one JSON object instead of tables.")
     var json = false
+
+    @Flag(help: "Detail lines under an error (such as every path searched for the CUDA libraries).")
+    var verbose = false
 
     static let suite: [[Int]] = [[5, 3, 10, 10, 10], [8, 256, 8, 14, 14], [2, 32, 32, 32, 32], [8, 64, 16, 56, 56]]
     /// The GPU suite of the Benchmarks article.
@@ -73,15 +77,16 @@ struct BenchCommand: ParsableCommand {
 
     static func parseShape(_ text: String) throws -> [Int] {
         let parts = text.split(separator: ",").map { Int($0.trimmingCharacters(in: " ")) }
-        guard parts.count == 5, let dims = parts as? [Int], dims.allSatisfy({ $0 >= 1 }) else {
-            throw ValidationError("--shape must be five positive integers N,C,D,H,W, not '\(text)'")
+        guard (2...5).contains(parts.count), let dims = parts as? [Int], dims.allSatisfy({ $0 >= 1 }),
+              (try? Tensor.zeros(shape: [0] + dims)) != nil else {
+            throw ValidationError("--shape must be 2 to 5 positive integers N,C[,D[,H[,W]]] whose product fits in memory, not '\(text)'")
         }
         return dims
     }
 
     func run() throws {
         let shapes = try shape.map { [try Self.parseShape($0)] } ?? (device == .cpu ? Self.suite : Self.gpuSuite)
-        let layouts = layout.map { [$0.layout] } ?? [.channelsFirst, .channelsLast]
+        let layouts = layout.map { [$0] } ?? [.channelsFirst, .channelsLast]
         let report = device == .cpu ? try benchCPU(shapes: shapes, layouts: layouts)
                                     : try benchCUDA(shapes: shapes, layouts: layouts)
         json ? printJSON(report) : printTable(report)
@@ -147,7 +152,7 @@ struct BenchCommand: ParsableCommand {
         var generator = SeededGenerator(seed: 42)
         let x = try Tensor.normal(shape: shape, mean: 1, standardDeviation: 2, layout: layout, using: &generator)
         let g = try Tensor.normal(shape: shape, layout: layout, using: &generator)
-        let bn = try BatchNorm3D(maps: shape[1], backend: CPUBackend(threadCount: threads), using: &generator)
+        let bn = try Self.module(for: shape, backend: CPUBackend(threadCount: threads), using: &generator)
         // Each timed run lasts about 20 ms (as torch_bn3d.py: 2e7 / elements repetitions).
         let repetitions = max(1, 20_000_000 / elements)
         func row(_ op: String, bytesPerElement: Int, _ body: () throws -> Void) rethrows -> Row {
@@ -163,6 +168,14 @@ struct BenchCommand: ParsableCommand {
         _ = try bn(x)
         let backward = try row("backward", bytesPerElement: 20) { _ = try bn.backward(g) }
         return [train, eval, backward]
+    }
+
+    /// The family member for `shape`'s rank (BatchNorm ... BatchNorm3D) with PuzzleLib's defaults.
+    static func module(for shape: [Int], backend: any BatchNormBackend, using generator: inout SeededGenerator) throws -> BatchNormND {
+        guard let family = BatchNormND.familyMember(forDataRank: shape.count) else {
+            throw ValidationError("--shape must have rank 2 to 5, got \(shape)")
+        }
+        return try family.init(maps: shape[1], backend: backend, using: &generator)
     }
 
     /// Median over `runs` of the mean time of `repetitions` calls, after warm-up calls.

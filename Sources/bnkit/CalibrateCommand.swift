@@ -7,7 +7,10 @@ struct CalibrateCommand: ParsableCommand {
         commandName: "calibrate",
         abstract: "Re-estimate running statistics over .npy batches (AdaBN, after SWA) and save the state.",
         discussion: """
-            Each file is one training batch (float32 or float16 .npy, rank 2 to 5, axes as --layout). \
+            Each file is one training batch (float16, float32 or float64 .npy, rank 2 to 5, axes as \
+            --layout). The number of channels is taken from --state, or else from the first batch's \
+            channel axis; --maps, when given, must agree, and every batch is checked against it \
+            (and against the first batch's rank) before it is used. \
             By default the statistics start afresh: scale and bias come from --state (or 1 and 0 \
             without it), the running mean and variance are reset to 0 and 1 and the counter \
             (num_batches_tracked) to 0, and with the default factors (--init-factor 1, \
@@ -18,11 +21,11 @@ struct CalibrateCommand: ParsableCommand {
             the same key prefix. A progress bar is drawn on stderr when it is a terminal.
             """)
 
-    @Argument(help: "Batches, one .npy file each.")
-    var files: [String] = []
+    @Argument(help: "Batches, one .npy file each (at least one).")
+    var files: [String]
 
-    @Option(help: "Number of channels C.")
-    var maps: Int
+    @Option(parsing: .unconditional, help: "Number of channels C (default: from --state or the first batch).")
+    var maps: Int?
 
     @Option(help: "State to start from (.safetensors): scale and bias, and with --continue the statistics.")
     var state: String?
@@ -35,53 +38,96 @@ struct CalibrateCommand: ParsableCommand {
 
     @OptionGroup var options: StateOptions
 
-    @Option(name: .customLong("init-factor"), help: "Running-average factor numerator: factor = max(init-factor / n, min-factor).")
+    @Option(name: .customLong("init-factor"), parsing: .unconditional,
+            help: "Running-average factor numerator, in [0, 1]: factor = max(init-factor / n, min-factor).")
     var initFactor: Double = 1
 
-    @Option(name: .customLong("min-factor"), help: "Lower bound of the factor (0: cumulative average; PyTorch's momentum, e.g. 0.1, for an exponential average).")
+    @Option(name: .customLong("min-factor"), parsing: .unconditional,
+            help: "Lower bound of the factor, in [0, 1] (0: cumulative average; PyTorch's momentum, e.g. 0.1, for an exponential average).")
     var minFactor: Double = 0
 
+    @Flag(help: "Print nothing on success.")
+    var quiet = false
+
+    /// Everything that needs no file, before anything is read or allocated.
     func validate() throws {
         guard !files.isEmpty else { throw ValidationError("at least one .npy batch is required") }
-        guard maps >= 1 else { throw ValidationError("--maps must be >= 1, got \(maps)") }
+        if let maps { guard maps >= 1 else { throw ValidationError("--maps must be >= 1, got \(maps)") } }
+        try validateModuleArguments(epsilon: options.epsilon, initFactor: initFactor, minFactor: minFactor)
         guard !continueStatistics || state != nil else { throw ValidationError("--continue needs --state") }
     }
 
     func run() throws {
+        let loaded = try state.map { try readState(path: $0, prefix: options.prefix, maps: self.maps) }
+        // The first batch's header fixes the rank, and the maps when neither --maps nor --state does.
+        let first = try BatchShape(file: files[0], layout: options.layout)
+        let maps = self.maps ?? loaded?.maps ?? first.channels
+        let source = self.maps != nil ? "--maps" : loaded != nil ? "the state" : "the first batch"
+        try first.check(maps: maps, rank: first.rank, source: source)
         var initial = BatchNormState(scale: Array(repeating: 1, count: maps), bias: Array(repeating: 0, count: maps),
                                      mean: Array(repeating: 0, count: maps), var: Array(repeating: 1, count: maps),
                                      numOfProps: 0)
-        if let state {
-            let loaded = try readState(path: state, prefix: options.prefix, maps: maps)
+        if let loaded {
             initial.scale = loaded.scale
             initial.bias = loaded.bias
-            if continueStatistics {
-                initial = loaded
-            }
+            if continueStatistics { initial = loaded }
         }
-        var module: BatchNormND?
+        let module = try withContext(files[0]) {
+            try makeModule(rank: first.rank, maps: maps, epsilon: options.epsilon, initFactor: initFactor, minFactor: minFactor)
+        }
+        try withContext(state ?? output) { try module.load(initial) }
+        module.trainMode()
         let progress = ProgressBar(total: files.count, label: "calibrate")
         var values = 0
         for (index, file) in files.enumerated() {
+            let shape = index == 0 ? first : try BatchShape(file: file, layout: options.layout)
+            try shape.check(maps: maps, rank: first.rank, source: source)
             try withContext(file) {
                 var batch = try Tensor(contentsOfNPYFile: file, fileLayout: options.layout)
                 if batch.dataType != .float32 { batch = batch.converted(to: options.layout, dataType: .float32) }
-                if module == nil {
-                    let created = try makeModule(rank: batch.rank, maps: maps, epsilon: options.epsilon,
-                                                 initFactor: initFactor, minFactor: minFactor)
-                    try created.load(initial)
-                    created.trainMode()
-                    module = created
-                }
-                _ = try module!(batch)
-                module!.reset()
+                _ = try module(batch)
+                module.reset()
                 values += batch.elementCount / maps
             }
+            if !quiet, let note = conversionNote(shape.header, file: file) { standardError(note) }
             progress.update(index + 1)
         }
         progress.finish()
-        try withContext(output) { try module!.saveState(toFile: output, prefix: options.prefix) }
+        try withContext(output) { try module.saveState(toFile: output, prefix: options.prefix) }
+        guard !quiet else { return }
         print("calibrated \(maps) maps over \(files.count) batch\(files.count == 1 ? "" : "es") (\(values) values per channel); "
-              + "num_batches_tracked \(module!.numOfProps); wrote \(output)")
+              + "num_batches_tracked \(module.numOfProps); wrote \(output)")
+    }
+}
+
+/// The header of one batch file and its logical shape, read before its data.
+struct BatchShape {
+    let file: String
+    let header: NumPyArrayHeader
+    let shape: [Int]
+
+    init(file: String, layout: TensorLayout) throws {
+        self.file = file
+        header = try withContext(file) { try readNumPyHeader(try FileReader(path: file)) }
+        shape = Tensor.logicalShape(ofPhysical: header.shape, layout: layout)
+    }
+
+    var rank: Int { shape.count }
+    /// The channel axis's extent, 0 for rank < 2.
+    var channels: Int { shape.count >= 2 ? shape[1] : 0 }
+
+    /// Throws, naming the file, unless the batch has rank 2 to 5, `rank` and `maps` channels
+    /// (`source` says where `maps` came from).
+    func check(maps: Int, rank: Int, source: String) throws {
+        guard (2...5).contains(shape.count) else {
+            throw CommandFailure("\(file): data of rank \(shape.count) (shape \(header.shape)) is not supported "
+                                 + "(expected rank 2 to 5: (N, C), (N, C, L), (N, C, H, W) or (N, C, D, H, W))")
+        }
+        guard shape.count == rank else {
+            throw CommandFailure("\(file): data of rank \(shape.count) (shape \(header.shape)), expected rank \(rank) as the first batch")
+        }
+        guard channels == maps else {
+            throw CommandFailure("\(file): array of shape \(header.shape) has \(channels) channels, expected \(maps) (from \(source))")
+        }
     }
 }

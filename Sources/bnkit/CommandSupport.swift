@@ -1,4 +1,5 @@
 import ArgumentParser
+import BatchNormCUDA
 import BatchNormKit
 
 #if canImport(Glibc)
@@ -9,8 +10,20 @@ import Musl
 import Darwin
 #endif
 
-/// A failure of a command, with a message ready for `bnkit: error: ...`.
+/// A failure of a command, with a message ready for `bnkit: error: ...` and, for `--verbose`,
+/// detail lines printed under it (such as every path searched for a library).
 struct CommandFailure: Error, CustomStringConvertible {
+    var description: String
+    var details: [String] = []
+    init(_ description: String, details: [String] = []) {
+        self.description = description
+        self.details = details
+    }
+}
+
+/// A failure about the data of one input file, whose message `withContext` prefixes with
+/// the file's name (a ``CommandFailure`` is passed through as it is).
+struct InputFailure: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
 }
@@ -39,33 +52,45 @@ func withContext<T>(_ context: String, _ body: () throws -> T) throws -> T {
     }
 }
 
-/// `--layout ncdhw|ndhwc`: how the axes of the arrays in the files are ordered.
-enum LayoutArgument: String, ExpressibleByArgument, CaseIterable {
-    /// `(N, C, spatial...)`.
-    case ncdhw
-    /// `(N, spatial..., C)`, channels last.
-    case ndhwc
-
-    /// The library's layout.
-    var layout: TensorLayout { self == .ncdhw ? .channelsFirst : .channelsLast }
+/// `--layout`: the library's layout names (``TensorLayout/init(name:)``), case-insensitive:
+/// `ncdhw`, `nchw`, `ncl`, `nc`, `channels_first` (channels on axis 1) or `ndhwc`, `nhwc`,
+/// `nlc`, `channels_last`, `channels_last_3d` (channels last).
+@Sendable func parseLayout(_ text: String) throws -> TensorLayout {
+    guard let layout = TensorLayout(name: text) else {
+        throw ValidationError("expected ncdhw, nchw, ncl, nc, channels_first, ndhwc, nhwc, nlc, channels_last or channels_last_3d")
+    }
+    return layout
 }
+
+/// The help text of every `--layout` option.
+let layoutHelp = ArgumentHelp(
+    "Axis order of the arrays in the files: ncdhw, nchw, ncl, nc or channels_first (channels on axis 1); "
+        + "ndhwc, nhwc, nlc, channels_last or channels_last_3d (channels last). Default: ncdhw.", valueName: "layout")
 
 /// Options of the commands that read arrays and a state file: `--layout`, `--prefix`, `--epsilon`.
 struct StateOptions: ParsableArguments {
-    @Option(name: .customLong("layout"), help: "Axis order of the arrays in the files: ncdhw (N, C, spatial...) or ndhwc (N, spatial..., C).")
-    var layoutArgument: LayoutArgument = .ncdhw
-
-    /// The library's layout for `--layout`.
-    var layout: TensorLayout { layoutArgument.layout }
+    @Option(help: layoutHelp, transform: parseLayout)
+    var layout: TensorLayout = .channelsFirst
 
     @Option(help: "Key prefix in the state file ('' for bare keys, e.g. 'layer1.bn').")
     var prefix: String = ""
 
-    @Option(help: "Epsilon added to the variance (not stored in state files).")
+    @Option(parsing: .unconditional, help: "Epsilon added to the variance (not stored in state files).")
     var epsilon: Double = 1e-5
 
     func validate() throws {
-        guard epsilon > 0, epsilon.isFinite else { throw ValidationError("--epsilon must be finite and > 0, got \(epsilon)") }
+        try validateModuleArguments(epsilon: epsilon)
+    }
+}
+
+/// Checks `--epsilon`, `--init-factor` and `--min-factor` by the library's own rule (an
+/// `empty:` module allocates nothing), naming the option.
+func validateModuleArguments(epsilon: Double = 1e-5, initFactor: Double = 1, minFactor: Double = 0.1) throws {
+    do {
+        _ = try BatchNorm(maps: 1, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, empty: true)
+    } catch BatchNormError.invalidArgument(let name, let expected, let actual) {
+        let option = ["epsilon": "--epsilon", "initFactor": "--init-factor", "minFactor": "--min-factor"][name] ?? name
+        throw ValidationError("\(option) must be \(expected), got \(actual)")
     }
 }
 
@@ -80,11 +105,52 @@ enum ComputeDevice: String, ExpressibleByArgument, CaseIterable {
 func makeModule(rank: Int, maps: Int, epsilon: Double, initFactor: Double = 1, minFactor: Double = 0.1,
                 inplace: Bool = false, backend: any BatchNormBackend = CPUBackend()) throws -> BatchNormND {
     guard let family = BatchNormND.familyMember(forDataRank: rank) else {
-        throw CommandFailure("data of rank \(rank) is not supported (expected rank 2 to 5: (N, C), (N, C, L), (N, C, H, W) or (N, C, D, H, W))")
+        throw InputFailure("data of rank \(rank) is not supported (expected rank 2 to 5: (N, C), (N, C, L), (N, C, H, W) or (N, C, D, H, W))")
     }
     var generator = SeededGenerator(seed: 0)
     return try family.init(maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: 0,
                            inplace: inplace, backend: backend, using: &generator)
+}
+
+/// Checks `--chunk-mb`: finite and > 0.
+func validateChunkMegabytes(_ chunkMegabytes: Double) throws {
+    guard chunkMegabytes > 0, chunkMegabytes.isFinite else { throw ValidationError("--chunk-mb must be > 0, got \(chunkMegabytes)") }
+}
+
+/// Samples per chunk when a sample holds `sampleElements` values, for a budget of
+/// `chunkMegabytes` MiB counted in `float32` (what the CPU computes in): at least one.
+func samplesPerChunk(sampleElements: Int, chunkMegabytes: Double) -> Int {
+    let (sampleBytes, overflow) = sampleElements.multipliedReportingOverflow(by: 4)
+    guard !overflow, sampleBytes > 0 else { return 1 }
+    return max(1, Int(min(chunkMegabytes * 1_048_576, 1e15)) / sampleBytes)
+}
+
+/// Reads the header of a `.npy` file and checks that the file holds the data it announces.
+func readNumPyHeader(_ reader: FileReader) throws -> NumPyArrayHeader {
+    let header = try NumPyArrayHeader(parsing: try reader.read(at: 0, count: min(reader.size, NumPyArrayHeader.maximumHeaderLength)))
+    try header.checkDataSize(fileSize: reader.size)
+    return header
+}
+
+/// The one-line note for a file whose elements are converted on reading (`float64` to
+/// `float32`), or `nil`.
+func conversionNote(_ header: NumPyArrayHeader, file: String) -> String? {
+    guard header.storedByteCount != header.dataType.byteCount else { return nil }
+    return "bnkit: note: \(file) is float64 ('\(header.descr)'); read as float32 (rounded to nearest)\n"
+}
+
+extension CommandFailure {
+    /// A CUDA error in one short line; the list of paths tried in ``details``.
+    init(cuda error: CUDAError) {
+        if case .libraryNotFound(let library, let variable, let searched) = error {
+            self.init("CUDA unavailable: could not load \(library); \(searched.count) paths tried "
+                      + "(--verbose lists them); set \(variable) to its path",
+                      details: searched.map { "tried \($0)" })
+        } else {
+            let lines = error.description.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            self.init(lines[0], details: Array(lines.dropFirst()))
+        }
+    }
 }
 
 /// Reads the state under `prefix` (a key prefix or PuzzleLib module name) from a state file

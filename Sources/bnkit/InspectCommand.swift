@@ -20,22 +20,23 @@ struct InspectCommand: ParsableCommand {
     @Argument(help: "A .safetensors, PuzzleLib .hdf or .npy file.")
     var file: String
 
-    @Option(name: .customLong("layout"), help: "Axis order of a .npy array: ncdhw (channels on axis 1) or ndhwc (channels last).")
-    var layoutArgument: LayoutArgument = .ncdhw
+    @Option(help: layoutHelp, transform: parseLayout)
+    var layout: TensorLayout = .channelsFirst
 
-    var layout: TensorLayout { layoutArgument.layout }
-
-    @Option(name: .customLong("chunk-mb"), help: "Memory per chunk in MiB when reading a .npy file.")
+    @Option(name: .customLong("chunk-mb"), parsing: .unconditional, help: "Memory per chunk in MiB when reading a .npy file.")
     var chunkMegabytes: Double = 64
 
     func validate() throws {
-        guard chunkMegabytes > 0, chunkMegabytes.isFinite else { throw ValidationError("--chunk-mb must be > 0, got \(chunkMegabytes)") }
+        try validateChunkMegabytes(chunkMegabytes)
     }
 
     func run() throws {
         let reader = try withContext(file) { try FileReader(path: file) }
         let prefix = try withContext(file) { try reader.read(at: 0, count: min(reader.size, 6)) }
-        if prefix == [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59] {
+        let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
+        // A file shorter than the magic that begins like it (an empty x.npy too) is a cut .npy.
+        let looksLikeNumPy = prefix == magic || (prefix.count < 6 && magic.starts(with: prefix) && (!prefix.isEmpty || file.hasSuffix(".npy")))
+        if looksLikeNumPy {
             try withContext(file) { try inspectNumPy(reader) }
         } else {
             let format = try withContext(file) { try StateFileFormat.detect(size: reader.size) { try reader.read(at: $0, count: $1) } }
@@ -61,14 +62,18 @@ struct InspectCommand: ParsableCommand {
         let keyWidth = safeTensors.tensors.keys.map(\.count).max() ?? 0
         for key in safeTensors.tensors.keys.sorted() {
             let entry = safeTensors.tensors[key]!
-            let values: [Double] = entry.floatValues().map { $0.map(Double.init) } ?? entry.integerValues()?.map(Double.init) ?? []
+            let integers = entry.integerValues()
+            let values: [Double] = entry.floatValues().map { $0.map(Double.init) } ?? integers?.map(Double.init) ?? []
+            // Integer tensors (num_batches_tracked) print their values as integers.
+            func value(_ index: Int) -> String { integers.map { "\($0[index])" } ?? format(values[index]) }
             var line = "  \(key.padding(keyWidth))  \(entry.dataType.rawValue.padding(7))  \("\(entry.shape)".padding(14))"
             if values.count == 1 {
-                line += "  value \(format(values[0]))"
+                line += "  value \(value(0))"
             } else if !values.isEmpty {
-                line += "  min \(format(values.min()!))  max \(format(values.max()!))  mean \(format(values.reduce(0, +) / Double(values.count)))"
+                line += "  min \(value(values.indices.min { values[$0] < values[$1] }!))  max \(value(values.indices.max { values[$0] < values[$1] }!))"
+                line += "  mean \(format(values.reduce(0, +) / Double(values.count)))"
             }
-            print(line)
+            print(line.trimmingTrailingSpaces())
         }
         let suffix = "running_mean"
         let prefixes = safeTensors.tensors.keys.filter { $0 == suffix || $0.hasSuffix("." + suffix) }
@@ -79,19 +84,19 @@ struct InspectCommand: ParsableCommand {
                 continue
             }
             print("\nBatchNorm state\(prefix.isEmpty ? "" : " '\(prefix)'"): \(state.maps) maps, num_batches_tracked \(state.numOfProps)")
-            print("  " + ["channel", "weight", "bias", "running_mean", "running_var"].map { $0.padding(13) }.joined(separator: " "))
+            print(tableRow(["channel", "weight", "bias", "running_mean", "running_var"]))
             for c in 0..<state.maps {
                 let row = ["\(c)", format(Double(state.scale[c])), format(Double(state.bias[c])),
                            format(Double(state.mean[c])), format(Double(state.var[c]))]
-                print("  " + row.map { $0.padding(13) }.joined(separator: " "))
+                print(tableRow(row))
             }
         }
     }
 
     private func inspectNumPy(_ reader: FileReader) throws {
-        let header = try NumPyArrayHeader(parsing: try reader.read(at: 0, count: min(reader.size, NumPyArrayHeader.maximumHeaderLength)))
-        try header.checkDataSize(fileSize: reader.size)
-        print("\(file): npy, shape \(header.shape), dtype \(header.dataType), C order, data at byte \(header.dataOffset) (\(header.dataByteCount) bytes)")
+        let header = try readNumPyHeader(reader)
+        let stored = header.needsConversion ? " ('\(header.descr)', read as \(header.dataType))" : ""
+        print("\(file): npy, shape \(header.shape), dtype \(header.dataType)\(stored), C order, data at byte \(header.dataOffset) (\(header.dataByteCount) bytes)")
         let shape = Tensor.logicalShape(ofPhysical: header.shape, layout: layout)
         let channels = shape.count >= 2 ? shape[1] : 1
         if shape.count >= 2 {
@@ -104,14 +109,13 @@ struct InspectCommand: ParsableCommand {
         var maximum = Array(repeating: -Double.infinity, count: channels)
         let batch = shape.first ?? 1
         let sampleElements = shape.count >= 1 ? shape.dropFirst().reduce(1, *) : 1
-        let samplesPerChunk = max(1, Int(min(chunkMegabytes * 1_048_576, 1e15)) / max(1, sampleElements * 4))
+        let perChunk = samplesPerChunk(sampleElements: sampleElements, chunkMegabytes: chunkMegabytes)
         let spatial = shape.count > 2 ? shape[2...].reduce(1, *) : 1
         var first = 0
         while first < batch {
-            let count = min(samplesPerChunk, batch - first)
+            let count = min(perChunk, batch - first)
             let storage = TensorStorage(byteCount: count * sampleElements * header.dataType.byteCount)
-            try reader.read(at: header.dataOffset + first * sampleElements * header.dataType.byteCount,
-                            count: storage.byteCount, into: storage.rawAddress)
+            try header.readElements(from: reader, first: first * sampleElements, count: count * sampleElements, into: storage.rawAddress)
             let chunkShape = shape.isEmpty ? [] : [count] + shape.dropFirst()
             var chunk = try Tensor(shape: chunkShape, layout: layout, dataType: header.dataType, sharing: storage)
             if chunk.dataType != .float32 { chunk = chunk.converted(to: layout, dataType: .float32) }
@@ -136,18 +140,29 @@ struct InspectCommand: ParsableCommand {
             first += count
             if shape.isEmpty { break }
         }
-        print("  " + ["channel", "count", "mean", "std", "min", "max"].map { $0.padding(13) }.joined(separator: " "))
+        print(tableRow(["channel", "count", "mean", "std", "min", "max"]))
         for c in 0..<channels {
             let row = ["\(shape.count >= 2 ? "\(c)" : "all")", "\(Int(moments[c].count))", format(moments[c].mean),
                        format((moments[c].m2 / moments[c].count).squareRoot()), format(minimum[c]), format(maximum[c])]
-            print("  " + row.map { $0.padding(13) }.joined(separator: " "))
+            print(tableRow(row))
         }
+    }
+
+    /// A table row: two spaces, then the cells in columns 13 wide, no trailing space.
+    private func tableRow(_ cells: [String]) -> String {
+        ("  " + cells.map { $0.padding(13) }.joined(separator: " ")).trimmingTrailingSpaces()
     }
 }
 
 extension String {
     /// The string padded with spaces to at least `width` characters.
     func padding(_ width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
+    /// The string without trailing spaces.
+    func trimmingTrailingSpaces() -> String {
+        var text = Substring(self)
+        while text.last == " " { text.removeLast() }
+        return String(text)
+    }
     /// The string without a trailing `"."`.
     func trimmingDot() -> String { hasSuffix(".") ? String(dropLast()) : self }
 }

@@ -9,8 +9,9 @@ import BatchNormKit
 /// `CUDABackend` (host tensors) and the `DeviceTensor` API.
 ///
 /// Exit status: 0 when every case passed, 1 when one failed, 77 when no CUDA driver, GPU or
-/// NVRTC was found (every case is then printed as SKIPPED with the reason; skipped cases are
-/// never counted as passed).
+/// NVRTC was found (then one SKIPPED line per suite, the GPU path and data type, and one
+/// reason line are printed; `--verbose` lists every case and every path searched; skipped
+/// cases are never counted as passed).
 struct SelfTestCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "selftest",
@@ -23,13 +24,18 @@ struct SelfTestCommand: ParsableCommand {
     /// Exit status when nothing could run (no CUDA): distinct from success and failure.
     static let skippedExitCode: Int32 = 77
 
-    @Option(help: "Device to test: cuda.")
-    var device: String = "cuda"
+    /// The devices `selftest` compares with the CPU (the CPU backend itself is covered by `swift test`).
+    enum Device: String, ExpressibleByArgument, CaseIterable {
+        case cuda
+    }
 
-    @Option(help: "Number of random rank-5 shapes added to the fixed ones.")
+    @Option(help: "Device to test.")
+    var device: Device = .cuda
+
+    @Option(parsing: .unconditional, help: "Number of random rank-5 shapes added to the fixed ones.")
     var random: Int = 6
 
-    @Option(help: "Seed of the random shapes and data.")
+    @Option(parsing: .unconditional, help: "Seed of the random shapes and data.")
     var seed: UInt64 = 2024
 
     @Flag(help: "Skip the fixed shapes above 200,000 elements.")
@@ -41,10 +47,11 @@ struct SelfTestCommand: ParsableCommand {
     @Option(name: .customLong("arch"), help: "Architectures for --compile-only (repeatable).")
     var architectures: [String] = ["compute_90", "sm_90"]
 
+    @Flag(help: "Without a GPU, one SKIPPED line per case and every path searched, instead of one line per suite.")
+    var verbose = false
+
     func validate() throws {
-        guard device.lowercased() == "cuda" else {
-            throw ValidationError("--device must be cuda (the CPU backend is covered by `swift test`)")
-        }
+        guard random >= 0 else { throw ValidationError("--random must be >= 0, got \(random)") }
     }
 
     func run() throws {
@@ -55,10 +62,7 @@ struct SelfTestCommand: ParsableCommand {
             gpu = try CUDADevice.shared()
             try gpu.prepareKernels()
         } catch {
-            let reason = "\(error)"
-            for testCase in cases { print("SKIPPED  \(testCase): no CUDA") }
-            print("reason: \(reason)")
-            print("0 passed, 0 failed, \(cases.count) skipped (no CUDA driver/GPU/NVRTC: nothing was compared)")
+            printSkipped(cases, reason: error)
             throw ExitCode(Self.skippedExitCode)
         }
         print("device: \(gpu.summary), kernels: \(try gpu.prepareKernels())")
@@ -71,6 +75,25 @@ struct SelfTestCommand: ParsableCommand {
         print("device allocations (cuMemAlloc calls): \(gpu.allocationCount)")
         print("\(passed) passed, \(failed) failed")
         if failed > 0 { throw ExitCode.failure }
+    }
+
+    /// Without CUDA: one line per suite (GPU path and data type) and one reason line, or with
+    /// `--verbose` one line per case and the reason's details (every path searched).
+    private func printSkipped(_ cases: [CUDASelfTestCase], reason error: any Error) {
+        let reason = (error as? CUDAError).map { CommandFailure(cuda: $0) } ?? CommandFailure("\(error)")
+        if verbose {
+            for testCase in cases { print("SKIPPED  \(testCase): no CUDA") }
+        } else {
+            var suites: [(name: String, count: Int)] = []
+            for testCase in cases {
+                let name = "\(testCase.path.rawValue) \(testCase.dataType)"
+                if let index = suites.firstIndex(where: { $0.name == name }) { suites[index].count += 1 } else { suites.append((name, 1)) }
+            }
+            for suite in suites { print("SKIPPED  \(suite.name): \(suite.count) cases, no CUDA") }
+        }
+        print("reason: \(reason.description)")
+        if verbose { for line in reason.details { print("  \(line)") } }
+        print("0 passed, 0 failed, \(cases.count) skipped (no CUDA driver/GPU/NVRTC: nothing was compared)")
     }
 
     private func compileKernels() throws {

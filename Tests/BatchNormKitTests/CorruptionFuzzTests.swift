@@ -278,6 +278,24 @@ import Testing
         }
     }
 
+    /// The data section of a `.npy` file as little-endian `float16`/`float32` bytes, decoded
+    /// element by element (a separate path from the reader's).
+    static func littleEndianElements(_ file: [UInt8], _ header: NumPyArrayHeader) -> [UInt8] {
+        let width = header.storedByteCount
+        var result = [UInt8]()
+        for start in stride(from: header.dataOffset, to: file.count, by: width) {
+            var element = Array(file[start..<(start + width)])
+            if header.isBigEndian { element.reverse() }
+            if width == 8 {
+                let bits = element.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+                withUnsafeBytes(of: Float(Double(bitPattern: bits)).bitPattern.littleEndian) { result.append(contentsOf: $0) }
+            } else {
+                result += element
+            }
+        }
+        return result
+    }
+
     @Test func mutatedNumPyFilesThrowOrLoadCorrectly() throws {
         let seeds = try ["state_npy_f4_v1.npy", "state_npy_f2_v1.npy", "state_npy_f4_v2.npy", "state_npy_f4_v3.npy"].map(StateFixtures.bytes)
         var generator = SeededGenerator(seed: 42)
@@ -288,9 +306,10 @@ import Testing
             do {
                 let tensor = try Tensor(npyBytes: mutated)
                 let header = try NumPyArrayHeader(parsing: mutated)
-                // A successful read holds exactly the file's data bytes.
+                // A successful read holds exactly the file's data bytes (decoded for a
+                // big-endian or float64 file).
                 let stored = Array(UnsafeRawBufferPointer(start: tensor.storage.rawAddress, count: tensor.storage.byteCount))
-                if tensor.shape != header.shape || stored != Array(mutated[header.dataOffset...]) {
+                if tensor.shape != header.shape || stored != Self.littleEndianElements(mutated, header) {
                     Issue.record("iteration \(iteration): tensor does not hold the file's data")
                 }
                 let again = try Tensor(npyBytes: tensor.npyBytes())

@@ -23,6 +23,75 @@ import Testing
         #expect(half.scalars == single.scalars.map { Float(Float16($0)) })
     }
 
+    /// NumPy's default dtype: `float64` is read as `float32`, rounded to nearest (the file and
+    /// the float32 fixture hold the same `standard_normal` draw).
+    @Test func readsFloat64AsFloat32() throws {
+        let bytes = try StateFixtures.bytes("state_npy_f8.npy")
+        let wide = try Tensor(npyBytes: bytes)
+        let single = try Tensor(npyBytes: try StateFixtures.bytes("state_npy_f4_v1.npy"))
+        #expect(wide.dataType == .float32 && wide.shape == [2, 3, 4])
+        #expect(wide.scalars == single.scalars)
+        let header = try NumPyArrayHeader(parsing: bytes)
+        #expect(header.storedByteCount == 8 && header.dataByteCount == 24 * 8 && header.needsConversion)
+        let path = try Self.writeTemporary(bytes)
+        #expect(try Tensor(contentsOfNPYFile: path).scalars == single.scalars)
+    }
+
+    /// `'>f2'`, `'>f4'` and `'>f8'`: NumPy's byte-swapped arrays read as the little-endian
+    /// ones, from memory and from a file (the file path reads through the bounded buffer).
+    @Test(arguments: [("state_npy_f2_v1.npy", 2), ("state_npy_f4_v1.npy", 4), ("state_npy_f8.npy", 8)])
+    func readsBigEndian(name: String, width: Int) throws {
+        let little = try StateFixtures.bytes(name)
+        let header = try NumPyArrayHeader(parsing: little)
+        var big = Self.replacingDescr(of: little, with: ">f\(width)")
+        for start in stride(from: header.dataOffset, to: big.count, by: width) { big[start..<(start + width)].reverse() }
+        let expected = try Tensor(npyBytes: little)
+        let fromBytes = try Tensor(npyBytes: big)
+        #expect(fromBytes.dataType == expected.dataType && fromBytes.scalars == expected.scalars)
+        #expect(try Tensor(contentsOfNPYFile: Self.writeTemporary(big)).scalars == expected.scalars)
+        // Written back little-endian.
+        #expect(try NumPyArrayHeader(parsing: fromBytes.npyBytes()).descr == (width == 2 ? "<f2" : "<f4"))
+        if width == 4 {
+            #expect(try Tensor(npyBytes: try StateFixtures.bytes("state_npy_f4_bigendian.npy")).scalars == expected.scalars)
+        }
+    }
+
+    /// The header bytes with the dtype string replaced by one of the same length.
+    static func replacingDescr(of bytes: [UInt8], with descr: String) -> [UInt8] {
+        var result = bytes
+        let key = Array("'descr': '".utf8)
+        let start = (0...(bytes.count - key.count)).first { Array(bytes[$0..<($0 + key.count)]) == key }! + key.count
+        result.replaceSubrange(start..<(start + 3), with: Array(descr.utf8))
+        return result
+    }
+
+    /// `bytes` written to a fresh temporary file; its path.
+    static func writeTemporary(_ bytes: [UInt8]) throws -> String {
+        let path = try StateFixtures.temporaryDirectory() + "/array.npy"
+        try AtomicFileWriter.write(bytes, to: path)
+        return path
+    }
+
+    /// A shape whose element count is 0 but whose other extents overflow is refused where it
+    /// is made, as NumPy refuses it: in a header, in a tensor initializer.
+    @Test func rejectsShapesWhoseNonZeroExtentsOverflow() throws {
+        let text = "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 3, 4294967296, 4294967296), }"
+        var header = Array(text.utf8) + [0x0A]
+        header = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(header.count & 0xFF), UInt8(header.count >> 8)] + header
+        #expect {
+            try NumPyArrayHeader(parsing: header)
+        } throws: { error in
+            guard case NumPyArrayError.invalidHeader(let reason) = error else { return false }
+            return reason.contains("[0, 3, 4294967296, 4294967296]") && reason.contains("too large")
+        }
+        #expect(throws: TensorError.invalidShape(shape: [0, 3, 1 << 32, 1 << 32])) { try Tensor(zeros: [0, 3, 1 << 32, 1 << 32]) }
+        #expect(throws: TensorError.invalidShape(shape: [0, 3, 1 << 31, 1 << 31])) { try Tensor(zeros: [0, 3, 1 << 31, 1 << 31]) }
+        // float16 halves the bytes: 2^61 elements of 2 bytes fit, of 4 bytes they do not.
+        #expect(throws: TensorError.self) { try Tensor(zeros: [0, 1 << 61]) }
+        #expect(try Tensor(zeros: [0, 1 << 61], dataType: .float16).elementCount == 0)
+        #expect(try Tensor(zeros: [0, 3, 1 << 20, 1 << 20]).scalars.isEmpty)
+    }
+
     @Test func readsAScalar() throws {
         let scalar = try Tensor(npyBytes: try StateFixtures.bytes("state_npy_scalar.npy"))
         #expect(scalar.shape == [] && scalar.scalars == [2.5])
@@ -31,9 +100,11 @@ import Testing
     @Test func rejectsOtherDataTypesAndFortranOrderNamingThem() throws {
         #expect(throws: NumPyArrayError.fortranOrder) { try Tensor(npyBytes: try StateFixtures.bytes("state_npy_fortran.npy")) }
         #expect(throws: NumPyArrayError.unsupportedDataType(descr: "<i4")) { try Tensor(npyBytes: try StateFixtures.bytes("state_npy_int32.npy")) }
-        #expect(throws: NumPyArrayError.unsupportedDataType(descr: "<f8")) { try Tensor(npyBytes: try StateFixtures.bytes("state_npy_f8.npy")) }
-        #expect(throws: NumPyArrayError.unsupportedDataType(descr: ">f4")) {
-            try Tensor(npyBytes: try StateFixtures.bytes("state_npy_f4_bigendian.npy"))
+        #expect(throws: NumPyArrayError.unsupportedDataType(descr: ">i4")) {
+            try Tensor(npyBytes: Self.replacingDescr(of: try StateFixtures.bytes("state_npy_int32.npy"), with: ">i4"))
+        }
+        #expect(throws: NumPyArrayError.unsupportedDataType(descr: "|f4")) {
+            try Tensor(npyBytes: Self.replacingDescr(of: try StateFixtures.bytes("state_npy_f4_v1.npy"), with: "|f4"))
         }
         #expect("\(NumPyArrayError.unsupportedDataType(descr: "<i4"))".contains("'<i4'"))
         #expect("\(NumPyArrayError.fortranOrder)".contains("Fortran"))

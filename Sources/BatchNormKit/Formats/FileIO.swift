@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import SystemLibrary
 
 /// An error from the operating system while reading or writing a file.
 public struct FileIOError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -110,7 +111,11 @@ public final class FileReader {
 /// either the old file or the complete new one, never a partial write.
 ///
 /// If the writer is discarded without ``commit()`` (an error, a crash of the operation) the
-/// temporary file is removed and the destination is untouched.
+/// temporary file is removed and the destination is untouched. The temporary file is named
+/// `.<name>.tmp-<pid>-<random>`: a program can remove the temporary files of its live writers
+/// when it is interrupted (`bnkit` does on SIGINT and SIGTERM), and each new writer removes
+/// the temporaries that processes no longer running (killed with SIGKILL, say) left in its
+/// directory.
 ///
 /// ```swift
 /// let writer = try AtomicFileWriter(path: "state.safetensors")
@@ -132,15 +137,18 @@ public final class AtomicFileWriter {
         let (directory, file) = Self.split(path)
         var random = SystemRandomNumberGenerator()
         let suffix = String(random.next() as UInt64, radix: 36)
-        temporaryPath = (directory == "." && !path.hasPrefix("./") ? "" : directory + "/") + ".\(file).tmp-\(getpid())-\(suffix)"
-        descriptor = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else { throw FileIOError(path: path, operation: "create a temporary file for", code: errno) }
+        let prefix = directory == "." && !path.hasPrefix("./") ? "" : directory + "/"
+        temporaryPath = prefix + TemporaryFiles.name(for: file, processIdentifier: getpid(), suffix: suffix)
+        TemporaryFiles.removeStale(in: directory, prefix: prefix)
+        let (descriptor, code) = TemporaryFiles.create(temporaryPath)
+        self.descriptor = descriptor
+        guard descriptor >= 0 else { throw FileIOError(path: path, operation: "create a temporary file for", code: code) }
     }
 
     deinit {
         if !committed {
             if descriptor >= 0 { close(descriptor) }
-            unlink(temporaryPath)
+            TemporaryFiles.remove(temporaryPath)
         }
     }
 
@@ -177,7 +185,8 @@ public final class AtomicFileWriter {
             throw FileIOError(path: temporaryPath, operation: "close", code: errno)
         }
         descriptor = -1
-        guard rename(temporaryPath, path) == 0 else { throw FileIOError(path: path, operation: "rename", code: errno) }
+        let code = TemporaryFiles.rename(temporaryPath, to: path)
+        guard code == 0 else { throw FileIOError(path: path, operation: "rename", code: code) }
         committed = true
         let directory = open(Self.split(path).directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard directory >= 0 else { throw FileIOError(path: Self.split(path).directory, operation: "open", code: errno) }

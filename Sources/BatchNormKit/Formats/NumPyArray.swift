@@ -12,7 +12,8 @@ public enum NumPyArrayError: Error, Equatable, Sendable, CustomStringConvertible
     case headerTooLarge(length: Int, limit: Int)
     /// The header dictionary is malformed (`reason` says how).
     case invalidHeader(reason: String)
-    /// The dtype is not little-endian `float32` (`<f4`) or `float16` (`<f2`).
+    /// The dtype is not `float16`, `float32` or `float64` (`'<f2'`, `'<f4'`, `'<f8'` or
+    /// their big-endian `'>'` forms).
     case unsupportedDataType(descr: String)
     /// The array is stored in Fortran (column-major) order; only C order is read.
     case fortranOrder
@@ -33,7 +34,7 @@ public enum NumPyArrayError: Error, Equatable, Sendable, CustomStringConvertible
         case .invalidHeader(let reason):
             "invalid .npy header: \(reason)"
         case .unsupportedDataType(let descr):
-            ".npy dtype '\(descr)' is not supported (expected '<f4' float32 or '<f2' float16)"
+            ".npy dtype '\(descr)' is not supported (expected float16, float32 or float64: '<f2', '<f4', '<f8' or big-endian '>f2', '>f4', '>f8')"
         case .fortranOrder:
             ".npy array is in Fortran order (fortran_order: True); expected C order"
         case .dataSizeMismatch(let expected, let actual):
@@ -51,17 +52,23 @@ public enum NumPyArrayError: Error, Equatable, Sendable, CustomStringConvertible
 /// `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }` padded with spaces and a
 /// newline so the data start on a 64-byte boundary.
 ///
-/// Only `float32` (`'<f4'`) and `float16` (`'<f2'`) in C order are accepted, little-endian
-/// (`'='` on this little-endian machine too); anything else throws a ``NumPyArrayError``
-/// naming it. The header parser is strict (exactly the three keys, Python literals only) and
-/// bounded by ``maximumHeaderLength``.
+/// `float16`, `float32` and `float64` in C order are accepted, little-endian (`'<'`, or `'='`
+/// on this little-endian machine) or big-endian (`'>'`); anything else throws a
+/// ``NumPyArrayError`` naming it. Elements are read as ``dataType``: `float16` and `float32`
+/// keep their type, `float64` (NumPy's default) is rounded to `float32`, and big-endian
+/// elements are byte-swapped (``readElements(from:first:count:into:)`` does both). Files are
+/// always written little-endian. The header parser is strict (exactly the three keys, Python
+/// literals only) and bounded by ``maximumHeaderLength``; a shape with a negative extent, or
+/// whose non-zero extents multiply past `Int.max` bytes, is refused (as NumPy does) even when
+/// it holds no element.
 ///
 /// Reading a file in pieces:
 /// ```swift
 /// let file = try FileReader(path: "x.npy")
 /// let header = try NumPyArrayHeader(parsing: file.read(at: 0, count: min(file.size, 1 << 16)))
 /// try header.checkDataSize(fileSize: file.size)
-/// // elements start at header.dataOffset
+/// let storage = TensorStorage(byteCount: header.elementCount * header.dataType.byteCount)
+/// try header.readElements(from: file, first: 0, count: header.elementCount, into: storage.rawAddress)
 /// ```
 public struct NumPyArrayHeader: Equatable, Sendable {
     /// The longest accepted header (the version 1.0 limit, 64 KiB, plus the prefix).
@@ -69,16 +76,27 @@ public struct NumPyArrayHeader: Equatable, Sendable {
 
     /// The array's shape, `[]` for a scalar.
     public var shape: [Int]
-    /// The element type.
+    /// The type the elements are read as: the file's `float16` or `float32`, and `float32`
+    /// for a `float64` file.
     public var dataType: TensorDataType
     /// Byte offset of the first element (the header's total length).
     public var dataOffset: Int
+    /// The file's dtype as written in the header (`"<f4"`, `">f8"`, ...).
+    public var descr: String
+    /// Bytes per element in the file: 2, 4 or 8.
+    public var storedByteCount: Int
+    /// Whether the file's elements are big-endian (`'>'`).
+    public var isBigEndian: Bool
 
     /// Number of elements, the product of the shape.
     public var elementCount: Int { shape.reduce(1, *) }
 
     /// Bytes of the data section.
-    public var dataByteCount: Int { elementCount * dataType.byteCount }
+    public var dataByteCount: Int { elementCount * storedByteCount }
+
+    /// Whether reading converts the elements (a `float64` or a big-endian file) rather than
+    /// copying the bytes as they are.
+    public var needsConversion: Bool { isBigEndian || storedByteCount != dataType.byteCount }
 
     /// Parses the header at the start of `bytes` (which may hold more than the header).
     ///
@@ -134,18 +152,19 @@ public struct NumPyArrayHeader: Equatable, Sendable {
                 reason: "expected exactly the keys 'descr' (a string), 'fortran_order' (a bool) and 'shape' (a tuple), got \(dictionary.keys.sorted())")
         }
         guard !fortran else { throw NumPyArrayError.fortranOrder }
-        switch descr {
-        case "<f4", "=f4": dataType = .float32
-        case "<f2", "=f2": dataType = .float16
+        guard descr.utf8.count == 3, let order = descr.first, "<=>".contains(order) else {
+            throw NumPyArrayError.unsupportedDataType(descr: descr)
+        }
+        switch descr.dropFirst() {
+        case "f2": dataType = .float16; storedByteCount = 2
+        case "f4": dataType = .float32; storedByteCount = 4
+        case "f8": dataType = .float32; storedByteCount = 8
         default: throw NumPyArrayError.unsupportedDataType(descr: descr)
         }
-        var count = dataType.byteCount
-        for extent in shape {
-            let (product, overflow) = count.multipliedReportingOverflow(by: extent)
-            guard extent >= 0, !overflow else {
-                throw NumPyArrayError.invalidHeader(reason: "shape \(shape) is negative or overflows")
-            }
-            count = product
+        isBigEndian = order == ">"
+        self.descr = descr
+        do { _ = try TensorShape.size(of: shape, elementByteCount: storedByteCount) } catch {
+            throw NumPyArrayError.invalidHeader(reason: "shape \(shape) \(TensorShape.reason(error))")
         }
         self.shape = shape
         dataOffset = prefixLength + headerLength
@@ -155,6 +174,9 @@ public struct NumPyArrayHeader: Equatable, Sendable {
     public init(shape: [Int], dataType: TensorDataType) {
         self.shape = shape
         self.dataType = dataType
+        descr = dataType == .float32 ? "<f4" : "<f2"
+        storedByteCount = dataType.byteCount
+        isBigEndian = false
         dataOffset = 0
         dataOffset = encoded().count
     }
@@ -178,7 +200,6 @@ public struct NumPyArrayHeader: Equatable, Sendable {
         case 1: shapeText = "(\(shape[0]),)"
         default: shapeText = "(" + shape.map(String.init).joined(separator: ", ") + ")"
         }
-        let descr = dataType == .float32 ? "<f4" : "<f2"
         var dict = Array("{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }".utf8)
         let version1 = (10 + dict.count + 1 + 63) / 64 * 64 - 10 <= 65_535
         let prefixLength = version1 ? 10 : 12
@@ -192,6 +213,49 @@ public struct NumPyArrayHeader: Equatable, Sendable {
             result += (0..<4).map { UInt8((dict.count >> (8 * $0)) & 0xFF) }
         }
         return result + dict
+    }
+}
+
+extension NumPyArrayHeader {
+    /// Reads `count` elements starting at element `first` of the file's data section into
+    /// `destination`, as ``dataType`` (`count · dataType.byteCount` bytes): a plain read for
+    /// little-endian `float16`/`float32`; big-endian elements are byte-swapped and `float64`
+    /// rounded to nearest `float32`, through a bounded buffer (1 MiB).
+    /// - Throws: ``FileIOError`` on an I/O error or a short file.
+    public func readElements(from file: FileReader, first: Int, count: Int, into destination: UnsafeMutableRawPointer) throws {
+        let offset = dataOffset + first * storedByteCount
+        guard needsConversion else {
+            return try file.read(at: offset, count: count * storedByteCount, into: destination)
+        }
+        let piece = max(1, (1 << 20) / storedByteCount)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: piece * storedByteCount, alignment: 8)
+        defer { buffer.deallocate() }
+        var done = 0
+        while done < count {
+            let length = min(piece, count - done)
+            try file.read(at: offset + done * storedByteCount, count: length * storedByteCount, into: buffer)
+            decode(buffer, count: length, into: destination + done * dataType.byteCount)
+            done += length
+        }
+    }
+
+    /// Converts `count` elements in the file's format at `source` to ``dataType`` at `destination`.
+    func decode(_ source: UnsafeRawPointer, count: Int, into destination: UnsafeMutableRawPointer) {
+        func load<T: FixedWidthInteger>(_: T.Type, _ index: Int) -> T {
+            let raw = source.loadUnaligned(fromByteOffset: index * MemoryLayout<T>.size, as: T.self)
+            return isBigEndian ? T(bigEndian: raw) : T(littleEndian: raw)
+        }
+        switch storedByteCount {
+        case 2:
+            let output = destination.assumingMemoryBound(to: UInt16.self)
+            for i in 0..<count { output[i] = load(UInt16.self, i) }
+        case 4:
+            let output = destination.assumingMemoryBound(to: UInt32.self)
+            for i in 0..<count { output[i] = load(UInt32.self, i) }
+        default:
+            let output = destination.assumingMemoryBound(to: Float.self)
+            for i in 0..<count { output[i] = Float(Double(bitPattern: load(UInt64.self, i))) }
+        }
     }
 }
 

@@ -213,16 +213,12 @@ public struct SafeTensorsFile: Equatable, Sendable {
             bytes.withUnsafeBytes { T(littleEndian: $0.loadUnaligned(fromByteOffset: index * MemoryLayout<T>.size, as: T.self)) }
         }
 
-        /// Bytes of a tensor of `shape` and `dataType`, overflow-checked.
+        /// Bytes of a tensor of `shape` and `dataType`, by the shape rule of ``TensorShape``
+        /// (no negative extent; the non-zero extents' product in bytes fits in `Int`).
         static func byteCount(shape: [Int], dataType: SafeTensorsDataType, key: String) throws -> Int {
-            var count = dataType.byteCount
-            for extent in shape {
-                guard extent >= 0 else { throw SafeTensorsError.invalidEntry(key: key, reason: "negative dimension in shape \(shape)") }
-                let (product, overflow) = count.multipliedReportingOverflow(by: extent)
-                guard !overflow else { throw SafeTensorsError.invalidEntry(key: key, reason: "shape \(shape) overflows") }
-                count = product
+            do { return try TensorShape.size(of: shape, elementByteCount: dataType.byteCount).bytes } catch {
+                throw SafeTensorsError.invalidEntry(key: key, reason: "shape \(shape) \(TensorShape.reason(error))")
             }
-            return count
         }
     }
 

@@ -14,47 +14,54 @@ extension Tensor {
         return [physicalShape[0], physicalShape.last!] + physicalShape[1..<(physicalShape.count - 1)]
     }
 
-    /// Reads a tensor from the bytes of a NumPy `.npy` file (`float32` or `float16`, C order).
+    /// Reads a tensor from the bytes of a NumPy `.npy` file (`float16`, `float32` or
+    /// `float64`, either byte order, C order).
     ///
     /// The file's array is taken as the tensor's storage in `fileLayout` order: with
     /// ``TensorLayout/channelsFirst`` an array of shape `(N, C, D, H, W)` gives that logical
     /// shape; with ``TensorLayout/channelsLast`` the array is `(N, D, H, W, C)` (as
     /// `x.permute(0, 2, 3, 4, 1)` of a PyTorch tensor, or a `channels_last_3d` tensor's
     /// memory), and the tensor has logical shape `(N, C, D, H, W)` in channels-last layout.
-    /// The bytes are copied once; no permutation is done.
+    /// No permutation is done. `float16` and `float32` keep their type; `float64` (NumPy's
+    /// default dtype) becomes `float32`, rounded to nearest; big-endian files are byte-swapped.
     ///
     /// - Parameters:
     ///   - bytes: The whole file.
     ///   - fileLayout: How the file's axes are ordered; ``TensorLayout/channelsFirst`` by default.
     /// - Throws: ``NumPyArrayError`` for malformed data, another dtype
-    ///   (``NumPyArrayError/unsupportedDataType(descr:)`` names it), Fortran order, or a data
-    ///   section of the wrong size. Never traps.
+    ///   (``NumPyArrayError/unsupportedDataType(descr:)`` names it), Fortran order, a shape
+    ///   that is negative or overflows, or a data section of the wrong size. Never traps.
     public init(npyBytes bytes: [UInt8], fileLayout: TensorLayout = .channelsFirst) throws {
         let header = try NumPyArrayHeader(parsing: bytes)
         try header.checkDataSize(fileSize: bytes.count)
-        let shape = Self.logicalShape(ofPhysical: header.shape, layout: fileLayout)
-        let storage = TensorStorage(byteCount: header.dataByteCount)
+        let storage = TensorStorage(byteCount: header.elementCount * header.dataType.byteCount)
         bytes.withUnsafeBytes { buffer in
-            if header.dataByteCount > 0 {
-                storage.rawAddress.copyMemory(from: buffer.baseAddress! + header.dataOffset, byteCount: header.dataByteCount)
+            guard header.dataByteCount > 0 else { return }
+            let source = buffer.baseAddress! + header.dataOffset
+            if header.needsConversion {
+                header.decode(source, count: header.elementCount, into: storage.rawAddress)
+            } else {
+                storage.rawAddress.copyMemory(from: source, byteCount: header.dataByteCount)
             }
         }
-        try self.init(shape: shape, layout: fileLayout, dataType: header.dataType, sharing: storage)
+        try self.init(shape: Self.logicalShape(ofPhysical: header.shape, layout: fileLayout), layout: fileLayout,
+                      dataType: header.dataType, sharing: storage)
     }
 
-    /// Reads a `.npy` file (see ``init(npyBytes:fileLayout:)``).
+    /// Reads a `.npy` file (see ``init(npyBytes:fileLayout:)``): the header first, and the
+    /// data only once the header accounts for the file's size.
     /// - Throws: ``FileIOError``, ``NumPyArrayError``.
     public init(contentsOfNPYFile path: String, fileLayout: TensorLayout = .channelsFirst) throws {
         let file = try FileReader(path: path)
         let header = try NumPyArrayHeader(parsing: try file.read(at: 0, count: min(file.size, NumPyArrayHeader.maximumHeaderLength)))
         try header.checkDataSize(fileSize: file.size)
-        let storage = TensorStorage(byteCount: header.dataByteCount)
-        try file.read(at: header.dataOffset, count: header.dataByteCount, into: storage.rawAddress)
+        let storage = TensorStorage(byteCount: header.elementCount * header.dataType.byteCount)
+        try header.readElements(from: file, first: 0, count: header.elementCount, into: storage.rawAddress)
         try self.init(shape: Self.logicalShape(ofPhysical: header.shape, layout: fileLayout), layout: fileLayout,
                       dataType: header.dataType, sharing: storage)
     }
 
-    /// The bytes of a `.npy` file (version 1.0, C order, `'<f4'` or `'<f2'` after the tensor's
+    /// The bytes of a `.npy` file (version 1.0, C order, little-endian, `'<f4'` or `'<f2'` after the tensor's
     /// ``dataType``) holding the tensor in `fileLayout` order: shape `(N, C, S...)` for
     /// ``TensorLayout/channelsFirst``, `(N, S..., C)` for ``TensorLayout/channelsLast``
     /// (see ``init(npyBytes:fileLayout:)``). The tensor is permuted only when its layout

@@ -1,12 +1,11 @@
 #if canImport(Glibc)
 import Glibc
-import Synchronization
 #elseif canImport(Musl)
 import Musl
-import Synchronization
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import SystemLibrary
 
 #if canImport(Glibc) || canImport(Musl)
 /// The recycling allocator behind ``TensorStorage`` (see its documentation).
@@ -29,7 +28,10 @@ enum BufferCache {
         }()
     }
 
-    static let state = Mutex<State>(State())
+    /// The cache, guarded by ``lock`` (a pthread mutex, which ThreadSanitizer understands;
+    /// it reports `Synchronization.Mutex` as a race in this toolchain).
+    nonisolated(unsafe) static var state = State()
+    static let lock = Lock()
 
     /// The allocated size of a request: at least 64 bytes; cached sizes rounded up to 4 KiB
     /// (64 KiB from 1 MiB on).
@@ -42,7 +44,7 @@ enum BufferCache {
     static func allocate(byteCount: Int) -> UnsafeMutableRawPointer {
         let capacity = capacity(for: byteCount)
         if capacity >= minimumByteCount {
-            let reused: UInt? = state.withLock { state in
+            let reused: UInt? = lock.withLock {
                 guard let index = state.entries.lastIndex(where: { $0.capacity == capacity }) else { return nil }
                 state.cachedBytes -= capacity
                 return state.entries.remove(at: index).address
@@ -56,7 +58,7 @@ enum BufferCache {
         let capacity = capacity(for: byteCount)
         guard capacity >= minimumByteCount else { return address.deallocate() }
         let bits = UInt(bitPattern: address)
-        let evicted: [UInt] = state.withLock { state in
+        let evicted: [UInt] = lock.withLock {
             guard capacity <= state.limit else { return [bits] }
             var evicted = [UInt]()
             while !state.entries.isEmpty
@@ -73,7 +75,7 @@ enum BufferCache {
     }
 }
 #else
-/// Elsewhere (where `Synchronization.Mutex` may need a newer OS) buffers are not recycled.
+/// Elsewhere buffers are not recycled.
 enum BufferCache {
     static func allocate(byteCount: Int) -> UnsafeMutableRawPointer {
         UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 64), alignment: 64)

@@ -3,6 +3,11 @@
 /// Every batch-normalization kernel works on this three-axis view. Element `(n, c, s)`
 /// lives at `(n·C + c)·S + s` in channels-first storage and at `(n·S + s)·C + c` in
 /// channels-last storage. Rank 1 is `(N)` with `C = S = 1`; rank 0 is a scalar.
+///
+/// The products are not overflow-checked here: the shape must satisfy the shape rule that
+/// every ``Tensor`` initializer, the `.npy` reader and the safetensors parser enforce (no
+/// negative extent, and the non-zero extents' product in bytes fits in `Int`), under which
+/// `S`, `N·S` and `N·C·S` always fit.
 public struct ChannelGeometry: Equatable, Sendable {
     /// Batch size `N` (the first axis).
     public let batch: Int

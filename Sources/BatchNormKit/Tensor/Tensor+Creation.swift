@@ -1,12 +1,12 @@
 extension Tensor {
     /// A zero-filled tensor. Same as ``init(zeros:layout:dataType:)``.
-    /// - Throws: ``TensorError/invalidShape(shape:)`` for a negative dimension.
+    /// - Throws: ``TensorError/invalidShape(shape:)`` for a negative or overflowing shape.
     public static func zeros(shape: [Int], layout: TensorLayout = .channelsFirst) throws -> Tensor {
         try Tensor(zeros: shape, layout: layout)
     }
 
     /// A tensor with every element equal to `value`.
-    /// - Throws: ``TensorError/invalidShape(shape:)`` for a negative dimension.
+    /// - Throws: ``TensorError/invalidShape(shape:)`` for a negative or overflowing shape.
     public static func full(_ value: Float, shape: [Int], layout: TensorLayout = .channelsFirst) throws -> Tensor {
         let tensor = try Tensor(zeros: shape, layout: layout)
         tensor.storage.floats.update(repeating: value, count: tensor.elementCount)
@@ -14,7 +14,7 @@ extension Tensor {
     }
 
     /// A tensor of ones.
-    /// - Throws: ``TensorError/invalidShape(shape:)`` for a negative dimension.
+    /// - Throws: ``TensorError/invalidShape(shape:)`` for a negative or overflowing shape.
     public static func ones(shape: [Int], layout: TensorLayout = .channelsFirst) throws -> Tensor {
         try full(1, shape: shape, layout: layout)
     }
@@ -22,7 +22,7 @@ extension Tensor {
     /// `0, 1, 2, ...` in logical row-major order, like `numpy.arange(count).reshape(shape)`.
     ///
     /// Values above 2²⁴ are rounded to the nearest `Float`.
-    /// - Throws: ``TensorError/invalidShape(shape:)`` for a negative dimension.
+    /// - Throws: ``TensorError/invalidShape(shape:)`` for a negative or overflowing shape.
     public static func arange(shape: [Int], layout: TensorLayout = .channelsFirst) throws -> Tensor {
         let count = try elementCount(of: shape)
         return try Tensor((0..<count).map { Float($0) }, shape: shape, layout: layout)
@@ -37,7 +37,7 @@ extension Tensor {
     ///   - standardDeviation: Standard deviation; 0 gives a constant tensor.
     ///   - layout: Storage order.
     ///   - generator: The random source, for example a ``SeededGenerator``.
-    /// - Throws: ``TensorError/invalidShape(shape:)`` for a negative dimension.
+    /// - Throws: ``TensorError/invalidShape(shape:)`` for a negative or overflowing shape.
     public static func normal(shape: [Int], mean: Float = 0, standardDeviation: Float = 1,
                               layout: TensorLayout = .channelsFirst,
                               using generator: inout some RandomNumberGenerator) throws -> Tensor {
@@ -51,7 +51,7 @@ extension Tensor {
     }
 
     /// Samples of `Normal(mean, standardDeviation)` from the system's random source.
-    /// - Throws: ``TensorError/invalidShape(shape:)`` for a negative dimension.
+    /// - Throws: ``TensorError/invalidShape(shape:)`` for a negative or overflowing shape.
     public static func normal(shape: [Int], mean: Float = 0, standardDeviation: Float = 1,
                               layout: TensorLayout = .channelsFirst) throws -> Tensor {
         var generator = SystemRandomNumberGenerator()

@@ -32,9 +32,10 @@ public struct Tensor: @unchecked Sendable {
     ///   - shape: Logical shape; every dimension must be >= 0 (0 gives an empty tensor).
     ///   - layout: Storage order; ``TensorLayout/channelsFirst`` by default.
     ///   - dataType: Element type; ``TensorDataType/float32`` by default.
-    /// - Throws: ``TensorError/invalidShape(shape:)`` for a negative dimension.
+    /// - Throws: ``TensorError/invalidShape(shape:)`` for a negative dimension, or when the product
+    ///   of the non-zero dimensions in bytes overflows `Int` (such as `[0, 3, 1 << 32, 1 << 32]`).
     public init(zeros shape: [Int], layout: TensorLayout = .channelsFirst, dataType: TensorDataType = .float32) throws {
-        let count = try Tensor.elementCount(of: shape)
+        let count = try Tensor.elementCount(of: shape, dataType: dataType)
         self.init(shape: shape, layout: layout, dataType: dataType,
                   storage: TensorStorage(byteCount: count * dataType.byteCount))
     }
@@ -53,7 +54,7 @@ public struct Tensor: @unchecked Sendable {
     ///   ``TensorError/elementCountMismatch(expected:actual:)``.
     public init(_ values: [Float], shape: [Int], layout: TensorLayout = .channelsFirst,
                 dataType: TensorDataType = .float32) throws {
-        let count = try Tensor.elementCount(of: shape)
+        let count = try Tensor.elementCount(of: shape, dataType: dataType)
         guard values.count == count else {
             throw TensorError.elementCountMismatch(expected: count, actual: values.count)
         }
@@ -70,7 +71,7 @@ public struct Tensor: @unchecked Sendable {
     ///   ``TensorError/elementCountMismatch(expected:actual:)`` (counted in elements).
     public init(shape: [Int], layout: TensorLayout, dataType: TensorDataType = .float32,
                 sharing storage: TensorStorage) throws {
-        let count = try Tensor.elementCount(of: shape)
+        let count = try Tensor.elementCount(of: shape, dataType: dataType)
         guard storage.byteCount == count * dataType.byteCount else {
             throw TensorError.elementCountMismatch(expected: count, actual: storage.byteCount / dataType.byteCount)
         }
@@ -79,7 +80,7 @@ public struct Tensor: @unchecked Sendable {
 
     /// A tensor whose elements are not initialized, for outputs a kernel overwrites entirely.
     init(uninitialized shape: [Int], layout: TensorLayout, dataType: TensorDataType) throws {
-        let count = try Tensor.elementCount(of: shape)
+        let count = try Tensor.elementCount(of: shape, dataType: dataType)
         self.init(shape: shape, layout: layout, dataType: dataType,
                   storage: TensorStorage(uninitializedByteCount: count * dataType.byteCount))
     }
@@ -191,15 +192,11 @@ public struct Tensor: @unchecked Sendable {
         return geometry.offset(n: n, c: c, s: s, layout: layout)
     }
 
-    /// Product of the dimensions, validating them.
-    static func elementCount(of shape: [Int]) throws -> Int {
-        var count = 1
-        for extent in shape {
-            guard extent >= 0 else { throw TensorError.invalidShape(shape: shape) }
-            let (product, overflow) = count.multipliedReportingOverflow(by: extent)
-            guard !overflow else { throw TensorError.invalidShape(shape: shape) }
-            count = product
+    /// Product of the dimensions, validated by the shape rule of ``TensorShape``: no negative
+    /// extent, and the product of the non-zero extents in bytes of `dataType` fits in `Int`.
+    static func elementCount(of shape: [Int], dataType: TensorDataType = .float32) throws -> Int {
+        do { return try TensorShape.size(of: shape, elementByteCount: dataType.byteCount).elements } catch {
+            throw TensorError.invalidShape(shape: shape)
         }
-        return count
     }
 }

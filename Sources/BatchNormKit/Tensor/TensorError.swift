@@ -3,7 +3,8 @@
 /// Every case names the expected and the actual value, and ``description`` renders them
 /// as one readable sentence.
 public enum TensorError: Error, Equatable, Sendable, CustomStringConvertible {
-    /// A dimension of the shape is negative.
+    /// A dimension of the shape is negative, or the product of the non-zero dimensions in
+    /// bytes overflows `Int`.
     case invalidShape(shape: [Int])
     /// The number of values does not match the product of the shape.
     case elementCountMismatch(expected: Int, actual: Int)
@@ -15,7 +16,7 @@ public enum TensorError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .invalidShape(let shape):
-            "invalid tensor shape \(shape): every dimension must be >= 0"
+            "invalid tensor shape \(shape): every dimension must be >= 0 and the product of the non-zero dimensions must fit in Int bytes"
         case .elementCountMismatch(let expected, let actual):
             "expected \(expected) values for the shape, got \(actual)"
         case .indexRankMismatch(let expected, let actual):

@@ -1,9 +1,7 @@
 #if canImport(Glibc)
 import Glibc
-import Synchronization
 #elseif canImport(Musl)
 import Musl
-import Synchronization
 #elseif canImport(Darwin)
 import Darwin
 #endif
