@@ -113,11 +113,12 @@ struct ErrorTally {
     static let libraryTolerance = 2e-6
     static let referenceTolerance = 1e-11
 
-    /// Every torch_bn3d_*.json file in the folder is replayed, and every listed case exists.
+    /// Every PyTorch JSON fixture in the folder is replayed, and every listed case exists.
     @Test func fixtureFolderHoldsExactlyTheListedCases() throws {
         let folder = try #require(Bundle.module.url(forResource: "Fixtures", withExtension: nil))
         let files = try FileManager.default.contentsOfDirectory(atPath: folder.path)
-        let names = Set(files.filter { $0.hasPrefix("torch_bn3d_") && $0.hasSuffix(".json") }.map { String($0.dropLast(".json".count)) })
+        let names = Set(files.filter { $0.hasPrefix("torch_bn3d_") && $0.hasSuffix(".json") }
+            .map { String($0.dropLast(".json".count)) })
         #expect(names == Set(TorchFixture.caseNames.map { "torch_bn3d_\($0)" }))
     }
 

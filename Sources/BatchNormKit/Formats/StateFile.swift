@@ -194,7 +194,10 @@ public struct StateFile {
     }
 
     /// Writes `modules` to `path` atomically (temporary file, `fsync`, `rename`).
-    /// - Parameter format: The format; `nil` picks it from the extension (``StateFileFormat/init(forPath:)``).
+    /// - Parameters:
+    ///   - modules: The modules to save, each under its own name.
+    ///   - path: The destination file.
+    ///   - format: The format; `nil` picks it from the extension (``StateFileFormat/init(forPath:)``).
     /// - Throws: ``FileIOError``, or the errors of ``serialized(_:format:)``; the destination is
     ///   unchanged on failure.
     public static func write(_ modules: [Module], toFile path: String, format: StateFileFormat? = nil) throws {
