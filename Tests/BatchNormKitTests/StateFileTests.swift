@@ -185,7 +185,7 @@ import Testing
     /// `Module.load` does. Set BNKIT_REGENERATE_GOLDEN=1 to rewrite it in the source tree.
     @Test func writesTheHDF5BytesThatH5pyReads() throws {
         let source = try StateFile(contentsOfFile: StateFixtures.path("puzzlelib_container.hdf"))
-        let bytes = StateFile.serialized(try source.modules(), format: .puzzleLibHDF5)
+        let bytes = try StateFile.serialized(try source.modules(), format: .puzzleLibHDF5)
         if ProcessInfo.processInfo.environment["BNKIT_REGENERATE_GOLDEN"] == "1" {
             try AtomicFileWriter.write(bytes, to: StateFixtures.sourceDirectory + "/puzzlelib_swift_written.hdf")
         }
@@ -196,6 +196,10 @@ import Testing
         #expect(file.groups == ["attrs", "links", "params"])
         #expect(file.dataset("links/seq.bn1.scale")?.dataType == .integer(byteCount: 8, signed: true, bigEndian: false))
         #expect(file.dataset("attrs/seq.bn0d.var")?.shape == [1, 6])
+        let slashed = StateFile.Module(name: "a/b", state: try source.module("seq.bn1").state)
+        #expect(throws: StateFileError(.invalidValue(key: "a/b", expected: "a PuzzleLib module name without '/' or NUL", actual: "'a/b'"))) {
+            try StateFile.serialized([slashed], format: .puzzleLibHDF5)
+        }
     }
 
     /// Features outside h5py's libver="earliest" subset are named.

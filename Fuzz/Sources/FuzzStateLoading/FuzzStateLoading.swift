@@ -20,7 +20,7 @@ public func fuzzStateLoading(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32
                                       using: &generator)
         try! module.load(stored.state)   // a state the file gave out must be loadable
         precondition(try! module.state() == stored.state, "a loaded state differs from the file's")
-        let again = StateFile.serialized([StateFile.Module(name: stored.name, state: stored.state, rank: rank,
+        let again = try! StateFile.serialized([StateFile.Module(name: stored.name, state: stored.state, rank: rank,
                                                            affine: stored.affine)], format: file.format)
         let reread = try! StateFile(parsing: again).module(stored.name, rank: rank, affine: stored.affine)
         precondition(reread.state == stored.state, "a saved state does not load back")

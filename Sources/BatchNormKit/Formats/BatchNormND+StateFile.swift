@@ -41,8 +41,8 @@ extension BatchNormND {
     ///   - format: The format; `nil` picks it from the extension: `.hdf`, `.h5`, `.hdf5` for
     ///     PuzzleLib HDF5, anything else safetensors.
     ///   - prefix: Key prefix or PuzzleLib module name; `nil` uses ``stateKeyPrefix``.
-    /// - Throws: ``BatchNormError/emptyModule(name:)``, ``FileIOError``; the destination is
-    ///   unchanged on failure.
+    /// - Throws: ``BatchNormError/emptyModule(name:)``, ``FileIOError``, ``StateFileError``
+    ///   for an HDF5 module name holding `/`; the destination is unchanged on failure.
     public func saveState(toFile path: String, format: StateFileFormat? = nil, prefix: String? = nil) throws {
         let module = StateFile.Module(name: prefix ?? stateKeyPrefix, state: try state(), rank: dataRank, affine: affine)
         try StateFile.write([module], toFile: path, format: format)

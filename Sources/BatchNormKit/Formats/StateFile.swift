@@ -174,7 +174,10 @@ public struct StateFile {
     /// safetensors: PyTorch's keys under each module's name (`weight` and `bias` left out
     /// for a module whose ``Module/affine`` is `false`). PuzzleLib HDF5: the layout of
     /// `Module.save` (uncompressed contiguous datasets), `numOfProps` not stored.
-    public static func serialized(_ modules: [Module], format: StateFileFormat) -> [UInt8] {
+    ///
+    /// - Throws: ``StateFileError/Problem/invalidValue(key:expected:actual:)`` for an HDF5
+    ///   module name with `/` or NUL (HDF5 names cannot hold them).
+    public static func serialized(_ modules: [Module], format: StateFileFormat) throws -> [UInt8] {
         switch format {
         case .safeTensors:
             var file = SafeTensorsFile()
@@ -183,6 +186,9 @@ public struct StateFile {
             }
             return file.serialized()
         case .puzzleLibHDF5:
+            if let bad = modules.first(where: { $0.name.contains("/") || $0.name.utf8.contains(0) }) {
+                throw StateFileError(.invalidValue(key: bad.name, expected: "a PuzzleLib module name without '/' or NUL", actual: "'\(bad.name)'"))
+            }
             return StateFileRecord.puzzleLibFile(modules)
         }
     }
@@ -192,8 +198,9 @@ public struct StateFile {
     ///   - modules: The modules to save, each under its own name.
     ///   - path: The destination file.
     ///   - format: The format; `nil` picks it from the extension (``StateFileFormat/init(forPath:)``).
-    /// - Throws: ``FileIOError``; the destination is unchanged on failure.
+    /// - Throws: ``FileIOError``, or the errors of ``serialized(_:format:)``; the destination is
+    ///   unchanged on failure.
     public static func write(_ modules: [Module], toFile path: String, format: StateFileFormat? = nil) throws {
-        try AtomicFileWriter.write(serialized(modules, format: format ?? StateFileFormat(forPath: path)), to: path)
+        try AtomicFileWriter.write(try serialized(modules, format: format ?? StateFileFormat(forPath: path)), to: path)
     }
 }

@@ -159,14 +159,44 @@ enum HDF5ObjectHeader {
     }
 }
 
+/// A version-1 B-tree node (groups: type 0; chunks: type 1):
+///
+///     "TREE" | type (1) | level (1) | entries used n (2) | left, right sibling (2·O) |
+///     key 0, child 0, key 1, ..., child n−1, key n
+///
+/// read with its level checked against its parent's (one less), so every walk ends.
+struct HDF5BTreeNode {
+    let level: Int
+    let entryCount: Int
+    /// Over key 0, child 0, ..., key n.
+    var body: HDF5Cursor
+
+    init(at node: Int, type: Int, keySize: Int, expectedLevel: Int?, source: HDF5Source, superblock: HDF5Superblock,
+         structure: String) throws {
+        let headerSize = 8 + 2 * superblock.offsetSize
+        var header = HDF5Cursor(try source.read(at: node, count: headerSize, structure: structure), structure: structure,
+                                offsetSize: superblock.offsetSize, lengthSize: superblock.lengthSize)
+        try header.expectSignature("TREE")
+        let found = try header.byte("node type")
+        guard found == type else { throw header.corrupt("node type", "is \(found), expected \(type) (\(type == 0 ? "group" : "raw data chunk") nodes)") }
+        level = try header.byte("node level")
+        if let expectedLevel, level != expectedLevel {
+            throw header.corrupt("node level", "is \(level), expected \(expectedLevel) (one below its parent)")
+        }
+        entryCount = try header.uint16("entries used")
+        body = HDF5Cursor(try source.read(at: node + headerSize, count: entryCount * (keySize + superblock.offsetSize) + keySize,
+                                          structure: structure),
+                          structure: structure, offsetSize: superblock.offsetSize, lengthSize: superblock.lengthSize)
+    }
+}
+
 /// Walks the symbol-table groups from the root, collecting every group and dataset.
 ///
 /// A group's symbol-table message (type 17) names a version-1 B-tree of type 0 and a local
 /// heap; the tree's leaves are symbol-table nodes (`SNOD`) whose entries give each member's
 /// name (an offset into the heap) and object header:
 ///
-///     B-tree node: "TREE" | type (1) | level (1) | entries used n (2) | left, right sibling (2·O) |
-///                  key 0, child 0, key 1, ..., child n−1, key n   (keys: L bytes, children: O)
+///     B-tree node (``HDF5BTreeNode``), keys: L bytes (name offsets), children: O
 ///     SNOD: "SNOD" | version 1 | reserved | symbol count (2) | entries (2·O + 24 bytes each)
 ///     HEAP: "HEAP" | version 0 | reserved (3) | data size (L) | free list (L) | data address (O)
 struct HDF5GroupWalker {
@@ -277,22 +307,12 @@ struct HDF5GroupWalker {
             throw HDF5Error.corrupt(structure: "group B-tree node at \(node)", reason: "is reached twice (cycle)")
         }
         let structure = "group B-tree node at \(node)"
-        let headerSize = 8 + 2 * superblock.offsetSize
-        var header = cursor(try source.read(at: node, count: headerSize, structure: structure), structure)
-        try header.expectSignature("TREE")
-        let type = try header.byte("node type")
-        guard type == 0 else { throw header.corrupt("node type", "is \(type), expected 0 (group nodes)") }
-        let level = try header.byte("node level")
-        if let expectedLevel, level != expectedLevel {
-            throw header.corrupt("node level", "is \(level), expected \(expectedLevel) (one below its parent)")
-        }
-        let used = try header.uint16("entries used")
-        let entrySize = superblock.lengthSize + superblock.offsetSize
-        var body = cursor(try source.read(at: node + headerSize, count: used * entrySize + superblock.lengthSize,
-                                          structure: structure), structure)
-        for _ in 0..<used {
-            _ = try body.length("key")
-            guard let child = try body.address("child address") else { throw body.corrupt("child address", "is undefined") }
+        var tree = try HDF5BTreeNode(at: node, type: 0, keySize: superblock.lengthSize, expectedLevel: expectedLevel,
+                                     source: source, superblock: superblock, structure: structure)
+        let level = tree.level
+        for _ in 0..<tree.entryCount {
+            _ = try tree.body.length("key")
+            guard let child = try tree.body.address("child address") else { throw tree.body.corrupt("child address", "is undefined") }
             let childOffset = try offset(child, structure)
             if level == 0 {
                 try collectSymbols(node: childOffset, heap: heap, into: &members)

@@ -8,8 +8,7 @@
 /// the dataspace, appear once, and inflate to exactly its chunk size; all chunks must be
 /// present (PuzzleLib's files have no unwritten chunks).
 ///
-///     chunk B-tree node: "TREE" | type 1 | level | entries used n (2) | siblings (2·O) |
-///                        key 0, child 0, ..., child n−1, key n
+///     chunk B-tree node (``HDF5BTreeNode``), children: chunk addresses (level 0) or nodes
 ///     chunk key:         stored size (4) | filter mask (4) | r+1 offsets (8 each, in elements; the last 0)
 struct HDF5DataReader {
     let file: HDF5File
@@ -91,27 +90,15 @@ struct HDF5DataReader {
         guard state.nodes.insert(node).inserted else {
             throw HDF5Error.corrupt(structure: nodeStructure, reason: "is reached twice (cycle)")
         }
-        let sizes = (offset: file.offsetSize, length: file.lengthSize)
-        let headerSize = 8 + 2 * sizes.offset
-        var header = HDF5Cursor(try file.source.read(at: node, count: headerSize, structure: nodeStructure),
-                                structure: nodeStructure, offsetSize: sizes.offset, lengthSize: sizes.length)
-        try header.expectSignature("TREE")
-        let type = try header.byte("node type")
-        guard type == 1 else { throw header.corrupt("node type", "is \(type), expected 1 (raw data chunks)") }
-        let level = try header.byte("node level")
-        if let expectedLevel, level != expectedLevel {
-            throw header.corrupt("node level", "is \(level), expected \(expectedLevel) (one below its parent)")
-        }
-        let used = try header.uint16("entries used")
         let rank = shape.count
-        let keySize = 8 + 8 * (rank + 1)
-        guard state.seen.count + (level == 0 ? used : 0) <= state.expectedChunks else {
-            throw header.corrupt("entries used", "\(used) chunks exceed the \(state.expectedChunks) chunks of the dataset")
+        let tree = try HDF5BTreeNode(at: node, type: 1, keySize: 8 + 8 * (rank + 1), expectedLevel: expectedLevel,
+                                     source: file.source, superblock: file.superblock, structure: nodeStructure)
+        let level = tree.level
+        guard state.seen.count + (level == 0 ? tree.entryCount : 0) <= state.expectedChunks else {
+            throw HDF5Error.corrupt(structure: nodeStructure, reason: "\(tree.entryCount) chunks exceed the \(state.expectedChunks) chunks of the dataset")
         }
-        var body = HDF5Cursor(try file.source.read(at: node + headerSize, count: used * (keySize + sizes.offset) + keySize,
-                                                   structure: nodeStructure),
-                              structure: nodeStructure, offsetSize: sizes.offset, lengthSize: sizes.length)
-        for entry in 0..<used {
+        var body = tree.body
+        for entry in 0..<tree.entryCount {
             let storedSize = try body.uint32("chunk \(entry) size")
             let mask = try body.uint32("chunk \(entry) filter mask")
             let offsets = try (0...rank).map { try body.size(8, "chunk \(entry) offset \($0)") }
