@@ -4,7 +4,7 @@
 # emulation, and prints $build. Used by run.sh and build_fake_driver.sh.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-swift_source="$here/../../Sources/BatchNormCUDA/CUDAKernelSource.swift"
+swift_source="$here/../../Sources/BatchNormCUDA/Kernels/CUDAKernelSource.swift"
 build="${TMPDIR:-/tmp}/bnkit-kernel-emulation"
 mkdir -p "$build"
 {

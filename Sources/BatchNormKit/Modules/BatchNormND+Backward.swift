@@ -29,86 +29,43 @@ extension BatchNormND {
         try checkShape(of: grad, argument: "grad")
         guard let input = inData else { throw BatchNormError.backwardBeforeForward(name: name) }
         try checkGradient((grad.shape, grad.layout, grad.dataType), matches: (input.shape, input.layout, input.dataType))
-        let gamma = parameters.scale.scalars.map(Double.init)
 
-        guard isTraining, let (mean, invstd) = savedStatistics else {
+        guard isTraining, let saved = savedStatistics else {
             // Evaluation: dx = g·scale/sqrt(var + ε); no parameter gradients.
             guard updGrad else { self.grad = nil; return nil }
-            let variance = parameters.variance.scalars
-            let coefficients = ChannelCoefficients(
-                gradientMultiplier: (0..<maps).map { Float(gamma[$0] / (Double(variance[$0]) + epsilon).squareRoot()) },
-                inputMultiplier: Array(repeating: 0, count: maps), shift: Array(repeating: 0, count: maps),
-                offset: Array(repeating: 0, count: maps))
             releasePreviousGradient()
             let output = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
-            try backend.applyGradient(grad, input: input, into: output, coefficients: coefficients)
+            try backend.applyGradient(grad, input: input, into: output,
+                                      coefficients: evaluationGradientCoefficients(parameters: parameters))
             self.grad = output
             return output
         }
 
         let accumulate = updParamGrads && affine
         guard updGrad || accumulate else { self.grad = nil; return nil }
-        let sums = try backend.reduceGradient(grad, input: input, mean: mean)
-        let count = Double(ChannelGeometry(shape: input.shape).valuesPerChannel)
-
+        let sums = try backend.reduceGradient(grad, input: input, mean: saved.mean)
         var output: Tensor?
         if updGrad {
-            // dx = A·g + B·(x − shift) + C with A = γ·invstd, B = −γ·invstd³·Σg(x−μ)/M,
-            // C = −A·Σg/M − B·(μ − shift): the formula above, centered on a Float shift.
-            let shift = mean.map { Float($0) }
-            var a = [Float](), b = [Float](), offset = [Float]()
-            for c in 0..<maps {
-                let gradientMultiplier = gamma[c] * invstd[c]
-                let inputMultiplier = -gamma[c] * invstd[c] * invstd[c] * invstd[c] * sums[c].gradientTimesCentered / count
-                a.append(Float(gradientMultiplier))
-                b.append(Float(inputMultiplier))
-                offset.append(Float(-gradientMultiplier * sums[c].gradient / count
-                                    - inputMultiplier * (mean[c] - Double(shift[c]))))
-            }
             releasePreviousGradient()
             let result = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
-            try backend.applyGradient(grad, input: input,
-                                      into: result,
-                                      coefficients: ChannelCoefficients(gradientMultiplier: a, inputMultiplier: b,
-                                                                        shift: shift, offset: offset))
+            try backend.applyGradient(grad, input: input, into: result,
+                                      coefficients: trainingGradientCoefficients(sums, saved: saved,
+                                                                                 parameters: parameters))
             output = result
         }
-
         // Commit: accumulate parameter gradients (dscale = invstd·Σg(x−μ), dbias = Σg).
         if accumulate {
-            let scaleGrad = parameters.scaleGrad.storage.floats, biasGrad = parameters.biasGrad.storage.floats
-            for c in 0..<maps {
-                scaleGrad[c] = Float(Double(scale) * invstd[c] * sums[c].gradientTimesCentered + Double(momentum) * Double(scaleGrad[c]))
-                biasGrad[c] = Float(Double(scale) * sums[c].gradient + Double(momentum) * Double(biasGrad[c]))
-            }
+            accumulateParameterGradients(sums, saved: saved, parameters: parameters, scale: scale, momentum: momentum)
         }
         self.grad = output
         return output
     }
 
-    /// Checks that a gradient has the shape, layout and data type of the forward input.
-    /// - Throws: ``BatchNormError/shapeMismatch(argument:expected:actual:)``,
-    ///   ``BatchNormError/layoutMismatch(argument:expected:actual:)`` or
-    ///   ``BatchNormError/dataTypeMismatch(argument:expected:actual:)``.
-    package func checkGradient(_ grad: (shape: [Int], layout: TensorLayout, dataType: TensorDataType),
-                               matches input: (shape: [Int], layout: TensorLayout, dataType: TensorDataType)) throws {
-        guard grad.shape == input.shape else {
-            throw BatchNormError.shapeMismatch(argument: "grad", expected: input.shape, actual: grad.shape)
-        }
-        guard grad.layout == input.layout else {
-            throw BatchNormError.layoutMismatch(argument: "grad", expected: input.layout, actual: grad.layout)
-        }
-        guard grad.dataType == input.dataType else {
-            throw BatchNormError.dataTypeMismatch(argument: "grad", expected: input.dataType.rawValue,
-                                                  actual: grad.dataType.rawValue)
-        }
-    }
-
     /// Drops the previous input gradient (``grad``) just before a new one is allocated, so
-    /// that its buffer is recycled; CPU only, for the reason given at
+    /// that its buffer is recycled; only when ``BatchNormBackend/applyNeverFails``, for the reason given at
     /// ``releasePreviousOutputs()``.
     func releasePreviousGradient() {
-        guard backend is CPUBackend else { return }
+        guard backend.applyNeverFails else { return }
         self.grad = nil
     }
 }

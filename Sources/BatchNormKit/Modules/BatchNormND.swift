@@ -64,10 +64,10 @@ public class BatchNormND: Module {
     /// The learned and running values; `nil` while an `empty` module has no state.
     package var parameters: Parameters?
     /// `μ` and `invstd` of the last training forward in `Double`, for backward.
-    package var savedStatistics: (mean: [Double], invstd: [Double])?
-    /// State saved by another backend's own forward path (the CUDA device-tensor API keeps
-    /// its saved input here); dropped with the other saved tensors.
-    package var backendState: AnyObject?
+    package var savedStatistics: SavedStatistics?
+    /// What the last forward on another tensor type (device tensors) saved for its backward;
+    /// see ``SavedForward``.
+    package var savedForward: (any SavedForward)?
 
     /// Parameter, statistic and gradient tensors, each `(1, C, 1, ...)`.
     package final class Parameters {
@@ -200,7 +200,7 @@ public class BatchNormND: Module {
         savemean = nil
         saveinvvar = nil
         savedStatistics = nil
-        backendState = nil
+        savedForward = nil
     }
 
     /// `2·C`: scale and bias (registered even when not `affine`, as in PuzzleLib); 0 while empty.
