@@ -27,6 +27,10 @@ extension BatchNormND {
     /// the output is ready when the stream gets there. Evaluation runs one kernel; with
     /// `inplace` the result is written into `data`'s buffer and the returned tensor shares it.
     ///
+    /// With a ``BatchNormND/processGroup`` the moments are all-gathered and merged in rank
+    /// order on the host between the two kernels (host-staged: `3C` doubles each way), as
+    /// for host tensors (<doc:SynchronizedStatistics>).
+    ///
     /// Afterwards ``inData`` and ``data`` are `nil` (they are host tensors); the device input
     /// is kept for the device-tensor `backward`. A host-tensor forward in between makes the
     /// device-tensor `backward` throw ``BatchNormKit/BatchNormError/backwardBeforeForward(name:)``.
@@ -35,12 +39,11 @@ extension BatchNormND {
     ///   ``CUDAError/invalidArgument(name:expected:actual:)`` when the module's backend is a
     ///   ``CUDABackend`` on another device). The module is unchanged after any throw.
     public func forward(_ data: DeviceTensor) throws -> DeviceTensor {
-        let parameters = try loadedParameters()
-        try checkDeviceShape(of: data, argument: "data")
         let device = data.device
         let geometry = KernelGeometry(shape: data.shape, layout: data.layout)
-
         guard isTraining else {
+            let parameters = try loadedParameters()
+            try checkDeviceShape(of: data, argument: "data")
             let output = inplace ? data
                 : try DeviceTensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType, on: device)
             try device.enqueueApply(gradient: nil, input: data.buffer.address, output: output.buffer.address,
@@ -51,13 +54,16 @@ extension BatchNormND {
             return output
         }
 
-        guard !inplace else { throw BatchNormError.inplaceInTraining(name: name) }
         let valuesPerChannel = geometry.batch * geometry.spatial
-        guard valuesPerChannel >= 2 else {
-            throw BatchNormError.tooFewValuesPerChannel(expected: "at least 2", actual: valuesPerChannel, shape: data.shape)
+        // Validate and collect (moments copied back), merge (across processGroup when set).
+        let (parameters, moments, count) = try mergeMoments(localCount: valuesPerChannel) {
+            let parameters = try loadedParameters()
+            try checkDeviceShape(of: data, argument: "data")
+            guard !inplace else { throw BatchNormError.inplaceInTraining(name: name) }
+            if processGroup == nil { try checkValuesPerChannel(valuesPerChannel, shape: data.shape) }
+            return (parameters, try device.channelMoments(of: data.buffer.address, geometry: geometry, dataType: data.dataType))
         }
-        let moments = try device.channelMoments(of: data.buffer.address, geometry: geometry, dataType: data.dataType)
-        let finalized = try finalizeTraining(moments, count: valuesPerChannel, shape: data.shape, parameters: parameters)
+        let finalized = try finalizeTraining(moments, count: count, shape: data.shape, parameters: parameters)
         let output = try DeviceTensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType, on: device)
         try device.enqueueApply(gradient: nil, input: data.buffer.address, output: output.buffer.address,
                                 geometry: geometry, dataType: data.dataType, coefficients: finalized.coefficients)
@@ -79,41 +85,45 @@ extension BatchNormND {
     ///
     /// - Returns: `dx` on the device, or `nil` when `updGrad` is `false`. ``grad`` (a host
     ///   tensor) is set to `nil`.
+    /// With a ``BatchNormND/processGroup`` the sums are all-gathered and summed in rank
+    /// order on the host before the coefficients are computed (host-staged, like the forward).
+    ///
     /// - Throws: the errors of the host `backward` (a device forward must come first) and
     ///   ``CUDAError``. The module is unchanged after any throw.
     @discardableResult
     public func backward(_ grad: DeviceTensor, updParamGrads: Bool = true, updGrad: Bool = true,
                          scale: Float = 1, momentum: Float = 0) throws -> DeviceTensor? {
-        let parameters = try loadedParameters()
-        try checkDeviceShape(of: grad, argument: "grad")
-        guard let state = savedForward as? DeviceForwardState, state.isTraining == isTraining else {
-            throw BatchNormError.backwardBeforeForward(name: name)
-        }
-        let input = state.input
-        try checkGradient((grad.shape, grad.layout, grad.dataType), matches: (input.shape, input.layout, input.dataType))
-        guard grad.device === input.device else {
-            throw CUDAError.invalidArgument(name: "grad", expected: "a tensor on device \(input.device.ordinal)",
-                                            actual: "device \(grad.device.ordinal)")
-        }
-        let device = grad.device
-        let geometry = KernelGeometry(shape: grad.shape, layout: grad.layout)
-
-        guard isTraining, let saved = savedStatistics else {
-            // Evaluation: dx = g·scale/sqrt(var + ε).
+        let accumulate = updParamGrads && affine
+        guard isTraining else {
+            // Evaluation: dx = g·scale/sqrt(var + ε); no communication.
+            let (parameters, _) = try backwardInputs(grad)
             guard updGrad else { self.grad = nil; return nil }
             let output = try DeviceTensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType,
-                                          on: device)
-            try device.enqueueApply(gradient: grad.buffer.address, input: nil, output: output.buffer.address,
-                                    geometry: geometry, dataType: grad.dataType,
-                                    coefficients: evaluationGradientCoefficients(parameters: parameters))
+                                          on: grad.device)
+            try grad.device.enqueueApply(gradient: grad.buffer.address, input: nil, output: output.buffer.address,
+                                         geometry: KernelGeometry(shape: grad.shape, layout: grad.layout),
+                                         dataType: grad.dataType,
+                                         coefficients: evaluationGradientCoefficients(parameters: parameters))
             self.grad = nil
             return output
         }
+        guard updGrad || accumulate else {
+            _ = try backwardInputs(grad)
+            self.grad = nil
+            return nil
+        }
 
-        let accumulate = updParamGrads && affine
-        guard updGrad || accumulate else { self.grad = nil; return nil }
-        let sums = try device.gradientSums(gradient: grad.buffer.address, input: input.buffer.address,
-                                           geometry: geometry, dataType: grad.dataType, mean: saved.mean)
+        // Validate and reduce (sums copied back), merge (across processGroup when set).
+        let device = grad.device
+        let geometry = KernelGeometry(shape: grad.shape, layout: grad.layout)
+        let (context, sums) = try mergeGradientSums {
+            let (parameters, input) = try backwardInputs(grad)
+            guard let saved = savedStatistics else { throw BatchNormError.backwardBeforeForward(name: name) }
+            let sums = try device.gradientSums(gradient: grad.buffer.address, input: input.buffer.address,
+                                               geometry: geometry, dataType: grad.dataType, mean: saved.mean)
+            return ((parameters, input, saved), sums)
+        }
+        let (parameters, input, saved) = context
         var output: DeviceTensor?
         if updGrad {
             let result = try DeviceTensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType,
@@ -129,6 +139,24 @@ extension BatchNormND {
         }
         self.grad = nil
         return output
+    }
+
+    /// The checks every device backward makes: parameters loaded, `grad` valid for the
+    /// module, a device forward in the current mode to pair with, and the same shape,
+    /// layout, type and device as its input.
+    private func backwardInputs(_ grad: DeviceTensor) throws -> (Parameters, DeviceTensor) {
+        let parameters = try loadedParameters()
+        try checkDeviceShape(of: grad, argument: "grad")
+        guard let state = savedForward as? DeviceForwardState, state.isTraining == isTraining else {
+            throw BatchNormError.backwardBeforeForward(name: name)
+        }
+        let input = state.input
+        try checkGradient((grad.shape, grad.layout, grad.dataType), matches: (input.shape, input.layout, input.dataType))
+        guard grad.device === input.device else {
+            throw CUDAError.invalidArgument(name: "grad", expected: "a tensor on device \(input.device.ordinal)",
+                                            actual: "device \(grad.device.ordinal)")
+        }
+        return (parameters, input)
     }
 
     /// The module's shape check for a device tensor, plus the device check: a module whose

@@ -20,18 +20,21 @@ extension BatchNormND {
     /// - Throws: ``BatchNormError/emptyModule(name:)``,
     ///   ``BatchNormError/backwardBeforeForward(name:)``, the rank, maps and data-type errors
     ///   of the forward pass, ``BatchNormError/shapeMismatch(argument:expected:actual:)`` and
-    ///   ``BatchNormError/layoutMismatch(argument:expected:actual:)``. The module is
-    ///   unchanged after any throw.
+    ///   ``BatchNormError/layoutMismatch(argument:expected:actual:)``; with a
+    ///   ``processGroup`` in training mode also ``BatchNormError/peerFailed(rank:reason:)``
+    ///   and ``ProcessGroupError``. The module is unchanged after any throw.
+    ///
+    /// With a ``processGroup``, a training backward that computes `dx` or parameter gradients
+    /// joins one all-gather of the per-channel sums (every rank must make the same call);
+    /// `dx` and the parameter gradients use the global sums and `M`, so they are identical
+    /// on every rank (<doc:SynchronizedStatistics>).
     @discardableResult
     public func backward(_ grad: Tensor, updParamGrads: Bool = true, updGrad: Bool = true,
                          scale: Float = 1, momentum: Float = 0) throws -> Tensor? {
-        let parameters = try loadedParameters()
-        try checkShape(of: grad, argument: "grad")
-        guard let input = inData else { throw BatchNormError.backwardBeforeForward(name: name) }
-        try checkGradient((grad.shape, grad.layout, grad.dataType), matches: (input.shape, input.layout, input.dataType))
-
-        guard isTraining, let saved = savedStatistics else {
-            // Evaluation: dx = g·scale/sqrt(var + ε); no parameter gradients.
+        let accumulate = updParamGrads && affine
+        guard isTraining else {
+            // Evaluation: dx = g·scale/sqrt(var + ε); no parameter gradients, no communication.
+            let (parameters, input) = try backwardInputs(grad)
             guard updGrad else { self.grad = nil; return nil }
             releasePreviousGradient()
             let output = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
@@ -40,10 +43,19 @@ extension BatchNormND {
             self.grad = output
             return output
         }
+        guard updGrad || accumulate else {
+            _ = try backwardInputs(grad)
+            self.grad = nil
+            return nil
+        }
 
-        let accumulate = updParamGrads && affine
-        guard updGrad || accumulate else { self.grad = nil; return nil }
-        let sums = try backend.reduceGradient(grad, input: input, mean: saved.mean)
+        // Validate and reduce (backend), merge (across processGroup when set).
+        let (context, sums) = try mergeGradientSums {
+            let (parameters, input) = try backwardInputs(grad)
+            guard let saved = savedStatistics else { throw BatchNormError.backwardBeforeForward(name: name) }
+            return ((parameters, input, saved), try backend.reduceGradient(grad, input: input, mean: saved.mean))
+        }
+        let (parameters, input, saved) = context
         var output: Tensor?
         if updGrad {
             releasePreviousGradient()
@@ -59,6 +71,17 @@ extension BatchNormND {
         }
         self.grad = output
         return output
+    }
+
+    /// The checks every host backward makes: parameters loaded, `grad` of the module's rank,
+    /// maps and a supported type, a forward input to pair with, and the same shape, layout
+    /// and type as that input.
+    private func backwardInputs(_ grad: Tensor) throws -> (Parameters, Tensor) {
+        let parameters = try loadedParameters()
+        try checkShape(of: grad, argument: "grad")
+        guard let input = inData else { throw BatchNormError.backwardBeforeForward(name: name) }
+        try checkGradient((grad.shape, grad.layout, grad.dataType), matches: (input.shape, input.layout, input.dataType))
+        return (parameters, input)
     }
 
     /// Drops the previous input gradient (``grad``) just before a new one is allocated, so

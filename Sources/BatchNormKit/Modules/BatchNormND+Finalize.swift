@@ -67,6 +67,15 @@ extension BatchNormND {
         }
     }
 
+    /// The training rule `M >= 2` (the unbiased variance divides by `M − 1`); with a
+    /// ``processGroup``, `M` is the global count and the message says so.
+    /// - Throws: ``BatchNormError/tooFewValuesPerChannel(expected:actual:shape:)``.
+    package func checkValuesPerChannel(_ count: Int, shape: [Int]) throws {
+        guard count < 2 else { return }
+        let expected = processGroup.map { "at least 2 across the \($0.size) ranks of the group" } ?? "at least 2"
+        throw BatchNormError.tooFewValuesPerChannel(expected: expected, actual: count, shape: shape)
+    }
+
     /// Finalize of a training forward: from the merged moments of `count` values per channel
     /// to ``TrainingFinalization``. Changes nothing.
     ///
@@ -84,9 +93,7 @@ extension BatchNormND {
     ///   `Float` (a batch of finite values near ±1e20 has σ² beyond Float's range).
     package func finalizeTraining(_ moments: [ChannelMoments], count: Int, shape: [Int],
                                   parameters: Parameters) throws -> TrainingFinalization {
-        guard count >= 2 else {
-            throw BatchNormError.tooFewValuesPerChannel(expected: "at least 2", actual: count, shape: shape)
-        }
+        try checkValuesPerChannel(count, shape: shape)
         let total = Double(count)
         let propagation = numOfProps + 1
         let factor = max(initFactor / Double(propagation), minFactor)

@@ -11,14 +11,18 @@ extension BatchNormND {
     ///   ``BatchNormError/dataTypeMismatch(argument:expected:actual:)``; in training also
     ///   ``BatchNormError/inplaceInTraining(name:)``,
     ///   ``BatchNormError/tooFewValuesPerChannel(expected:actual:shape:)`` (`M < 2`) and
-    ///   ``BatchNormError/nonFiniteStatistics(channel:mean:variance:)``. The module is
-    ///   unchanged after any throw.
+    ///   ``BatchNormError/nonFiniteStatistics(channel:mean:variance:)``; with a
+    ///   ``processGroup`` in training mode also ``BatchNormError/peerFailed(rank:reason:)``
+    ///   and ``ProcessGroupError``. The module is unchanged after any throw.
+    ///
+    /// With a ``processGroup``, a training forward joins one all-gather of the per-channel
+    /// moments (every rank must make the same call) and uses the statistics of all ranks'
+    /// batches together; `N = 0` is then accepted as long as the global `M` is at least 2
+    /// (<doc:SynchronizedStatistics>). An evaluation forward never communicates.
     public func callAsFunction(_ data: Tensor) throws -> Tensor {
+        if isTraining { return try trainingForward(data) }
         let parameters = try loadedParameters()
         try checkShape(of: data, argument: "data")
-        if isTraining {
-            return try trainingForward(data, parameters: parameters)
-        }
         return try evaluationForward(data, parameters: parameters)
     }
 
@@ -28,15 +32,21 @@ extension BatchNormND {
                        placement: backend.name)
     }
 
-    /// Collect → merge (backend), finalize and commit (shared with every path), apply (backend).
-    private func trainingForward(_ data: Tensor, parameters: Parameters) throws -> Tensor {
-        guard !inplace else { throw BatchNormError.inplaceInTraining(name: name) }
+    /// Validate and collect (backend), merge (across ``processGroup`` when set), finalize and
+    /// commit (shared with every path), apply (backend).
+    private func trainingForward(_ data: Tensor) throws -> Tensor {
         let valuesPerChannel = ChannelGeometry(shape: data.shape).valuesPerChannel
-        guard valuesPerChannel >= 2 else {
-            throw BatchNormError.tooFewValuesPerChannel(expected: "at least 2", actual: valuesPerChannel, shape: data.shape)
+        let (parameters, moments, count) = try mergeMoments(localCount: valuesPerChannel) {
+            let parameters = try loadedParameters()
+            try checkShape(of: data, argument: "data")
+            guard !inplace else { throw BatchNormError.inplaceInTraining(name: name) }
+            // Alone, M < 2 is known before reading the data; in a group only the global M counts.
+            if processGroup == nil {
+                try checkValuesPerChannel(valuesPerChannel, shape: data.shape)
+            }
+            return (parameters, try backend.collectStatistics(of: data))
         }
-        let moments = try backend.collectStatistics(of: data)
-        let finalized = try finalizeTraining(moments, count: valuesPerChannel, shape: data.shape, parameters: parameters)
+        let finalized = try finalizeTraining(moments, count: count, shape: data.shape, parameters: parameters)
         releasePreviousOutputs()
         let output = try Tensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType)
         try backend.normalize(data, into: output, coefficients: finalized.coefficients)

@@ -45,6 +45,11 @@ public class BatchNormND: Module {
     public var name: String?
     /// Where the computation runs; ``CPUBackend`` with all cores by default.
     public var backend: any BatchNormBackend
+    /// The ranks whose batches the training statistics span (<doc:SynchronizedStatistics>);
+    /// `nil` (the default): this module's batch alone. With a group, every rank's module
+    /// behaves as one module seeing the concatenation along `N` of all ranks' batches: one
+    /// all-gather per training forward and per training backward, none in evaluation mode.
+    public var processGroup: (any ProcessGroup)?
 
     /// `true` in training mode (the initial mode).
     public private(set) var isTraining = true
@@ -96,6 +101,7 @@ public class BatchNormND: Module {
     ///     until ``load(_:)`` provides the state.
     ///   - inplace: Evaluation forward writes into the input (training then throws).
     ///   - backend: Where to compute. Default: ``CPUBackend`` on every core.
+    ///   - processGroup: The ranks the training statistics span; default `nil` (local).
     ///   - generator: Source of the initial `scale ~ Normal(1, sscale)`, drawn channel by channel.
     /// - Throws: ``BatchNormError/invalidArgument(name:expected:actual:)`` for `maps < 1`,
     ///   `epsilon` not finite and positive, `initFactor` or `minFactor` outside `[0, 1]`, a
@@ -103,7 +109,7 @@ public class BatchNormND: Module {
     public required init(maps: Int, epsilon: Double = 1e-5, initFactor: Double = 1.0, minFactor: Double = 0.1,
                 sscale: Double = 0.01, affine: Bool = true, name: String? = nil, empty: Bool = false,
                 inplace: Bool = false, backend: any BatchNormBackend = CPUBackend(),
-                using generator: inout some RandomNumberGenerator) throws {
+                processGroup: (any ProcessGroup)? = nil, using generator: inout some RandomNumberGenerator) throws {
         guard let spatialDimensions = Self.spatialDimensions else {
             throw BatchNormError.invalidArgument(name: "class", expected: "BatchNorm, BatchNorm1D, BatchNorm2D or BatchNorm3D",
                                                  actual: "BatchNormND")
@@ -131,6 +137,7 @@ public class BatchNormND: Module {
         self.name = name
         self.inplace = inplace
         self.backend = backend
+        self.processGroup = processGroup
         if empty { return }
         let scale = (0..<maps).map { _ in
             affine ? Float(1 + sscale * generator.nextStandardNormal()) : 1
@@ -141,13 +148,15 @@ public class BatchNormND: Module {
     }
 
     /// Creates a module whose initial scale is drawn from the system's random source.
-    /// Same parameters and errors as ``init(maps:epsilon:initFactor:minFactor:sscale:affine:name:empty:inplace:backend:using:)``.
+    /// Same parameters and errors as ``init(maps:epsilon:initFactor:minFactor:sscale:affine:name:empty:inplace:backend:processGroup:using:)``.
     public convenience init(maps: Int, epsilon: Double = 1e-5, initFactor: Double = 1.0, minFactor: Double = 0.1,
                             sscale: Double = 0.01, affine: Bool = true, name: String? = nil, empty: Bool = false,
-                            inplace: Bool = false, backend: any BatchNormBackend = CPUBackend()) throws {
+                            inplace: Bool = false, backend: any BatchNormBackend = CPUBackend(),
+                            processGroup: (any ProcessGroup)? = nil) throws {
         var generator = SystemRandomNumberGenerator()
         try self.init(maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: sscale,
-                      affine: affine, name: name, empty: empty, inplace: inplace, backend: backend, using: &generator)
+                      affine: affine, name: name, empty: empty, inplace: inplace, backend: backend,
+                      processGroup: processGroup, using: &generator)
     }
 
     /// The rank of the data the module accepts: `2 + spatialDimensions`.
