@@ -47,25 +47,18 @@ struct CalibrateCommand: ParsableCommand {
         guard !continueStatistics || state != nil else { throw ValidationError("--continue needs --state") }
     }
 
+    @Flag(help: "Under mpirun: step k's batch is the union of every rank's k-th file (rank r takes files r, r + size, ...); rank 0 writes the output.")
+    var mpi = false
+
     func run() throws {
-        var initial = BatchNormState(scale: Array(repeating: 1, count: maps), bias: Array(repeating: 0, count: maps),
-                                     mean: Array(repeating: 0, count: maps), var: Array(repeating: 1, count: maps),
-                                     numOfProps: 0)
-        if let state {
-            let loaded = try readState(path: state, prefix: options.prefix, maps: maps)
-            initial.scale = loaded.scale
-            initial.bias = loaded.bias
-            if continueStatistics {
-                initial = loaded
-            }
-        }
+        if mpi { return try runMPI() }
+        let initial = try initialState()
         var module: BatchNormND?
         let progress = ProgressBar(total: files.count, label: "calibrate")
         var values = 0
         for (index, file) in files.enumerated() {
             try withContext(file) {
-                var batch = try Tensor(contentsOfNPYFile: file, fileLayout: options.layout)
-                if batch.dataType != .float32 { batch = batch.converted(to: options.layout, dataType: .float32) }
+                let batch = try readBatch(file)
                 if module == nil {
                     let created = try makeModule(rank: batch.rank, maps: maps, epsilon: options.epsilon,
                                                  initFactor: initFactor, minFactor: minFactor)

@@ -41,6 +41,9 @@ struct SelfTestCommand: ParsableCommand {
     @Option(name: .customLong("arch"), help: "Architectures for --compile-only (repeatable).")
     var architectures: [String] = ["compute_90", "sm_90"]
 
+    @Flag(help: "Under mpirun: synchronized statistics across the ranks against one module on the concatenated batch (exit 77 without MPI).")
+    var mpi = false
+
     func validate() throws {
         guard device.lowercased() == "cuda" else {
             throw ValidationError("--device must be cuda (the CPU backend is covered by `swift test`)")
@@ -48,6 +51,7 @@ struct SelfTestCommand: ParsableCommand {
     }
 
     func run() throws {
+        if mpi { return try runMPI() }
         if compileOnly { return try compileKernels() }
         let cases = CUDASelfTest.cases(randomCount: random, seed: seed, small: small)
         let gpu: CUDADevice
