@@ -25,6 +25,7 @@ public struct SynchronizedComparison: Sendable, CustomStringConvertible {
     /// Relative tolerance of the `Double` batch statistics (`μ`, `invstd`).
     public static let momentTolerance = 1e-12
 
+    /// A comparison of `steps` steps on `(Σ batches, maps, spatial...)` data in `layout`.
     public init(layout: TensorLayout, maps: Int, spatial: [Int], batches: [Int], steps: Int, seed: UInt64) {
         self.layout = layout
         self.maps = maps
@@ -34,6 +35,7 @@ public struct SynchronizedComparison: Sendable, CustomStringConvertible {
         self.seed = seed
     }
 
+    /// `sync NCDHW C=3 S=[3, 4, 5] N=[2, 0] steps=12`: what the comparison covers.
     public var description: String {
         "sync \(layout == .channelsFirst ? "NCDHW" : "NDHWC") C=\(maps) S=\(spatial) N=\(batches) steps=\(steps)"
     }
@@ -233,12 +235,15 @@ public final class CountingProcessGroup: ProcessGroup, @unchecked Sendable {
     private let base: any ProcessGroup
     /// All-gathers made through this wrapper so far.
     public private(set) var count = 0
+    /// The wrapped group's rank.
     public var rank: Int { base.rank }
+    /// The wrapped group's size.
     public var size: Int { base.size }
 
     /// Wraps `base`; use the wrapper from one thread at a time.
     public init(_ base: any ProcessGroup) { self.base = base }
 
+    /// The wrapped group's all-gather, counted.
     public func allGather(_ values: [Double]) throws -> [Double] {
         count += 1
         return try base.allGather(values)

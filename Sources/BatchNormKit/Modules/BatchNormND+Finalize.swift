@@ -72,7 +72,7 @@ extension BatchNormND {
     /// - Throws: ``BatchNormError/tooFewValuesPerChannel(expected:actual:shape:)``.
     package func checkValuesPerChannel(_ count: Int, shape: [Int]) throws {
         guard count < 2 else { return }
-        let expected = processGroup.map { "at least 2 across the \($0.size) ranks of the group" } ?? "at least 2"
+        let expected = processGroup.map { "at least 2 (summed over the \($0.size) ranks of the group)" } ?? "at least 2"
         throw BatchNormError.tooFewValuesPerChannel(expected: expected, actual: count, shape: shape)
     }
 

@@ -14,7 +14,9 @@ import SystemLibrary
 /// later call throws ``ProcessGroupError/broken(rank:)``), so a missing member cannot hang
 /// the others forever.
 public final class LocalProcessGroup: ProcessGroup, @unchecked Sendable {
+    /// This member's index, `0 ..< size`.
     public let rank: Int
+    /// Number of members.
     public let size: Int
     /// Number of all-gathers this member has joined.
     public var allGatherCount: Int { rendezvous.condition.withLock { rendezvous.joined[rank] } }

@@ -30,7 +30,9 @@ import Musl
 /// process is an MPI singleton: a group of size 1. Errors are returned, not fatal
 /// (`MPI_ERRORS_RETURN`), and thrown as ``ProcessGroupError/mpiFailed(function:code:message:)``.
 public final class MPIProcessGroup: ProcessGroup, @unchecked Sendable {
+    /// This process's rank in `MPI_COMM_WORLD`.
     public let rank: Int
+    /// Number of processes in the job (1 without `mpirun`).
     public let size: Int
     /// The library that was loaded (the path or name that succeeded).
     public let libraryPath: String

@@ -14,6 +14,7 @@ public enum ProcessGroupError: Error, Equatable, Sendable, CustomStringConvertib
     /// An argument outside its domain, such as a group of size 0.
     case invalidArgument(name: String, expected: String, actual: String)
 
+    /// The error as one sentence naming the expected and the actual values.
     public var description: String {
         switch self {
         case .mpiUnavailable(let variable, let searched):
