@@ -72,7 +72,7 @@ extension CalibrateCommand {
         let total = try group.allGather([Double(values)]).reduce(0, +)
         guard group.rank == 0, let module else { return }
         try withContext(output) { try module.saveState(toFile: output, prefix: options.prefix) }
-        print("calibrated \(maps) maps over \(files.count) batch\(files.count == 1 ? "" : "es") on \(group.size) ranks "
+        print("calibrated \(maps) maps over \(files.count) batch\(files.count == 1 ? "" : "es") on \(group.size) rank\(group.size == 1 ? "" : "s") "
               + "(\(steps) synchronized steps, \(Int(total)) values per channel); num_batches_tracked "
               + "\(module.numOfProps); wrote \(output)")
     }

@@ -39,7 +39,7 @@ extension SelfTestCommand {
                 print(failing.isEmpty ? "PASS  \(name)" : "FAIL  \(name) (ranks \(failing); details on their stderr)")
             }
         }
-        if group.rank == 0 { print("\(passed) passed, \(failed) failed (\(group.size) ranks)") }
+        if group.rank == 0 { print("\(passed) passed, \(failed) failed (\(group.size) rank\(group.size == 1 ? "" : "s"))") }
         if failed > 0 { throw ExitCode.failure }
     }
 }
