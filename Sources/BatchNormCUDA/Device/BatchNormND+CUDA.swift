@@ -28,8 +28,9 @@ extension BatchNormND {
     /// `inplace` the result is written into `data`'s buffer and the returned tensor shares it.
     ///
     /// With a ``BatchNormND/processGroup`` the moments are all-gathered and merged in rank
-    /// order on the host between the two kernels (host-staged: `3C` doubles each way), as
-    /// for host tensors (<doc:SynchronizedStatistics>).
+    /// order on the host between the two kernels (host-staged: the same `3C` doubles come
+    /// back and `4C` float coefficients go out as without a group), exactly as for host
+    /// tensors (see the SynchronizedStatistics article of BatchNormKit).
     ///
     /// Afterwards ``inData`` and ``data`` are `nil` (they are host tensors); the device input
     /// is kept for the device-tensor `backward`. A host-tensor forward in between makes the
