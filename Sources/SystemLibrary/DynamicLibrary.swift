@@ -24,11 +24,13 @@ package final class DynamicLibrary: @unchecked Sendable {
     /// - Throws: ``DynamicLibraryError/notFound(library:environmentVariable:searched:)`` listing
     ///   every candidate with `dlopen`'s reason.
     /// `reject` may refuse a library that loaded (returning why); the search then goes on.
+    /// `global` loads with `RTLD_GLOBAL` (for libraries whose own plug-ins look up its symbols).
     package static func open(_ library: String, candidates: [String], environmentVariable: String,
+                     global: Bool = false,
                      reject: (DynamicLibrary) -> String? = { _ in nil }) throws -> DynamicLibrary {
         var tried = [String]()
         for candidate in candidates {
-            if let handle = dlopen(candidate, RTLD_NOW | RTLD_LOCAL) {
+            if let handle = dlopen(candidate, RTLD_NOW | (global ? RTLD_GLOBAL : RTLD_LOCAL)) {
                 let opened = DynamicLibrary(path: candidate, library: library, handle: handle)
                 if let reason = reject(opened) {
                     tried.append("\(candidate) (\(reason))")

@@ -55,6 +55,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Detail lines under an error (such as every path searched for the CUDA libraries).")
     var verbose = false
 
+    @Flag(help: "Under mpirun: synchronized against local training forward + backward per rank (default shapes 2x32x32x32x32 and 4x64x16x56x56, 1 thread, ncdhw), and the all-gather latency.")
+    var mpi = false
+
     static let suite: [[Int]] = [[5, 3, 10, 10, 10], [8, 256, 8, 14, 14], [2, 32, 32, 32, 32], [8, 64, 16, 56, 56]]
     /// The GPU suite of the Benchmarks article.
     static let gpuSuite: [[Int]] = [[5, 3, 10, 10, 10], [8, 256, 8, 14, 14], [2, 32, 64, 64, 64], [8, 64, 16, 56, 56],
@@ -85,6 +88,7 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        if mpi { return try runMPI() }
         let shapes = try shape.map { [try Self.parseShape($0)] } ?? (device == .cpu ? Self.suite : Self.gpuSuite)
         let layouts = layout.map { [$0] } ?? [.channelsFirst, .channelsLast]
         let report = device == .cpu ? try benchCPU(shapes: shapes, layouts: layouts)

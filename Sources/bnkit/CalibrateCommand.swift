@@ -57,9 +57,71 @@ struct CalibrateCommand: ParsableCommand {
         guard !continueStatistics || state != nil else { throw ValidationError("--continue needs --state") }
     }
 
+    @Flag(help: "Under mpirun: step k's batch is the union of every rank's k-th file (rank r takes files r, r + size, ...); rank 0 writes the output.")
+    var mpi = false
+
     func run() throws {
+        if mpi { return try runMPI() }
+        let setup = try prepare()
+        let module = try setup.loadedModule(self)
+        let progress = ProgressBar(total: files.count, label: "calibrate")
+        var values = 0
+        for (index, file) in files.enumerated() {
+            let shape = index == 0 ? setup.first : try BatchShape(file: file, layout: options.layout)
+            try setup.check(shape)
+            try withContext(file) {
+                let batch = try readBatch(file)
+                _ = try module(batch)
+                module.reset()
+                values += batch.elementCount / setup.maps
+            }
+            if !quiet, let note = conversionNote(shape.header, file: file) { standardError(note) }
+            progress.update(index + 1)
+        }
+        progress.finish()
+        try withContext(output) { try module.saveState(toFile: output, prefix: options.prefix) }
+        guard !quiet else { return }
+        print("calibrated \(setup.maps) maps over \(files.count) batch\(files.count == 1 ? "" : "es") (\(values) values per channel); "
+              + "num_batches_tracked \(module.numOfProps); wrote \(output)")
+    }
+}
+
+/// What a calibration needs before the first batch is read: the channel count (from
+/// `--maps`, the state or the first batch's header, in that order), the first batch's shape,
+/// and the state it starts from.
+struct CalibrationSetup {
+    /// C.
+    let maps: Int
+    /// Where ``maps`` came from, for messages.
+    let source: String
+    /// The first batch's header: its rank is every batch's rank.
+    let first: BatchShape
+    /// Scale and bias from `--state` (1 and 0 without it) with fresh running statistics, or
+    /// the whole state with `--continue`.
+    let initial: BatchNormState
+
+    /// Throws, naming the file, unless `shape` has the first batch's rank and ``maps`` channels.
+    func check(_ shape: BatchShape) throws {
+        try shape.check(maps: maps, rank: first.rank, source: source)
+    }
+
+    /// The family member of the batches' rank with ``initial`` loaded, in training mode.
+    func loadedModule(_ command: CalibrateCommand) throws -> BatchNormND {
+        let module = try withContext(first.file) {
+            try makeModule(rank: first.rank, maps: maps, epsilon: command.options.epsilon,
+                                        initFactor: command.initFactor, minFactor: command.minFactor)
+        }
+        try withContext(command.state ?? command.output) { try module.load(initial) }
+        module.trainMode()
+        return module
+    }
+}
+
+extension CalibrateCommand {
+    /// Reads the state and the first batch's header and checks them against each other and
+    /// `--maps`, before any batch data is read or anything sized by them is allocated.
+    func prepare() throws -> CalibrationSetup {
         let loaded = try state.map { try readState(path: $0, prefix: options.prefix, maps: self.maps) }
-        // The first batch's header fixes the rank, and the maps when neither --maps nor --state does.
         let first = try BatchShape(file: files[0], layout: options.layout)
         let maps = self.maps ?? loaded?.maps ?? first.channels
         let source = self.maps != nil ? "--maps" : loaded != nil ? "the state" : "the first batch"
@@ -72,31 +134,13 @@ struct CalibrateCommand: ParsableCommand {
             initial.bias = loaded.bias
             if continueStatistics { initial = loaded }
         }
-        let module = try withContext(files[0]) {
-            try makeModule(rank: first.rank, maps: maps, epsilon: options.epsilon, initFactor: initFactor, minFactor: minFactor)
-        }
-        try withContext(state ?? output) { try module.load(initial) }
-        module.trainMode()
-        let progress = ProgressBar(total: files.count, label: "calibrate")
-        var values = 0
-        for (index, file) in files.enumerated() {
-            let shape = index == 0 ? first : try BatchShape(file: file, layout: options.layout)
-            try shape.check(maps: maps, rank: first.rank, source: source)
-            try withContext(file) {
-                var batch = try Tensor(contentsOfNPYFile: file, fileLayout: options.layout)
-                if batch.dataType != .float32 { batch = batch.converted(to: options.layout, dataType: .float32) }
-                _ = try module(batch)
-                module.reset()
-                values += batch.elementCount / maps
-            }
-            if !quiet, let note = conversionNote(shape.header, file: file) { standardError(note) }
-            progress.update(index + 1)
-        }
-        progress.finish()
-        try withContext(output) { try module.saveState(toFile: output, prefix: options.prefix) }
-        guard !quiet else { return }
-        print("calibrated \(maps) maps over \(files.count) batch\(files.count == 1 ? "" : "es") (\(values) values per channel); "
-              + "num_batches_tracked \(module.numOfProps); wrote \(output)")
+        return CalibrationSetup(maps: maps, source: source, first: first, initial: initial)
+    }
+
+    /// One batch as `float32` in the layout of `--layout`.
+    func readBatch(_ file: String) throws -> Tensor {
+        let batch = try Tensor(contentsOfNPYFile: file, fileLayout: options.layout)
+        return batch.dataType == .float32 ? batch : batch.converted(to: options.layout, dataType: .float32)
     }
 }
 

@@ -50,11 +50,15 @@ struct SelfTestCommand: ParsableCommand {
     @Flag(help: "Without a GPU, one SKIPPED line per case and every path searched, instead of one line per suite.")
     var verbose = false
 
+    @Flag(help: "Under mpirun: synchronized statistics across the ranks against one module on the concatenated batch (exit 77 without MPI).")
+    var mpi = false
+
     func validate() throws {
         guard random >= 0 else { throw ValidationError("--random must be >= 0, got \(random)") }
     }
 
     func run() throws {
+        if mpi { return try runMPI() }
         if compileOnly { return try compileKernels() }
         let cases = CUDASelfTest.cases(randomCount: random, seed: seed, small: small)
         let gpu: CUDADevice

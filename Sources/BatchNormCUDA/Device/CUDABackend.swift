@@ -39,16 +39,9 @@ public struct CUDABackend: BatchNormBackend {
     /// Collect → merge on the GPU: one kernel launch; moments copied back.
     public func collectStatistics(of input: Tensor) throws -> [ChannelMoments] {
         let geometry = KernelGeometry(shape: input.shape, layout: input.layout)
-        let channels = geometry.channels
-        guard geometry.elementCount > 0 else { return Array(repeating: .empty, count: channels) }
+        guard geometry.elementCount > 0 else { return Array(repeating: .empty, count: geometry.channels) }
         let x = try DeviceTensor(input, on: device)
-        let moments = try device.allocate(byteCount: 3 * 8 * channels)
-        try device.enqueueStatistics(of: x.buffer.address, geometry: geometry, dataType: input.dataType,
-                                     moments: moments.address, finalize: nil)
-        let values = try download(moments, count: 3 * channels, as: Double.self)
-        return (0..<channels).map {
-            ChannelMoments(count: values[$0], mean: values[channels + $0], m2: values[2 * channels + $0])
-        }
+        return try device.channelMoments(of: x.buffer.address, geometry: geometry, dataType: input.dataType)
     }
 
     /// Apply on the GPU: `output = b·(input − shift) + offset`; `output` may be `input`.
@@ -56,28 +49,20 @@ public struct CUDABackend: BatchNormBackend {
         let geometry = KernelGeometry(shape: input.shape, layout: input.layout)
         guard geometry.elementCount > 0 else { return }
         let x = try DeviceTensor(input, on: device)
-        let zero = [Float](repeating: 0, count: geometry.channels)
-        let table = try device.upload(zero + coefficients.inputMultiplier + coefficients.shift + coefficients.offset)
         try device.enqueueApply(gradient: nil, input: x.buffer.address, output: x.buffer.address, geometry: geometry,
-                                dataType: input.dataType, coefficients: table.address)
+                                dataType: input.dataType, coefficients: coefficients)
         try x.copy(into: output)
     }
 
     /// Backward reduce on the GPU: one launch; sums copied back.
     public func reduceGradient(_ gradient: Tensor, input: Tensor, mean: [Double]) throws -> [GradientSums] {
         let geometry = KernelGeometry(shape: input.shape, layout: input.layout)
-        let channels = geometry.channels
         guard geometry.elementCount > 0 else {
-            return Array(repeating: GradientSums(gradient: 0, gradientTimesCentered: 0), count: channels)
+            return Array(repeating: GradientSums(gradient: 0, gradientTimesCentered: 0), count: geometry.channels)
         }
         let g = try DeviceTensor(gradient, on: device), x = try DeviceTensor(input, on: device)
-        let saved = try device.upload(mean + [Double](repeating: 0, count: channels))
-        let sums = try device.allocate(byteCount: 2 * 8 * channels)
-        try device.enqueueGradientReduction(gradient: g.buffer.address, input: x.buffer.address, geometry: geometry,
-                                            dataType: input.dataType, saved: saved.address, sums: sums.address,
-                                            finalize: nil)
-        let values = try download(sums, count: 2 * channels, as: Double.self)
-        return (0..<channels).map { GradientSums(gradient: values[$0], gradientTimesCentered: values[channels + $0]) }
+        return try device.gradientSums(gradient: g.buffer.address, input: x.buffer.address, geometry: geometry,
+                                       dataType: input.dataType, mean: mean)
     }
 
     /// Backward apply on the GPU: `output = a·gradient + b·(input − shift) + offset`.
@@ -87,20 +72,8 @@ public struct CUDABackend: BatchNormBackend {
         guard geometry.elementCount > 0 else { return }
         let g = try DeviceTensor(gradient, on: device)
         let x = coefficients.ignoresInput ? nil : try DeviceTensor(input, on: device)
-        let table = try device.upload(coefficients.gradientMultiplier + coefficients.inputMultiplier
-                                      + coefficients.shift + coefficients.offset)
         try device.enqueueApply(gradient: g.buffer.address, input: x?.buffer.address, output: g.buffer.address,
-                                geometry: geometry, dataType: gradient.dataType, coefficients: table.address)
+                                geometry: geometry, dataType: gradient.dataType, coefficients: coefficients)
         try g.copy(into: output)
-    }
-
-    /// Copies `count` values from the device and synchronizes.
-    private func download<T>(_ buffer: DeviceBuffer, count: Int, as type: T.Type) throws -> [T] where T: Numeric {
-        var values = [T](repeating: 0, count: count)
-        try values.withUnsafeMutableBytes {
-            try device.copy(from: buffer.address, to: $0.baseAddress!, byteCount: $0.count)
-            try device.synchronize()
-        }
-        return values
     }
 }

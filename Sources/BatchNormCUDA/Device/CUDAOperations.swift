@@ -3,41 +3,18 @@ import BatchNormKit
 /// Enqueue-only launchers for the kernels of ``CUDAKernelSource``; nothing here synchronizes.
 /// Addresses are device pointers; `C` below is the channel count.
 extension CUDADevice {
-    /// Device outputs of the forward *finalize* done by the statistics kernel's last block.
-    struct ForwardFinalize {
-        /// `4C` floats: scale, bias, running mean, running variance (the module's values).
-        var parameters: UInt64
-        var epsilon: Double
-        /// `max(initFactor / n, minFactor)` of this pass.
-        var factor: Double
-        /// `2C` doubles written: μ, invstd.
-        var saved: UInt64
-        /// `2C` floats written: updated running mean, running variance.
-        var running: UInt64
-        /// `4C` floats written (the last `3C`): apply coefficients b, shift, offset.
-        var coefficients: UInt64
-    }
-
-    /// Device outputs of the backward *finalize* done by the reduce kernel's last block.
-    struct BackwardFinalize {
-        /// `C` floats: scale `γ`.
-        var scale: UInt64
-        /// `4C` floats written: a, b, shift, offset.
-        var coefficients: UInt64
-    }
-
     private func suffix(_ dataType: TensorDataType) -> String { dataType == .float16 ? "f16" : "f32" }
 
-    /// Collect → merge (→ finalize): one launch. Writes `moments` (`3C` doubles: counts, means, M2).
+    /// Collect → merge: one launch. Writes `moments` (`3C` doubles: counts, means, M2). The
+    /// kernel's own finalize stays off: finalize runs on the host, shared by every path.
     func enqueueStatistics(of input: UInt64, geometry: KernelGeometry, dataType: TensorDataType,
-                           moments: UInt64, finalize: ForwardFinalize?) throws {
+                           moments: UInt64) throws {
         guard geometry.elementCount > 0 else { return }
         let kernels = try self.kernels()
         let partials = try allocate(byteCount: 3 * 8 * geometry.partialCount)
         let tail: [KernelArgument] = [
-            .pointer(partials.address), .pointer(blockCounter), .pointer(moments), .int32(finalize == nil ? 0 : 1),
-            .pointer(finalize?.parameters ?? 0), .double(finalize?.epsilon ?? 0), .double(finalize?.factor ?? 0),
-            .pointer(finalize?.saved ?? 0), .pointer(finalize?.running ?? 0), .pointer(finalize?.coefficients ?? 0),
+            .pointer(partials.address), .pointer(blockCounter), .pointer(moments), .int32(0),
+            .pointer(0), .double(0), .double(0), .pointer(0), .pointer(0), .pointer(0),
         ]
         if geometry.channelsFirst {
             try launch(kernels.function("bn_stats_cf_\(suffix(dataType))"), blocks: geometry.reductionBlocks,
@@ -53,17 +30,16 @@ extension CUDADevice {
         }
     }
 
-    /// Backward reduce (→ finalize): one launch. `saved` holds `2C` doubles (μ, invstd; only
-    /// μ is read unless finalizing). Writes `sums` (`2C` doubles: Σg, Σg·(x − μ)).
+    /// Backward reduce: one launch. `saved` holds `C` doubles (μ). Writes `sums` (`2C`
+    /// doubles: Σg, Σg·(x − μ)). The kernel's own finalize stays off, as for the statistics.
     func enqueueGradientReduction(gradient: UInt64, input: UInt64, geometry: KernelGeometry,
-                                  dataType: TensorDataType, saved: UInt64, sums: UInt64,
-                                  finalize: BackwardFinalize?) throws {
+                                  dataType: TensorDataType, saved: UInt64, sums: UInt64) throws {
         guard geometry.elementCount > 0 else { return }
         let kernels = try self.kernels()
         let partials = try allocate(byteCount: 2 * 8 * geometry.partialCount)
         let tail: [KernelArgument] = [
-            .pointer(partials.address), .pointer(blockCounter), .pointer(sums), .int32(finalize == nil ? 0 : 1),
-            .pointer(finalize?.scale ?? 0), .pointer(saved), .pointer(finalize?.coefficients ?? 0),
+            .pointer(partials.address), .pointer(blockCounter), .pointer(sums), .int32(0),
+            .pointer(0), .pointer(saved), .pointer(0),
         ]
         if geometry.channelsFirst {
             try launch(kernels.function("bn_reduce_cf_\(suffix(dataType))"), blocks: geometry.reductionBlocks,
@@ -106,5 +82,60 @@ extension CUDADevice {
             try launch(kernels.function("bn_apply_cl_\(mode)_\(suffix(dataType))"), blocks: blocks, threads: threads,
                        arguments: head + [.int64(Int64(geometry.elementCount)), .pointer(coefficients)])
         }
+    }
+
+    // MARK: Stages with host results (each synchronizes once)
+
+    /// Collect → merge of `input`: per-channel moments, copied back (synchronizes). An
+    /// empty tensor has count-0 moments.
+    func channelMoments(of input: UInt64, geometry: KernelGeometry, dataType: TensorDataType) throws
+        -> [ChannelMoments] {
+        let channels = geometry.channels
+        guard geometry.elementCount > 0 else { return Array(repeating: .empty, count: channels) }
+        let moments = try allocate(byteCount: 3 * 8 * channels)
+        try enqueueStatistics(of: input, geometry: geometry, dataType: dataType, moments: moments.address)
+        let values: [Double] = try download(moments.address, count: 3 * channels)
+        return (0..<channels).map {
+            ChannelMoments(count: values[$0], mean: values[channels + $0], m2: values[2 * channels + $0])
+        }
+    }
+
+    /// Backward reduce: per-channel `Σg` and `Σg·(x − mean)`, copied back (synchronizes).
+    /// An empty tensor has zero sums.
+    func gradientSums(gradient: UInt64, input: UInt64, geometry: KernelGeometry, dataType: TensorDataType,
+                      mean: [Double]) throws -> [GradientSums] {
+        let channels = geometry.channels
+        guard geometry.elementCount > 0 else {
+            return Array(repeating: GradientSums(gradient: 0, gradientTimesCentered: 0), count: channels)
+        }
+        let saved = try upload(mean)
+        let sums = try allocate(byteCount: 2 * 8 * channels)
+        try enqueueGradientReduction(gradient: gradient, input: input, geometry: geometry, dataType: dataType,
+                                     saved: saved.address, sums: sums.address)
+        let values: [Double] = try download(sums.address, count: 2 * channels)
+        return (0..<channels).map { GradientSums(gradient: values[$0], gradientTimesCentered: values[channels + $0]) }
+    }
+
+    /// ``enqueueApply(gradient:input:output:geometry:dataType:coefficients:)`` with host
+    /// coefficients, uploaded as the kernel's table `[a | b | shift | offset]` (`a = 0` for a
+    /// forward, whose ``BatchNormKit/ChannelCoefficients/gradientMultiplier`` is empty).
+    func enqueueApply(gradient: UInt64?, input: UInt64?, output: UInt64, geometry: KernelGeometry,
+                      dataType: TensorDataType, coefficients: ChannelCoefficients) throws {
+        guard geometry.elementCount > 0 else { return }
+        let a = coefficients.gradientMultiplier.isEmpty
+            ? [Float](repeating: 0, count: geometry.channels) : coefficients.gradientMultiplier
+        let table = try upload(a + coefficients.inputMultiplier + coefficients.shift + coefficients.offset)
+        try enqueueApply(gradient: gradient, input: input, output: output, geometry: geometry, dataType: dataType,
+                         coefficients: table.address)
+    }
+
+    /// Copies `count` values from the device and synchronizes.
+    func download<T: Numeric>(_ address: UInt64, count: Int) throws -> [T] {
+        var values = [T](repeating: 0, count: count)
+        try values.withUnsafeMutableBytes {
+            try copy(from: address, to: $0.baseAddress!, byteCount: $0.count)
+            try synchronize()
+        }
+        return values
     }
 }

@@ -9,6 +9,13 @@ public protocol BatchNormBackend: Sendable {
     /// A short name for printouts, such as `"cpu (2 threads)"`.
     var name: String { get }
 
+    /// Whether ``normalize(_:into:coefficients:)`` and
+    /// ``applyGradient(_:input:into:coefficients:)`` never throw for validated tensors. A
+    /// module then drops its previous output just before allocating the next one, so that
+    /// the buffer is recycled (a throw after that would leave the module changed, hence the
+    /// promise). Default `false`.
+    var applyNeverFails: Bool { get }
+
     /// Whether tensors of `dataType` can be processed (the CPU handles `float32` only).
     func supports(_ dataType: TensorDataType) -> Bool
 
@@ -27,4 +34,9 @@ public protocol BatchNormBackend: Sendable {
     /// not read when ``ChannelCoefficients/ignoresInput``.
     func applyGradient(_ gradient: Tensor, input: Tensor, into output: Tensor,
                        coefficients: ChannelCoefficients) throws
+}
+
+extension BatchNormBackend {
+    /// `false`: the apply steps may throw (they copy, allocate device memory or launch).
+    public var applyNeverFails: Bool { false }
 }

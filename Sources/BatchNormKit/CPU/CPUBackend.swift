@@ -60,6 +60,9 @@ public struct CPUBackend: BatchNormBackend {
     /// `true` for ``TensorDataType/float32`` only.
     public func supports(_ dataType: TensorDataType) -> Bool { dataType == .float32 }
 
+    /// `true`: the CPU apply loops cannot fail once the tensors are validated.
+    public var applyNeverFails: Bool { true }
+
     public var name: String { "cpu (\(threadCount) thread\(threadCount == 1 ? "" : "s"))" }
 
     /// Runs `body` over `0..<count` split into contiguous ranges, one per thread, or on the

@@ -33,6 +33,10 @@ public enum BatchNormError: Error, Equatable, Sendable, CustomStringConvertible 
     case inplaceInTraining(name: String?)
     /// An argument outside its domain, such as a negative `epsilon` or `maps`.
     case invalidArgument(name: String, expected: String, actual: String)
+    /// Another rank of the module's ``BatchNormND/processGroup`` failed its local step of a
+    /// synchronized forward or backward (`reason` says how; that rank threw its own error),
+    /// so this rank threw too and left its module unchanged.
+    case peerFailed(rank: Int, reason: String)
 
     public var description: String {
         switch self {
@@ -61,6 +65,9 @@ public enum BatchNormError: Error, Equatable, Sendable, CustomStringConvertible 
             "module \(name ?? "<unnamed>"): using inplace flag in train mode is prohibited (expected evaluation mode)"
         case .invalidArgument(let name, let expected, let actual):
             "\(name) must be \(expected), got \(actual)"
+        case .peerFailed(let rank, let reason):
+            "rank \(rank) of the process group failed: \(reason); expected every rank to succeed "
+                + "(module left unchanged)"
         }
     }
 }

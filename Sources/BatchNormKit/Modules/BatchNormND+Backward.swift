@@ -20,95 +20,75 @@ extension BatchNormND {
     /// - Throws: ``BatchNormError/emptyModule(name:)``,
     ///   ``BatchNormError/backwardBeforeForward(name:)``, the rank, maps and data-type errors
     ///   of the forward pass, ``BatchNormError/shapeMismatch(argument:expected:actual:)`` and
-    ///   ``BatchNormError/layoutMismatch(argument:expected:actual:)``. The module is
-    ///   unchanged after any throw.
+    ///   ``BatchNormError/layoutMismatch(argument:expected:actual:)``; with a
+    ///   ``processGroup`` in training mode also ``BatchNormError/peerFailed(rank:reason:)``
+    ///   and ``ProcessGroupError``. The module is unchanged after any throw.
+    ///
+    /// With a ``processGroup``, a training backward that computes `dx` or parameter gradients
+    /// joins one all-gather of the per-channel sums (every rank must make the same call);
+    /// `dx` and the parameter gradients use the global sums and `M`, so they are identical
+    /// on every rank (<doc:SynchronizedStatistics>).
     @discardableResult
     public func backward(_ grad: Tensor, updParamGrads: Bool = true, updGrad: Bool = true,
                          scale: Float = 1, momentum: Float = 0) throws -> Tensor? {
-        let parameters = try loadedParameters()
-        try checkShape(of: grad, argument: "grad")
-        guard let input = inData else { throw BatchNormError.backwardBeforeForward(name: name) }
-        try checkGradient((grad.shape, grad.layout, grad.dataType), matches: (input.shape, input.layout, input.dataType))
-        let gamma = parameters.scale.scalars.map(Double.init)
-
-        guard isTraining, let (mean, invstd) = savedStatistics else {
-            // Evaluation: dx = g·scale/sqrt(var + ε); no parameter gradients.
+        let accumulate = updParamGrads && affine
+        guard isTraining else {
+            // Evaluation: dx = g·scale/sqrt(var + ε); no parameter gradients, no communication.
+            let (parameters, input) = try backwardInputs(grad)
             guard updGrad else { self.grad = nil; return nil }
-            let variance = parameters.variance.scalars
-            let coefficients = ChannelCoefficients(
-                gradientMultiplier: (0..<maps).map { Float(gamma[$0] / (Double(variance[$0]) + epsilon).squareRoot()) },
-                inputMultiplier: Array(repeating: 0, count: maps), shift: Array(repeating: 0, count: maps),
-                offset: Array(repeating: 0, count: maps))
             releasePreviousGradient()
             let output = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
-            try backend.applyGradient(grad, input: input, into: output, coefficients: coefficients)
+            try backend.applyGradient(grad, input: input, into: output,
+                                      coefficients: evaluationGradientCoefficients(parameters: parameters))
             self.grad = output
             return output
         }
-
-        let accumulate = updParamGrads && affine
-        guard updGrad || accumulate else { self.grad = nil; return nil }
-        let sums = try backend.reduceGradient(grad, input: input, mean: mean)
-        let count = Double(ChannelGeometry(shape: input.shape).valuesPerChannel)
-
-        var output: Tensor?
-        if updGrad {
-            // dx = A·g + B·(x − shift) + C with A = γ·invstd, B = −γ·invstd³·Σg(x−μ)/M,
-            // C = −A·Σg/M − B·(μ − shift): the formula above, centered on a Float shift.
-            let shift = mean.map { Float($0) }
-            var a = [Float](), b = [Float](), offset = [Float]()
-            for c in 0..<maps {
-                let gradientMultiplier = gamma[c] * invstd[c]
-                let inputMultiplier = -gamma[c] * invstd[c] * invstd[c] * invstd[c] * sums[c].gradientTimesCentered / count
-                a.append(Float(gradientMultiplier))
-                b.append(Float(inputMultiplier))
-                offset.append(Float(-gradientMultiplier * sums[c].gradient / count
-                                    - inputMultiplier * (mean[c] - Double(shift[c]))))
-            }
-            releasePreviousGradient()
-            let result = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
-            try backend.applyGradient(grad, input: input,
-                                      into: result,
-                                      coefficients: ChannelCoefficients(gradientMultiplier: a, inputMultiplier: b,
-                                                                        shift: shift, offset: offset))
-            output = result
+        guard updGrad || accumulate else {
+            _ = try backwardInputs(grad)
+            self.grad = nil
+            return nil
         }
 
+        // Validate and reduce (backend), merge (across processGroup when set).
+        let (context, sums) = try mergeGradientSums {
+            let (parameters, input) = try backwardInputs(grad)
+            guard let saved = savedStatistics else { throw BatchNormError.backwardBeforeForward(name: name) }
+            return ((parameters, input, saved), try backend.reduceGradient(grad, input: input, mean: saved.mean))
+        }
+        let (parameters, input, saved) = context
+        var output: Tensor?
+        if updGrad {
+            releasePreviousGradient()
+            let result = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
+            try backend.applyGradient(grad, input: input, into: result,
+                                      coefficients: trainingGradientCoefficients(sums, saved: saved,
+                                                                                 parameters: parameters))
+            output = result
+        }
         // Commit: accumulate parameter gradients (dscale = invstd·Σg(x−μ), dbias = Σg).
         if accumulate {
-            let scaleGrad = parameters.scaleGrad.storage.floats, biasGrad = parameters.biasGrad.storage.floats
-            for c in 0..<maps {
-                scaleGrad[c] = Float(Double(scale) * invstd[c] * sums[c].gradientTimesCentered + Double(momentum) * Double(scaleGrad[c]))
-                biasGrad[c] = Float(Double(scale) * sums[c].gradient + Double(momentum) * Double(biasGrad[c]))
-            }
+            accumulateParameterGradients(sums, saved: saved, parameters: parameters, scale: scale, momentum: momentum)
         }
         self.grad = output
         return output
     }
 
-    /// Checks that a gradient has the shape, layout and data type of the forward input.
-    /// - Throws: ``BatchNormError/shapeMismatch(argument:expected:actual:)``,
-    ///   ``BatchNormError/layoutMismatch(argument:expected:actual:)`` or
-    ///   ``BatchNormError/dataTypeMismatch(argument:expected:actual:)``.
-    package func checkGradient(_ grad: (shape: [Int], layout: TensorLayout, dataType: TensorDataType),
-                               matches input: (shape: [Int], layout: TensorLayout, dataType: TensorDataType)) throws {
-        guard grad.shape == input.shape else {
-            throw BatchNormError.shapeMismatch(argument: "grad", expected: input.shape, actual: grad.shape)
-        }
-        guard grad.layout == input.layout else {
-            throw BatchNormError.layoutMismatch(argument: "grad", expected: input.layout, actual: grad.layout)
-        }
-        guard grad.dataType == input.dataType else {
-            throw BatchNormError.dataTypeMismatch(argument: "grad", expected: input.dataType.rawValue,
-                                                  actual: grad.dataType.rawValue)
-        }
+    /// The checks every host backward makes: parameters loaded, `grad` of the module's rank,
+    /// maps and a supported type, a forward input to pair with, and the same shape, layout
+    /// and type as that input.
+    private func backwardInputs(_ grad: Tensor) throws -> (Parameters, Tensor) {
+        let parameters = try loadedParameters()
+        try checkShape(of: grad, argument: "grad")
+        guard let input = inData else { throw BatchNormError.backwardBeforeForward(name: name) }
+        try checkGradient((grad.shape, grad.layout, grad.dataType), matches: (input.shape, input.layout, input.dataType))
+        return (parameters, input)
     }
 
     /// Drops the previous input gradient (``grad``) just before a new one is allocated, so
-    /// that its buffer is recycled; CPU only, for the reason given at
+    /// that its buffer is recycled; only when ``BatchNormBackend/applyNeverFails``, for the reason given at
     /// ``releasePreviousOutputs()``.
     func releasePreviousGradient() {
-        guard backend is CPUBackend else { return }
+        guard backend.applyNeverFails else { return }
         self.grad = nil
     }
 }

@@ -11,100 +11,57 @@ extension BatchNormND {
     ///   ``BatchNormError/dataTypeMismatch(argument:expected:actual:)``; in training also
     ///   ``BatchNormError/inplaceInTraining(name:)``,
     ///   ``BatchNormError/tooFewValuesPerChannel(expected:actual:shape:)`` (`M < 2`) and
-    ///   ``BatchNormError/nonFiniteStatistics(channel:mean:variance:)``. The module is
-    ///   unchanged after any throw.
+    ///   ``BatchNormError/nonFiniteStatistics(channel:mean:variance:)``; with a
+    ///   ``processGroup`` in training mode also ``BatchNormError/peerFailed(rank:reason:)``
+    ///   and ``ProcessGroupError``. The module is unchanged after any throw.
+    ///
+    /// With a ``processGroup``, a training forward joins one all-gather of the per-channel
+    /// moments (every rank must make the same call) and uses the statistics of all ranks'
+    /// batches together; `N = 0` is then accepted as long as the global `M` is at least 2
+    /// (<doc:SynchronizedStatistics>). An evaluation forward never communicates.
     public func callAsFunction(_ data: Tensor) throws -> Tensor {
+        if isTraining { return try trainingForward(data) }
         let parameters = try loadedParameters()
         try checkShape(of: data, argument: "data")
-        if isTraining {
-            return try trainingForward(data, parameters: parameters)
-        }
         return try evaluationForward(data, parameters: parameters)
     }
 
-    /// Rank, maps and data-type checks shared by forward and backward.
+    /// ``checkShape(_:dataType:argument:supports:placement:)`` for a host tensor on ``backend``.
     func checkShape(of tensor: Tensor, argument: String) throws {
-        guard tensor.rank == dataRank else {
-            throw BatchNormError.rankMismatch(argument: argument, expected: dataRank, actual: tensor.rank, shape: tensor.shape)
-        }
-        guard tensor.shape[1] == maps else {
-            throw BatchNormError.mapsMismatch(argument: argument, expected: maps, actual: tensor.shape[1])
-        }
-        guard backend.supports(tensor.dataType) else {
-            let supported = TensorDataType.allCases.filter(backend.supports).map(\.rawValue).joined(separator: " or ")
-            throw BatchNormError.dataTypeMismatch(argument: argument, expected: "\(supported) on \(backend.name)",
-                                                  actual: tensor.dataType.rawValue)
-        }
+        try checkShape(tensor.shape, dataType: tensor.dataType, argument: argument, supports: backend.supports,
+                       placement: backend.name)
     }
 
-    /// Collect → merge (backend), finalize (here), apply (backend); commits state last.
-    private func trainingForward(_ data: Tensor, parameters: Parameters) throws -> Tensor {
-        guard !inplace else { throw BatchNormError.inplaceInTraining(name: name) }
+    /// Validate and collect (backend), merge (across ``processGroup`` when set), finalize and
+    /// commit (shared with every path), apply (backend).
+    private func trainingForward(_ data: Tensor) throws -> Tensor {
         let valuesPerChannel = ChannelGeometry(shape: data.shape).valuesPerChannel
-        guard valuesPerChannel >= 2 else {
-            throw BatchNormError.tooFewValuesPerChannel(expected: "at least 2", actual: valuesPerChannel, shape: data.shape)
-        }
-        let moments = try backend.collectStatistics(of: data)
-
-        // Finalize: μ, σ² = M2/M, invstd = 1/sqrt(σ² + ε); running-stat update with the
-        // factor weighting the new batch and the unbiased variance σ²·M/(M−1).
-        let count = Double(valuesPerChannel)
-        let propagation = numOfProps + 1
-        let factor = max(initFactor / Double(propagation), minFactor)
-        var batchMean = [Double](), invstd = [Double](), runningMean = [Float](), runningVariance = [Float]()
-        let oldMean = parameters.mean.scalars, oldVariance = parameters.variance.scalars
-        for c in 0..<maps {
-            let mu = moments[c].mean, variance = moments[c].m2 / count
-            // Finite in Double is not enough: the running statistics and savemean are Float,
-            // and a batch of finite values near ±1e20 has σ² beyond Float's range.
-            let newMean = Float((1 - factor) * Double(oldMean[c]) + factor * mu)
-            let newVariance = Float((1 - factor) * Double(oldVariance[c]) + factor * variance * count / (count - 1))
-            guard mu.isFinite, variance.isFinite, Float(mu).isFinite, newMean.isFinite, newVariance.isFinite else {
-                throw BatchNormError.nonFiniteStatistics(channel: c, mean: mu, variance: variance)
+        let (parameters, moments, count) = try mergeMoments(localCount: valuesPerChannel) {
+            let parameters = try loadedParameters()
+            try checkShape(of: data, argument: "data")
+            guard !inplace else { throw BatchNormError.inplaceInTraining(name: name) }
+            // Alone, M < 2 is known before reading the data; in a group only the global M counts.
+            if processGroup == nil {
+                try checkValuesPerChannel(valuesPerChannel, shape: data.shape)
             }
-            batchMean.append(mu)
-            invstd.append(1 / (variance + epsilon).squareRoot())
-            runningMean.append(newMean)
-            runningVariance.append(newVariance)
+            return (parameters, try backend.collectStatistics(of: data))
         }
-
-        let scale = parameters.scale.scalars, bias = parameters.bias.scalars
-        let multiplier = (0..<maps).map { Double(scale[$0]) * invstd[$0] }
-        let shift = batchMean.map { Float($0) }
-        let coefficients = ChannelCoefficients(
-            inputMultiplier: multiplier.map { Float($0) }, shift: shift,
-            offset: (0..<maps).map { Float(Double(bias[$0]) - multiplier[$0] * (batchMean[$0] - Double(shift[$0]))) })
+        let finalized = try finalizeTraining(moments, count: count, shape: data.shape, parameters: parameters)
         releasePreviousOutputs()
         let output = try Tensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType)
-        try backend.normalize(data, into: output, coefficients: coefficients)
-
+        try backend.normalize(data, into: output, coefficients: finalized.coefficients)
         // Commit: nothing above changed the module.
-        let shape = parameters.mean.shape
-        parameters.mean.storage.floats.update(from: runningMean, count: maps)
-        parameters.variance.storage.floats.update(from: runningVariance, count: maps)
-        numOfProps = propagation
-        savedStatistics = (batchMean, invstd)
-        savemean = try Tensor(shift, shape: shape)
-        saveinvvar = try Tensor(invstd.map { Float($0) }, shape: shape)
-        inData = data
-        self.data = output
-        grad = nil
+        try commitTraining(finalized, parameters: parameters)
+        commitForward(input: data, output: output, savedForward: nil)
         return output
     }
 
     /// `y = scale·(x − mean)/sqrt(var + ε) + bias` with the running statistics.
     private func evaluationForward(_ data: Tensor, parameters: Parameters) throws -> Tensor {
-        let scale = parameters.scale.scalars, bias = parameters.bias.scalars
-        let mean = parameters.mean.scalars, variance = parameters.variance.scalars
-        let coefficients = ChannelCoefficients(
-            inputMultiplier: (0..<maps).map { Float(Double(scale[$0]) / (Double(variance[$0]) + epsilon).squareRoot()) },
-            shift: mean, offset: bias)
         if !inplace { releasePreviousOutputs() }
         let output = inplace ? data : try Tensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType)
-        try backend.normalize(data, into: output, coefficients: coefficients)
-        inData = data
-        self.data = output
-        grad = nil
+        try backend.normalize(data, into: output, coefficients: evaluationCoefficients(parameters: parameters))
+        commitForward(input: data, output: output, savedForward: nil)
         return output
     }
 
@@ -112,11 +69,12 @@ extension BatchNormND {
     /// (``grad``) just before a new output is allocated, so that their buffers can be
     /// recycled for it: the working set stays input + one output instead of input + two
     /// outputs (which matters when that is the difference between fitting in the cache or
-    /// not). Only with ``CPUBackend``, whose apply step cannot fail: every throwing step has
-    /// passed by then. With another backend the apply step may throw, and a throw must leave
-    /// the module unchanged, so the references are kept until the commit.
+    /// not). Only when the backend's apply step cannot fail
+    /// (``BatchNormBackend/applyNeverFails``): every throwing step has passed by then.
+    /// Otherwise the apply step may throw, and a throw must leave the module unchanged, so
+    /// the references are kept until the commit.
     func releasePreviousOutputs() {
-        guard backend is CPUBackend else { return }
+        guard backend.applyNeverFails else { return }
         data = nil
         grad = nil
     }

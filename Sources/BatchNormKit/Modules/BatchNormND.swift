@@ -45,6 +45,11 @@ public class BatchNormND: Module {
     public var name: String?
     /// Where the computation runs; ``CPUBackend`` with all cores by default.
     public var backend: any BatchNormBackend
+    /// The ranks whose batches the training statistics span (<doc:SynchronizedStatistics>);
+    /// `nil` (the default): this module's batch alone. With a group, every rank's module
+    /// behaves as one module seeing the concatenation along `N` of all ranks' batches: one
+    /// all-gather per training forward and per training backward, none in evaluation mode.
+    public var processGroup: (any ProcessGroup)?
 
     /// `true` in training mode (the initial mode).
     public private(set) var isTraining = true
@@ -64,10 +69,10 @@ public class BatchNormND: Module {
     /// The learned and running values; `nil` while an `empty` module has no state.
     package var parameters: Parameters?
     /// `μ` and `invstd` of the last training forward in `Double`, for backward.
-    package var savedStatistics: (mean: [Double], invstd: [Double])?
-    /// State saved by another backend's own forward path (the CUDA device-tensor API keeps
-    /// its saved input here); dropped with the other saved tensors.
-    package var backendState: AnyObject?
+    package var savedStatistics: SavedStatistics?
+    /// What the last forward on another tensor type (device tensors) saved for its backward;
+    /// see ``SavedForward``.
+    package var savedForward: (any SavedForward)?
 
     /// Parameter, statistic and gradient tensors, each `(1, C, 1, ...)`.
     package final class Parameters {
@@ -96,6 +101,7 @@ public class BatchNormND: Module {
     ///     until ``load(_:)`` provides the state.
     ///   - inplace: Evaluation forward writes into the input (training then throws).
     ///   - backend: Where to compute. Default: ``CPUBackend`` on every core.
+    ///   - processGroup: The ranks the training statistics span; default `nil` (local).
     ///   - generator: Source of the initial `scale ~ Normal(1, sscale)`, drawn channel by channel.
     /// - Throws: ``BatchNormError/invalidArgument(name:expected:actual:)`` for `maps < 1`,
     ///   `epsilon` not finite and positive, `initFactor` or `minFactor` outside `[0, 1]`, a
@@ -103,7 +109,7 @@ public class BatchNormND: Module {
     public required init(maps: Int, epsilon: Double = 1e-5, initFactor: Double = 1.0, minFactor: Double = 0.1,
                 sscale: Double = 0.01, affine: Bool = true, name: String? = nil, empty: Bool = false,
                 inplace: Bool = false, backend: any BatchNormBackend = CPUBackend(),
-                using generator: inout some RandomNumberGenerator) throws {
+                processGroup: (any ProcessGroup)? = nil, using generator: inout some RandomNumberGenerator) throws {
         guard let spatialDimensions = Self.spatialDimensions else {
             throw BatchNormError.invalidArgument(name: "class", expected: "BatchNorm, BatchNorm1D, BatchNorm2D or BatchNorm3D",
                                                  actual: "BatchNormND")
@@ -131,6 +137,7 @@ public class BatchNormND: Module {
         self.name = name
         self.inplace = inplace
         self.backend = backend
+        self.processGroup = processGroup
         if empty { return }
         let scale = (0..<maps).map { _ in
             affine ? Float(1 + sscale * generator.nextStandardNormal()) : 1
@@ -141,13 +148,15 @@ public class BatchNormND: Module {
     }
 
     /// Creates a module whose initial scale is drawn from the system's random source.
-    /// Same parameters and errors as ``init(maps:epsilon:initFactor:minFactor:sscale:affine:name:empty:inplace:backend:using:)``.
+    /// Same parameters and errors as ``init(maps:epsilon:initFactor:minFactor:sscale:affine:name:empty:inplace:backend:processGroup:using:)``.
     public convenience init(maps: Int, epsilon: Double = 1e-5, initFactor: Double = 1.0, minFactor: Double = 0.1,
                             sscale: Double = 0.01, affine: Bool = true, name: String? = nil, empty: Bool = false,
-                            inplace: Bool = false, backend: any BatchNormBackend = CPUBackend()) throws {
+                            inplace: Bool = false, backend: any BatchNormBackend = CPUBackend(),
+                            processGroup: (any ProcessGroup)? = nil) throws {
         var generator = SystemRandomNumberGenerator()
         try self.init(maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: sscale,
-                      affine: affine, name: name, empty: empty, inplace: inplace, backend: backend, using: &generator)
+                      affine: affine, name: name, empty: empty, inplace: inplace, backend: backend,
+                      processGroup: processGroup, using: &generator)
     }
 
     /// The rank of the data the module accepts: `2 + spatialDimensions`.
@@ -200,7 +209,7 @@ public class BatchNormND: Module {
         savemean = nil
         saveinvvar = nil
         savedStatistics = nil
-        backendState = nil
+        savedForward = nil
     }
 
     /// `2·C`: scale and bias (registered even when not `affine`, as in PuzzleLib); 0 while empty.

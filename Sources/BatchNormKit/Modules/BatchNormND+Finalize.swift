@@ -1,0 +1,227 @@
+// The finalize and commit steps of the compute seam (<doc:ComputeSeam>), written once for
+// every path: host tensors on any backend, the CUDA target's device tensors, and (through
+// ``BatchNormND/processGroup``) statistics merged across processes. Each path collects and
+// merges its own way, then hands the merged per-channel values to these functions.
+//
+// Legend: C channels (`maps`), M values per channel over the whole (possibly global) batch,
+// μ batch mean, σ² = M2/M biased batch variance, γ scale, β bias.
+
+/// What a training forward's *finalize* step computes from the merged moments: the batch
+/// statistics, the new running statistics and the apply coefficients. Nothing in the module
+/// changes until ``BatchNormND/commitTraining(_:)`` stores it.
+package struct TrainingFinalization {
+    /// `n` of the factor rule: ``BatchNormND/numOfProps`` after this pass.
+    package let propagation: Int
+    /// `M` of the batch the statistics describe.
+    package let count: Int
+    /// `μ` per channel.
+    package let mean: [Double]
+    /// `invstd = 1/sqrt(σ² + ε)` per channel.
+    package let invstd: [Double]
+    /// `(1 − factor)·mean + factor·μ` per channel.
+    package let runningMean: [Float]
+    /// `(1 − factor)·var + factor·σ²·M/(M − 1)` per channel.
+    package let runningVariance: [Float]
+    /// `y = b·(x − shift) + offset` with `b = γ·invstd`, `shift = Float(μ)`,
+    /// `offset = β − b·(μ − shift)`.
+    package let coefficients: ChannelCoefficients
+}
+
+/// What a training forward keeps for its backward: `μ`, `invstd` and `M` (global when the
+/// statistics were synchronized).
+package struct SavedStatistics {
+    package let mean: [Double]
+    package let invstd: [Double]
+    package let count: Int
+}
+
+/// What a forward pass on a tensor type other than ``Tensor`` (the CUDA target's device
+/// tensors) keeps for its backward pass. ``BatchNormND`` holds at most one saved forward:
+/// every forward replaces it (a host forward clears it) and ``BatchNormND/reset()`` drops it,
+/// so a backward always pairs with the latest forward of its own tensor type.
+package protocol SavedForward: AnyObject {
+    /// The mode of the forward pass that saved it.
+    var isTraining: Bool { get }
+}
+
+extension BatchNormND {
+    /// Rank, maps and data-type checks shared by forward and backward, for host and device
+    /// tensors alike.
+    /// - Parameter supports: Whether the tensor's data type can be processed where it lives,
+    ///   named `placement` in the message.
+    /// - Throws: ``BatchNormError/rankMismatch(argument:expected:actual:shape:)``,
+    ///   ``BatchNormError/mapsMismatch(argument:expected:actual:)`` or
+    ///   ``BatchNormError/dataTypeMismatch(argument:expected:actual:)``.
+    package func checkShape(_ shape: [Int], dataType: TensorDataType, argument: String,
+                            supports: (TensorDataType) -> Bool, placement: String) throws {
+        guard shape.count == dataRank else {
+            throw BatchNormError.rankMismatch(argument: argument, expected: dataRank, actual: shape.count, shape: shape)
+        }
+        guard shape[1] == maps else {
+            throw BatchNormError.mapsMismatch(argument: argument, expected: maps, actual: shape[1])
+        }
+        guard supports(dataType) else {
+            let supported = TensorDataType.allCases.filter(supports).map(\.rawValue).joined(separator: " or ")
+            throw BatchNormError.dataTypeMismatch(argument: argument, expected: "\(supported) on \(placement)",
+                                                  actual: dataType.rawValue)
+        }
+    }
+
+    /// The training rule `M >= 2` (the unbiased variance divides by `M − 1`); with a
+    /// ``processGroup``, `M` is the global count and the message says so.
+    /// - Throws: ``BatchNormError/tooFewValuesPerChannel(expected:actual:shape:)``.
+    package func checkValuesPerChannel(_ count: Int, shape: [Int]) throws {
+        guard count < 2 else { return }
+        let expected = processGroup.map { "at least 2 (summed over the \($0.size) ranks of the group)" } ?? "at least 2"
+        throw BatchNormError.tooFewValuesPerChannel(expected: expected, actual: count, shape: shape)
+    }
+
+    /// Finalize of a training forward: from the merged moments of `count` values per channel
+    /// to ``TrainingFinalization``. Changes nothing.
+    ///
+    /// Per channel: `σ² = M2/M`, `invstd = 1/sqrt(σ² + ε)`, `factor = max(initFactor/n,
+    /// minFactor)` weighting the new batch, the running mean and the unbiased running
+    /// variance `σ²·M/(M − 1)` rounded once to `Float`, and the apply coefficients.
+    ///
+    /// - Parameters:
+    ///   - moments: `C` merged moments (each with count `M`).
+    ///   - count: `M`.
+    ///   - shape: The shape named in the `M < 2` error (the local batch's).
+    /// - Throws: ``BatchNormError/tooFewValuesPerChannel(expected:actual:shape:)`` when
+    ///   `M < 2`; ``BatchNormError/nonFiniteStatistics(channel:mean:variance:)`` when `μ` or
+    ///   `σ²` is not finite in `Double`, or `μ` or a new running statistic is not finite in
+    ///   `Float` (a batch of finite values near ±1e20 has σ² beyond Float's range).
+    package func finalizeTraining(_ moments: [ChannelMoments], count: Int, shape: [Int],
+                                  parameters: Parameters) throws -> TrainingFinalization {
+        try checkValuesPerChannel(count, shape: shape)
+        let total = Double(count)
+        let propagation = numOfProps + 1
+        let factor = max(initFactor / Double(propagation), minFactor)
+        let oldMean = parameters.mean.scalars, oldVariance = parameters.variance.scalars
+        let scale = parameters.scale.scalars, bias = parameters.bias.scalars
+        var mean = [Double](), invstd = [Double](), runningMean = [Float](), runningVariance = [Float]()
+        var multiplier = [Float](), shift = [Float](), offset = [Float]()
+        for c in 0..<maps {
+            let mu = moments[c].mean, variance = moments[c].m2 / total
+            let newMean = Float((1 - factor) * Double(oldMean[c]) + factor * mu)
+            let newVariance = Float((1 - factor) * Double(oldVariance[c]) + factor * variance * total / (total - 1))
+            guard mu.isFinite, variance.isFinite, Float(mu).isFinite, newMean.isFinite, newVariance.isFinite else {
+                throw BatchNormError.nonFiniteStatistics(channel: c, mean: mu, variance: variance)
+            }
+            let inverse = 1 / (variance + epsilon).squareRoot()
+            let b = Double(scale[c]) * inverse
+            mean.append(mu)
+            invstd.append(inverse)
+            runningMean.append(newMean)
+            runningVariance.append(newVariance)
+            multiplier.append(Float(b))
+            shift.append(Float(mu))
+            offset.append(Float(Double(bias[c]) - b * (mu - Double(Float(mu)))))
+        }
+        return TrainingFinalization(
+            propagation: propagation, count: count, mean: mean, invstd: invstd, runningMean: runningMean,
+            runningVariance: runningVariance,
+            coefficients: ChannelCoefficients(inputMultiplier: multiplier, shift: shift, offset: offset))
+    }
+
+    /// Commit of a training forward: stores the running statistics, ``numOfProps``,
+    /// ``savemean``, ``saveinvvar`` and the statistics backward needs. Cannot fail once the
+    /// parameters exist (the two small tensors are allocated before anything is written).
+    package func commitTraining(_ finalized: TrainingFinalization, parameters: Parameters) throws {
+        let shape = parameters.mean.shape
+        let savedMean = try Tensor(finalized.coefficients.shift, shape: shape)
+        let savedInvstd = try Tensor(finalized.invstd.map { Float($0) }, shape: shape)
+        parameters.mean.storage.floats.update(from: finalized.runningMean, count: maps)
+        parameters.variance.storage.floats.update(from: finalized.runningVariance, count: maps)
+        numOfProps = finalized.propagation
+        savedStatistics = SavedStatistics(mean: finalized.mean, invstd: finalized.invstd, count: finalized.count)
+        savemean = savedMean
+        saveinvvar = savedInvstd
+    }
+
+    /// Records the tensors of a forward pass: host `input`/`output` (``inData``, ``data``) or
+    /// a `savedForward` of another tensor type; drops the previous input gradient.
+    package func commitForward(input: Tensor?, output: Tensor?, savedForward: (any SavedForward)?) {
+        inData = input
+        data = output
+        grad = nil
+        self.savedForward = savedForward
+    }
+
+    /// `γ/sqrt(var + ε)` per channel with the running variance: the multiplier of the
+    /// evaluation forward (of `x − mean`) and of the evaluation backward (of `g`).
+    package func evaluationMultiplier(parameters: Parameters) -> [Float] {
+        let scale = parameters.scale.scalars, variance = parameters.variance.scalars
+        return (0..<maps).map { Float(Double(scale[$0]) / (Double(variance[$0]) + epsilon).squareRoot()) }
+    }
+
+    /// The evaluation forward's coefficients: `y = b·(x − mean) + β` with
+    /// ``evaluationMultiplier(parameters:)``.
+    package func evaluationCoefficients(parameters: Parameters) -> ChannelCoefficients {
+        ChannelCoefficients(inputMultiplier: evaluationMultiplier(parameters: parameters),
+                            shift: parameters.mean.scalars, offset: parameters.bias.scalars)
+    }
+
+    /// The evaluation backward's coefficients: `dx = a·g` with
+    /// ``evaluationMultiplier(parameters:)``.
+    package func evaluationGradientCoefficients(parameters: Parameters) -> ChannelCoefficients {
+        let zero = [Float](repeating: 0, count: maps)
+        return ChannelCoefficients(gradientMultiplier: evaluationMultiplier(parameters: parameters),
+                                   inputMultiplier: zero, shift: zero, offset: zero)
+    }
+
+    /// Finalize of a training backward: the apply coefficients of
+    /// `dx = γ·invstd/M · (M·g − Σg − x̂·Σ(g·x̂))` from the merged sums, as
+    /// `dx = a·g + b·(x − shift) + offset` with `a = γ·invstd`,
+    /// `b = −γ·invstd³·Σg(x−μ)/M`, `shift = Float(μ)` and `offset = −a·Σg/M − b·(μ − shift)`
+    /// (the formula centered on a `Float` shift).
+    package func trainingGradientCoefficients(_ sums: [GradientSums], saved: SavedStatistics,
+                                              parameters: Parameters) -> ChannelCoefficients {
+        let gamma = parameters.scale.scalars
+        let count = Double(saved.count)
+        var a = [Float](), b = [Float](), shift = [Float](), offset = [Float]()
+        for c in 0..<maps {
+            let gradientMultiplier = Double(gamma[c]) * saved.invstd[c]
+            let inputMultiplier = -Double(gamma[c]) * saved.invstd[c] * saved.invstd[c] * saved.invstd[c]
+                * sums[c].gradientTimesCentered / count
+            let center = Float(saved.mean[c])
+            a.append(Float(gradientMultiplier))
+            b.append(Float(inputMultiplier))
+            shift.append(center)
+            offset.append(Float(-gradientMultiplier * sums[c].gradient / count
+                                - inputMultiplier * (saved.mean[c] - Double(center))))
+        }
+        return ChannelCoefficients(gradientMultiplier: a, inputMultiplier: b, shift: shift, offset: offset)
+    }
+
+    /// Commit of a training backward's parameter gradients:
+    /// `scaleGrad ← scale·invstd·Σg(x−μ) + momentum·scaleGrad`,
+    /// `biasGrad ← scale·Σg + momentum·biasGrad`.
+    package func accumulateParameterGradients(_ sums: [GradientSums], saved: SavedStatistics, parameters: Parameters,
+                                              scale: Float, momentum: Float) {
+        let scaleGrad = parameters.scaleGrad.storage.floats, biasGrad = parameters.biasGrad.storage.floats
+        for c in 0..<maps {
+            scaleGrad[c] = Float(Double(scale) * saved.invstd[c] * sums[c].gradientTimesCentered
+                                 + Double(momentum) * Double(scaleGrad[c]))
+            biasGrad[c] = Float(Double(scale) * sums[c].gradient + Double(momentum) * Double(biasGrad[c]))
+        }
+    }
+
+    /// Checks that a gradient has the shape, layout and data type of the forward input.
+    /// - Throws: ``BatchNormError/shapeMismatch(argument:expected:actual:)``,
+    ///   ``BatchNormError/layoutMismatch(argument:expected:actual:)`` or
+    ///   ``BatchNormError/dataTypeMismatch(argument:expected:actual:)``.
+    package func checkGradient(_ grad: (shape: [Int], layout: TensorLayout, dataType: TensorDataType),
+                               matches input: (shape: [Int], layout: TensorLayout, dataType: TensorDataType)) throws {
+        guard grad.shape == input.shape else {
+            throw BatchNormError.shapeMismatch(argument: "grad", expected: input.shape, actual: grad.shape)
+        }
+        guard grad.layout == input.layout else {
+            throw BatchNormError.layoutMismatch(argument: "grad", expected: input.layout, actual: grad.layout)
+        }
+        guard grad.dataType == input.dataType else {
+            throw BatchNormError.dataTypeMismatch(argument: "grad", expected: input.dataType.rawValue,
+                                                  actual: grad.dataType.rawValue)
+        }
+    }
+}

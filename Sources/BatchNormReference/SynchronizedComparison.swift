@@ -1,0 +1,251 @@
+import BatchNormKit
+
+/// Checks of synchronized statistics shared by the tests (``LocalProcessGroup``) and
+/// `bnkit selftest --mpi` (``MPIProcessGroup``): every rank runs a module with the group on
+/// its slice of a batch, and a local module on the whole batch (the concatenation along `N`
+/// of every rank's slice, generated from a seed, so every rank knows it); the two must agree
+/// within the stated tolerances, and every rank must hold the same bits.
+public struct SynchronizedComparison: Sendable, CustomStringConvertible {
+    /// Layout of the data.
+    public let layout: TensorLayout
+    /// Channels `C`.
+    public let maps: Int
+    /// The spatial axes (rank − 2 values).
+    public let spatial: [Int]
+    /// `N` of each rank's slice (one value per rank; zeros allowed).
+    public let batches: [Int]
+    /// Training forward + backward steps.
+    public let steps: Int
+    /// Seed of the data, gradients and initial scale.
+    public let seed: UInt64
+
+    /// Relative tolerance of `y`, `dx`, running statistics and parameter gradients against
+    /// the local module on the whole batch (element-wise, floor: the values' RMS).
+    public static let tolerance = 1e-6
+    /// Relative tolerance of the `Double` batch statistics (`μ`, `invstd`).
+    public static let momentTolerance = 1e-12
+
+    /// A comparison of `steps` steps on `(Σ batches, maps, spatial...)` data in `layout`.
+    public init(layout: TensorLayout, maps: Int, spatial: [Int], batches: [Int], steps: Int, seed: UInt64) {
+        self.layout = layout
+        self.maps = maps
+        self.spatial = spatial
+        self.batches = batches
+        self.steps = steps
+        self.seed = seed
+    }
+
+    /// `sync NCDHW C=3 S=[3, 4, 5] N=[2, 0] steps=12`: what the comparison covers.
+    public var description: String {
+        "sync \(layout == .channelsFirst ? "NCDHW" : "NDHWC") C=\(maps) S=\(spatial) N=\(batches) steps=\(steps)"
+    }
+
+    /// The comparisons for a group of `size` ranks: both layouts, uneven `N` with an empty
+    /// rank, `C = 1` and `C = 300`, 12 steps (the factor schedule crosses `minFactor`).
+    public static func standardCases(size: Int, seed: UInt64 = 11) -> [SynchronizedComparison] {
+        let uneven = (0..<size).map { [2, 0, 1, 3][$0 % 4] }          // rank 1 empty when size > 1
+        let even = Array(repeating: 2, count: size)
+        return [
+            .init(layout: .channelsFirst, maps: 3, spatial: [3, 4, 5], batches: uneven, steps: 12, seed: seed),
+            .init(layout: .channelsLast, maps: 3, spatial: [3, 4, 5], batches: uneven, steps: 12, seed: seed + 1),
+            .init(layout: .channelsFirst, maps: 1, spatial: [7], batches: even, steps: 3, seed: seed + 2),
+            .init(layout: .channelsLast, maps: 1, spatial: [2, 3], batches: uneven.map { $0 + 1 }, steps: 3,
+                  seed: seed + 3),
+            .init(layout: .channelsFirst, maps: 300, spatial: [2, 2], batches: uneven, steps: 2, seed: seed + 4),
+            .init(layout: .channelsLast, maps: 300, spatial: [3], batches: even, steps: 2, seed: seed + 5),
+        ]
+    }
+
+    /// Runs the comparison as rank `group.rank`, making exactly two all-gathers per step in
+    /// the synchronized module, plus one all-gather per step for the bitwise check across
+    /// ranks (`group` must have `batches.count` members).
+    /// - Returns: The failures seen by this rank (empty when it passed). Every rank returns
+    ///   the same verdict on the bitwise check.
+    /// - Throws: Errors of the modules or the group.
+    public func run(group: any ProcessGroup) throws -> [String] {
+        guard batches.count == group.size else {
+            return ["\(self): \(batches.count) batch sizes for a group of \(group.size)"]
+        }
+        let counting = CountingProcessGroup(group)
+        let total = batches.reduce(0, +), before = batches[..<group.rank].reduce(0, +), mine = batches[group.rank]
+        let rowLength = maps * spatial.reduce(1, *)
+        let module = try make(group: counting), whole = try make(group: nil)
+        var generator = SeededGenerator(seed: seed &+ 1000)
+        var failures = [String]()
+        func check(_ actual: [Float], _ expected: [Float], _ what: String, step: Int, tolerance: Double = SynchronizedComparison.tolerance) {
+            let error = ReferenceComparison.maximumRelativeError(actual, expected.map(Double.init),
+                                                                 floor: rootMeanSquare(expected))
+            if actual.count != expected.count || !(error <= tolerance) {
+                failures.append("\(self) step \(step): \(what) relative error \(error) > \(tolerance)")
+            }
+        }
+        for step in 1...steps {
+            let x = values(count: total * rowLength, using: &generator, offset: 3)
+            let g = values(count: total * rowLength, using: &generator, offset: 0)
+            let slice = (before * rowLength)..<((before + mine) * rowLength)
+            let gathers = counting.count
+            let y = try module(tensor(Array(x[slice]), batch: mine))
+            let dx = try module.backward(tensor(Array(g[slice]), batch: mine))
+            if counting.count - gathers != 2 {
+                failures.append("\(self) step \(step): \(counting.count - gathers) all-gathers (expected 2)")
+            }
+            let wholeY = try whole(tensor(x, batch: total))
+            let wholeDx = try whole.backward(tensor(g, batch: total))
+            check(y.scalars, Array(wholeY.scalars[slice]), "y", step: step)
+            check(dx?.scalars ?? [], Array(wholeDx?.scalars[slice] ?? []), "dx", step: step)
+            for (name, actual, expected) in try [("running mean", module.mean, whole.mean),
+                                                 ("running var", module.var, whole.var),
+                                                 ("scaleGrad", module.scaleGrad, whole.scaleGrad),
+                                                 ("biasGrad", module.biasGrad, whole.biasGrad)] {
+                check(actual.scalars, expected.scalars, name, step: step)
+            }
+            if let saved = module.savedStatistics, let reference = whole.savedStatistics {
+                for (name, actual, expected) in [("mean", saved.mean, reference.mean),
+                                                 ("invstd", saved.invstd, reference.invstd)] {
+                    let error = zip(actual, expected).map { abs($0 - $1) / max(abs($1), 1e-300) }.max() ?? 0
+                    if !(error <= Self.momentTolerance) {
+                        failures.append("\(self) step \(step): batch \(name) relative error \(error) > \(Self.momentTolerance)")
+                    }
+                }
+            }
+            if module.numOfProps != whole.numOfProps {
+                failures.append("\(self) step \(step): numOfProps \(module.numOfProps) != \(whole.numOfProps)")
+            }
+            // Bitwise across ranks: everything replicated, as Doubles (exact for Float).
+            let replicated = try ([module.mean, module.var, module.scaleGrad, module.biasGrad]
+                                  + [module.savemean, module.saveinvvar].compactMap { $0 })
+                .flatMap { $0.scalars.map(Double.init) }
+                + (module.savedStatistics.map { $0.mean + $0.invstd } ?? [])
+            let everyone = try group.allGather(replicated)
+            let first = everyone[0..<replicated.count]
+            for rank in 1..<group.size
+            where !zip(first, everyone[(rank * replicated.count)..<((rank + 1) * replicated.count)])
+                .allSatisfy({ $0.bitPattern == $1.bitPattern }) {
+                failures.append("\(self) step \(step): rank \(rank) differs from rank 0 bitwise")
+            }
+        }
+        return failures
+    }
+
+    private func make(group: (any ProcessGroup)?) throws -> BatchNormND {
+        var generator = SeededGenerator(seed: seed)
+        guard let family = BatchNormND.familyMember(forDataRank: 2 + spatial.count) else {
+            throw BatchNormError.invalidArgument(name: "spatial", expected: "0 to 3 axes", actual: "\(spatial)")
+        }
+        return try family.init(maps: maps, sscale: 0.3, backend: CPUBackend(threadCount: 1), processGroup: group,
+                               using: &generator)
+    }
+
+    private func tensor(_ values: [Float], batch: Int) throws -> Tensor {
+        try Tensor(values, shape: [batch, maps] + spatial, layout: layout)
+    }
+
+    /// Seeded values in logical order, per channel `offset + mean_c + sd_c·z` (Box–Muller-free:
+    /// a sum of uniforms, enough for comparisons).
+    private func values(count: Int, using generator: inout SeededGenerator, offset: Double) -> [Float] {
+        (0..<count).map { _ in
+            Float(offset + Double.random(in: -1...1, using: &generator) + Double.random(in: -1...1, using: &generator))
+        }
+    }
+
+    private func rootMeanSquare(_ values: [Float]) -> Double {
+        guard !values.isEmpty else { return 1e-30 }
+        let meanSquare = values.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(values.count)
+        return max(meanSquare.squareRoot(), 1e-30)
+    }
+}
+
+extension SynchronizedComparison {
+    /// The error paths, as rank `group.rank`: a rank with NaN input, a rank with the wrong
+    /// maps, a rank whose gradient has the wrong shape, a global `M` below 2; every rank must
+    /// throw (the failing rank its own error, the others
+    /// ``BatchNormKit/BatchNormError/peerFailed(rank:reason:)`` naming it), every module must
+    /// be unchanged, the group must stay usable, and evaluation mode must not communicate.
+    /// - Returns: The failures seen by this rank (empty when it passed).
+    public static func errorChecks(group: any ProcessGroup, seed: UInt64 = 5) throws -> [String] {
+        let counting = CountingProcessGroup(group)
+        let rank = group.rank, last = group.size - 1
+        var generator = SeededGenerator(seed: seed)
+        let module = try BatchNorm3D(maps: 2, sscale: 0.3, backend: CPUBackend(threadCount: 1),
+                                     processGroup: counting, using: &generator)
+        var failures = [String]()
+        func good(_ batch: Int = 2) throws -> Tensor {
+            try Tensor((0..<(batch * 2 * 12)).map { Float(($0 * 7 + rank * 3) % 11) - 5 }, shape: [batch, 2, 1, 3, 4])
+        }
+        /// Runs `body` on every rank; `failing` must throw `own`, the others `peerFailed(failing)`.
+        func expectCollectiveError(_ what: String, failing: Int?, own: (any Error) -> Bool,
+                                   _ body: () throws -> Void) throws {
+            let before = try module.state(), props = module.numOfProps
+            let gradients = try [module.scaleGrad.scalars, module.biasGrad.scalars]
+            do {
+                try body()
+                failures.append("\(what): rank \(rank) did not throw")
+            } catch let error as BatchNormError {
+                if case .peerFailed(let peer, _) = error {
+                    if peer != failing || rank == failing { failures.append("\(what): rank \(rank) threw \(error)") }
+                } else if !(failing == nil || rank == failing) || !own(error) {
+                    failures.append("\(what): rank \(rank) threw \(error)")
+                }
+            }
+            if try module.state() != before || module.numOfProps != props
+                || [module.scaleGrad.scalars, module.biasGrad.scalars] != gradients {
+                failures.append("\(what): rank \(rank)'s module changed")
+            }
+        }
+        try expectCollectiveError("NaN on rank \(last)", failing: last, own: {
+            if case BatchNormError.nonFiniteStatistics = $0 { true } else { false }
+        }) {
+            var values = try good().scalars
+            if rank == last { values[3] = .nan }
+            _ = try module(Tensor(values, shape: [2, 2, 1, 3, 4]))
+        }
+        try expectCollectiveError("wrong maps on rank 0", failing: 0, own: {
+            if case BatchNormError.mapsMismatch = $0 { true } else { false }
+        }) {
+            _ = try module(rank == 0 ? Tensor(zeros: [2, 3, 1, 3, 4]) : good())
+        }
+        try expectCollectiveError("global M < 2", failing: nil, own: {
+            if case BatchNormError.tooFewValuesPerChannel = $0 { true } else { false }
+        }) {
+            _ = try module(Tensor(zeros: [rank == 0 ? 1 : 0, 2, 1, 1, 1]))
+        }
+        // A good step, then a backward whose gradient has the wrong shape on the last rank.
+        let x = try good()
+        _ = try module(x)
+        try expectCollectiveError("wrong grad shape on rank \(last)", failing: last, own: {
+            if case BatchNormError.shapeMismatch = $0 { true } else { false }
+        }) {
+            _ = try module.backward(rank == last ? good(3) : good())
+        }
+        let beforeGood = counting.count
+        _ = try module.backward(good())
+        if counting.count - beforeGood != 1 { failures.append("backward made \(counting.count - beforeGood) all-gathers") }
+        module.evalMode()
+        let beforeEvaluation = counting.count
+        _ = try module(x)
+        _ = try module.backward(good())
+        if counting.count != beforeEvaluation { failures.append("evaluation communicated") }
+        return failures
+    }
+}
+
+/// A process group that counts the all-gathers made through it (to check that a
+/// synchronized step makes exactly the collectives it promises).
+public final class CountingProcessGroup: ProcessGroup, @unchecked Sendable {
+    private let base: any ProcessGroup
+    /// All-gathers made through this wrapper so far.
+    public private(set) var count = 0
+    /// The wrapped group's rank.
+    public var rank: Int { base.rank }
+    /// The wrapped group's size.
+    public var size: Int { base.size }
+
+    /// Wraps `base`; use the wrapper from one thread at a time.
+    public init(_ base: any ProcessGroup) { self.base = base }
+
+    /// The wrapped group's all-gather, counted.
+    public func allGather(_ values: [Double]) throws -> [Double] {
+        count += 1
+        return try base.allGather(values)
+    }
+}
