@@ -9,14 +9,6 @@ import Glibc
 /// bnkit on hostile input and interrupted runs: one `bnkit: error:` line and a non-zero
 /// exit, never a trap; no temporary file left behind.
 extension CLITests {
-    /// The bytes of a `.npy` file with `descr` and `shape` (a Python tuple) and no data.
-    static func npyHeader(shape: String, descr: String = "<f4") -> [UInt8] {
-        let dict = Array("{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shape), }".utf8)
-        let total = (10 + dict.count + 1 + 63) / 64 * 64
-        let text = dict + Array(repeating: 0x20, count: total - 10 - dict.count - 1) + [0x0A]
-        return [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(text.count & 0xFF), UInt8(text.count >> 8)] + text
-    }
-
     /// Zero elements, but the other extents multiply past Int.max: refused where the header is
     /// read, by every command (it trapped in ChannelGeometry and the per-sample size before).
     @Test func shapesWhoseNonZeroExtentsOverflowAreRefused() throws {
@@ -25,7 +17,7 @@ extension CLITests {
         let state = StateFixtures.path(StateFixtures.torchStateName)
         for shape in ["(0, 3, 4294967296, 4294967296)", "(0, 3, 1048576, 1048576, 1048576)"] {
             let path = directory + "/zero.npy"
-            try AtomicFileWriter.write(Self.npyHeader(shape: shape), to: path)
+            try AtomicFileWriter.write(StateFixtures.npyHeader(shape: shape), to: path)
             for arguments in [["calibrate", path, "-o", directory + "/o.safetensors"],
                               ["normalize", path, "--state", state, "-o", directory + "/o.npy"],
                               ["inspect", path]] {

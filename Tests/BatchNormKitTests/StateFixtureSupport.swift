@@ -39,6 +39,15 @@ enum StateFixtures {
         return worst
     }
 
+    /// The header of a version 1.0 `.npy` file with `descr` and `shape` (a Python tuple),
+    /// padded as NumPy pads it; no data.
+    static func npyHeader(shape: String, descr: String = "<f4") -> [UInt8] {
+        let dict = Array("{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shape), }".utf8)
+        let total = (10 + dict.count + 1 + 63) / 64 * 64
+        let text = dict + Array(repeating: 0x20, count: total - 10 - dict.count - 1) + [0x0A]
+        return [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(text.count & 0xFF), UInt8(text.count >> 8)] + text
+    }
+
     /// The state of the PyTorch-trained fixture, as PyTorch wrote it.
     static let torchStateName = "state_torch_bn3d_c3.safetensors"
 }
