@@ -18,8 +18,7 @@ typedef double bnk_d8 __attribute__((ext_vector_type(8)));
 typedef double bnk_d4 __attribute__((ext_vector_type(4)));
 typedef double bnk_d2 __attribute__((ext_vector_type(2)));
 
-// Baseline instance (SSE2 on x86-64; the target's default elsewhere). Swift calls no C
-// kernel at BNK_LEVEL_GENERIC; this instance only makes every level argument safe.
+// Baseline instance (SSE2 on x86-64; the target's default elsewhere): BNK_LEVEL_GENERIC.
 #define BNK_TARGET
 #define BNK_NAME(name) bnk_base_##name
 #include "kernels_template.h"
@@ -93,10 +92,9 @@ void bnk_contiguous_gradient_sums(int level, const float *g, const float *x, ptr
 }
 
 void bnk_interleaved_gradient_sums(int level, const float *g, const float *x, ptrdiff_t rows, ptrdiff_t channels,
-                                   ptrdiff_t base, ptrdiff_t period, ptrdiff_t vector_period, const double *mean,
-                                   double *scratch, double *sum_g, double *sum_gx) {
-    BNK_DISPATCH(interleaved_gradient_sums, g, x, rows, channels, base, period, vector_period, mean, scratch, sum_g,
-                 sum_gx)
+                                   ptrdiff_t period, ptrdiff_t vector_period, const double *mean, double *scratch,
+                                   double *sum_g, double *sum_gx) {
+    BNK_DISPATCH(interleaved_gradient_sums, g, x, rows, channels, period, vector_period, mean, scratch, sum_g, sum_gx)
 }
 
 void bnk_contiguous_apply(int level, int formula, const float *g, const float *x, float *out, ptrdiff_t n,
@@ -105,11 +103,11 @@ void bnk_contiguous_apply(int level, int formula, const float *g, const float *x
 }
 
 void bnk_interleaved_apply(int level, int formula, const float *g, const float *x, float *out, ptrdiff_t length,
-                           ptrdiff_t base, ptrdiff_t period, ptrdiff_t vector_period, const float *coefficients) {
-    BNK_DISPATCH(interleaved_apply, formula, g, x, out, length, base, period, vector_period, coefficients)
+                           ptrdiff_t period, ptrdiff_t vector_period, const float *coefficients) {
+    BNK_DISPATCH(interleaved_apply, formula, g, x, out, length, period, vector_period, coefficients)
 }
 
-void bnk_interleaved_moments(int level, const float *x, ptrdiff_t rows, ptrdiff_t channels, ptrdiff_t base,
-                             ptrdiff_t period, ptrdiff_t vector_period, double *scratch, double *mean, double *m2) {
-    BNK_DISPATCH(interleaved_moments, x, rows, channels, base, period, vector_period, scratch, mean, m2)
+void bnk_interleaved_moments(int level, const float *x, ptrdiff_t rows, ptrdiff_t channels, ptrdiff_t period,
+                             ptrdiff_t vector_period, double *scratch, double *mean, double *m2) {
+    BNK_DISPATCH(interleaved_moments, x, rows, channels, period, vector_period, scratch, mean, m2)
 }

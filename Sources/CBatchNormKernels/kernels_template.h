@@ -5,9 +5,10 @@
 //
 // Shape legend: N batch, C channels, S spatial size (D·H·W). A channels-first run is one
 // channel's values x[n, c, s0..<s1]; a channels-last run is whole rows x[n, s, 0..<C], and
-// value j of it belongs to channel j mod C. P (period, a multiple of C) is the length over
-// which per-channel values are replicated; positions 0..<VP (vector_period, a multiple of
-// 16) are processed 16 at a time, the rest one by one.
+// value j of it belongs to channel j mod C. P (period: lcm(C, 16), or C when that is too
+// long to replicate) is the length over which per-channel values are replicated; positions
+// 0..<VP (vector_period, a multiple of 16: P, or 16·⌊C/16⌋ when P = C) are processed 16 at
+// a time, the rest one by one.
 //
 // Vectors: bnk_f16 = 16 floats (one AVX-512 register, two AVX2 ones), bnk_d8 = 8 doubles.
 // Sums run in double, in a fixed order per call: vector lanes, then the fixed horizontal
@@ -99,15 +100,11 @@ BNK_TARGET static void BNK_NAME(contiguous_moments)(const float *x, ptrdiff_t n,
     *m2_out = centered > 0 ? centered : 0;
 }
 
-/// out[c] = Σ_{j ≡ c (mod C)} acc[j] for c < C, j < P, in a fixed order: first the P/B
-/// repeats of the base period B (lcm(C, 16), or P) are added to positions 0..<B, then the
-/// B/C channel groups of those in order. acc is overwritten.
-BNK_FN void BNK_NAME(fold)(double *acc, ptrdiff_t channels, ptrdiff_t base, ptrdiff_t period, double *out) {
-    for (ptrdiff_t start = base; start < period; start += base)
-        for (ptrdiff_t j = 0; j < base; j++) acc[j] += acc[start + j];
+/// out[c] = Σ_{j ≡ c (mod C)} acc[j] for c < C, j < P, the P/C channel groups in order.
+BNK_FN void BNK_NAME(fold)(const double *acc, ptrdiff_t channels, ptrdiff_t period, double *out) {
     for (ptrdiff_t c = 0; c < channels; c++) {
         double sum = acc[c];
-        for (ptrdiff_t j = c + channels; j < base; j += channels) sum += acc[j];
+        for (ptrdiff_t j = c + channels; j < period; j += channels) sum += acc[j];
         out[c] = sum;
     }
 }
@@ -130,10 +127,10 @@ BNK_FN void BNK_NAME(replicate_first_row)(const float *x, ptrdiff_t channels, pt
 
 /// Folds the per-position shifted sums s1, s2 (P each) into channels and finishes the
 /// block's moments: mean[c] = x[c] + s1[c] / rows; m2[c] = max(0, s2[c] − s1[c]·(s1[c] / rows)).
-BNK_FN void BNK_NAME(finish_moments)(const float *x, ptrdiff_t rows, ptrdiff_t channels, ptrdiff_t base,
-                                     ptrdiff_t period, double *s1, double *s2, double *mean, double *m2) {
-    BNK_NAME(fold)(s1, channels, base, period, mean);
-    BNK_NAME(fold)(s2, channels, base, period, m2);
+BNK_FN void BNK_NAME(finish_moments)(const float *x, ptrdiff_t rows, ptrdiff_t channels, ptrdiff_t period,
+                                     double *s1, double *s2, double *mean, double *m2) {
+    BNK_NAME(fold)(s1, channels, period, mean);
+    BNK_NAME(fold)(s2, channels, period, m2);
     double n = (double)rows;
     for (ptrdiff_t c = 0; c < channels; c++) {
         double sum = mean[c], centered = m2[c] - sum * (sum / n);
@@ -164,17 +161,17 @@ BNK_FN void BNK_NAME(store_sets)(bnk_d8 (*sets)[8], const int T, const int count
     }
 }
 
-/// interleaved_moments for a short base period B = 16·V (V <= 4, P = B): the same shifted
+/// interleaved_moments for a short period P = 16·V (V <= 4): the same shifted
 /// sums with the per-position accumulators in registers for the whole block. Chunks of B
 /// values go round-robin to T independent accumulator sets (chunk q to set q mod T, for
 /// enough independent additions when V is small; the < T whole chunks left over go to
 /// set 0), the sets are added in order 0, 1, .., T − 1, and the last partial chunk
 /// (length mod B values, whole rows) is added one value at a time. V and T are constants
-/// after inlining; k and the position sums live on the stack (B <= BNK_SHORT_BASE_MAX).
+/// after inlining; k and the position sums live on the stack (P <= BNK_SHORT_PERIOD_MAX).
 BNK_FN void BNK_NAME(short_moments)(const float *x, ptrdiff_t rows, ptrdiff_t channels, const int V, const int T,
                                     double *mean, double *m2) {
     ptrdiff_t B = 16 * V, length = rows * channels;
-    double k[BNK_SHORT_BASE_MAX], s1[BNK_SHORT_BASE_MAX], s2[BNK_SHORT_BASE_MAX];
+    double k[BNK_SHORT_PERIOD_MAX], s1[BNK_SHORT_PERIOD_MAX], s2[BNK_SHORT_PERIOD_MAX];
     BNK_NAME(replicate_first_row)(x, channels, B, k);
     bnk_d8 kv[8], a1[4][8], a2[4][8];
     for (int v = 0; v < 2 * V; v++) kv[v] = BNK_NAME(load8)(k + 8 * v);
@@ -191,7 +188,7 @@ BNK_FN void BNK_NAME(short_moments)(const float *x, ptrdiff_t rows, ptrdiff_t ch
         s1[j] += d;
         s2[j] += d * d;
     }
-    BNK_NAME(finish_moments)(x, rows, channels, B, B, s1, s2, mean, m2);
+    BNK_NAME(finish_moments)(x, rows, channels, B, s1, s2, mean, m2);
 }
 
 /// Moments of each channel over one channels-last block of `rows` >= 1 whole rows
@@ -204,13 +201,13 @@ BNK_FN void BNK_NAME(short_moments)(const float *x, ptrdiff_t rows, ptrdiff_t ch
 /// d_{h+q} for q < h: two sequential streams (from DRAM they took 25–40 % less time than
 /// tiles of four adjacent chunks, and tied with them from L3). The odd chunk and the
 /// partial one follow one at a time; positions are then folded into channels with fold.
-/// scratch holds 3·P doubles (unused, and may be NULL, when B <= BNK_SHORT_BASE_MAX:
+/// scratch holds 3·P doubles (unused, and may be NULL, when P <= BNK_SHORT_PERIOD_MAX:
 /// short_moments).
 BNK_TARGET static void BNK_NAME(interleaved_moments)(const float *x, ptrdiff_t rows, ptrdiff_t channels,
-                                                      ptrdiff_t base, ptrdiff_t period, ptrdiff_t vector_period,
+                                                      ptrdiff_t period, ptrdiff_t vector_period,
                                                       double *scratch, double *mean, double *m2) {
-    // Short base periods keep the per-position sums in registers (see short_moments).
-    switch (base) {
+    // Short periods keep the per-position sums in registers (see short_moments).
+    switch (period) {
     case 16: BNK_NAME(short_moments)(x, rows, channels, 1, 4, mean, m2); return;
     case 32: BNK_NAME(short_moments)(x, rows, channels, 2, 2, mean, m2); return;
     case 48: BNK_NAME(short_moments)(x, rows, channels, 3, 1, mean, m2); return;
@@ -264,7 +261,7 @@ BNK_TARGET static void BNK_NAME(interleaved_moments)(const float *x, ptrdiff_t r
         }
         start += period;
     }
-    BNK_NAME(finish_moments)(x, rows, channels, base, period, s1, s2, mean, m2);
+    BNK_NAME(finish_moments)(x, rows, channels, period, s1, s2, mean, m2);
 }
 
 // MARK: Gradient reduction
@@ -348,8 +345,8 @@ BNK_FN void BNK_NAME(short_gradient_chunk)(const float *g, const float *x, const
     }
 }
 
-/// short_gradient_sums: interleaved_gradient_sums for a short base period B = 16·V
-/// (V <= 4, P = B) with the per-position sums in registers for the whole block; chunks of
+/// short_gradient_sums: interleaved_gradient_sums for a short period P = 16·V
+/// (V <= 4) with the per-position sums in registers for the whole block; chunks of
 /// B values go round-robin to T accumulator sets (as in short_moments), the sets are added
 /// in order, then the partial chunk one value at a time. acc holds 2·B doubles; mean holds
 /// μ[j mod C] for j < B.
@@ -377,32 +374,32 @@ BNK_FN void BNK_NAME(short_gradient_sums)(const float *g, const float *x, ptrdif
 /// Per channel c < C of one channels-last block of `rows` whole rows of g and x:
 /// sum_g[c] = Σ_r g[r·C + c];  sum_gx[c] = Σ_r g[r·C + c]·(x[r·C + c] − mean[c]), in double
 /// (mean: C values). The sums run per pattern position j < P (μ replicated), chunks one at
-/// a time in order (two sequential streams; B <= BNK_SHORT_BASE_MAX: short_gradient_sums,
+/// a time in order (two sequential streams; P <= BNK_SHORT_PERIOD_MAX: short_gradient_sums,
 /// on the stack), then are folded into channels with fold. scratch holds 3·P doubles (may
-/// be NULL when B <= BNK_SHORT_BASE_MAX).
+/// be NULL when P <= BNK_SHORT_PERIOD_MAX).
 BNK_TARGET static void BNK_NAME(interleaved_gradient_sums)(const float *g, const float *x, ptrdiff_t rows,
-                                                            ptrdiff_t channels, ptrdiff_t base, ptrdiff_t period,
+                                                            ptrdiff_t channels, ptrdiff_t period,
                                                             ptrdiff_t vector_period, const double *mean,
                                                             double *scratch, double *sum_g, double *sum_gx) {
     ptrdiff_t length = rows * channels;
-    if (base <= BNK_SHORT_BASE_MAX) {
-        double m[BNK_SHORT_BASE_MAX], acc_g[BNK_SHORT_BASE_MAX], acc_gx[BNK_SHORT_BASE_MAX];
-        BNK_NAME(replicate)(mean, channels, base, m);
-        switch (base) {
+    if (period <= BNK_SHORT_PERIOD_MAX) {
+        double m[BNK_SHORT_PERIOD_MAX], acc_g[BNK_SHORT_PERIOD_MAX], acc_gx[BNK_SHORT_PERIOD_MAX];
+        BNK_NAME(replicate)(mean, channels, period, m);
+        switch (period) {
         case 16: BNK_NAME(short_gradient_sums)(g, x, length, 1, 4, m, acc_g, acc_gx); break;
         case 32: BNK_NAME(short_gradient_sums)(g, x, length, 2, 2, m, acc_g, acc_gx); break;
         case 48: BNK_NAME(short_gradient_sums)(g, x, length, 3, 1, m, acc_g, acc_gx); break;
         default: BNK_NAME(short_gradient_sums)(g, x, length, 4, 1, m, acc_g, acc_gx); break;
         }
-        BNK_NAME(fold)(acc_g, channels, base, base, sum_g);
-        BNK_NAME(fold)(acc_gx, channels, base, base, sum_gx);
+        BNK_NAME(fold)(acc_g, channels, period, sum_g);
+        BNK_NAME(fold)(acc_gx, channels, period, sum_gx);
         return;
     }
     double *m = scratch, *acc_g = scratch + period, *acc_gx = scratch + 2 * period;
     BNK_NAME(replicate)(mean, channels, period, m);
     BNK_NAME(position_gradient_sums)(g, x, length, period, vector_period, m, acc_g, acc_gx);
-    BNK_NAME(fold)(acc_g, channels, base, period, sum_g);
-    BNK_NAME(fold)(acc_gx, channels, base, period, sum_gx);
+    BNK_NAME(fold)(acc_g, channels, period, sum_g);
+    BNK_NAME(fold)(acc_gx, channels, period, sum_gx);
 }
 
 // MARK: Apply
@@ -477,7 +474,7 @@ BNK_FN void BNK_NAME(interleaved_apply_impl)(int formula, const float *g, const 
     }
 }
 
-/// interleaved_apply_impl for a short base period B = 16·V (V <= 8): the coefficients of
+/// interleaved_apply_impl for a short period P = 16·V (V <= 8): the coefficients of
 /// positions 0..<B stay in registers for the whole run; whole chunks of B values, then the
 /// partial one (length mod B values, whole rows) one value at a time. The same formulas,
 /// so the same float results. V is a constant after inlining.
@@ -502,11 +499,11 @@ BNK_FN void BNK_NAME(short_apply)(int formula, const float *g, const float *x, f
         out[i + j] = BNK_NAME(formula1)(formula, g + i + j, x + i + j, a[j], b[j], shift[j], offset[j]);
 }
 
-/// interleaved_apply_impl, or short_apply when the base period B is at most 128.
+/// interleaved_apply_impl, or short_apply when the period P is at most 128.
 BNK_FN void BNK_NAME(interleaved_apply_formula)(int formula, const float *g, const float *x, float *out,
-                                                ptrdiff_t length, ptrdiff_t base, ptrdiff_t period,
-                                                ptrdiff_t vector_period, const float *coefficients) {
-    switch (base) {
+                                                ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period,
+                                                const float *coefficients) {
+    switch (period) {
 #define BNK_SHORT_APPLY(V) \
     case 16 * V: BNK_NAME(short_apply)(formula, g, x, out, length, V, period, coefficients); break;
     BNK_SHORT_APPLY(1) BNK_SHORT_APPLY(2) BNK_SHORT_APPLY(3) BNK_SHORT_APPLY(4)
@@ -517,20 +514,20 @@ BNK_FN void BNK_NAME(interleaved_apply_formula)(int formula, const float *g, con
 }
 
 BNK_TARGET static void BNK_NAME(interleaved_apply)(int formula, const float *g, const float *x, float *out,
-                                                    ptrdiff_t length, ptrdiff_t base, ptrdiff_t period,
+                                                    ptrdiff_t length, ptrdiff_t period,
                                                     ptrdiff_t vector_period, const float *coefficients) {
     switch (formula) {
     case BNK_APPLY_FORWARD:
-        BNK_NAME(interleaved_apply_formula)(BNK_APPLY_FORWARD, g, x, out, length, base, period, vector_period,
+        BNK_NAME(interleaved_apply_formula)(BNK_APPLY_FORWARD, g, x, out, length, period, vector_period,
                                             coefficients);
         break;
     case BNK_APPLY_GRADIENT:
-        BNK_NAME(interleaved_apply_formula)(BNK_APPLY_GRADIENT, g, x, out, length, base, period, vector_period,
+        BNK_NAME(interleaved_apply_formula)(BNK_APPLY_GRADIENT, g, x, out, length, period, vector_period,
                                             coefficients);
         break;
     default:
-        BNK_NAME(interleaved_apply_formula)(BNK_APPLY_GRADIENT_AND_INPUT, g, x, out, length, base, period,
-                                            vector_period, coefficients);
+        BNK_NAME(interleaved_apply_formula)(BNK_APPLY_GRADIENT_AND_INPUT, g, x, out, length, period, vector_period,
+                                            coefficients);
         break;
     }
 }

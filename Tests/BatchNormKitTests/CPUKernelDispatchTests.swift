@@ -4,9 +4,9 @@ import Testing
 import Glibc
 #endif
 
-/// The run-time kernel dispatch: every kernel level the machine supports (the Swift
-/// `generic` kernels, and the C kernels compiled for AVX2 and AVX-512) against a plain
-/// `Double` reference, against each other, and bitwise across thread counts.
+/// The run-time kernel dispatch: every kernel level the machine supports (the C kernels
+/// compiled for the baseline, `generic`, and for AVX2 and AVX-512) against a plain `Double`
+/// reference, against each other, and bitwise across thread counts.
 @Suite struct CPUKernelDispatchTests {
     /// Every level this CPU can run (`generic` always).
     static let levels = KernelLevel.allCases.filter { $0 <= KernelLevel.supported }
@@ -109,7 +109,7 @@ import Glibc
         // Apply: the same float operations (no fused multiply-add) on every level.
         let generic = try #require(outputs[.generic])
         for level in Self.levels where level != .generic {
-            #expect(outputs[level] == generic, "\(level) apply differs from the Swift kernels")
+            #expect(outputs[level] == generic, "\(level) apply differs from the baseline kernels")
         }
         // Apply against the formulas evaluated in Float (the kernels' own precision).
         let xs = x.scalars, gs = g.scalars, spatial = shape.dropFirst(2).reduce(1, *)

@@ -7,9 +7,11 @@ import Musl
 import Darwin
 #endif
 
-/// Which kernels the CPU backend runs: the Swift ones (`generic`, compiled for whatever
-/// the build targets: SSE2 on x86-64 unless the client passes flags), or the C ones of
-/// `CBatchNormKernels` compiled for AVX2 or AVX-512 and selected at run time.
+/// Which instance of the C kernels of `CBatchNormKernels` the CPU backend runs: the one
+/// compiled for the build's baseline (`generic`: SSE2 on x86-64 unless the client passes
+/// flags), or those compiled for AVX2 or AVX-512 through per-function target attributes,
+/// selected at run time. Every level runs the same source, so the same blocks in the same
+/// order.
 enum KernelLevel: Int32, Comparable, Sendable, CaseIterable {
     case generic = 0   // BNK_LEVEL_GENERIC
     case avx2 = 1      // BNK_LEVEL_AVX2
@@ -28,12 +30,9 @@ enum KernelLevel: Int32, Comparable, Sendable, CaseIterable {
             return supported
         }
         switch value {
-        case "generic", "swift", "none": return .generic
+        case "generic", "baseline", "none": return .generic
         case "avx2": return min(.avx2, supported)
         default: return supported
         }
     }()
-
-    /// The C kernels are called (not the Swift ones).
-    var usesC: Bool { self != .generic }
 }

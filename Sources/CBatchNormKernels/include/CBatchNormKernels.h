@@ -1,15 +1,17 @@
-// Runtime-dispatched C kernels of the CPU backend (x86-64 only; elsewhere
-// bnk_cpu_level() returns BNK_LEVEL_GENERIC and the Swift kernels run).
+// The CPU backend's kernels, with run-time dispatch: the only kernel set of the backend.
 //
-// The functions here are compiled for AVX-512 and for AVX2 through per-function
-// `target` attributes, so the package needs no build flags; the caller picks a level
-// that the running CPU supports (bnk_cpu_level) and passes it to every call.
+// One source (kernels_template.h) is compiled for the build's baseline (SSE2 on x86-64;
+// the target's default elsewhere, where bnk_cpu_level() returns BNK_LEVEL_GENERIC) and,
+// on x86-64, for AVX2 and AVX-512 through per-function `target` attributes, so the
+// package needs no build flags; the caller picks a level that the running CPU supports
+// (bnk_cpu_level) and passes it to every call.
 //
 // Shape legend: N batch, C channels, S spatial size (D·H·W); a *run* is contiguous
 // storage: one channel's values (channels-first) or whole rows x[n, s, 0..<C]
-// (channels-last), where value j of a run belongs to channel j mod C. P is a pattern
-// period (a multiple of C) over which per-channel values are replicated; positions
-// 0..<VP (VP = vector period, a multiple of 16, VP <= P) go in vectors of 16 floats.
+// (channels-last), where value j of a run belongs to channel j mod C. P, the pattern
+// period, is lcm(C, 16), or C when lcm(C, 16) > 2048: per-channel values are replicated
+// over P positions; positions 0..<VP (VP = vector period: P when P is a multiple of 16,
+// else 16·⌊C/16⌋) go in vectors of 16 floats, the rest one by one.
 //
 // Every kernel sums in a fixed order that depends only on its arguments (lanes, then a
 // fixed horizontal fold), never on threads. No fused multiply-add is used.
@@ -22,7 +24,7 @@
 extern "C" {
 #endif
 
-/// Kernel levels: 0 = generic (the Swift kernels; no C kernel is called),
+/// Kernel levels: 0 = generic (the baseline instance: SSE2 on x86-64),
 /// 1 = AVX2 + FMA instruction set (x86-64), 2 = AVX-512 F/DQ/VL/BW (x86-64).
 enum {
     BNK_LEVEL_GENERIC = 0,
@@ -38,18 +40,16 @@ int bnk_cpu_level(void);
 /// d = x[i] − x[0].
 void bnk_contiguous_moments(int level, const float *x, ptrdiff_t n, double *mean, double *m2);
 
-/// The longest base period B = lcm(C, 16) whose per-position sums the channels-last
-/// reductions keep on the stack (they need no scratch then).
-#define BNK_SHORT_BASE_MAX 64
+/// The longest period P whose per-position sums the channels-last reductions keep on the
+/// stack (they need no scratch then).
+#define BNK_SHORT_PERIOD_MAX 64
 
 /// Moments of each channel c < C over one channels-last block of rows >= 1 whole rows
 /// (x[r·C + c]), in double, one pass shifted by the block's first row:
 /// mean[c] = x[c] + Σ_r d / rows and m2[c] = max(0, Σ_r d² − (Σ_r d)² / rows) with
-/// d = x[r·C + c] − x[c]. B is the base period (lcm(C, 16), or C), P the pattern period;
-/// scratch holds 3·P doubles, or is NULL when B <= BNK_SHORT_BASE_MAX.
-void bnk_interleaved_moments(int level, const float *x, ptrdiff_t rows, ptrdiff_t channels, ptrdiff_t base,
-                             ptrdiff_t period, ptrdiff_t vector_period, double *scratch, double *mean,
-                             double *m2);
+/// d = x[r·C + c] − x[c]. scratch holds 3·P doubles, or is NULL when P <= BNK_SHORT_PERIOD_MAX.
+void bnk_interleaved_moments(int level, const float *x, ptrdiff_t rows, ptrdiff_t channels, ptrdiff_t period,
+                             ptrdiff_t vector_period, double *scratch, double *mean, double *m2);
 
 /// One channels-first run of n values of g and x: *sum_g = Σ g[i],
 /// *sum_gx = Σ g[i]·(x[i] − mean), in double.
@@ -58,10 +58,10 @@ void bnk_contiguous_gradient_sums(int level, const float *g, const float *x, ptr
 
 /// Per channel c < C of one channels-last block of rows whole rows of g and x, in double:
 /// sum_g[c] = Σ_r g[r·C + c], sum_gx[c] = Σ_r g[r·C + c]·(x[r·C + c] − mean[c]) (mean: C
-/// values). scratch holds 3·P doubles, or is NULL when B <= BNK_SHORT_BASE_MAX.
+/// values). scratch holds 3·P doubles, or is NULL when P <= BNK_SHORT_PERIOD_MAX.
 void bnk_interleaved_gradient_sums(int level, const float *g, const float *x, ptrdiff_t rows, ptrdiff_t channels,
-                                   ptrdiff_t base, ptrdiff_t period, ptrdiff_t vector_period, const double *mean,
-                                   double *scratch, double *sum_g, double *sum_gx);
+                                   ptrdiff_t period, ptrdiff_t vector_period, const double *mean, double *scratch,
+                                   double *sum_g, double *sum_gx);
 
 /// Apply formulas: forward y = b·(x − shift) + offset (g not read); gradient
 /// dx = a·g + offset (x not read); gradient and input dx = (a·g + b·(x − shift)) + offset.
@@ -80,8 +80,7 @@ void bnk_contiguous_apply(int level, int formula, const float *g, const float *x
 /// coefficients replicated over the pattern: `coefficients` holds P values each of a, b,
 /// shift and offset, one array after the other.
 void bnk_interleaved_apply(int level, int formula, const float *g, const float *x, float *out,
-                           ptrdiff_t length, ptrdiff_t base, ptrdiff_t period, ptrdiff_t vector_period,
-                           const float *coefficients);
+                           ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period, const float *coefficients);
 
 #ifdef __cplusplus
 }
