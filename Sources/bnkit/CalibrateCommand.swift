@@ -64,8 +64,8 @@ struct CalibrateCommand: ParsableCommand {
         var values = 0
         for (index, file) in files.enumerated() {
             try withContext(file) {
-                var batch = try Tensor(contentsOfNPYFile: file, fileLayout: options.layout)
-                if batch.dataType != .float32 { batch = batch.converted(to: options.layout, dataType: .float32) }
+                // float16 batches run natively (statistics in double, no float32 copy).
+                let batch = try Tensor(contentsOfNPYFile: file, fileLayout: options.layout)
                 if module == nil {
                     let created = try makeModule(rank: batch.rank, maps: maps, epsilon: options.epsilon,
                                                  initFactor: initFactor, minFactor: minFactor)

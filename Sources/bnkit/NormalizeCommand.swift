@@ -15,8 +15,8 @@ struct NormalizeCommand: ParsableCommand {
         abstract: "Evaluation-mode batch normalization of a .npy batch with a saved state.",
         discussion: """
             The input is a float32 or float16 C-order .npy array of rank 2 to 5; the output has the \
-            same shape and dtype (float16 on the CPU is computed in float32 and rounded; --device cuda \
-            computes it natively with float32 statistics). --layout states how \
+            same shape and dtype (float16 is normalized natively on both devices: each value is \
+            computed in float32 with float32 statistics and rounded once). --layout states how \
             the file's axes are ordered: ncdhw (default) means the array is (N, C, D, H, W); ndhwc \
             means the array is (N, D, H, W, C), channels last (e.g. x.permute(0, 2, 3, 4, 1) of a \
             PyTorch tensor). The state is a safetensors file with PyTorch's BatchNorm keys \
@@ -68,9 +68,10 @@ struct NormalizeCommand: ParsableCommand {
 
         let batch = shape[0]
         let sampleElements = shape.dropFirst().reduce(1, *)
-        let samplesPerChunk = max(1, Int(min(chunkMegabytes * 1_048_576, 1e15)) / max(1, sampleElements * 4))
+        let samplesPerChunk = max(1, Int(min(chunkMegabytes * 1_048_576, 1e15))
+                                    / max(1, sampleElements * header.dataType.byteCount))
         let writer = try AtomicFileWriter(path: output)
-        try writer.write(NumPyArrayHeader(shape: header.shape, dataType: header.dataType).encoded())
+        try writer.write(try NumPyArrayHeader(shape: header.shape, dataType: header.dataType).encoded())
         let progress = ProgressBar(total: batch, label: "normalize")
         var first = 0
         while first < batch {
@@ -82,12 +83,7 @@ struct NormalizeCommand: ParsableCommand {
                                 count: storage.byteCount, into: storage.rawAddress)
             }
             let chunk = try Tensor(shape: chunkShape, layout: options.layout, dataType: header.dataType, sharing: storage)
-            let result: Tensor
-            if backend.supports(header.dataType) {
-                result = try module(chunk)  // in place: result shares `storage`
-            } else {
-                result = try module(chunk.converted(to: options.layout, dataType: .float32)).converted(to: options.layout, dataType: header.dataType)
-            }
+            let result = try module(chunk)  // in place, in the file's dtype: result shares `storage`
             module.reset()  // drop the references to the chunk
             try writer.write(result.storage.rawAddress, count: result.storage.byteCount)
             first += count

@@ -37,15 +37,16 @@ import Glibc
         zip(actual, expected).map { abs($0 - $1) / max(abs($1), floor) }.max() ?? 0
     }
 
-    /// On an x86-64 CPU that reports AVX-512 (F, DQ, VL, BW), the AVX-512 kernels are the
-    /// default, so the other tests of the CPU backend run them.
+    /// On an x86-64 CPU that reports AVX-512 (F, DQ, VL, BW) and F16C, the AVX-512 kernels
+    /// (with AVX512-BF16 where reported) are the default, so the other tests of the CPU
+    /// backend run them.
     @Test func defaultLevelIsTheBestSupported() throws {
         #if arch(x86_64) && os(Linux)
         let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         let words = Set(flags.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).map(String.init))
-        if ["avx512f", "avx512dq", "avx512vl", "avx512bw"].allSatisfy(words.contains) {
-            #expect(KernelLevel.supported == .avx512)
-        } else if ["avx2", "fma"].allSatisfy(words.contains) {
+        if ["avx512f", "avx512dq", "avx512vl", "avx512bw", "f16c"].allSatisfy(words.contains) {
+            #expect(KernelLevel.supported == (words.contains("avx512_bf16") ? .avx512BFloat16 : .avx512))
+        } else if ["avx2", "fma", "f16c"].allSatisfy(words.contains) {
             #expect(KernelLevel.supported == .avx2)
         }
         #else
@@ -56,7 +57,7 @@ import Glibc
             #expect(CPUBackend(threadCount: 2).kernelLevel == KernelLevel.supported)
         }
         #expect(CPUBackend(threadCount: 1, kernelLevel: .generic).kernelLevel == .generic)
-        #expect(CPUBackend(threadCount: 1, kernelLevel: .avx512).kernelLevel == KernelLevel.supported)
+        #expect(CPUBackend(threadCount: 1, kernelLevel: .avx512BFloat16).kernelLevel == KernelLevel.supported)
     }
 
     @Test(arguments: shapes, TensorLayout.allCases)

@@ -9,7 +9,7 @@ public protocol BatchNormBackend: Sendable {
     /// A short name for printouts, such as `"cpu (2 threads)"`.
     var name: String { get }
 
-    /// Whether tensors of `dataType` can be processed (the CPU handles `float32` only).
+    /// Whether tensors of `dataType` can be processed (the CPU backend handles every type).
     func supports(_ dataType: TensorDataType) -> Bool
 
     /// Per-channel moments of `input`, accumulated in `Double` (or an equally accurate

@@ -1,6 +1,7 @@
 // Shape legend: N batch, C channels, S spatial size; per channel c the coefficients
-// a[c] (gradient multiplier), b[c] (input multiplier), shift[c], offset[c]; g the gradient,
-// x the input, out the output (which may alias x or g: every element is read before it
+// a[c] (gradient multiplier), b[c] (input multiplier), shift[c], offset[c] (float32); g the
+// gradient, x the input, out the output, all of one storage type (float32, float16 or
+// bfloat16: computed in float32, rounded once to it) (which may alias x or g: every element is read before it
 // is written, by the same thread). Runs go to the C kernels of `kernelLevel`; every level
 // gives the same float result per element (the same IEEE operations, no fused multiply-add).
 
@@ -32,9 +33,7 @@ extension CPUBackend {
         let geometry = ChannelGeometry(shape: output.shape)
         let (channels, spatial) = (geometry.channels, geometry.spatial)
         guard geometry.elementCount > 0 else { return }
-        let g = gradient.map { SharedPointer($0.storage.floats) }
-        let x = input.map { SharedPointer($0.storage.floats) }
-        let y = SharedPointer(output.storage.floats)
+        let g = gradient.map(KernelData.init), x = input.map(KernelData.init), y = KernelData(output)
         let level = kernelLevel.rawValue
         let (b, shift, offset) = (coefficients.inputMultiplier, coefficients.shift, coefficients.offset)
         // a[c] is read only when there is a gradient.
@@ -56,7 +55,7 @@ extension CPUBackend {
                     let plane = position / spatial
                     let runEnd = min(end, (plane + 1) * spatial)
                     let c = plane % channels
-                    bnk_contiguous_apply(level, formula, gp.base + position, xp.base + position, y.base + position,
+                    bnk_contiguous_apply(level, y.type, formula, gp[position], xp[position], y[position],
                                          runEnd - position, a[c], b[c], shift[c], offset[c])
                     position = runEnd
                 }
@@ -91,7 +90,7 @@ extension CPUBackend {
             let rows = geometry.batch * spatial
             parallelFor(rows, elements: geometry.elementCount) { range in
                 let start = range.lowerBound * channels
-                bnk_interleaved_apply(level, formula, gp.base + start, xp.base + start, y.base + start,
+                bnk_interleaved_apply(level, y.type, formula, gp[start], xp[start], y[start],
                                       range.count * channels, period, pattern.vectorPeriod, coefficients.base)
             }
         }

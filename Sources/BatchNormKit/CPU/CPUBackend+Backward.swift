@@ -1,5 +1,6 @@
 // Shape legend: N batch, C channels, S spatial size, L = CPUBackend.gradientBlockLength;
-// g is the incoming gradient, x the forward input, μ[c] the forward batch mean. Blocks are
+// g is the incoming gradient, x the forward input (both of one storage type), μ[c] the
+// forward batch mean. Blocks are
 // ReductionBlocks, reduced by the C kernels of `kernelLevel` and merged by
 // CPUBackend+Reduction.swift.
 
@@ -16,8 +17,7 @@ extension CPUBackend {
         let geometry = ChannelGeometry(shape: input.shape)
         let zero = GradientSums(gradient: 0, gradientTimesCentered: 0)
         guard geometry.elementCount > 0 else { return Array(repeating: zero, count: geometry.channels) }
-        let g = SharedPointer(gradient.storage.floats)
-        let x = SharedPointer(input.storage.floats)
+        let g = KernelData(gradient), x = KernelData(input)
         let level = kernelLevel.rawValue
         let blocks = ReductionBlocks(geometry, layout: input.layout, planeLength: CPUBackend.gradientBlockLength)
         return mean.withUnsafeBufferPointer { mean in
@@ -25,10 +25,10 @@ extension CPUBackend {
             return reduce(blocks, elements: geometry.elementCount) { block in
                 switch blocks.partition {
                 case .planes:
-                    bnk_contiguous_gradient_sums(level, g.base + block.start, x.base + block.start, block.length,
+                    bnk_contiguous_gradient_sums(level, x.type, g[block.start], x[block.start], block.length,
                                                  mean.base[block.channel], block.first, block.second)
                 case let .rows(_, _, pattern):
-                    bnk_interleaved_gradient_sums(level, g.base + block.start, x.base + block.start, block.length,
+                    bnk_interleaved_gradient_sums(level, x.type, g[block.start], x[block.start], block.length,
                                                   pattern.channels, pattern.period, pattern.vectorPeriod, mean.base,
                                                   block.scratch, block.first, block.second)
                 }

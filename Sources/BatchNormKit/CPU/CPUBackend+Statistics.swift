@@ -1,5 +1,6 @@
 // Shape legend: N batch, C channels, S spatial size (∏ D·H·W), M = N·S values per channel,
-// L = CPUBackend.blockLength. x is the input; blocks are ReductionBlocks (fixed pieces of
+// L = CPUBackend.blockLength. x is the input (float32, float16 or bfloat16, widened to
+// double by the kernels); blocks are ReductionBlocks (fixed pieces of
 // the tensor whose boundaries depend only on the shape and layout, never on the thread
 // count), reduced by the C kernels of `kernelLevel` and merged by CPUBackend+Reduction.swift.
 
@@ -22,17 +23,17 @@ extension CPUBackend {
         guard geometry.elementCount > 0 else {
             return Array(repeating: .empty, count: geometry.channels)
         }
-        let x = SharedPointer(input.storage.floats)
+        let x = KernelData(input)
         let total = Double(geometry.valuesPerChannel)
         let level = kernelLevel.rawValue
         let blocks = ReductionBlocks(geometry, layout: input.layout, planeLength: CPUBackend.blockLength)
         return reduce(blocks, elements: geometry.elementCount) { block in
             switch blocks.partition {
             case .planes:
-                bnk_contiguous_moments(level, x.base + block.start, block.length, block.first, block.second)
+                bnk_contiguous_moments(level, x.type, x[block.start], block.length, block.first, block.second)
             case let .rows(_, _, pattern):
-                bnk_interleaved_moments(level, x.base + block.start, block.length, pattern.channels, pattern.period,
-                                        pattern.vectorPeriod, block.scratch, block.first, block.second)
+                bnk_interleaved_moments(level, x.type, x[block.start], block.length, pattern.channels,
+                                        pattern.period, pattern.vectorPeriod, block.scratch, block.first, block.second)
             }
         } merge: { partials in
             var sum = 0.0
