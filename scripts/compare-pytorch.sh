@@ -5,6 +5,8 @@
 #
 # Usage: scripts/compare-pytorch.sh [THREADS]          (default: 2)
 # Environment:
+#   DTYPE=float32|float16|bfloat16   the data type of both sides (default float32;
+#                            parameters and statistics stay float32 on both)
 #   DEVICE=cpu|cuda          what to compare (default cpu); cuda runs the GPU suite
 #   BNKIT=/path/to/bnkit     a prebuilt bnkit (e.g. the static build carried to a GPU
 #                            machine without Swift); skips `swift build`
@@ -35,6 +37,7 @@ TORCH_SCRIPT="$(dirname "$0")/torch_bn3d.py"
 [ -f "$TORCH_SCRIPT" ] || TORCH_SCRIPT=scripts/torch_bn3d.py
 
 DEVICE=${DEVICE:-cpu}
+DTYPE=${DTYPE:-float32}
 if [ -z "${BNKIT:-}" ]; then
     echo "building bnkit (release${SWIFT_BUILD_FLAGS:+, $SWIFT_BUILD_FLAGS})..." >&2
     # shellcheck disable=SC2086
@@ -43,10 +46,10 @@ if [ -z "${BNKIT:-}" ]; then
 fi
 
 for round in $(seq 1 "$ROUNDS"); do
-    echo "round $round/$ROUNDS: bnkit bench --device $DEVICE --threads $THREADS --json" >&2
-    "$BNKIT" bench --device "$DEVICE" --threads "$THREADS" --json > "$OUT/bnkit-$round.json"
-    echo "round $round/$ROUNDS: $PYTHON $TORCH_SCRIPT $DEVICE $THREADS" >&2
-    "$PYTHON" "$TORCH_SCRIPT" "$DEVICE" "$THREADS" > "$OUT/torch-$round.json"
+    echo "round $round/$ROUNDS: bnkit bench --device $DEVICE --threads $THREADS --dtype $DTYPE --json" >&2
+    "$BNKIT" bench --device "$DEVICE" --threads "$THREADS" --dtype "$DTYPE" --json > "$OUT/bnkit-$DTYPE-$round.json"
+    echo "round $round/$ROUNDS: $PYTHON $TORCH_SCRIPT $DEVICE $THREADS $DTYPE" >&2
+    "$PYTHON" "$TORCH_SCRIPT" "$DEVICE" "$THREADS" "$DTYPE" > "$OUT/torch-$DTYPE-$round.json"
 done
 
-"$PYTHON" scripts/compare.py --bnkit "$OUT"/bnkit-*.json --torch "$OUT"/torch-*.json
+"$PYTHON" scripts/compare.py --dtype "$DTYPE" --bnkit "$OUT"/bnkit-"$DTYPE"-*.json --torch "$OUT"/torch-"$DTYPE"-*.json

@@ -2,11 +2,13 @@
 
 Several result files per side (rounds) are combined by taking each row's median. The
 speed-up is PyTorch time / bnkit time; PyTorch runs NCDHW only, so both bnkit layouts are
-compared with PyTorch's NCDHW time. Effective GB/s use 12/8/20 bytes per element."""
+compared with PyTorch's NCDHW time. Only rows of --dtype are compared. Effective GB/s use
+3/2/5 elements of traffic per element (12/8/20 bytes in float32, 6/4/10 in the half types)."""
 import argparse, json, math, statistics
 
 OPS = [("train", "fwd_train_us"), ("eval", "fwd_eval_us"), ("backward", "bwd_us")]
-BYTES = {"train": 12, "eval": 8, "backward": 20}
+ELEMENTS = {"train": 3, "eval": 2, "backward": 5}
+ELEMENT_SIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 def load(paths):
@@ -17,14 +19,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bnkit", nargs="+", required=True)
     parser.add_argument("--torch", nargs="+", required=True)
+    parser.add_argument("--dtype", default="float32", choices=sorted(ELEMENT_SIZE))
     args = parser.parse_args()
+    size = ELEMENT_SIZE[args.dtype]
     ours, theirs = load(args.bnkit), load(args.torch)
 
     times = {}
     for result in ours:
         for row in result["rows"]:
-            if row.get("dtype", "float32") != "float32":
-                continue  # PyTorch's side is float32 only
+            if row.get("dtype", "float32") != args.dtype:
+                continue
             times.setdefault((tuple(row["shape"]), row["layout"], row["op"]), []).append(row["median_us"])
     torch_times = {}
     for result in theirs:
@@ -34,7 +38,7 @@ def main():
     copy = statistics.median(r["copy_GBps"] for r in ours)
     torch_copy = statistics.median(r["copy_GBps"] for r in theirs)
 
-    print(f"bnkit: {ours[0]['device']}, {ours[0]['threads']} threads, copy {copy:.1f} GB/s "
+    print(f"dtype {args.dtype}; bnkit: {ours[0]['device']}, {ours[0]['threads']} threads, copy {copy:.1f} GB/s "
           f"(2*bytes/time, same run); rounds: {len(ours)}")
     print(f"torch {theirs[0].get('torch', '?')}: {theirs[0]['threads']} threads, copy {torch_copy:.1f} GB/s "
           f"(torch's own measure: copy_ from a never-written tensor)")
@@ -63,7 +67,7 @@ def main():
                     continue
                 u = statistics.median(times[(shape, layout, op)])
                 ours_by_layout[layout] = u
-                gbps = BYTES[op] * n / u / 1e3
+                gbps = ELEMENTS[op] * size * n / u / 1e3
                 speedups[layout].append(t / u)
                 line += f" {u:>10.1f} {gbps:>7.1f} {100 * gbps / copy:>5.0f}% {t / u:>7.2f}x"
             if len(ours_by_layout) == 2:

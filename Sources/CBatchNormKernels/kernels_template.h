@@ -1,15 +1,25 @@
 // The C kernels, written once with clang vector extensions and instantiated by
 // CBatchNormKernels.c for each instruction set: before including this file, define
-// BNK_TARGET (a function attribute, e.g. __attribute__((target("avx2,fma"))), or empty)
-// and BNK_NAME(name) (the instance's name for `name`). Not a public header.
+// BNK_TARGET (a function attribute, e.g. __attribute__((target("avx2,fma,f16c"))), or
+// empty), BNK_NAME(name) (the instance's name for `name`), BNK_HALF_ISA (how float16 is
+// converted: 0 integer code, 1 F16C vcvtph2ps / vcvtps2ph on 8 lanes, 2 their AVX-512
+// forms on 16) and BNK_BFLOAT_ISA (how float is rounded to bfloat16: 0 integer code,
+// 1 AVX512-BF16 vcvtneps2bf16). Not a public header.
 //
 // Shape legend: N batch, C channels, S spatial size (D·H·W). A channels-first run is one
 // channel's values x[n, c, s0..<s1]; a channels-last run is whole rows x[n, s, 0..<C], and
-// value j of it belongs to channel j mod C. P (period, a multiple of C) is the length over
-// which per-channel values are replicated; positions 0..<VP (vector_period, a multiple of
-// 16) are processed 16 at a time, the rest one by one.
+// value j of it belongs to channel j mod C. P (period: lcm(C, 16), or C when that is too
+// long to replicate) is the length over which per-channel values are replicated; positions
+// 0..<VP (vector_period, a multiple of 16: P, or 16·⌊C/16⌋ when P = C) are processed 16 at
+// a time, the rest one by one.
 //
-// Vectors: bnk_f16 = 16 floats (one AVX-512 register, two AVX2 ones), bnk_d8 = 8 doubles.
+// Storage types (BNK_TYPE_*): every kernel takes its data as `const void *` plus the type
+// and converts inside its loops: load16/load1 widen float16 and bfloat16 to float exactly,
+// store16/store1 round float to them once, to nearest even. Each kernel's entry point
+// switches on the type once and calls an always-inlined body with the type as a constant,
+// so the inner loops carry no branch on it.
+//
+// Vectors: bnk_v16f = 16 floats (one AVX-512 register, two AVX2 ones), bnk_v8d = 8 doubles.
 // Sums run in double, in a fixed order per call: vector lanes, then the fixed horizontal
 // fold bnk_hsum, then the scalar tail. Contraction to fused multiply-add is off for the
 // whole translation unit, so every value goes through the same IEEE operations in vector
@@ -17,37 +27,241 @@
 
 #define BNK_FN static inline __attribute__((always_inline)) BNK_TARGET
 
-BNK_FN bnk_f16 BNK_NAME(load16)(const float *p) {
-    bnk_f16 v;
+// MARK: Storage types
+
+BNK_FN float BNK_NAME(as_float)(uint32_t bits) {
+    float f;
+    __builtin_memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+BNK_FN uint32_t BNK_NAME(bits)(float f) {
+    uint32_t bits;
+    __builtin_memcpy(&bits, &f, sizeof bits);
+    return bits;
+}
+
+/// float16 bits → float, exact: the exponent is rebiased (15 → 127); ±inf and NaN get
+/// exponent 255 (NaN keeps its payload and is made quiet, as vcvtph2ps does); subnormals
+/// are renormalized by one float subtraction.
+BNK_FN float BNK_NAME(half_to_float)(uint16_t h) {
+    uint32_t o = (uint32_t)(h & 0x7fffu) << 13, exponent = o & (0x1fu << 23);
+    o += 112u << 23;
+    if (exponent == 0x1fu << 23) o = (o + (112u << 23)) | ((h & 0x3ffu) != 0 ? 0x00400000u : 0);
+    else if (exponent == 0) o = BNK_NAME(bits)(BNK_NAME(as_float)(o + (1u << 23)) - BNK_NAME(as_float)(113u << 23));
+    return BNK_NAME(as_float)(o | (uint32_t)(h & 0x8000u) << 16);
+}
+
+/// float → float16 bits, rounded to nearest even (as vcvtps2ph with imm8 0): |x| >= 65520
+/// overflows to ±inf, NaN stays NaN (quiet, the top 10 payload bits kept), results below
+/// 2⁻¹⁴ are subnormal (rounded by adding 0.5 in float, whose rounding is to nearest even),
+/// others round with the bias 0xfff + (odd last kept bit).
+BNK_FN uint16_t BNK_NAME(float_to_half)(float f) {
+    uint32_t x = BNK_NAME(bits)(f), sign = x & 0x80000000u, o;
+    x ^= sign;
+    if (x >= 143u << 23) o = x > 0x7f800000u ? 0x7e00u | ((x >> 13) & 0x3ffu) : 0x7c00u;
+    else if (x < 113u << 23) o = BNK_NAME(bits)(BNK_NAME(as_float)(x) + 0.5f) - (126u << 23);
+    else o = (x - (112u << 23) + 0xfffu + ((x >> 13) & 1u)) >> 13;
+    return (uint16_t)(o | sign >> 16);
+}
+
+/// bfloat16 bits → float, exact: the upper half of a binary32.
+BNK_FN float BNK_NAME(bfloat_to_float)(uint16_t h) { return BNK_NAME(as_float)((uint32_t)h << 16); }
+
+/// float → bfloat16 bits, rounded to nearest even, as vcvtneps2bf16 does (so that every
+/// level gives the same bits): NaN stays NaN (quiet), zero and float subnormals (|x| < 2⁻¹²⁶)
+/// become a zero of the same sign, others round with the bias 0x7fff + (odd last kept bit)
+/// (overflowing to ±inf).
+BNK_FN uint16_t BNK_NAME(float_to_bfloat)(float f) {
+    uint32_t x = BNK_NAME(bits)(f), magnitude = x & 0x7fffffffu;
+    if (magnitude > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
+    if (magnitude < 0x00800000u) return (uint16_t)((x >> 16) & 0x8000u);
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+/// The same four conversions on 16 lanes, branch-free (lane masks select the cases).
+BNK_FN bnk_v16f BNK_NAME(halves_to_floats)(bnk_v16h h) {
+    bnk_v16u u = __builtin_convertvector(h, bnk_v16u);
+    bnk_v16u o = (u & 0x7fffu) << 13, exponent = o & (0x1fu << 23);
+    o += 112u << 23;
+    bnk_v16u special = (bnk_v16u)(exponent == (0x1fu << 23)), tiny = (bnk_v16u)(exponent == 0u);
+    bnk_v16u nan = special & (bnk_v16u)((u & 0x3ffu) != 0u);
+    o = (o + (special & (112u << 23))) | (nan & 0x00400000u);
+    bnk_v16u renormalized = (bnk_v16u)((bnk_v16f)(o + (1u << 23)) - BNK_NAME(as_float)(113u << 23));
+    o = (tiny & renormalized) | (~tiny & o);
+    return (bnk_v16f)(o | (u & 0x8000u) << 16);
+}
+
+BNK_FN bnk_v16h BNK_NAME(floats_to_halves)(bnk_v16f f) {
+    bnk_v16u x = (bnk_v16u)f, sign = x & 0x80000000u;
+    x ^= sign;
+    bnk_v16u nan = (bnk_v16u)(x > 0x7f800000u);
+    bnk_v16u special = (nan & (0x7e00u | ((x >> 13) & 0x3ffu))) | (~nan & 0x7c00u);
+    bnk_v16u subnormal = (bnk_v16u)((bnk_v16f)x + 0.5f) - (126u << 23);
+    bnk_v16u normal = (x - (112u << 23) + 0xfffu + ((x >> 13) & 1u)) >> 13;
+    bnk_v16u large = (bnk_v16u)(x >= (143u << 23)), small = (bnk_v16u)(x < (113u << 23));
+    bnk_v16u o = (large & special) | (~large & ((small & subnormal) | (~small & normal)));
+    return __builtin_convertvector(o | sign >> 16, bnk_v16h);
+}
+
+BNK_FN bnk_v16f BNK_NAME(bfloats_to_floats)(bnk_v16h h) {
+    return (bnk_v16f)(__builtin_convertvector(h, bnk_v16u) << 16);
+}
+
+BNK_FN bnk_v16h BNK_NAME(floats_to_bfloats)(bnk_v16f f) {
+    bnk_v16u x = (bnk_v16u)f, magnitude = x & 0x7fffffffu;
+    bnk_v16u nan = (bnk_v16u)(magnitude > 0x7f800000u), tiny = (bnk_v16u)(magnitude < 0x00800000u);
+    bnk_v16u rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
+    bnk_v16u o = (nan & ((x >> 16) | 0x40u)) | (~nan & ((tiny & ((x >> 16) & 0x8000u)) | (~tiny & rounded)));
+    return __builtin_convertvector(o, bnk_v16h);
+}
+
+/// Sixteen float16 values at p, widened to float.
+BNK_FN bnk_v16f BNK_NAME(load_halves)(const uint16_t *p) {
+#if BNK_HALF_ISA == 2
+    return (bnk_v16f)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+#elif BNK_HALF_ISA == 1
+    bnk_v16f v;
+    v.lo = (bnk_v8f)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    v.hi = (bnk_v8f)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8)));
+    return v;
+#else
+    bnk_v16h h;
+    __builtin_memcpy(&h, p, sizeof h);
+    return BNK_NAME(halves_to_floats)(h);
+#endif
+}
+
+/// Stores v at p as sixteen float16 values, rounded to nearest even.
+BNK_FN void BNK_NAME(store_halves)(uint16_t *p, bnk_v16f v) {
+#if BNK_HALF_ISA == 2
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtps_ph((__m512)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#elif BNK_HALF_ISA == 1
+    _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph((__m256)v.lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    _mm_storeu_si128((__m128i *)(p + 8), _mm256_cvtps_ph((__m256)v.hi, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#else
+    bnk_v16h h = BNK_NAME(floats_to_halves)(v);
+    __builtin_memcpy(p, &h, sizeof h);
+#endif
+}
+
+/// Stores v at p as sixteen bfloat16 values, rounded to nearest even.
+BNK_FN void BNK_NAME(store_bfloats)(uint16_t *p, bnk_v16f v) {
+#if BNK_BFLOAT_ISA == 1
+    _mm256_storeu_si256((__m256i *)p, (__m256i)_mm512_cvtneps_pbh((__m512)v));
+#else
+    bnk_v16h h = BNK_NAME(floats_to_bfloats)(v);
+    __builtin_memcpy(p, &h, sizeof h);
+#endif
+}
+
+/// Elements i ..< i + 16 of p (storage type `type`) as floats.
+BNK_FN bnk_v16f BNK_NAME(load16)(int type, const void *p, ptrdiff_t i) {
+    switch (type) {
+    case BNK_TYPE_FLOAT16: return BNK_NAME(load_halves)((const uint16_t *)p + i);
+    case BNK_TYPE_BFLOAT16: {
+        bnk_v16h h;
+        __builtin_memcpy(&h, (const uint16_t *)p + i, sizeof h);
+        return BNK_NAME(bfloats_to_floats)(h);
+    }
+    default: {
+        bnk_v16f v;
+        __builtin_memcpy(&v, (const float *)p + i, sizeof v);
+        return v;
+    }
+    }
+}
+
+/// Element i of p (storage type `type`) as a float.
+BNK_FN float BNK_NAME(load1)(int type, const void *p, ptrdiff_t i) {
+    switch (type) {
+    case BNK_TYPE_FLOAT16: return BNK_NAME(half_to_float)(((const uint16_t *)p)[i]);
+    case BNK_TYPE_BFLOAT16: return BNK_NAME(bfloat_to_float)(((const uint16_t *)p)[i]);
+    default: return ((const float *)p)[i];
+    }
+}
+
+/// Stores v as elements i ..< i + 16 of p (storage type `type`, rounded to nearest even).
+BNK_FN void BNK_NAME(store16)(int type, void *p, ptrdiff_t i, bnk_v16f v) {
+    switch (type) {
+    case BNK_TYPE_FLOAT16: BNK_NAME(store_halves)((uint16_t *)p + i, v); break;
+    case BNK_TYPE_BFLOAT16: BNK_NAME(store_bfloats)((uint16_t *)p + i, v); break;
+    default: __builtin_memcpy((float *)p + i, &v, sizeof v); break;
+    }
+}
+
+/// Stores v as element i of p (storage type `type`, rounded to nearest even).
+BNK_FN void BNK_NAME(store1)(int type, void *p, ptrdiff_t i, float v) {
+    switch (type) {
+    case BNK_TYPE_FLOAT16: ((uint16_t *)p)[i] = BNK_NAME(float_to_half)(v); break;
+    case BNK_TYPE_BFLOAT16: ((uint16_t *)p)[i] = BNK_NAME(float_to_bfloat)(v); break;
+    default: ((float *)p)[i] = v; break;
+    }
+}
+
+/// Calls BODY(T) with the storage type `type` as the constant T (one inlined copy per type).
+#define BNK_FOR_TYPE(type, BODY)                          \
+    switch (type) {                                       \
+    case BNK_TYPE_FLOAT16: BODY(BNK_TYPE_FLOAT16); break;   \
+    case BNK_TYPE_BFLOAT16: BODY(BNK_TYPE_BFLOAT16); break; \
+    default: BODY(BNK_TYPE_FLOAT32); break;                 \
+    }
+
+// MARK: Vector helpers
+
+BNK_FN bnk_v8d BNK_NAME(load8)(const double *p) {
+    bnk_v8d v;
     __builtin_memcpy(&v, p, sizeof v);
     return v;
 }
 
-BNK_FN void BNK_NAME(store16)(float *p, bnk_f16 v) { __builtin_memcpy(p, &v, sizeof v); }
+BNK_FN void BNK_NAME(store8)(double *p, bnk_v8d v) { __builtin_memcpy(p, &v, sizeof v); }
 
-BNK_FN bnk_d8 BNK_NAME(load8)(const double *p) {
-    bnk_d8 v;
+BNK_FN bnk_v16f BNK_NAME(loadf)(const float *p) {
+    bnk_v16f v;
     __builtin_memcpy(&v, p, sizeof v);
     return v;
 }
-
-BNK_FN void BNK_NAME(store8)(double *p, bnk_d8 v) { __builtin_memcpy(p, &v, sizeof v); }
 
 /// Lanes 0..<8 of v widened to double.
-BNK_FN bnk_d8 BNK_NAME(low)(bnk_f16 v) { return __builtin_convertvector(v.lo, bnk_d8); }
+BNK_FN bnk_v8d BNK_NAME(low)(bnk_v16f v) { return __builtin_convertvector(v.lo, bnk_v8d); }
 
 /// Lanes 8..<16 of v widened to double.
-BNK_FN bnk_d8 BNK_NAME(high)(bnk_f16 v) { return __builtin_convertvector(v.hi, bnk_d8); }
+BNK_FN bnk_v8d BNK_NAME(high)(bnk_v16f v) { return __builtin_convertvector(v.hi, bnk_v8d); }
 
 /// Σ s[i] in the fixed order ((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7)).
-BNK_FN double BNK_NAME(hsum)(bnk_d8 s) {
-    bnk_d4 t = s.lo + s.hi;
-    bnk_d2 u = t.lo + t.hi;
+BNK_FN double BNK_NAME(hsum)(bnk_v8d s) {
+    bnk_v4d t = s.lo + s.hi;
+    bnk_v2d u = t.lo + t.hi;
     return u.x + u.y;
 }
 
-BNK_FN bnk_d8 BNK_NAME(splat8)(double v) { return (bnk_d8)(v); }
-BNK_FN bnk_f16 BNK_NAME(splat16)(float v) { return (bnk_f16)(v); }
+BNK_FN bnk_v8d BNK_NAME(splat8)(double v) { return (bnk_v8d)(v); }
+BNK_FN bnk_v16f BNK_NAME(splat16)(float v) { return (bnk_v16f)(v); }
+
+// MARK: Conversion
+
+/// dst[i] = src[i] for i < n, from storage type `from` to `to` (widening exact, narrowing
+/// rounded to nearest even).
+BNK_FN void BNK_NAME(convert_impl)(int from, const void *src, int to, void *dst, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+    for (; i + 16 <= n; i += 16) BNK_NAME(store16)(to, dst, i, BNK_NAME(load16)(from, src, i));
+    for (; i < n; i++) BNK_NAME(store1)(to, dst, i, BNK_NAME(load1)(from, src, i));
+}
+
+BNK_TARGET static void BNK_NAME(convert)(int from, const void *src, int to, void *dst, ptrdiff_t n) {
+    switch (to) {
+#define BNK_BODY(T) BNK_NAME(convert_impl)(T, src, BNK_TYPE_FLOAT16, dst, n)
+    case BNK_TYPE_FLOAT16: BNK_FOR_TYPE(from, BNK_BODY) break;
+#undef BNK_BODY
+#define BNK_BODY(T) BNK_NAME(convert_impl)(T, src, BNK_TYPE_BFLOAT16, dst, n)
+    case BNK_TYPE_BFLOAT16: BNK_FOR_TYPE(from, BNK_BODY) break;
+#undef BNK_BODY
+#define BNK_BODY(T) BNK_NAME(convert_impl)(T, src, BNK_TYPE_FLOAT32, dst, n)
+    default: BNK_FOR_TYPE(from, BNK_BODY) break;
+#undef BNK_BODY
+    }
+}
 
 // MARK: Statistics
 
@@ -59,17 +273,17 @@ BNK_FN bnk_f16 BNK_NAME(splat16)(float v) { return (bnk_f16)(v); }
 /// Measured against two passes (mean, then squared deviations) over the same L1-sized
 /// blocks: 20 % less time from DRAM with 2 threads (40 % with 1, whose DRAM stream stalled
 /// during the second pass), 20 % less from L3 or L2.
-BNK_TARGET static void BNK_NAME(contiguous_moments)(const float *x, ptrdiff_t n, double *mean_out,
-                                                     double *m2_out) {
-    double k = (double)x[0];
-    bnk_d8 kv = BNK_NAME(splat8)(k);
-    bnk_d8 a0 = BNK_NAME(splat8)(0), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+BNK_FN void BNK_NAME(contiguous_moments_impl)(int type, const void *x, ptrdiff_t n, double *mean_out,
+                                              double *m2_out) {
+    double k = (double)BNK_NAME(load1)(type, x, 0);
+    bnk_v8d kv = BNK_NAME(splat8)(k);
+    bnk_v8d a0 = BNK_NAME(splat8)(0), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
     ptrdiff_t i = 0;
     // Four vector accumulators per sum (32 values per turn), then 16, then scalars.
     for (; i + 32 <= n; i += 32) {
-        bnk_f16 v = BNK_NAME(load16)(x + i), w = BNK_NAME(load16)(x + i + 16);
-        bnk_d8 d0 = BNK_NAME(low)(v) - kv, d1 = BNK_NAME(high)(v) - kv;
-        bnk_d8 d2 = BNK_NAME(low)(w) - kv, d3 = BNK_NAME(high)(w) - kv;
+        bnk_v16f v = BNK_NAME(load16)(type, x, i), w = BNK_NAME(load16)(type, x, i + 16);
+        bnk_v8d d0 = BNK_NAME(low)(v) - kv, d1 = BNK_NAME(high)(v) - kv;
+        bnk_v8d d2 = BNK_NAME(low)(w) - kv, d3 = BNK_NAME(high)(w) - kv;
         a0 += d0;
         a1 += d1;
         a2 += d2;
@@ -80,8 +294,8 @@ BNK_TARGET static void BNK_NAME(contiguous_moments)(const float *x, ptrdiff_t n,
         b3 += d3 * d3;
     }
     if (i + 16 <= n) {
-        bnk_f16 v = BNK_NAME(load16)(x + i);
-        bnk_d8 d0 = BNK_NAME(low)(v) - kv, d1 = BNK_NAME(high)(v) - kv;
+        bnk_v16f v = BNK_NAME(load16)(type, x, i);
+        bnk_v8d d0 = BNK_NAME(low)(v) - kv, d1 = BNK_NAME(high)(v) - kv;
         a0 += d0;
         a1 += d1;
         b0 += d0 * d0;
@@ -90,7 +304,7 @@ BNK_TARGET static void BNK_NAME(contiguous_moments)(const float *x, ptrdiff_t n,
     }
     double s1 = BNK_NAME(hsum)((a0 + a2) + (a1 + a3)), s2 = BNK_NAME(hsum)((b0 + b2) + (b1 + b3));
     for (; i < n; i++) {
-        double d = (double)x[i] - k;
+        double d = (double)BNK_NAME(load1)(type, x, i) - k;
         s1 += d;
         s2 += d * d;
     }
@@ -99,15 +313,18 @@ BNK_TARGET static void BNK_NAME(contiguous_moments)(const float *x, ptrdiff_t n,
     *m2_out = centered > 0 ? centered : 0;
 }
 
-/// out[c] = Σ_{j ≡ c (mod C)} acc[j] for c < C, j < P, in a fixed order: first the P/B
-/// repeats of the base period B (lcm(C, 16), or P) are added to positions 0..<B, then the
-/// B/C channel groups of those in order. acc is overwritten.
-BNK_FN void BNK_NAME(fold)(double *acc, ptrdiff_t channels, ptrdiff_t base, ptrdiff_t period, double *out) {
-    for (ptrdiff_t start = base; start < period; start += base)
-        for (ptrdiff_t j = 0; j < base; j++) acc[j] += acc[start + j];
+BNK_TARGET static void BNK_NAME(contiguous_moments)(int type, const void *x, ptrdiff_t n, double *mean_out,
+                                                     double *m2_out) {
+#define BNK_BODY(T) BNK_NAME(contiguous_moments_impl)(T, x, n, mean_out, m2_out)
+    BNK_FOR_TYPE(type, BNK_BODY)
+#undef BNK_BODY
+}
+
+/// out[c] = Σ_{j ≡ c (mod C)} acc[j] for c < C, j < P, the P/C channel groups in order.
+BNK_FN void BNK_NAME(fold)(const double *acc, ptrdiff_t channels, ptrdiff_t period, double *out) {
     for (ptrdiff_t c = 0; c < channels; c++) {
         double sum = acc[c];
-        for (ptrdiff_t j = c + channels; j < base; j += channels) sum += acc[j];
+        for (ptrdiff_t j = c + channels; j < period; j += channels) sum += acc[j];
         out[c] = sum;
     }
 }
@@ -121,33 +338,36 @@ BNK_FN void BNK_NAME(replicate)(const double *values, ptrdiff_t channels, ptrdif
 }
 
 /// k[j] = x[j mod C] for j < P (P a multiple of C): the block's first row, replicated.
-BNK_FN void BNK_NAME(replicate_first_row)(const float *x, ptrdiff_t channels, ptrdiff_t period, double *k) {
+BNK_FN void BNK_NAME(replicate_first_row)(int type, const void *x, ptrdiff_t channels, ptrdiff_t period,
+                                          double *k) {
     for (ptrdiff_t j = 0, c = 0; j < period; j++) {
-        k[j] = (double)x[c];
+        k[j] = (double)BNK_NAME(load1)(type, x, c);
         c = c + 1 == channels ? 0 : c + 1;
     }
 }
 
 /// Folds the per-position shifted sums s1, s2 (P each) into channels and finishes the
 /// block's moments: mean[c] = x[c] + s1[c] / rows; m2[c] = max(0, s2[c] − s1[c]·(s1[c] / rows)).
-BNK_FN void BNK_NAME(finish_moments)(const float *x, ptrdiff_t rows, ptrdiff_t channels, ptrdiff_t base,
+BNK_FN void BNK_NAME(finish_moments)(int type, const void *x, ptrdiff_t rows, ptrdiff_t channels,
                                      ptrdiff_t period, double *s1, double *s2, double *mean, double *m2) {
-    BNK_NAME(fold)(s1, channels, base, period, mean);
-    BNK_NAME(fold)(s2, channels, base, period, m2);
+    BNK_NAME(fold)(s1, channels, period, mean);
+    BNK_NAME(fold)(s2, channels, period, m2);
     double n = (double)rows;
     for (ptrdiff_t c = 0; c < channels; c++) {
         double sum = mean[c], centered = m2[c] - sum * (sum / n);
-        mean[c] = (double)x[c] + sum / n;
+        mean[c] = (double)BNK_NAME(load1)(type, x, c) + sum / n;
         m2[c] = centered > 0 ? centered : 0;
     }
 }
 
-/// Adds one chunk of B = 16·V values to an accumulator set of short_moments:
-/// d = x − k; a1 += d; a2 += d², lane by lane (k, a1, a2: 2·V vectors of doubles).
-BNK_FN void BNK_NAME(short_moments_chunk)(const float *x, const int V, const bnk_d8 *k, bnk_d8 *a1, bnk_d8 *a2) {
+/// Adds one chunk of P = 16·V values starting at x[i] to an accumulator set of
+/// short_moments: d = x − k; a1 += d; a2 += d², lane by lane (k, a1, a2: 2·V vectors of
+/// doubles).
+BNK_FN void BNK_NAME(short_moments_chunk)(int type, const void *x, ptrdiff_t i, const int V, const bnk_v8d *k,
+                                          bnk_v8d *a1, bnk_v8d *a2) {
     for (int v = 0; v < V; v++) {
-        bnk_f16 w = BNK_NAME(load16)(x + 16 * v);
-        bnk_d8 lo = BNK_NAME(low)(w) - k[2 * v], hi = BNK_NAME(high)(w) - k[2 * v + 1];
+        bnk_v16f w = BNK_NAME(load16)(type, x, i + 16 * v);
+        bnk_v8d lo = BNK_NAME(low)(w) - k[2 * v], hi = BNK_NAME(high)(w) - k[2 * v + 1];
         a1[2 * v] += lo;
         a1[2 * v + 1] += hi;
         a2[2 * v] += lo * lo;
@@ -156,42 +376,42 @@ BNK_FN void BNK_NAME(short_moments_chunk)(const float *x, const int V, const bnk
 }
 
 /// out[8·v ..< 8·v + 8] = ((sets[0][v] + sets[1][v]) + ..) + sets[T − 1][v] for v < count.
-BNK_FN void BNK_NAME(store_sets)(bnk_d8 (*sets)[8], const int T, const int count, double *out) {
+BNK_FN void BNK_NAME(store_sets)(bnk_v8d (*sets)[8], const int T, const int count, double *out) {
     for (int v = 0; v < count; v++) {
-        bnk_d8 sum = sets[0][v];
+        bnk_v8d sum = sets[0][v];
         for (int t = 1; t < T; t++) sum += sets[t][v];
         BNK_NAME(store8)(out + 8 * v, sum);
     }
 }
 
-/// interleaved_moments for a short base period B = 16·V (V <= 4, P = B): the same shifted
-/// sums with the per-position accumulators in registers for the whole block. Chunks of B
-/// values go round-robin to T independent accumulator sets (chunk q to set q mod T, for
-/// enough independent additions when V is small; the < T whole chunks left over go to
-/// set 0), the sets are added in order 0, 1, .., T − 1, and the last partial chunk
-/// (length mod B values, whole rows) is added one value at a time. V and T are constants
-/// after inlining; k and the position sums live on the stack (B <= BNK_SHORT_BASE_MAX).
-BNK_FN void BNK_NAME(short_moments)(const float *x, ptrdiff_t rows, ptrdiff_t channels, const int V, const int T,
-                                    double *mean, double *m2) {
-    ptrdiff_t B = 16 * V, length = rows * channels;
-    double k[BNK_SHORT_BASE_MAX], s1[BNK_SHORT_BASE_MAX], s2[BNK_SHORT_BASE_MAX];
-    BNK_NAME(replicate_first_row)(x, channels, B, k);
-    bnk_d8 kv[8], a1[4][8], a2[4][8];
+/// interleaved_moments for a short period P = 16·V (V <= 4): the same shifted sums with
+/// the per-position accumulators in registers for the whole block. Chunks of P values go
+/// round-robin to T independent accumulator sets (chunk q to set q mod T, for enough
+/// independent additions when V is small; the < T whole chunks left over go to set 0),
+/// the sets are added in order 0, 1, .., T − 1, and the last partial chunk (length mod P
+/// values, whole rows) is added one value at a time. V and T are constants after
+/// inlining; k and the position sums live on the stack (P <= BNK_SHORT_PERIOD_MAX).
+BNK_FN void BNK_NAME(short_moments)(int type, const void *x, ptrdiff_t rows, ptrdiff_t channels, const int V,
+                                    const int T, double *mean, double *m2) {
+    ptrdiff_t P = 16 * V, length = rows * channels;
+    double k[BNK_SHORT_PERIOD_MAX], s1[BNK_SHORT_PERIOD_MAX], s2[BNK_SHORT_PERIOD_MAX];
+    BNK_NAME(replicate_first_row)(type, x, channels, P, k);
+    bnk_v8d kv[8], a1[4][8], a2[4][8];
     for (int v = 0; v < 2 * V; v++) kv[v] = BNK_NAME(load8)(k + 8 * v);
     for (int t = 0; t < T; t++)
         for (int v = 0; v < 2 * V; v++) a1[t][v] = a2[t][v] = BNK_NAME(splat8)(0);
     ptrdiff_t i = 0;
-    for (; i + T * B <= length; i += T * B)
-        for (int t = 0; t < T; t++) BNK_NAME(short_moments_chunk)(x + i + t * B, V, kv, a1[t], a2[t]);
-    for (; i + B <= length; i += B) BNK_NAME(short_moments_chunk)(x + i, V, kv, a1[0], a2[0]);
+    for (; i + T * P <= length; i += T * P)
+        for (int t = 0; t < T; t++) BNK_NAME(short_moments_chunk)(type, x, i + t * P, V, kv, a1[t], a2[t]);
+    for (; i + P <= length; i += P) BNK_NAME(short_moments_chunk)(type, x, i, V, kv, a1[0], a2[0]);
     BNK_NAME(store_sets)(a1, T, 2 * V, s1);
     BNK_NAME(store_sets)(a2, T, 2 * V, s2);
     for (ptrdiff_t j = 0; i + j < length; j++) {
-        double d = (double)x[i + j] - k[j];
+        double d = (double)BNK_NAME(load1)(type, x, i + j) - k[j];
         s1[j] += d;
         s2[j] += d * d;
     }
-    BNK_NAME(finish_moments)(x, rows, channels, B, B, s1, s2, mean, m2);
+    BNK_NAME(finish_moments)(type, x, rows, channels, P, s1, s2, mean, m2);
 }
 
 /// Moments of each channel over one channels-last block of `rows` >= 1 whole rows
@@ -204,41 +424,40 @@ BNK_FN void BNK_NAME(short_moments)(const float *x, ptrdiff_t rows, ptrdiff_t ch
 /// d_{h+q} for q < h: two sequential streams (from DRAM they took 25–40 % less time than
 /// tiles of four adjacent chunks, and tied with them from L3). The odd chunk and the
 /// partial one follow one at a time; positions are then folded into channels with fold.
-/// scratch holds 3·P doubles (unused, and may be NULL, when B <= BNK_SHORT_BASE_MAX:
+/// scratch holds 3·P doubles (unused, and may be NULL, when P <= BNK_SHORT_PERIOD_MAX:
 /// short_moments).
-BNK_TARGET static void BNK_NAME(interleaved_moments)(const float *x, ptrdiff_t rows, ptrdiff_t channels,
-                                                      ptrdiff_t base, ptrdiff_t period, ptrdiff_t vector_period,
-                                                      double *scratch, double *mean, double *m2) {
-    // Short base periods keep the per-position sums in registers (see short_moments).
-    switch (base) {
-    case 16: BNK_NAME(short_moments)(x, rows, channels, 1, 4, mean, m2); return;
-    case 32: BNK_NAME(short_moments)(x, rows, channels, 2, 2, mean, m2); return;
-    case 48: BNK_NAME(short_moments)(x, rows, channels, 3, 1, mean, m2); return;
-    case 64: BNK_NAME(short_moments)(x, rows, channels, 4, 1, mean, m2); return;
+BNK_FN void BNK_NAME(interleaved_moments_impl)(int type, const void *x, ptrdiff_t rows, ptrdiff_t channels,
+                                               ptrdiff_t period, ptrdiff_t vector_period, double *scratch,
+                                               double *mean, double *m2) {
+    // Short periods keep the per-position sums in registers (see short_moments).
+    switch (period) {
+    case 16: BNK_NAME(short_moments)(type, x, rows, channels, 1, 4, mean, m2); return;
+    case 32: BNK_NAME(short_moments)(type, x, rows, channels, 2, 2, mean, m2); return;
+    case 48: BNK_NAME(short_moments)(type, x, rows, channels, 3, 1, mean, m2); return;
+    case 64: BNK_NAME(short_moments)(type, x, rows, channels, 4, 1, mean, m2); return;
     default: break;
     }
     double *k = scratch, *s1 = scratch + period, *s2 = scratch + 2 * period;
     ptrdiff_t length = rows * channels;
-    BNK_NAME(replicate_first_row)(x, channels, period, k);
+    BNK_NAME(replicate_first_row)(type, x, channels, period, k);
     __builtin_memset(s1, 0, 2 * (size_t)period * sizeof(double));
     // Pairs of whole chunks (q, h + q).
     ptrdiff_t half = length / period / 2;
-    const float *second = x + half * period;
     for (ptrdiff_t q = 0; q < half; q++) {
-        const float *p = x + q * period, *r = second + q * period;
-        ptrdiff_t j = 0;
+        ptrdiff_t p = q * period, r = (half + q) * period, j = 0;
         for (; j < vector_period; j += 16) {
-            bnk_d8 k0 = BNK_NAME(load8)(k + j), k1 = BNK_NAME(load8)(k + j + 8);
-            bnk_f16 v = BNK_NAME(load16)(p + j), w = BNK_NAME(load16)(r + j);
-            bnk_d8 a0 = BNK_NAME(low)(v) - k0, b0 = BNK_NAME(high)(v) - k1;
-            bnk_d8 a1 = BNK_NAME(low)(w) - k0, b1 = BNK_NAME(high)(w) - k1;
+            bnk_v8d k0 = BNK_NAME(load8)(k + j), k1 = BNK_NAME(load8)(k + j + 8);
+            bnk_v16f v = BNK_NAME(load16)(type, x, p + j), w = BNK_NAME(load16)(type, x, r + j);
+            bnk_v8d a0 = BNK_NAME(low)(v) - k0, b0 = BNK_NAME(high)(v) - k1;
+            bnk_v8d a1 = BNK_NAME(low)(w) - k0, b1 = BNK_NAME(high)(w) - k1;
             BNK_NAME(store8)(s1 + j, (BNK_NAME(load8)(s1 + j) + a0) + a1);
             BNK_NAME(store8)(s1 + j + 8, (BNK_NAME(load8)(s1 + j + 8) + b0) + b1);
             BNK_NAME(store8)(s2 + j, (BNK_NAME(load8)(s2 + j) + a0 * a0) + a1 * a1);
             BNK_NAME(store8)(s2 + j + 8, (BNK_NAME(load8)(s2 + j + 8) + b0 * b0) + b1 * b1);
         }
         for (; j < period; j++) {
-            double d0 = (double)p[j] - k[j], d1 = (double)r[j] - k[j];
+            double d0 = (double)BNK_NAME(load1)(type, x, p + j) - k[j];
+            double d1 = (double)BNK_NAME(load1)(type, x, r + j) - k[j];
             s1[j] = (s1[j] + d0) + d1;
             s2[j] = (s2[j] + d0 * d0) + d1 * d1;
         }
@@ -250,35 +469,43 @@ BNK_TARGET static void BNK_NAME(interleaved_moments)(const float *x, ptrdiff_t r
         ptrdiff_t v16 = (count < vector_period ? count : vector_period) & ~(ptrdiff_t)15;
         ptrdiff_t j = 0;
         for (; j < v16; j += 16) {
-            bnk_f16 v = BNK_NAME(load16)(x + start + j);
-            bnk_d8 a = BNK_NAME(low)(v) - BNK_NAME(load8)(k + j), b = BNK_NAME(high)(v) - BNK_NAME(load8)(k + j + 8);
+            bnk_v16f v = BNK_NAME(load16)(type, x, start + j);
+            bnk_v8d a = BNK_NAME(low)(v) - BNK_NAME(load8)(k + j), b = BNK_NAME(high)(v) - BNK_NAME(load8)(k + j + 8);
             BNK_NAME(store8)(s1 + j, BNK_NAME(load8)(s1 + j) + a);
             BNK_NAME(store8)(s1 + j + 8, BNK_NAME(load8)(s1 + j + 8) + b);
             BNK_NAME(store8)(s2 + j, BNK_NAME(load8)(s2 + j) + a * a);
             BNK_NAME(store8)(s2 + j + 8, BNK_NAME(load8)(s2 + j + 8) + b * b);
         }
         for (; j < count; j++) {
-            double d = (double)x[start + j] - k[j];
+            double d = (double)BNK_NAME(load1)(type, x, start + j) - k[j];
             s1[j] += d;
             s2[j] += d * d;
         }
         start += period;
     }
-    BNK_NAME(finish_moments)(x, rows, channels, base, period, s1, s2, mean, m2);
+    BNK_NAME(finish_moments)(type, x, rows, channels, period, s1, s2, mean, m2);
+}
+
+BNK_TARGET static void BNK_NAME(interleaved_moments)(int type, const void *x, ptrdiff_t rows, ptrdiff_t channels,
+                                                      ptrdiff_t period, ptrdiff_t vector_period, double *scratch,
+                                                      double *mean, double *m2) {
+#define BNK_BODY(T) BNK_NAME(interleaved_moments_impl)(T, x, rows, channels, period, vector_period, scratch, mean, m2)
+    BNK_FOR_TYPE(type, BNK_BODY)
+#undef BNK_BODY
 }
 
 // MARK: Gradient reduction
 
 /// sum_g = Σ_{i<n} g[i];  sum_gx = Σ_{i<n} g[i]·(x[i] − mean)  (one pass, double).
-BNK_TARGET static void BNK_NAME(contiguous_gradient_sums)(const float *g, const float *x, ptrdiff_t n,
-                                                           double mean, double *sum_g, double *sum_gx) {
-    bnk_d8 mu = BNK_NAME(splat8)(mean);
-    bnk_d8 s0 = BNK_NAME(splat8)(0), s1 = s0, s2 = s0, s3 = s0, p0 = s0, p1 = s0, p2 = s0, p3 = s0;
+BNK_FN void BNK_NAME(contiguous_gradient_sums_impl)(int type, const void *g, const void *x, ptrdiff_t n,
+                                                    double mean, double *sum_g, double *sum_gx) {
+    bnk_v8d mu = BNK_NAME(splat8)(mean);
+    bnk_v8d s0 = BNK_NAME(splat8)(0), s1 = s0, s2 = s0, s3 = s0, p0 = s0, p1 = s0, p2 = s0, p3 = s0;
     ptrdiff_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        bnk_f16 gv = BNK_NAME(load16)(g + i), xv = BNK_NAME(load16)(x + i);
-        bnk_f16 gw = BNK_NAME(load16)(g + i + 16), xw = BNK_NAME(load16)(x + i + 16);
-        bnk_d8 g0 = BNK_NAME(low)(gv), g1 = BNK_NAME(high)(gv), g2 = BNK_NAME(low)(gw), g3 = BNK_NAME(high)(gw);
+        bnk_v16f gv = BNK_NAME(load16)(type, g, i), xv = BNK_NAME(load16)(type, x, i);
+        bnk_v16f gw = BNK_NAME(load16)(type, g, i + 16), xw = BNK_NAME(load16)(type, x, i + 16);
+        bnk_v8d g0 = BNK_NAME(low)(gv), g1 = BNK_NAME(high)(gv), g2 = BNK_NAME(low)(gw), g3 = BNK_NAME(high)(gw);
         s0 += g0;
         s1 += g1;
         s2 += g2;
@@ -289,8 +516,8 @@ BNK_TARGET static void BNK_NAME(contiguous_gradient_sums)(const float *g, const 
         p3 += g3 * (BNK_NAME(high)(xw) - mu);
     }
     if (i + 16 <= n) {
-        bnk_f16 gv = BNK_NAME(load16)(g + i), xv = BNK_NAME(load16)(x + i);
-        bnk_d8 g0 = BNK_NAME(low)(gv), g1 = BNK_NAME(high)(gv);
+        bnk_v16f gv = BNK_NAME(load16)(type, g, i), xv = BNK_NAME(load16)(type, x, i);
+        bnk_v8d g0 = BNK_NAME(low)(gv), g1 = BNK_NAME(high)(gv);
         s0 += g0;
         s1 += g1;
         p0 += g0 * (BNK_NAME(low)(xv) - mu);
@@ -299,48 +526,55 @@ BNK_TARGET static void BNK_NAME(contiguous_gradient_sums)(const float *g, const 
     }
     double sg = BNK_NAME(hsum)((s0 + s2) + (s1 + s3)), sgx = BNK_NAME(hsum)((p0 + p2) + (p1 + p3));
     for (; i < n; i++) {
-        double gi = (double)g[i];
+        double gi = (double)BNK_NAME(load1)(type, g, i);
         sg += gi;
-        sgx += gi * ((double)x[i] - mean);
+        sgx += gi * ((double)BNK_NAME(load1)(type, x, i) - mean);
     }
     *sum_g = sg;
     *sum_gx = sgx;
 }
 
+BNK_TARGET static void BNK_NAME(contiguous_gradient_sums)(int type, const void *g, const void *x, ptrdiff_t n,
+                                                           double mean, double *sum_g, double *sum_gx) {
+#define BNK_BODY(T) BNK_NAME(contiguous_gradient_sums_impl)(T, g, x, n, mean, sum_g, sum_gx)
+    BNK_FOR_TYPE(type, BNK_BODY)
+#undef BNK_BODY
+}
+
 /// acc_g[j] = Σ_k g[k·P + j];  acc_gx[j] = Σ_k g[k·P + j]·(x[k·P + j] − mean[j])  for j < P,
 /// chunks one at a time in order (two sequential streams).
-BNK_FN void BNK_NAME(position_gradient_sums)(const float *g, const float *x, ptrdiff_t length, ptrdiff_t period,
-                                             ptrdiff_t vector_period, const double *mean, double *acc_g,
-                                             double *acc_gx) {
+BNK_FN void BNK_NAME(position_gradient_sums)(int type, const void *g, const void *x, ptrdiff_t length,
+                                             ptrdiff_t period, ptrdiff_t vector_period, const double *mean,
+                                             double *acc_g, double *acc_gx) {
     for (ptrdiff_t j = 0; j < period; j++) acc_g[j] = acc_gx[j] = 0;
     for (ptrdiff_t start = 0; start < length; start += period) {
         ptrdiff_t count = length - start < period ? length - start : period;
         ptrdiff_t v16 = (count < vector_period ? count : vector_period) & ~(ptrdiff_t)15;
         ptrdiff_t j = 0;
         for (; j < v16; j += 16) {
-            bnk_f16 gv = BNK_NAME(load16)(g + start + j), xv = BNK_NAME(load16)(x + start + j);
-            bnk_d8 gl = BNK_NAME(low)(gv), gh = BNK_NAME(high)(gv);
-            bnk_d8 m0 = BNK_NAME(load8)(mean + j), m1 = BNK_NAME(load8)(mean + j + 8);
+            bnk_v16f gv = BNK_NAME(load16)(type, g, start + j), xv = BNK_NAME(load16)(type, x, start + j);
+            bnk_v8d gl = BNK_NAME(low)(gv), gh = BNK_NAME(high)(gv);
+            bnk_v8d m0 = BNK_NAME(load8)(mean + j), m1 = BNK_NAME(load8)(mean + j + 8);
             BNK_NAME(store8)(acc_g + j, BNK_NAME(load8)(acc_g + j) + gl);
             BNK_NAME(store8)(acc_g + j + 8, BNK_NAME(load8)(acc_g + j + 8) + gh);
             BNK_NAME(store8)(acc_gx + j, BNK_NAME(load8)(acc_gx + j) + gl * (BNK_NAME(low)(xv) - m0));
             BNK_NAME(store8)(acc_gx + j + 8, BNK_NAME(load8)(acc_gx + j + 8) + gh * (BNK_NAME(high)(xv) - m1));
         }
         for (; j < count; j++) {
-            double gi = (double)g[start + j];
+            double gi = (double)BNK_NAME(load1)(type, g, start + j);
             acc_g[j] += gi;
-            acc_gx[j] += gi * ((double)x[start + j] - mean[j]);
+            acc_gx[j] += gi * ((double)BNK_NAME(load1)(type, x, start + j) - mean[j]);
         }
     }
 }
 
-/// Adds one chunk of B = 16·V values of g and x to an accumulator set of
-/// short_gradient_sums: sg += g; sx += g·(x − m), lane by lane (2·V vectors each).
-BNK_FN void BNK_NAME(short_gradient_chunk)(const float *g, const float *x, const int V, const bnk_d8 *m,
-                                           bnk_d8 *sg, bnk_d8 *sx) {
+/// Adds one chunk of P = 16·V values of g and x starting at element i to an accumulator
+/// set of short_gradient_sums: sg += g; sx += g·(x − m), lane by lane (2·V vectors each).
+BNK_FN void BNK_NAME(short_gradient_chunk)(int type, const void *g, const void *x, ptrdiff_t i, const int V,
+                                           const bnk_v8d *m, bnk_v8d *sg, bnk_v8d *sx) {
     for (int v = 0; v < V; v++) {
-        bnk_f16 gv = BNK_NAME(load16)(g + 16 * v), xv = BNK_NAME(load16)(x + 16 * v);
-        bnk_d8 gl = BNK_NAME(low)(gv), gh = BNK_NAME(high)(gv);
+        bnk_v16f gv = BNK_NAME(load16)(type, g, i + 16 * v), xv = BNK_NAME(load16)(type, x, i + 16 * v);
+        bnk_v8d gl = BNK_NAME(low)(gv), gh = BNK_NAME(high)(gv);
         sg[2 * v] += gl;
         sg[2 * v + 1] += gh;
         sx[2 * v] += gl * (BNK_NAME(low)(xv) - m[2 * v]);
@@ -348,115 +582,111 @@ BNK_FN void BNK_NAME(short_gradient_chunk)(const float *g, const float *x, const
     }
 }
 
-/// short_gradient_sums: interleaved_gradient_sums for a short base period B = 16·V
-/// (V <= 4, P = B) with the per-position sums in registers for the whole block; chunks of
-/// B values go round-robin to T accumulator sets (as in short_moments), the sets are added
-/// in order, then the partial chunk one value at a time. acc holds 2·B doubles; mean holds
-/// μ[j mod C] for j < B.
-BNK_FN void BNK_NAME(short_gradient_sums)(const float *g, const float *x, ptrdiff_t length, const int V,
+/// short_gradient_sums: interleaved_gradient_sums for a short period P = 16·V (V <= 4)
+/// with the per-position sums in registers for the whole block; chunks of P values go
+/// round-robin to T accumulator sets (as in short_moments), the sets are added in order,
+/// then the partial chunk one value at a time. acc holds 2·P doubles; mean holds μ[j mod C]
+/// for j < P.
+BNK_FN void BNK_NAME(short_gradient_sums)(int type, const void *g, const void *x, ptrdiff_t length, const int V,
                                           const int T, const double *mean, double *acc_g, double *acc_gx) {
-    ptrdiff_t B = 16 * V;
-    bnk_d8 mv[8], sg[4][8], sx[4][8];
+    ptrdiff_t P = 16 * V;
+    bnk_v8d mv[8], sg[4][8], sx[4][8];
     for (int v = 0; v < 2 * V; v++) mv[v] = BNK_NAME(load8)(mean + 8 * v);
     for (int t = 0; t < T; t++)
         for (int v = 0; v < 2 * V; v++) sg[t][v] = sx[t][v] = BNK_NAME(splat8)(0);
     ptrdiff_t i = 0;
-    for (; i + T * B <= length; i += T * B)
-        for (int t = 0; t < T; t++)
-            BNK_NAME(short_gradient_chunk)(g + i + t * B, x + i + t * B, V, mv, sg[t], sx[t]);
-    for (; i + B <= length; i += B) BNK_NAME(short_gradient_chunk)(g + i, x + i, V, mv, sg[0], sx[0]);
+    for (; i + T * P <= length; i += T * P)
+        for (int t = 0; t < T; t++) BNK_NAME(short_gradient_chunk)(type, g, x, i + t * P, V, mv, sg[t], sx[t]);
+    for (; i + P <= length; i += P) BNK_NAME(short_gradient_chunk)(type, g, x, i, V, mv, sg[0], sx[0]);
     BNK_NAME(store_sets)(sg, T, 2 * V, acc_g);
     BNK_NAME(store_sets)(sx, T, 2 * V, acc_gx);
     for (ptrdiff_t j = 0; i + j < length; j++) {
-        double gi = (double)g[i + j];
+        double gi = (double)BNK_NAME(load1)(type, g, i + j);
         acc_g[j] += gi;
-        acc_gx[j] += gi * ((double)x[i + j] - mean[j]);
+        acc_gx[j] += gi * ((double)BNK_NAME(load1)(type, x, i + j) - mean[j]);
     }
 }
 
 /// Per channel c < C of one channels-last block of `rows` whole rows of g and x:
 /// sum_g[c] = Σ_r g[r·C + c];  sum_gx[c] = Σ_r g[r·C + c]·(x[r·C + c] − mean[c]), in double
 /// (mean: C values). The sums run per pattern position j < P (μ replicated), chunks one at
-/// a time in order (two sequential streams; B <= BNK_SHORT_BASE_MAX: short_gradient_sums,
+/// a time in order (two sequential streams; P <= BNK_SHORT_PERIOD_MAX: short_gradient_sums,
 /// on the stack), then are folded into channels with fold. scratch holds 3·P doubles (may
-/// be NULL when B <= BNK_SHORT_BASE_MAX).
-BNK_TARGET static void BNK_NAME(interleaved_gradient_sums)(const float *g, const float *x, ptrdiff_t rows,
-                                                            ptrdiff_t channels, ptrdiff_t base, ptrdiff_t period,
-                                                            ptrdiff_t vector_period, const double *mean,
-                                                            double *scratch, double *sum_g, double *sum_gx) {
+/// be NULL when P <= BNK_SHORT_PERIOD_MAX).
+BNK_FN void BNK_NAME(interleaved_gradient_sums_impl)(int type, const void *g, const void *x, ptrdiff_t rows,
+                                                     ptrdiff_t channels, ptrdiff_t period, ptrdiff_t vector_period,
+                                                     const double *mean, double *scratch, double *sum_g,
+                                                     double *sum_gx) {
     ptrdiff_t length = rows * channels;
-    if (base <= BNK_SHORT_BASE_MAX) {
-        double m[BNK_SHORT_BASE_MAX], acc_g[BNK_SHORT_BASE_MAX], acc_gx[BNK_SHORT_BASE_MAX];
-        BNK_NAME(replicate)(mean, channels, base, m);
-        switch (base) {
-        case 16: BNK_NAME(short_gradient_sums)(g, x, length, 1, 4, m, acc_g, acc_gx); break;
-        case 32: BNK_NAME(short_gradient_sums)(g, x, length, 2, 2, m, acc_g, acc_gx); break;
-        case 48: BNK_NAME(short_gradient_sums)(g, x, length, 3, 1, m, acc_g, acc_gx); break;
-        default: BNK_NAME(short_gradient_sums)(g, x, length, 4, 1, m, acc_g, acc_gx); break;
+    if (period <= BNK_SHORT_PERIOD_MAX) {
+        double m[BNK_SHORT_PERIOD_MAX], acc_g[BNK_SHORT_PERIOD_MAX], acc_gx[BNK_SHORT_PERIOD_MAX];
+        BNK_NAME(replicate)(mean, channels, period, m);
+        switch (period) {
+        case 16: BNK_NAME(short_gradient_sums)(type, g, x, length, 1, 4, m, acc_g, acc_gx); break;
+        case 32: BNK_NAME(short_gradient_sums)(type, g, x, length, 2, 2, m, acc_g, acc_gx); break;
+        case 48: BNK_NAME(short_gradient_sums)(type, g, x, length, 3, 1, m, acc_g, acc_gx); break;
+        default: BNK_NAME(short_gradient_sums)(type, g, x, length, 4, 1, m, acc_g, acc_gx); break;
         }
-        BNK_NAME(fold)(acc_g, channels, base, base, sum_g);
-        BNK_NAME(fold)(acc_gx, channels, base, base, sum_gx);
+        BNK_NAME(fold)(acc_g, channels, period, sum_g);
+        BNK_NAME(fold)(acc_gx, channels, period, sum_gx);
         return;
     }
     double *m = scratch, *acc_g = scratch + period, *acc_gx = scratch + 2 * period;
     BNK_NAME(replicate)(mean, channels, period, m);
-    BNK_NAME(position_gradient_sums)(g, x, length, period, vector_period, m, acc_g, acc_gx);
-    BNK_NAME(fold)(acc_g, channels, base, period, sum_g);
-    BNK_NAME(fold)(acc_gx, channels, base, period, sum_gx);
+    BNK_NAME(position_gradient_sums)(type, g, x, length, period, vector_period, m, acc_g, acc_gx);
+    BNK_NAME(fold)(acc_g, channels, period, sum_g);
+    BNK_NAME(fold)(acc_gx, channels, period, sum_gx);
+}
+
+BNK_TARGET static void BNK_NAME(interleaved_gradient_sums)(int type, const void *g, const void *x, ptrdiff_t rows,
+                                                            ptrdiff_t channels, ptrdiff_t period,
+                                                            ptrdiff_t vector_period, const double *mean,
+                                                            double *scratch, double *sum_g, double *sum_gx) {
+#define BNK_BODY(T)                                                                                          \
+    BNK_NAME(interleaved_gradient_sums_impl)(T, g, x, rows, channels, period, vector_period, mean, scratch, \
+                                             sum_g, sum_gx)
+    BNK_FOR_TYPE(type, BNK_BODY)
+#undef BNK_BODY
 }
 
 // MARK: Apply
 
-/// F(g, x) per formula: forward b·(x − shift) + offset; gradient a·g + offset;
-/// gradient and input (a·g + b·(x − shift)) + offset. All in float.
-BNK_FN bnk_f16 BNK_NAME(formula16)(int formula, const float *g, const float *x, bnk_f16 a, bnk_f16 b,
-                                   bnk_f16 shift, bnk_f16 offset) {
+/// F(g, x) per formula on 16 lanes read at element i: forward b·(x − shift) + offset;
+/// gradient a·g + offset; gradient and input (a·g + b·(x − shift)) + offset. All in float.
+BNK_FN bnk_v16f BNK_NAME(formula16)(int formula, int type, const void *g, const void *x, ptrdiff_t i,
+                                    bnk_v16f a, bnk_v16f b, bnk_v16f shift, bnk_v16f offset) {
     switch (formula) {
-    case BNK_APPLY_FORWARD: return b * (BNK_NAME(load16)(x) - shift) + offset;
-    case BNK_APPLY_GRADIENT: return a * BNK_NAME(load16)(g) + offset;
-    default: return (a * BNK_NAME(load16)(g) + b * (BNK_NAME(load16)(x) - shift)) + offset;
+    case BNK_APPLY_FORWARD: return b * (BNK_NAME(load16)(type, x, i) - shift) + offset;
+    case BNK_APPLY_GRADIENT: return a * BNK_NAME(load16)(type, g, i) + offset;
+    default: return (a * BNK_NAME(load16)(type, g, i) + b * (BNK_NAME(load16)(type, x, i) - shift)) + offset;
     }
 }
 
-BNK_FN float BNK_NAME(formula1)(int formula, const float *g, const float *x, float a, float b, float shift,
-                                float offset) {
+/// The same on element i alone.
+BNK_FN float BNK_NAME(formula1)(int formula, int type, const void *g, const void *x, ptrdiff_t i, float a,
+                                float b, float shift, float offset) {
     switch (formula) {
-    case BNK_APPLY_FORWARD: return b * (*x - shift) + offset;
-    case BNK_APPLY_GRADIENT: return a * *g + offset;
-    default: return (a * *g + b * (*x - shift)) + offset;
+    case BNK_APPLY_FORWARD: return b * (BNK_NAME(load1)(type, x, i) - shift) + offset;
+    case BNK_APPLY_GRADIENT: return a * BNK_NAME(load1)(type, g, i) + offset;
+    default: return (a * BNK_NAME(load1)(type, g, i) + b * (BNK_NAME(load1)(type, x, i) - shift)) + offset;
     }
 }
 
 /// out[i] = F(g[i], x[i]) for i < n with scalar coefficients (broadcast to every lane).
-BNK_FN void BNK_NAME(contiguous_apply_impl)(int formula, const float *g, const float *x, float *out, ptrdiff_t n,
-                                            float a, float b, float shift, float offset) {
-    bnk_f16 av = BNK_NAME(splat16)(a), bv = BNK_NAME(splat16)(b);
-    bnk_f16 sv = BNK_NAME(splat16)(shift), ov = BNK_NAME(splat16)(offset);
+BNK_FN void BNK_NAME(contiguous_apply_impl)(int formula, int type, const void *g, const void *x, void *out,
+                                            ptrdiff_t n, float a, float b, float shift, float offset) {
+    bnk_v16f av = BNK_NAME(splat16)(a), bv = BNK_NAME(splat16)(b);
+    bnk_v16f sv = BNK_NAME(splat16)(shift), ov = BNK_NAME(splat16)(offset);
     ptrdiff_t i = 0;
     for (; i + 16 <= n; i += 16)
-        BNK_NAME(store16)(out + i, BNK_NAME(formula16)(formula, g + i, x + i, av, bv, sv, ov));
-    for (; i < n; i++) out[i] = BNK_NAME(formula1)(formula, g + i, x + i, a, b, shift, offset);
-}
-
-BNK_TARGET static void BNK_NAME(contiguous_apply)(int formula, const float *g, const float *x, float *out,
-                                                   ptrdiff_t n, float a, float b, float shift, float offset) {
-    switch (formula) {
-    case BNK_APPLY_FORWARD:
-        BNK_NAME(contiguous_apply_impl)(BNK_APPLY_FORWARD, g, x, out, n, a, b, shift, offset);
-        break;
-    case BNK_APPLY_GRADIENT:
-        BNK_NAME(contiguous_apply_impl)(BNK_APPLY_GRADIENT, g, x, out, n, a, b, shift, offset);
-        break;
-    default:
-        BNK_NAME(contiguous_apply_impl)(BNK_APPLY_GRADIENT_AND_INPUT, g, x, out, n, a, b, shift, offset);
-        break;
-    }
+        BNK_NAME(store16)(type, out, i, BNK_NAME(formula16)(formula, type, g, x, i, av, bv, sv, ov));
+    for (; i < n; i++) BNK_NAME(store1)(type, out, i, BNK_NAME(formula1)(formula, type, g, x, i, a, b, shift, offset));
 }
 
 /// out[i] = F(g[i], x[i]) for i < length with coefficients a[j], b[j], shift[j], offset[j]
 /// of position j = i mod P (replicated: coefficients = a[0..<P] b[0..<P] shift[0..<P]
 /// offset[0..<P]); chunks strictly in order.
-BNK_FN void BNK_NAME(interleaved_apply_impl)(int formula, const float *g, const float *x, float *out,
+BNK_FN void BNK_NAME(interleaved_apply_impl)(int formula, int type, const void *g, const void *x, void *out,
                                              ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period,
                                              const float *coefficients) {
     const float *a = coefficients, *b = a + period, *shift = b + period, *offset = shift + period;
@@ -464,75 +694,94 @@ BNK_FN void BNK_NAME(interleaved_apply_impl)(int formula, const float *g, const 
         ptrdiff_t count = length - start < period ? length - start : period;
         ptrdiff_t v16 = (count < vector_period ? count : vector_period) & ~(ptrdiff_t)15;
         ptrdiff_t j = 0;
-        for (; j < v16; j += 16) {
-            ptrdiff_t i = start + j;
-            BNK_NAME(store16)(out + i, BNK_NAME(formula16)(formula, g + i, x + i, BNK_NAME(load16)(a + j),
-                                                           BNK_NAME(load16)(b + j), BNK_NAME(load16)(shift + j),
-                                                           BNK_NAME(load16)(offset + j)));
-        }
-        for (; j < count; j++) {
-            ptrdiff_t i = start + j;
-            out[i] = BNK_NAME(formula1)(formula, g + i, x + i, a[j], b[j], shift[j], offset[j]);
-        }
+        for (; j < v16; j += 16)
+            BNK_NAME(store16)(type, out, start + j,
+                              BNK_NAME(formula16)(formula, type, g, x, start + j, BNK_NAME(loadf)(a + j),
+                                                  BNK_NAME(loadf)(b + j), BNK_NAME(loadf)(shift + j),
+                                                  BNK_NAME(loadf)(offset + j)));
+        for (; j < count; j++)
+            BNK_NAME(store1)(type, out, start + j,
+                             BNK_NAME(formula1)(formula, type, g, x, start + j, a[j], b[j], shift[j], offset[j]));
     }
 }
 
-/// interleaved_apply_impl for a short base period B = 16·V (V <= 8): the coefficients of
-/// positions 0..<B stay in registers for the whole run; whole chunks of B values, then the
-/// partial one (length mod B values, whole rows) one value at a time. The same formulas,
+/// interleaved_apply_impl for a short period P = 16·V (V <= 8): the coefficients of
+/// positions 0..<P stay in registers for the whole run; whole chunks of P values, then the
+/// partial one (length mod P values, whole rows) one value at a time. The same formulas,
 /// so the same float results. V is a constant after inlining.
-BNK_FN void BNK_NAME(short_apply)(int formula, const float *g, const float *x, float *out, ptrdiff_t length,
-                                  const int V, ptrdiff_t period, const float *coefficients) {
-    const float *a = coefficients, *b = a + period, *shift = b + period, *offset = shift + period;
-    ptrdiff_t B = 16 * V;
-    bnk_f16 av[8], bv[8], sv[8], ov[8];
+BNK_FN void BNK_NAME(short_apply)(int formula, int type, const void *g, const void *x, void *out,
+                                  ptrdiff_t length, const int V, const float *coefficients) {
+    ptrdiff_t P = 16 * V;
+    const float *a = coefficients, *b = a + P, *shift = b + P, *offset = shift + P;
+    bnk_v16f av[8], bv[8], sv[8], ov[8];
     for (int v = 0; v < V; v++) {
-        av[v] = BNK_NAME(load16)(a + 16 * v);
-        bv[v] = BNK_NAME(load16)(b + 16 * v);
-        sv[v] = BNK_NAME(load16)(shift + 16 * v);
-        ov[v] = BNK_NAME(load16)(offset + 16 * v);
+        av[v] = BNK_NAME(loadf)(a + 16 * v);
+        bv[v] = BNK_NAME(loadf)(b + 16 * v);
+        sv[v] = BNK_NAME(loadf)(shift + 16 * v);
+        ov[v] = BNK_NAME(loadf)(offset + 16 * v);
     }
     ptrdiff_t i = 0;
-    for (; i + B <= length; i += B)
+    for (; i + P <= length; i += P)
         for (int v = 0; v < V; v++) {
             ptrdiff_t at = i + 16 * v;
-            BNK_NAME(store16)(out + at, BNK_NAME(formula16)(formula, g + at, x + at, av[v], bv[v], sv[v], ov[v]));
+            BNK_NAME(store16)(type, out, at, BNK_NAME(formula16)(formula, type, g, x, at, av[v], bv[v], sv[v], ov[v]));
         }
     for (ptrdiff_t j = 0; i + j < length; j++)
-        out[i + j] = BNK_NAME(formula1)(formula, g + i + j, x + i + j, a[j], b[j], shift[j], offset[j]);
+        BNK_NAME(store1)(type, out, i + j,
+                         BNK_NAME(formula1)(formula, type, g, x, i + j, a[j], b[j], shift[j], offset[j]));
 }
 
-/// interleaved_apply_impl, or short_apply when the base period B is at most 128.
-BNK_FN void BNK_NAME(interleaved_apply_formula)(int formula, const float *g, const float *x, float *out,
-                                                ptrdiff_t length, ptrdiff_t base, ptrdiff_t period,
-                                                ptrdiff_t vector_period, const float *coefficients) {
-    switch (base) {
+/// interleaved_apply_impl, or short_apply when the period P is at most 128.
+BNK_FN void BNK_NAME(interleaved_apply_typed)(int formula, int type, const void *g, const void *x, void *out,
+                                              ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period,
+                                              const float *coefficients) {
+    switch (period) {
 #define BNK_SHORT_APPLY(V) \
-    case 16 * V: BNK_NAME(short_apply)(formula, g, x, out, length, V, period, coefficients); break;
+    case 16 * V: BNK_NAME(short_apply)(formula, type, g, x, out, length, V, coefficients); break;
     BNK_SHORT_APPLY(1) BNK_SHORT_APPLY(2) BNK_SHORT_APPLY(3) BNK_SHORT_APPLY(4)
     BNK_SHORT_APPLY(5) BNK_SHORT_APPLY(6) BNK_SHORT_APPLY(7) BNK_SHORT_APPLY(8)
 #undef BNK_SHORT_APPLY
-    default: BNK_NAME(interleaved_apply_impl)(formula, g, x, out, length, period, vector_period, coefficients); break;
-    }
-}
-
-BNK_TARGET static void BNK_NAME(interleaved_apply)(int formula, const float *g, const float *x, float *out,
-                                                    ptrdiff_t length, ptrdiff_t base, ptrdiff_t period,
-                                                    ptrdiff_t vector_period, const float *coefficients) {
-    switch (formula) {
-    case BNK_APPLY_FORWARD:
-        BNK_NAME(interleaved_apply_formula)(BNK_APPLY_FORWARD, g, x, out, length, base, period, vector_period,
-                                            coefficients);
-        break;
-    case BNK_APPLY_GRADIENT:
-        BNK_NAME(interleaved_apply_formula)(BNK_APPLY_GRADIENT, g, x, out, length, base, period, vector_period,
-                                            coefficients);
-        break;
     default:
-        BNK_NAME(interleaved_apply_formula)(BNK_APPLY_GRADIENT_AND_INPUT, g, x, out, length, base, period,
-                                            vector_period, coefficients);
+        BNK_NAME(interleaved_apply_impl)(formula, type, g, x, out, length, period, vector_period, coefficients);
         break;
     }
 }
 
+/// Calls BODY(F, T) with the formula and the storage type as constants.
+#define BNK_FOR_FORMULA_AND_TYPE(formula, type, BODY)                  \
+    switch (formula) {                                                 \
+    case BNK_APPLY_FORWARD: {                                          \
+        const int F = BNK_APPLY_FORWARD;                               \
+        BNK_FOR_TYPE(type, BODY)                                       \
+        break;                                                         \
+    }                                                                  \
+    case BNK_APPLY_GRADIENT: {                                         \
+        const int F = BNK_APPLY_GRADIENT;                              \
+        BNK_FOR_TYPE(type, BODY)                                       \
+        break;                                                         \
+    }                                                                  \
+    default: {                                                         \
+        const int F = BNK_APPLY_GRADIENT_AND_INPUT;                    \
+        BNK_FOR_TYPE(type, BODY)                                       \
+        break;                                                         \
+    }                                                                  \
+    }
+
+BNK_TARGET static void BNK_NAME(contiguous_apply)(int formula, int type, const void *g, const void *x, void *out,
+                                                   ptrdiff_t n, float a, float b, float shift, float offset) {
+#define BNK_BODY(T) BNK_NAME(contiguous_apply_impl)(F, T, g, x, out, n, a, b, shift, offset)
+    BNK_FOR_FORMULA_AND_TYPE(formula, type, BNK_BODY)
+#undef BNK_BODY
+}
+
+BNK_TARGET static void BNK_NAME(interleaved_apply)(int formula, int type, const void *g, const void *x, void *out,
+                                                    ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period,
+                                                    const float *coefficients) {
+#define BNK_BODY(T) BNK_NAME(interleaved_apply_typed)(F, T, g, x, out, length, period, vector_period, coefficients)
+    BNK_FOR_FORMULA_AND_TYPE(formula, type, BNK_BODY)
+#undef BNK_BODY
+}
+
+#undef BNK_FOR_FORMULA_AND_TYPE
+#undef BNK_FOR_TYPE
 #undef BNK_FN

@@ -27,7 +27,9 @@ struct BenchCommand: ParsableCommand {
             2x16x128x128x128; in both layouts. Each figure is the median of --runs timed runs after \
             warm-up; on the CPU a run repeats the operation enough times to last about 20 ms, on the \
             GPU a run is 50 calls between two CUDA events on the stream. Effective bytes per \
-            element: 3, 2 and 5 elements' worth for train, eval and backward (12, 8, 20 in float32).
+            element: 3, 2 and 5 elements' worth for train, eval and backward (12, 8, 20 in float32, \
+            6, 4, 10 in float16 and bfloat16). --dtype float16 and bfloat16 store the data in that \
+            type (parameters and statistics stay float32), as PyTorch's mixed-type batch norm.
             """)
 
     @Option(help: "Device to benchmark: cpu or cuda.")
@@ -43,7 +45,7 @@ struct BenchCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "CPU threads (default: every online processor).")
     var threads: Int?
 
-    @Option(help: "Data type: float32, or float16 (--device cuda only; parameters and statistics stay float32).")
+    @Option(help: "Data type: float32, float16, or bfloat16 (--device cpu only); parameters and statistics stay float32.")
     var dtype: TensorDataType = .float32
 
     @Option(parsing: .unconditional, help: "Timed runs per figure (the median is reported), at least 5.")
@@ -76,6 +78,9 @@ struct BenchCommand: ParsableCommand {
         guard runs >= 5 else { throw ValidationError("--runs must be at least 5") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         if let shape { _ = try Self.parseShape(shape) }
+        if device == .cuda && dtype == .bfloat16 {
+            throw ValidationError("--dtype bfloat16 needs --device cpu (the CUDA backend stores float32 and float16)")
+        }
     }
 
     static func parseShape(_ text: String) throws -> [Int] {
@@ -108,7 +113,6 @@ struct BenchCommand: ParsableCommand {
 
     /// The CPU suite: every shape and layout, then the memcpy bandwidth.
     func benchCPU(shapes: [[Int]], layouts: [TensorLayout]) throws -> Report {
-        guard dtype == .float32 else { throw ValidationError("--dtype float16 needs --device cuda") }
         let threadCount = threads ?? CPUBackend.onlineProcessorCount
         var rows = [Row]()
         for shape in shapes {
@@ -155,22 +159,24 @@ struct BenchCommand: ParsableCommand {
         let elements = shape.reduce(1, *)
         var generator = SeededGenerator(seed: 42)
         let x = try Tensor.normal(shape: shape, mean: 1, standardDeviation: 2, layout: layout, using: &generator)
-        let g = try Tensor.normal(shape: shape, layout: layout, using: &generator)
+            .converted(to: layout, dataType: dtype)
+        let g = try Tensor.normal(shape: shape, layout: layout, using: &generator).converted(to: layout, dataType: dtype)
         let bn = try Self.module(for: shape, backend: CPUBackend(threadCount: threads), using: &generator)
         // Each timed run lasts about 20 ms (as torch_bn3d.py: 2e7 / elements repetitions).
         let repetitions = max(1, 20_000_000 / elements)
-        func row(_ op: String, bytesPerElement: Int, _ body: () throws -> Void) rethrows -> Row {
+        // GB/s counts 3, 2 and 5 elements of traffic per element (12, 8, 20 bytes in float32).
+        func row(_ op: String, elementsOfTraffic: Int, _ body: () throws -> Void) rethrows -> Row {
             let median = try Self.medianSeconds(runs: runs, repetitions: repetitions, body)
-            return Row(shape: shape, layout: layout, op: op, medianMicroseconds: median * 1e6,
-                       gigabytesPerSecond: Double(bytesPerElement * elements) / median / 1e9)
+            return Row(shape: shape, layout: layout, dataType: dtype, op: op, medianMicroseconds: median * 1e6,
+                       gigabytesPerSecond: Double(elementsOfTraffic * dtype.byteCount * elements) / median / 1e9)
         }
         bn.trainMode()
-        let train = try row("train", bytesPerElement: 12) { _ = try bn(x) }
+        let train = try row("train", elementsOfTraffic: 3) { _ = try bn(x) }
         bn.evalMode()
-        let eval = try row("eval", bytesPerElement: 8) { _ = try bn(x) }
+        let eval = try row("eval", elementsOfTraffic: 2) { _ = try bn(x) }
         bn.trainMode()
         _ = try bn(x)
-        let backward = try row("backward", bytesPerElement: 20) { _ = try bn.backward(g) }
+        let backward = try row("backward", elementsOfTraffic: 5) { _ = try bn.backward(g) }
         return [train, eval, backward]
     }
 

@@ -137,10 +137,10 @@ extension CalibrateCommand {
         return CalibrationSetup(maps: maps, source: source, first: first, initial: initial)
     }
 
-    /// One batch as `float32` in the layout of `--layout`.
+    /// One batch in the layout of `--layout` and the file's data type (float16 runs natively,
+    /// float64 is read as float32).
     func readBatch(_ file: String) throws -> Tensor {
-        let batch = try Tensor(contentsOfNPYFile: file, fileLayout: options.layout)
-        return batch.dataType == .float32 ? batch : batch.converted(to: options.layout, dataType: .float32)
+        try Tensor(contentsOfNPYFile: file, fileLayout: options.layout)
     }
 }
 

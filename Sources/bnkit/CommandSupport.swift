@@ -117,10 +117,10 @@ func validateChunkMegabytes(_ chunkMegabytes: Double) throws {
     guard chunkMegabytes > 0, chunkMegabytes.isFinite else { throw ValidationError("--chunk-mb must be > 0, got \(chunkMegabytes)") }
 }
 
-/// Samples per chunk when a sample holds `sampleElements` values, for a budget of
-/// `chunkMegabytes` MiB counted in `float32` (what the CPU computes in): at least one.
-func samplesPerChunk(sampleElements: Int, chunkMegabytes: Double) -> Int {
-    let (sampleBytes, overflow) = sampleElements.multipliedReportingOverflow(by: 4)
+/// Samples per chunk when a sample holds `sampleElements` values of `bytesPerElement` bytes,
+/// for a budget of `chunkMegabytes` MiB: at least one.
+func samplesPerChunk(sampleElements: Int, bytesPerElement: Int, chunkMegabytes: Double) -> Int {
+    let (sampleBytes, overflow) = sampleElements.multipliedReportingOverflow(by: bytesPerElement)
     guard !overflow, sampleBytes > 0 else { return 1 }
     return max(1, Int(min(chunkMegabytes * 1_048_576, 1e15)) / sampleBytes)
 }

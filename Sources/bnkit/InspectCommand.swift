@@ -109,7 +109,8 @@ struct InspectCommand: ParsableCommand {
         var maximum = Array(repeating: -Double.infinity, count: channels)
         let batch = shape.first ?? 1
         let sampleElements = shape.count >= 1 ? shape.dropFirst().reduce(1, *) : 1
-        let perChunk = samplesPerChunk(sampleElements: sampleElements, chunkMegabytes: chunkMegabytes)
+        // The chunk is converted to float32 below, so the budget counts 4 bytes per value.
+        let perChunk = samplesPerChunk(sampleElements: sampleElements, bytesPerElement: 4, chunkMegabytes: chunkMegabytes)
         let spatial = shape.count > 2 ? shape[2...].reduce(1, *) : 1
         var first = 0
         while first < batch {

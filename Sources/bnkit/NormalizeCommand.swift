@@ -16,8 +16,8 @@ struct NormalizeCommand: ParsableCommand {
         discussion: """
             The input is a float16, float32 or float64 C-order .npy array of rank 2 to 5, either \
             byte order; the output has the same shape, little-endian, and the same dtype (float64 is \
-            read and written as float32, with a note on stderr; float16 on the CPU is computed in \
-            float32 and rounded; --device cuda computes it natively with float32 statistics). \
+            read and written as float32, with a note on stderr; float16 is normalized natively on both \
+            devices: each value is computed in float32 with float32 statistics and rounded once). \
             --layout states how the file's axes are ordered: ncdhw (default) means the array is \
             (N, C, D, H, W); ndhwc means the array is (N, D, H, W, C), channels last (e.g. \
             x.permute(0, 2, 3, 4, 1) of a PyTorch tensor). The state is a safetensors file with \
@@ -82,9 +82,10 @@ struct NormalizeCommand: ParsableCommand {
 
         let batch = shape[0]
         let sampleElements = shape.dropFirst().reduce(1, *)
-        let perChunk = samplesPerChunk(sampleElements: sampleElements, chunkMegabytes: chunkMegabytes)
+        let perChunk = samplesPerChunk(sampleElements: sampleElements, bytesPerElement: header.dataType.byteCount,
+                                       chunkMegabytes: chunkMegabytes)
         let writer = try AtomicFileWriter(path: output)
-        try writer.write(NumPyArrayHeader(shape: header.shape, dataType: header.dataType).encoded())
+        try writer.write(try NumPyArrayHeader(shape: header.shape, dataType: header.dataType).encoded())
         let progress = ProgressBar(total: batch, label: "normalize")
         var first = 0, chunks = 0
         var nonFinite = NonFiniteCount()
@@ -97,12 +98,7 @@ struct NormalizeCommand: ParsableCommand {
                                         into: storage.rawAddress)
             }
             let chunk = try Tensor(shape: chunkShape, layout: options.layout, dataType: header.dataType, sharing: storage)
-            let result: Tensor
-            if backend.supports(header.dataType) {
-                result = try module(chunk)  // in place: result shares `storage`
-            } else {
-                result = try module(chunk.converted(to: options.layout, dataType: .float32)).converted(to: options.layout, dataType: header.dataType)
-            }
+            let result = try module(chunk)  // in place, in the file's dtype: result shares `storage`
             module.reset()  // drop the references to the chunk
             nonFinite.add(result, firstElement: first * sampleElements)
             try writer.write(result.storage.rawAddress, count: result.storage.byteCount)

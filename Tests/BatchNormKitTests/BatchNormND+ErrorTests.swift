@@ -86,18 +86,15 @@ struct BatchNormNDErrorTests {
                     mentioning: ["grad", "layout \(other)", "expected: \(layout)"], module: bn) { try bn.backward(grad) }
     }
 
+    /// The CPU backend takes every data type, but a gradient must have the forward input's.
     @Test(arguments: allRanksAndLayouts)
-    func float16OnTheCPU(rank: Rank, layout: TensorLayout) throws {
+    func gradientDataTypeDiffersFromData(rank: Rank, layout: TensorLayout) throws {
         let (bn, shape) = try trainedModule(rank: rank, layout: layout)
-        let half = try Tensor(zeros: shape, layout: layout, dataType: .float16)
-        let expected = "float32 on \(bn.backend.name)"
-        expectError(.dataTypeMismatch(argument: "data", expected: expected, actual: "float16"),
-                    mentioning: ["data", "float16", "float32"], module: bn) { _ = try bn(half) }
-        expectError(.dataTypeMismatch(argument: "grad", expected: expected, actual: "float16"),
-                    mentioning: ["grad", "float16", "float32"], module: bn) { try bn.backward(half) }
-        bn.evalMode()
-        expectError(.dataTypeMismatch(argument: "data", expected: expected, actual: "float16"),
-                    mentioning: ["float16"], module: bn) { _ = try bn(half) }
+        for type in [TensorDataType.float16, .bfloat16] {
+            let half = try Tensor(zeros: shape, layout: layout, dataType: type)
+            expectError(.dataTypeMismatch(argument: "grad", expected: "float32", actual: type.rawValue),
+                        mentioning: ["grad", type.rawValue, "float32"], module: bn) { try bn.backward(half) }
+        }
     }
 
     @Test(arguments: Rank.allCases)

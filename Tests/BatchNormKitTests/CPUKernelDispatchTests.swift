@@ -4,9 +4,9 @@ import Testing
 import Glibc
 #endif
 
-/// The run-time kernel dispatch: every kernel level the machine supports (the Swift
-/// `generic` kernels, and the C kernels compiled for AVX2 and AVX-512) against a plain
-/// `Double` reference, against each other, and bitwise across thread counts.
+/// The run-time kernel dispatch: every kernel level the machine supports (the C kernels
+/// compiled for the baseline, `generic`, and for AVX2 and AVX-512) against a plain `Double`
+/// reference, against each other, and bitwise across thread counts.
 @Suite struct CPUKernelDispatchTests {
     /// Every level this CPU can run (`generic` always).
     static let levels = KernelLevel.allCases.filter { $0 <= KernelLevel.supported }
@@ -37,15 +37,16 @@ import Glibc
         zip(actual, expected).map { abs($0 - $1) / max(abs($1), floor) }.max() ?? 0
     }
 
-    /// On an x86-64 CPU that reports AVX-512 (F, DQ, VL, BW), the AVX-512 kernels are the
-    /// default, so the other tests of the CPU backend run them.
+    /// On an x86-64 CPU that reports AVX-512 (F, DQ, VL, BW) and F16C, the AVX-512 kernels
+    /// (with AVX512-BF16 where reported) are the default, so the other tests of the CPU
+    /// backend run them.
     @Test func defaultLevelIsTheBestSupported() throws {
         #if arch(x86_64) && os(Linux)
         let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         let words = Set(flags.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).map(String.init))
-        if ["avx512f", "avx512dq", "avx512vl", "avx512bw"].allSatisfy(words.contains) {
-            #expect(KernelLevel.supported == .avx512)
-        } else if ["avx2", "fma"].allSatisfy(words.contains) {
+        if ["avx512f", "avx512dq", "avx512vl", "avx512bw", "f16c"].allSatisfy(words.contains) {
+            #expect(KernelLevel.supported == (words.contains("avx512_bf16") ? .avx512BFloat16 : .avx512))
+        } else if ["avx2", "fma", "f16c"].allSatisfy(words.contains) {
             #expect(KernelLevel.supported == .avx2)
         }
         #else
@@ -56,7 +57,7 @@ import Glibc
             #expect(CPUBackend(threadCount: 2).kernelLevel == KernelLevel.supported)
         }
         #expect(CPUBackend(threadCount: 1, kernelLevel: .generic).kernelLevel == .generic)
-        #expect(CPUBackend(threadCount: 1, kernelLevel: .avx512).kernelLevel == KernelLevel.supported)
+        #expect(CPUBackend(threadCount: 1, kernelLevel: .avx512BFloat16).kernelLevel == KernelLevel.supported)
     }
 
     @Test(arguments: shapes, TensorLayout.allCases)
@@ -109,7 +110,7 @@ import Glibc
         // Apply: the same float operations (no fused multiply-add) on every level.
         let generic = try #require(outputs[.generic])
         for level in Self.levels where level != .generic {
-            #expect(outputs[level] == generic, "\(level) apply differs from the Swift kernels")
+            #expect(outputs[level] == generic, "\(level) apply differs from the baseline kernels")
         }
         // Apply against the formulas evaluated in Float (the kernels' own precision).
         let xs = x.scalars, gs = g.scalars, spatial = shape.dropFirst(2).reduce(1, *)

@@ -312,7 +312,7 @@ import Testing
                 if tensor.shape != header.shape || stored != Self.littleEndianElements(mutated, header) {
                     Issue.record("iteration \(iteration): tensor does not hold the file's data")
                 }
-                let again = try Tensor(npyBytes: tensor.npyBytes())
+                let again = try Tensor(npyBytes: try tensor.npyBytes())
                 if again.shape != tensor.shape || again.dataType != tensor.dataType {
                     Issue.record("iteration \(iteration): round trip changed the array")
                 }

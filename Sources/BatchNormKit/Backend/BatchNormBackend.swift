@@ -16,7 +16,7 @@ public protocol BatchNormBackend: Sendable {
     /// promise). Default `false`.
     var applyNeverFails: Bool { get }
 
-    /// Whether tensors of `dataType` can be processed (the CPU handles `float32` only).
+    /// Whether tensors of `dataType` can be processed (the CPU backend handles every type).
     func supports(_ dataType: TensorDataType) -> Bool
 
     /// Per-channel moments of `input`, accumulated in `Double` (or an equally accurate

@@ -1,8 +1,9 @@
 // Shape legend: N batch, C channels, S spatial size; per channel c the coefficients
-// a[c] (gradient multiplier), b[c] (input multiplier), shift[c], offset[c]; g the gradient,
-// x the input, out the output (which may alias x or g: every element is read before it
-// is written, by the same thread). Runs go to the kernels of `kernelLevel` (Swift, or C
-// for AVX2 / AVX-512); both give the same float result per element.
+// a[c] (gradient multiplier), b[c] (input multiplier), shift[c], offset[c] (float32); g the
+// gradient, x the input, out the output, all of one storage type (float32, float16 or
+// bfloat16: computed in float32, rounded once to it) (which may alias x or g: every element is read before it
+// is written, by the same thread). Runs go to the C kernels of `kernelLevel`; every level
+// gives the same float result per element (the same IEEE operations, no fused multiply-add).
 
 import CBatchNormKernels
 
@@ -32,13 +33,16 @@ extension CPUBackend {
         let geometry = ChannelGeometry(shape: output.shape)
         let (channels, spatial) = (geometry.channels, geometry.spatial)
         guard geometry.elementCount > 0 else { return }
-        let g = gradient.map { SharedPointer($0.storage.floats) }
-        let x = input.map { SharedPointer($0.storage.floats) }
-        let y = SharedPointer(output.storage.floats)
-        let level = kernelLevel
+        let g = gradient.map(KernelData.init), x = input.map(KernelData.init), y = KernelData(output)
+        let level = kernelLevel.rawValue
         let (b, shift, offset) = (coefficients.inputMultiplier, coefficients.shift, coefficients.offset)
         // a[c] is read only when there is a gradient.
         let a = gradient == nil ? b : coefficients.gradientMultiplier
+
+        let formula = Int32(gradient == nil ? BNK_APPLY_FORWARD
+                            : input == nil ? BNK_APPLY_GRADIENT : BNK_APPLY_GRADIENT_AND_INPUT)
+        // Pointers of terms the formula leaves out are never read; they point at the output.
+        let gp = g ?? y, xp = x ?? y
 
         if output.layout == .channelsFirst && spatial > 1 {
             // Runs are pieces of planes (n, c); thread ranges are cut at multiples of 64 values.
@@ -51,8 +55,8 @@ extension CPUBackend {
                     let plane = position / spatial
                     let runEnd = min(end, (plane + 1) * spatial)
                     let c = plane % channels
-                    Kernels.dispatchContiguous(level: level, g: g, x: x, y: y, at: position, count: runEnd - position,
-                                               a: a[c], b: b[c], shift: shift[c], offset: offset[c])
+                    bnk_contiguous_apply(level, y.type, formula, gp[position], xp[position], y[position],
+                                         runEnd - position, a[c], b[c], shift[c], offset[c])
                     position = runEnd
                 }
             }
@@ -61,7 +65,7 @@ extension CPUBackend {
 
         // Channels-last rows (also channels-first with S = 1): a, b, shift and offset
         // replicated over the pattern, in temporary storage (on the stack when small).
-        let pattern = ChannelPattern(channels: channels, level: level)
+        let pattern = ChannelPattern(channels: channels)
         let period = pattern.period
         withUnsafeTemporaryAllocation(byteCount: 4 * period * MemoryLayout<Float>.stride, alignment: 64) { raw in
             let replicated = raw.baseAddress!.bindMemory(to: Float.self, capacity: 4 * period)
@@ -82,75 +86,13 @@ extension CPUBackend {
                     }
                 }
             }
-            let coefficientsPointer = SharedPointer(replicated)
+            let coefficients = SharedPointer(replicated)
             let rows = geometry.batch * spatial
             parallelFor(rows, elements: geometry.elementCount) { range in
-                Kernels.dispatchInterleaved(level: level, g: g, x: x, y: y, at: range.lowerBound * channels,
-                                            length: range.count * channels, pattern: pattern,
-                                            coefficients: coefficientsPointer.base)
+                let start = range.lowerBound * channels
+                bnk_interleaved_apply(level, y.type, formula, gp[start], xp[start], y[start],
+                                      range.count * channels, period, pattern.vectorPeriod, coefficients.base)
             }
-        }
-    }
-}
-
-extension Kernels {
-    /// The C kernels' formula code (BNK_APPLY_*) for the terms present.
-    @inline(__always)
-    static func formula(g: Bool, x: Bool) -> Int32 {
-        switch (g, x) {
-        case (true, true): return Int32(BNK_APPLY_GRADIENT_AND_INPUT)
-        case (true, false): return Int32(BNK_APPLY_GRADIENT)
-        default: return Int32(BNK_APPLY_FORWARD)
-        }
-    }
-
-    /// ``contiguousApply(_:g:x:out:count:a:b:shift:offset:)`` with the formula of the terms
-    /// present (`x` and `g` both absent does not occur).
-    static func dispatchContiguous(level: KernelLevel, g: SharedPointer<Float>?, x: SharedPointer<Float>?,
-                                   y: SharedPointer<Float>, at start: Int, count: Int,
-                                   a: Float, b: Float, shift: Float, offset: Float) {
-        let out = y.base + start
-        let gp = UnsafePointer((g ?? y).base + start), xp = UnsafePointer((x ?? y).base + start)
-        if level.usesC {
-            bnk_contiguous_apply(level.rawValue, formula(g: g != nil, x: x != nil), gp, xp, out, count,
-                                 a, b, shift, offset)
-            return
-        }
-        switch (g != nil, x != nil) {
-        case (true, true):
-            contiguousApply(GradientAndInputFormula.self, g: gp, x: xp, out: out, count: count,
-                            a: a, b: b, shift: shift, offset: offset)
-        case (true, false):
-            contiguousApply(GradientFormula.self, g: gp, x: xp, out: out, count: count,
-                            a: a, b: b, shift: shift, offset: offset)
-        default:
-            contiguousApply(ForwardFormula.self, g: gp, x: xp, out: out, count: count,
-                            a: a, b: b, shift: shift, offset: offset)
-        }
-    }
-
-    /// ``interleavedApply(_:g:x:out:length:pattern:coefficients:)`` with the formula of the
-    /// terms present.
-    static func dispatchInterleaved(level: KernelLevel, g: SharedPointer<Float>?, x: SharedPointer<Float>?,
-                                    y: SharedPointer<Float>, at start: Int, length: Int, pattern: ChannelPattern,
-                                    coefficients: UnsafeMutablePointer<Float>) {
-        let out = y.base + start
-        let gp = UnsafePointer((g ?? y).base + start), xp = UnsafePointer((x ?? y).base + start)
-        if level.usesC {
-            bnk_interleaved_apply(level.rawValue, formula(g: g != nil, x: x != nil), gp, xp, out, length,
-                                  pattern.base, pattern.period, pattern.vectorPeriod, coefficients)
-            return
-        }
-        switch (g != nil, x != nil) {
-        case (true, true):
-            interleavedApply(GradientAndInputFormula.self, g: gp, x: xp, out: out, length: length,
-                             pattern: pattern, coefficients: coefficients)
-        case (true, false):
-            interleavedApply(GradientFormula.self, g: gp, x: xp, out: out, length: length,
-                             pattern: pattern, coefficients: coefficients)
-        default:
-            interleavedApply(ForwardFormula.self, g: gp, x: xp, out: out, length: length,
-                             pattern: pattern, coefficients: coefficients)
         }
     }
 }

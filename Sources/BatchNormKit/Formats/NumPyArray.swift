@@ -19,6 +19,8 @@ public enum NumPyArrayError: Error, Equatable, Sendable, CustomStringConvertible
     case fortranOrder
     /// The data section does not hold the shape's elements.
     case dataSizeMismatch(expected: Int, actual: Int)
+    /// A tensor of this type cannot be written: NumPy has no dtype for it (bfloat16).
+    case noNumPyDataType(TensorDataType)
 
     /// One sentence naming what was expected and what was found.
     public var description: String {
@@ -39,6 +41,9 @@ public enum NumPyArrayError: Error, Equatable, Sendable, CustomStringConvertible
             ".npy array is in Fortran order (fortran_order: True); expected C order"
         case .dataSizeMismatch(let expected, let actual):
             ".npy data section has \(actual) bytes, expected \(expected) for the shape and dtype: file truncated or corrupted"
+        case .noNumPyDataType(let type):
+            "NumPy has no dtype for \(type) (a .npy file holds '<f4' float32 or '<f2' float16): convert the tensor "
+                + "to float32 first, or store it in a safetensors file (BF16)"
         }
     }
 }
@@ -171,7 +176,9 @@ public struct NumPyArrayHeader: Equatable, Sendable {
     }
 
     /// A header for a new file (version 1.0, or 2.0 when the dict needs more than 65535 bytes).
-    public init(shape: [Int], dataType: TensorDataType) {
+    /// - Throws: ``NumPyArrayError/noNumPyDataType(_:)`` for ``TensorDataType/bfloat16``.
+    public init(shape: [Int], dataType: TensorDataType) throws {
+        guard dataType != .bfloat16 else { throw NumPyArrayError.noNumPyDataType(dataType) }
         self.shape = shape
         self.dataType = dataType
         descr = dataType == .float32 ? "<f4" : "<f2"

@@ -66,17 +66,19 @@ extension Tensor {
     /// ``TensorLayout/channelsFirst``, `(N, S..., C)` for ``TensorLayout/channelsLast``
     /// (see ``init(npyBytes:fileLayout:)``). The tensor is permuted only when its layout
     /// differs from `fileLayout`.
-    public func npyBytes(fileLayout: TensorLayout = .channelsFirst) -> [UInt8] {
+    /// - Throws: ``NumPyArrayError/noNumPyDataType(_:)`` for a ``TensorDataType/bfloat16``
+    ///   tensor (NumPy has no bfloat16 dtype).
+    public func npyBytes(fileLayout: TensorLayout = .channelsFirst) throws -> [UInt8] {
+        let header = try NumPyArrayHeader(shape: Self.physicalShape(ofLogical: shape, layout: fileLayout), dataType: dataType)
         let source = layout == fileLayout || rank <= 2 ? self : converted(to: fileLayout)
-        let header = NumPyArrayHeader(shape: Self.physicalShape(ofLogical: shape, layout: fileLayout), dataType: dataType)
         var result = header.encoded()
         result.append(contentsOf: UnsafeRawBufferPointer(start: source.storage.rawAddress, count: source.storage.byteCount))
         return result
     }
 
     /// Writes ``npyBytes(fileLayout:)`` to `path` atomically.
-    /// - Throws: ``FileIOError``.
+    /// - Throws: ``FileIOError``, ``NumPyArrayError/noNumPyDataType(_:)``.
     public func writeNPY(toFile path: String, fileLayout: TensorLayout = .channelsFirst) throws {
-        try AtomicFileWriter.write(npyBytes(fileLayout: fileLayout), to: path)
+        try AtomicFileWriter.write(try npyBytes(fileLayout: fileLayout), to: path)
     }
 }

@@ -1,12 +1,14 @@
 extension Tensor: CustomStringConvertible {
-    /// A NumPy-style printout: a header with shape and layout, then nested brackets in
+    /// A NumPy-style printout: a header with shape, layout and (unless `float32`) data type,
+    /// then the values (half types widened exactly to `Float`) in nested brackets in
     /// logical order. Tensors of more than 1000 elements show the first and last three
     /// entries of each long axis with `...` between them, like `numpy.array2string`.
     public var description: String {
         let values = scalars
         let summarize = values.count > 1000
         let strides = shape.indices.map { axis in shape[(axis + 1)...].reduce(1, *) }
-        var text = "Tensor(shape: \(shape), layout: \(layout))\n"
+        let type = dataType == .float32 ? "" : ", dataType: \(dataType)"
+        var text = "Tensor(shape: \(shape), layout: \(layout)\(type))\n"
 
         func render(axis: Int, offset: Int, indent: String) -> String {
             if axis == shape.count { return "\(values[offset])" }

@@ -1,4 +1,4 @@
-/// A dense `Float32` (or `Float16`) tensor with reference semantics.
+/// A dense tensor of `Float32`, `Float16` or bfloat16 elements with reference semantics.
 ///
 /// A `Tensor` is a logical shape, a memory ``layout`` and a shared ``storage``. Copying a
 /// `Tensor` value copies the reference, not the data: like PuzzleLib's `gpuarray` or a
@@ -49,7 +49,8 @@ public struct Tensor: @unchecked Sendable {
     ///   - values: `shape.reduce(1, *)` values.
     ///   - shape: Logical shape.
     ///   - layout: Storage order; ``TensorLayout/channelsFirst`` by default.
-    ///   - dataType: Element type; values are rounded to `Float16` for ``TensorDataType/float16``.
+    ///   - dataType: Element type; values are rounded to it (to nearest even) for
+    ///     ``TensorDataType/float16`` and ``TensorDataType/bfloat16``.
     /// - Throws: ``TensorError/invalidShape(shape:)`` or
     ///   ``TensorError/elementCountMismatch(expected:actual:)``.
     public init(_ values: [Float], shape: [Int], layout: TensorLayout = .channelsFirst,
@@ -58,10 +59,18 @@ public struct Tensor: @unchecked Sendable {
         guard values.count == count else {
             throw TensorError.elementCountMismatch(expected: count, actual: values.count)
         }
-        try self.init(zeros: shape, layout: layout, dataType: dataType)
+        try self.init(uninitialized: shape, layout: layout, dataType: dataType)
         let geometry = ChannelGeometry(shape: shape)
-        for (logical, value) in values.enumerated() {
-            storeElement(value, at: geometry.storageOffset(ofLogical: logical, layout: layout))
+        values.withUnsafeBytes { logical in
+            guard let logical = logical.baseAddress else { return }
+            if layout == .channelsFirst {
+                ElementConversion.convert(logical, from: .float32, to: storage.rawAddress, dataType, count: count)
+                return
+            }
+            let permuted = UnsafeMutableRawPointer.allocate(byteCount: count * 4, alignment: 64)
+            defer { permuted.deallocate() }
+            ElementConversion.permute(logical, from: .channelsFirst, to: permuted, layout, geometry: geometry, byteCount: 4)
+            ElementConversion.convert(permuted, from: .float32, to: storage.rawAddress, dataType, count: count)
         }
     }
 
@@ -98,10 +107,14 @@ public struct Tensor: @unchecked Sendable {
     /// Number of elements, the product of the shape.
     public var elementCount: Int { storage.byteCount / dataType.byteCount }
 
-    /// The elements in logical row-major order, as `Float` (a copy).
+    /// The elements in logical row-major order, as `Float` (a copy; half types widened exactly).
     public var scalars: [Float] {
-        let geometry = ChannelGeometry(shape: shape)
-        return (0..<elementCount).map { loadElement(at: geometry.storageOffset(ofLogical: $0, layout: layout)) }
+        converted(to: .channelsFirst, dataType: .float32).withUnsafeFloats { Array($0) }
+    }
+
+    /// Calls `body` with the storage of a ``TensorDataType/float32`` tensor.
+    private func withUnsafeFloats<R>(_ body: (UnsafeBufferPointer<Float>) -> R) -> R {
+        body(UnsafeBufferPointer(start: storage.floats, count: elementCount))
     }
 
     /// Whether `other` reads and writes the same buffer.
@@ -114,21 +127,24 @@ public struct Tensor: @unchecked Sendable {
         converted(to: layout, dataType: dataType)
     }
 
-    /// A copy stored in `layout` with elements of `dataType` (rounded to nearest when
-    /// narrowing); the logical shape stays the same.
+    /// A copy stored in `layout` with elements of `dataType`; the logical shape stays the
+    /// same. Widening is exact; narrowing rounds to nearest even (see ``TensorDataType``).
+    /// The conversion runs on the CPU's SIMD units (F16C or AVX-512 conversions where
+    /// present).
     public func converted(to layout: TensorLayout, dataType: TensorDataType? = nil) -> Tensor {
         let dataType = dataType ?? self.dataType
+        let count = elementCount
         let result = Tensor(shape: shape, layout: layout, dataType: dataType,
-                            storage: TensorStorage(byteCount: elementCount * dataType.byteCount))
-        if layout == self.layout && dataType == self.dataType {
-            result.storage.rawAddress.copyMemory(from: storage.rawAddress, byteCount: storage.byteCount)
+                            storage: TensorStorage(uninitializedByteCount: count * dataType.byteCount))
+        if layout == self.layout {
+            ElementConversion.convert(storage.rawAddress, from: self.dataType, to: result.storage.rawAddress, dataType,
+                                      count: count)
             return result
         }
-        let geometry = ChannelGeometry(shape: shape)
-        for logical in 0..<elementCount {
-            result.storeElement(loadElement(at: geometry.storageOffset(ofLogical: logical, layout: self.layout)),
-                                at: geometry.storageOffset(ofLogical: logical, layout: layout))
-        }
+        // Convert in this layout, then permute elements of the new type.
+        let converted = dataType == self.dataType ? self : self.converted(to: self.layout, dataType: dataType)
+        ElementConversion.permute(converted.storage.rawAddress, from: self.layout, to: result.storage.rawAddress, layout,
+                                  geometry: ChannelGeometry(shape: shape), byteCount: dataType.byteCount)
         return result
     }
 
@@ -162,18 +178,12 @@ public struct Tensor: @unchecked Sendable {
 
     /// The element at a storage offset, widened to `Float`.
     func loadElement(at offset: Int) -> Float {
-        switch dataType {
-        case .float32: storage.floats[offset]
-        case .float16: Float(storage.rawAddress.assumingMemoryBound(to: Float16.self)[offset])
-        }
+        ElementConversion.load(storage.rawAddress, dataType, at: offset)
     }
 
     /// Writes the element at a storage offset, rounding to the data type.
     func storeElement(_ value: Float, at offset: Int) {
-        switch dataType {
-        case .float32: storage.floats[offset] = value
-        case .float16: storage.rawAddress.assumingMemoryBound(to: Float16.self)[offset] = Float16(value)
-        }
+        ElementConversion.store(value, storage.rawAddress, dataType, at: offset)
     }
 
     /// The offset in ``storage`` of a logical index.

@@ -1,18 +1,26 @@
-// Runtime-dispatched C kernels of the CPU backend (x86-64 only; elsewhere
-// bnk_cpu_level() returns BNK_LEVEL_GENERIC and the Swift kernels run).
+// The CPU backend's kernels, with run-time dispatch: the only kernel set of the backend.
 //
-// The functions here are compiled for AVX-512 and for AVX2 through per-function
-// `target` attributes, so the package needs no build flags; the caller picks a level
-// that the running CPU supports (bnk_cpu_level) and passes it to every call.
+// One source (kernels_template.h) is compiled for the build's baseline (SSE2 on x86-64;
+// the target's default elsewhere, where bnk_cpu_level() returns BNK_LEVEL_GENERIC) and,
+// on x86-64, for AVX2 + F16C, AVX-512 and AVX-512 with AVX512-BF16 through per-function
+// `target` attributes, so the package needs no build flags; the caller picks a level that
+// the running CPU supports (bnk_cpu_level) and passes it to every call.
 //
 // Shape legend: N batch, C channels, S spatial size (D·H·W); a *run* is contiguous
 // storage: one channel's values (channels-first) or whole rows x[n, s, 0..<C]
-// (channels-last), where value j of a run belongs to channel j mod C. P is a pattern
-// period (a multiple of C) over which per-channel values are replicated; positions
-// 0..<VP (VP = vector period, a multiple of 16, VP <= P) go in vectors of 16 floats.
+// (channels-last), where value j of a run belongs to channel j mod C. P, the pattern
+// period, is lcm(C, 16), or C when lcm(C, 16) > 2048: per-channel values are replicated
+// over P positions; positions 0..<VP (VP = vector period: P when P is a multiple of 16,
+// else 16·⌊C/16⌋) go in vectors of 16 floats, the rest one by one.
+//
+// Data (x, g, out) is stored as float32, float16 or bfloat16 (`type`, BNK_TYPE_*; all of
+// one call share it): kernels widen it to float exactly as they load it, compute in float
+// (apply) or double (sums), and round results to the storage type once, to nearest even.
+// Coefficients and sums are float and double whatever the type.
 //
 // Every kernel sums in a fixed order that depends only on its arguments (lanes, then a
-// fixed horizontal fold), never on threads. No fused multiply-add is used.
+// fixed horizontal fold), never on threads or on the level. No fused multiply-add is used,
+// and every level converts with the same rounding, so every level gives the same bits.
 #ifndef CBATCHNORMKERNELS_H
 #define CBATCHNORMKERNELS_H
 
@@ -22,12 +30,25 @@
 extern "C" {
 #endif
 
-/// Kernel levels: 0 = generic (the Swift kernels; no C kernel is called),
-/// 1 = AVX2 + FMA instruction set (x86-64), 2 = AVX-512 F/DQ/VL/BW (x86-64).
+/// Kernel levels: 0 = generic (the baseline instance: SSE2 on x86-64, float16 and bfloat16
+/// converted by integer code), 1 = AVX2 + FMA + F16C (float16 by vcvtph2ps / vcvtps2ph),
+/// 2 = AVX-512 F/DQ/VL/BW (the same on 16 lanes), 3 = level 2 plus AVX512-BF16 (bfloat16
+/// rounded by vcvtneps2bf16). Levels 1 to 3 exist on x86-64 only.
 enum {
     BNK_LEVEL_GENERIC = 0,
     BNK_LEVEL_AVX2 = 1,
     BNK_LEVEL_AVX512 = 2,
+    BNK_LEVEL_AVX512_BF16 = 3,
+};
+
+/// Storage types: IEEE binary32; IEEE binary16; bfloat16 (the upper 16 bits of a binary32).
+/// Rounding to float16 is to nearest even with subnormals and overflow to ±inf (as
+/// vcvtps2ph); rounding to bfloat16 is to nearest even with float32 subnormals flushed to
+/// a zero of the same sign (as vcvtneps2bf16, on every level).
+enum {
+    BNK_TYPE_FLOAT32 = 0,
+    BNK_TYPE_FLOAT16 = 1,
+    BNK_TYPE_BFLOAT16 = 2,
 };
 
 /// The highest level the running CPU and operating system support (cpuid and xgetbv).
@@ -36,35 +57,34 @@ int bnk_cpu_level(void);
 /// Statistics of one channels-first run of n >= 1 values, in double, one pass shifted by
 /// the run's first value: *mean = x[0] + Σ d / n and *m2 = max(0, Σ d² − (Σ d)² / n) with
 /// d = x[i] − x[0].
-void bnk_contiguous_moments(int level, const float *x, ptrdiff_t n, double *mean, double *m2);
+void bnk_contiguous_moments(int level, int type, const void *x, ptrdiff_t n, double *mean, double *m2);
 
-/// The longest base period B = lcm(C, 16) whose per-position sums the channels-last
-/// reductions keep on the stack (they need no scratch then).
-#define BNK_SHORT_BASE_MAX 64
+/// The longest period P whose per-position sums the channels-last reductions keep on the
+/// stack (they need no scratch then).
+#define BNK_SHORT_PERIOD_MAX 64
 
 /// Moments of each channel c < C over one channels-last block of rows >= 1 whole rows
 /// (x[r·C + c]), in double, one pass shifted by the block's first row:
 /// mean[c] = x[c] + Σ_r d / rows and m2[c] = max(0, Σ_r d² − (Σ_r d)² / rows) with
-/// d = x[r·C + c] − x[c]. B is the base period (lcm(C, 16), or C), P the pattern period;
-/// scratch holds 3·P doubles, or is NULL when B <= BNK_SHORT_BASE_MAX.
-void bnk_interleaved_moments(int level, const float *x, ptrdiff_t rows, ptrdiff_t channels, ptrdiff_t base,
-                             ptrdiff_t period, ptrdiff_t vector_period, double *scratch, double *mean,
-                             double *m2);
+/// d = x[r·C + c] − x[c]. scratch holds 3·P doubles, or is NULL when P <= BNK_SHORT_PERIOD_MAX.
+void bnk_interleaved_moments(int level, int type, const void *x, ptrdiff_t rows, ptrdiff_t channels,
+                             ptrdiff_t period, ptrdiff_t vector_period, double *scratch, double *mean, double *m2);
 
 /// One channels-first run of n values of g and x: *sum_g = Σ g[i],
 /// *sum_gx = Σ g[i]·(x[i] − mean), in double.
-void bnk_contiguous_gradient_sums(int level, const float *g, const float *x, ptrdiff_t n, double mean,
+void bnk_contiguous_gradient_sums(int level, int type, const void *g, const void *x, ptrdiff_t n, double mean,
                                   double *sum_g, double *sum_gx);
 
 /// Per channel c < C of one channels-last block of rows whole rows of g and x, in double:
 /// sum_g[c] = Σ_r g[r·C + c], sum_gx[c] = Σ_r g[r·C + c]·(x[r·C + c] − mean[c]) (mean: C
-/// values). scratch holds 3·P doubles, or is NULL when B <= BNK_SHORT_BASE_MAX.
-void bnk_interleaved_gradient_sums(int level, const float *g, const float *x, ptrdiff_t rows, ptrdiff_t channels,
-                                   ptrdiff_t base, ptrdiff_t period, ptrdiff_t vector_period, const double *mean,
+/// values). scratch holds 3·P doubles, or is NULL when P <= BNK_SHORT_PERIOD_MAX.
+void bnk_interleaved_gradient_sums(int level, int type, const void *g, const void *x, ptrdiff_t rows,
+                                   ptrdiff_t channels, ptrdiff_t period, ptrdiff_t vector_period, const double *mean,
                                    double *scratch, double *sum_g, double *sum_gx);
 
 /// Apply formulas: forward y = b·(x − shift) + offset (g not read); gradient
 /// dx = a·g + offset (x not read); gradient and input dx = (a·g + b·(x − shift)) + offset.
+/// Computed in float, rounded once to the storage type.
 enum {
     BNK_APPLY_FORWARD = 0,
     BNK_APPLY_GRADIENT = 1,
@@ -73,15 +93,19 @@ enum {
 
 /// out[i] = F(g[i], x[i]) over a channels-first run of n values with scalar coefficients.
 /// out may alias g or x (each element is read before it is written).
-void bnk_contiguous_apply(int level, int formula, const float *g, const float *x, float *out, ptrdiff_t n,
+void bnk_contiguous_apply(int level, int type, int formula, const void *g, const void *x, void *out, ptrdiff_t n,
                           float a, float b, float shift, float offset);
 
 /// The same over a channels-last run of `length` values starting at a row boundary, with
 /// coefficients replicated over the pattern: `coefficients` holds P values each of a, b,
 /// shift and offset, one array after the other.
-void bnk_interleaved_apply(int level, int formula, const float *g, const float *x, float *out,
-                           ptrdiff_t length, ptrdiff_t base, ptrdiff_t period, ptrdiff_t vector_period,
-                           const float *coefficients);
+void bnk_interleaved_apply(int level, int type, int formula, const void *g, const void *x, void *out,
+                           ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period, const float *coefficients);
+
+/// destination[i] = source[i] for i < n, converted from storage type `from` to `to`
+/// (widening exact, narrowing rounded as described at BNK_TYPE_*). The buffers must not
+/// overlap unless they are the same and the types have the same size.
+void bnk_convert(int level, int from, const void *source, int to, void *destination, ptrdiff_t n);
 
 #ifdef __cplusplus
 }
