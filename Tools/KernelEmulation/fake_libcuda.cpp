@@ -2,7 +2,7 @@
 // BatchNormCUDA uses with host memory, and runs kernel launches through the CPU emulation
 // of the real kernel source (cuda_emulation.h). With it, `bnkit selftest --device cuda` and
 // the GPU tests exercise the whole Swift side (library loading, context, allocator, copies,
-// argument marshalling of cuLaunchKernel, finalize-on-device, result copy-back) end to end.
+// argument marshalling of cuLaunchKernel, copy-back of the moments and sums) end to end.
 // It proves nothing about real GPU timing, memory model or NVRTC-compiled code generation.
 // Build: ./build_fake_driver.sh; use: BNKIT_CUDA_DRIVER_PATH=<build>/libcuda.so.1.
 #include "cuda_emulation.h"
@@ -96,37 +96,31 @@ CUresult cuGetErrorString(CUresult code, const char** text) { return cuGetErrorN
 #define BN_FAKE_DISPATCH(SUFFIX, T)                                                                            \
     if (name == "bn_stats_cf_" #SUFFIX) {                                                                      \
         bn_emulated_launch(gx, bx, [&] {                                                                       \
-            bn_stats_cf_##SUFFIX(arg<const T*>(p, 0), arg<int>(p, 1), arg<int>(p, 2), arg<long long>(p, 3),     \
-                                 arg<int>(p, 4), arg<double*>(p, 5), arg<unsigned*>(p, 6), arg<double*>(p, 7), \
-                                 arg<int>(p, 8), arg<const float*>(p, 9), arg<double>(p, 10),                   \
-                                 arg<double>(p, 11), arg<double*>(p, 12), arg<float*>(p, 13), arg<float*>(p, 14)); \
+            bn_stats_cf_##SUFFIX(arg<const T*>(p, 0), arg<int>(p, 1), arg<int>(p, 2), arg<long long>(p, 3),    \
+                                 arg<int>(p, 4), arg<double*>(p, 5), arg<unsigned*>(p, 6), arg<double*>(p, 7));\
         });                                                                                                    \
         return 0;                                                                                              \
     }                                                                                                          \
     if (name == "bn_stats_cl_" #SUFFIX) {                                                                      \
         bn_emulated_launch(gx, bx, [&] {                                                                       \
-            bn_stats_cl_##SUFFIX(arg<const T*>(p, 0), arg<int>(p, 1), arg<long long>(p, 2), arg<int>(p, 3),     \
-                                 arg<int>(p, 4), arg<double*>(p, 5), arg<unsigned*>(p, 6), arg<double*>(p, 7), \
-                                 arg<int>(p, 8), arg<const float*>(p, 9), arg<double>(p, 10),                   \
-                                 arg<double>(p, 11), arg<double*>(p, 12), arg<float*>(p, 13), arg<float*>(p, 14)); \
+            bn_stats_cl_##SUFFIX(arg<const T*>(p, 0), arg<int>(p, 1), arg<long long>(p, 2), arg<int>(p, 3),    \
+                                 arg<int>(p, 4), arg<double*>(p, 5), arg<unsigned*>(p, 6), arg<double*>(p, 7));\
         });                                                                                                    \
         return 0;                                                                                              \
     }                                                                                                          \
     if (name == "bn_reduce_cf_" #SUFFIX) {                                                                     \
         bn_emulated_launch(gx, bx, [&] {                                                                       \
-            bn_reduce_cf_##SUFFIX(arg<const T*>(p, 0), arg<const T*>(p, 1), arg<int>(p, 2), arg<int>(p, 3),     \
-                                  arg<long long>(p, 4), arg<int>(p, 5), arg<double*>(p, 6), arg<unsigned*>(p, 7), \
-                                  arg<double*>(p, 8), arg<int>(p, 9), arg<const float*>(p, 10),                \
-                                  arg<const double*>(p, 11), arg<float*>(p, 12));                              \
+            bn_reduce_cf_##SUFFIX(arg<const T*>(p, 0), arg<const T*>(p, 1), arg<int>(p, 2), arg<int>(p, 3),    \
+                                  arg<long long>(p, 4), arg<int>(p, 5), arg<const double*>(p, 6),              \
+                                  arg<double*>(p, 7), arg<unsigned*>(p, 8), arg<double*>(p, 9));               \
         });                                                                                                    \
         return 0;                                                                                              \
     }                                                                                                          \
     if (name == "bn_reduce_cl_" #SUFFIX) {                                                                     \
         bn_emulated_launch(gx, bx, [&] {                                                                       \
-            bn_reduce_cl_##SUFFIX(arg<const T*>(p, 0), arg<const T*>(p, 1), arg<int>(p, 2), arg<long long>(p, 3), \
-                                  arg<int>(p, 4), arg<int>(p, 5), arg<double*>(p, 6), arg<unsigned*>(p, 7),     \
-                                  arg<double*>(p, 8), arg<int>(p, 9), arg<const float*>(p, 10),                \
-                                  arg<const double*>(p, 11), arg<float*>(p, 12));                              \
+            bn_reduce_cl_##SUFFIX(arg<const T*>(p, 0), arg<const T*>(p, 1), arg<int>(p, 2), arg<long long>(p, 3),\
+                                  arg<int>(p, 4), arg<int>(p, 5), arg<const double*>(p, 6),                    \
+                                  arg<double*>(p, 7), arg<unsigned*>(p, 8), arg<double*>(p, 9));               \
         });                                                                                                    \
         return 0;                                                                                              \
     }                                                                                                          \

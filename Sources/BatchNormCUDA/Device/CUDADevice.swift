@@ -271,7 +271,6 @@ public final class CUDADevice: @unchecked Sendable {
             case .pointer(let value): slot.storeBytes(of: value, as: UInt64.self)
             case .int32(let value): slot.storeBytes(of: value, as: Int32.self)
             case .int64(let value): slot.storeBytes(of: value, as: Int64.self)
-            case .double(let value): slot.storeBytes(of: value, as: Double.self)
             }
             pointers.append(slot)
         }
@@ -294,8 +293,6 @@ enum KernelArgument {
     case int32(Int32)
     /// `long long`.
     case int64(Int64)
-    /// `double`.
-    case double(Double)
 }
 
 /// A block of device memory from ``CUDADevice/allocate(byteCount:)``. When the last

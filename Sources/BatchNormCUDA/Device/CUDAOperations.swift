@@ -6,16 +6,14 @@ extension CUDADevice {
     private func suffix(_ dataType: TensorDataType) -> String { dataType == .float16 ? "f16" : "f32" }
 
     /// Collect → merge: one launch. Writes `moments` (`3C` doubles: counts, means, M2). The
-    /// kernel's own finalize stays off: finalize runs on the host, shared by every path.
+    /// kernel does no finalize: that runs on the host, in ``BatchNormKit/BatchNormND``, for
+    /// every path.
     func enqueueStatistics(of input: UInt64, geometry: KernelGeometry, dataType: TensorDataType,
                            moments: UInt64) throws {
         guard geometry.elementCount > 0 else { return }
         let kernels = try self.kernels()
         let partials = try allocate(byteCount: 3 * 8 * geometry.partialCount)
-        let tail: [KernelArgument] = [
-            .pointer(partials.address), .pointer(blockCounter), .pointer(moments), .int32(0),
-            .pointer(0), .double(0), .double(0), .pointer(0), .pointer(0), .pointer(0),
-        ]
+        let tail: [KernelArgument] = [.pointer(partials.address), .pointer(blockCounter), .pointer(moments)]
         if geometry.channelsFirst {
             try launch(kernels.function("bn_stats_cf_\(suffix(dataType))"), blocks: geometry.reductionBlocks,
                        threads: CUDAKernelSource.threadsPerBlock,
@@ -30,16 +28,15 @@ extension CUDADevice {
         }
     }
 
-    /// Backward reduce: one launch. `saved` holds `C` doubles (μ). Writes `sums` (`2C`
-    /// doubles: Σg, Σg·(x − μ)). The kernel's own finalize stays off, as for the statistics.
+    /// Backward reduce: one launch. `mean` holds `C` doubles (μ). Writes `sums` (`2C`
+    /// doubles: Σg, Σg·(x − μ)); as for the statistics, the host does the rest.
     func enqueueGradientReduction(gradient: UInt64, input: UInt64, geometry: KernelGeometry,
-                                  dataType: TensorDataType, saved: UInt64, sums: UInt64) throws {
+                                  dataType: TensorDataType, mean: UInt64, sums: UInt64) throws {
         guard geometry.elementCount > 0 else { return }
         let kernels = try self.kernels()
         let partials = try allocate(byteCount: 2 * 8 * geometry.partialCount)
         let tail: [KernelArgument] = [
-            .pointer(partials.address), .pointer(blockCounter), .pointer(sums), .int32(0),
-            .pointer(0), .pointer(saved), .pointer(0),
+            .pointer(mean), .pointer(partials.address), .pointer(blockCounter), .pointer(sums),
         ]
         if geometry.channelsFirst {
             try launch(kernels.function("bn_reduce_cf_\(suffix(dataType))"), blocks: geometry.reductionBlocks,
@@ -108,10 +105,10 @@ extension CUDADevice {
         guard geometry.elementCount > 0 else {
             return Array(repeating: GradientSums(gradient: 0, gradientTimesCentered: 0), count: channels)
         }
-        let saved = try upload(mean)
+        let means = try upload(mean)
         let sums = try allocate(byteCount: 2 * 8 * channels)
         try enqueueGradientReduction(gradient: gradient, input: input, geometry: geometry, dataType: dataType,
-                                     saved: saved.address, sums: sums.address)
+                                     mean: means.address, sums: sums.address)
         let values: [Double] = try download(sums.address, count: 2 * channels)
         return (0..<channels).map { GradientSums(gradient: values[$0], gradientTimesCentered: values[channels + $0]) }
     }

@@ -5,7 +5,12 @@
 //   channels-last  (NDHWC): element (n, c, s) at r·C + c with row r = n·S + s, R = N·S rows.
 // T is the storage type: float, or bn_half (IEEE binary16 bits); arithmetic is float,
 // statistics double. L = BN_CHUNK values per channels-first block; channels-last blocks
-// hold BN_ROWS_PER_THREAD rows per thread row (see bn_rows_per_block).
+// hold BN_ROWS_PER_THREAD rows per thread row (see bn_row_block).
+//
+// Kernels: bn_stats_* (collect → merge: per-channel moments), bn_reduce_* (collect → merge:
+// per-channel gradient sums), bn_apply_* (per-channel affine map). Finalize is not done here:
+// the host copies the moments or sums back and finalizes in BatchNormND, the one place for
+// that rule, then launches the apply with the coefficients it computed.
 //
 // Determinism: block boundaries depend only on the shape; every reduction (threads of a
 // block, blocks of a channel) runs in a fixed order, so results are bitwise reproducible.
@@ -192,21 +197,14 @@ __device__ __forceinline__ long long bn_partial_index(int channels_first, long l
 }
 
 // ---------------------------------------------------------------------------------------
-// Statistics: collect → merge → finalize in one launch.
+// Statistics: collect → merge in one launch.
 //
 // Merge (last block): one warp per channel; lane ℓ merges partials j = ℓ, ℓ+32, … with
 // Chan's update in order, then the 32 lane results merge in a fixed shuffle tree.
-// Finalize (when `finalize` != 0), per channel, exactly as BatchNormND's host code:
-//   σ² = M2/M, invstd = 1/sqrt(σ² + ε),
-//   mean' = (1 − f)·mean + f·μ, var' = (1 − f)·var + f·σ²·M/(M − 1),
-//   b = scale·invstd, shift = float(μ), offset = bias − b·(μ − shift)  (apply: y = b·(x − shift) + offset).
-// Outputs: moments[3C] = (count, μ, M2) per channel as [count…, μ…, M2…]; with finalize:
-//   saved[2C] = (μ…, invstd…), running[2C] = (mean'…, var'…), coeff[4C] = (a…, b…, shift…, offset…)
-//   (a untouched). params[4C] = (scale…, bias…, mean…, var…) are the module's values.
-__device__ void bn_stats_merge_finalize(const double* partials, long long per_channel, int channels_first,
-                                        int C, int K, double* moments, int finalize, const float* params,
-                                        double epsilon, double factor, double* saved, float* running,
-                                        float* coeff) {
+// Output: moments[3C] = (count, μ, M2) per channel as [count…, μ…, M2…]; the host
+// finalizes them (see the top of this file).
+__device__ void bn_stats_merge(const double* partials, long long per_channel, int channels_first, int C, int K,
+                               double* moments) {
     const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
     for (int c = warp; c < C; c += BN_THREADS / 32) {
         double n = 0.0, mean = 0.0, m2 = 0.0;
@@ -225,20 +223,6 @@ __device__ void bn_stats_merge_finalize(const double* partials, long long per_ch
         moments[c] = n;
         moments[C + c] = mean;
         moments[2 * C + c] = m2;
-        if (!finalize) continue;
-        const double variance = m2 / n;
-        const double invstd = 1.0 / sqrt(variance + epsilon);
-        const double scale = (double)params[c], bias = (double)params[C + c];
-        const double old_mean = (double)params[2 * C + c], old_var = (double)params[3 * C + c];
-        saved[c] = mean;
-        saved[C + c] = invstd;
-        running[c] = (float)((1.0 - factor) * old_mean + factor * mean);
-        running[C + c] = (float)((1.0 - factor) * old_var + factor * variance * n / (n - 1.0));
-        const double b = scale * invstd;
-        const float shift = (float)mean;
-        coeff[C + c] = (float)b;
-        coeff[2 * C + c] = shift;
-        coeff[3 * C + c] = (float)(bias - b * (mean - (double)shift));
     }
 }
 
@@ -250,9 +234,7 @@ __device__ void bn_stats_merge_finalize(const double* partials, long long per_ch
 // 16-byte loads when S is a multiple of the pack width (4 floats, 8 halves).
 template <typename T>
 __device__ void bn_stats_channels_first(const T* __restrict__ x, int N, int C, long long S, int K,
-                                        double* partials, unsigned* counter, double* moments, int finalize,
-                                        const float* params, double epsilon, double factor, double* saved,
-                                        float* running, float* coeff) {
+                                        double* partials, unsigned* counter, double* moments) {
     const long long block = blockIdx.x, plane = block / K, k = block - plane * K;
     const long long start = k * (long long)BN_CHUNK;
     const long long count = min((long long)BN_CHUNK, S - start);
@@ -286,8 +268,7 @@ __device__ void bn_stats_channels_first(const T* __restrict__ x, int N, int C, l
         partials[3 * block + 2] = fmax(s2 - s1 * (s1 / nb), 0.0);
     }
     if (!bn_is_last_block(counter)) return;
-    bn_stats_merge_finalize(partials, (long long)N * K, 1, C, K, moments, finalize, params, epsilon, factor,
-                            saved, running, coeff);
+    bn_stats_merge(partials, (long long)N * K, 1, C, K, moments);
 }
 
 // Channels-last statistics. Block shape (TX, TY) = (min(32, pow2 ≥ C), BN_THREADS/TX) as
@@ -298,9 +279,7 @@ __device__ void bn_stats_channels_first(const T* __restrict__ x, int N, int C, l
 // partial(b, c) = (nb, P_c + s1/nb, s2 − s1²/nb).
 template <typename T>
 __device__ void bn_stats_channels_last(const T* __restrict__ x, int C, long long R, int TX, int B,
-                                       double* partials, unsigned* counter, double* moments, int finalize,
-                                       const float* params, double epsilon, double factor, double* saved,
-                                       float* running, float* coeff) {
+                                       double* partials, unsigned* counter, double* moments) {
     const BNRowBlock k = bn_row_block(C, R, TX);
     double s1 = 0.0, s2 = 0.0, pivot = 0.0;
     if (k.c < C) {
@@ -320,22 +299,19 @@ __device__ void bn_stats_channels_last(const T* __restrict__ x, int C, long long
         partials[p + 2] = fmax(s2 - s1 * (s1 / nb), 0.0);
     }
     if (!bn_is_last_block(counter)) return;
-    bn_stats_merge_finalize(partials, B, 0, C, 1, moments, finalize, params, epsilon, factor, saved, running,
-                            coeff);
+    bn_stats_merge(partials, B, 0, C, 1, moments);
 }
 
 // ---------------------------------------------------------------------------------------
 // Backward reduce: Σg and Σg·(x − μ) per channel in double, in one launch.
-// Same blocks as the statistics kernels; partial = (Σg, Σg·(x − μ_c)) over the block.
+// Same blocks as the statistics kernels; partial = (Σg, Σg·(x − μ_c)) over the block, with
+// μ_c = mean[c], the saved batch means (C doubles, uploaded by the host).
 // Merge (last block): one warp per channel, lanes sum partials j ≡ ℓ (mod 32) in order,
-// then a fixed shuffle tree. Finalize (when `finalize` != 0), exactly as BatchNormND's host
-// code, with γ = scale, μ, invstd = saved[2C], M = count:
-//   a = γ·invstd, b = −γ·invstd³·Σg(x−μ)/M, shift = float(μ), offset = −a·Σg/M − b·(μ − shift)
-//   (apply: dx = a·g + b·(x − shift) + offset).
-// Outputs: sums[2C] = (Σg…, Σg(x−μ)…); with finalize coeff[4C] = (a…, b…, shift…, offset…).
-__device__ void bn_reduce_merge_finalize(const double* partials, long long per_channel, int channels_first,
-                                         int C, int K, double* sums, int finalize, const float* scale,
-                                         const double* saved, double count, float* coeff) {
+// then a fixed shuffle tree.
+// Output: sums[2C] = (Σg…, Σg(x−μ)…); the host turns them into the backward apply
+// coefficients and the parameter gradients (see the top of this file).
+__device__ void bn_reduce_merge(const double* partials, long long per_channel, int channels_first, int C, int K,
+                                double* sums) {
     const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
     for (int c = warp; c < C; c += BN_THREADS / 32) {
         double sum_g = 0.0, sum_gx = 0.0;
@@ -352,28 +328,19 @@ __device__ void bn_reduce_merge_finalize(const double* partials, long long per_c
         if (lane != 0) continue;
         sums[c] = sum_g;
         sums[C + c] = sum_gx;
-        if (!finalize) continue;
-        const double gamma = (double)scale[c], mean = saved[c], invstd = saved[C + c];
-        const double a = gamma * invstd;
-        const double b = -gamma * invstd * invstd * invstd * sum_gx / count;
-        const float shift = (float)mean;
-        coeff[c] = (float)a;
-        coeff[C + c] = (float)b;
-        coeff[2 * C + c] = shift;
-        coeff[3 * C + c] = (float)(-a * sum_g / count - b * (mean - (double)shift));
     }
 }
 
-// Channels-first reduce: blocks as bn_stats_channels_first; μ_c = saved[c].
+// Channels-first reduce: blocks as bn_stats_channels_first; μ_c = mean[c].
 template <typename T>
 __device__ void bn_reduce_channels_first(const T* __restrict__ g, const T* __restrict__ x, int N, int C,
-                                         long long S, int K, double* partials, unsigned* counter, double* sums,
-                                         int finalize, const float* scale, const double* saved, float* coeff) {
+                                         long long S, int K, const double* mean, double* partials,
+                                         unsigned* counter, double* sums) {
     const long long block = blockIdx.x, plane = block / K, k = block - plane * K;
     const long long start = k * (long long)BN_CHUNK;
     const long long count = min((long long)BN_CHUNK, S - start);
     const long long offset = plane * S + start;
-    const double mean = saved[(int)(plane % C)];
+    const double mu = mean[(int)(plane % C)];
     double sum_g = 0.0, sum_gx = 0.0;
     const int width = BNPack<T>::width;
     if (S % width == 0) {
@@ -384,14 +351,14 @@ __device__ void bn_reduce_channels_first(const T* __restrict__ g, const T* __res
             #pragma unroll
             for (int i = 0; i < BNPack<T>::width; ++i) {
                 sum_g += (double)fg[i];
-                sum_gx += (double)fg[i] * ((double)fx[i] - mean);
+                sum_gx += (double)fg[i] * ((double)fx[i] - mu);
             }
         }
     } else {
         for (long long i = threadIdx.x; i < count; i += BN_THREADS) {
             const double gi = (double)bn_load(g + offset + i);
             sum_g += gi;
-            sum_gx += gi * ((double)bn_load(x + offset + i) - mean);
+            sum_gx += gi * ((double)bn_load(x + offset + i) - mu);
         }
     }
     bn_block_sum2(sum_g, sum_gx);
@@ -400,24 +367,23 @@ __device__ void bn_reduce_channels_first(const T* __restrict__ g, const T* __res
         partials[2 * block + 1] = sum_gx;
     }
     if (!bn_is_last_block(counter)) return;
-    bn_reduce_merge_finalize(partials, (long long)N * K, 1, C, K, sums, finalize, scale, saved,
-                             (double)N * (double)S, coeff);
+    bn_reduce_merge(partials, (long long)N * K, 1, C, K, sums);
 }
 
 // Channels-last reduce: blocks as bn_stats_channels_last.
 template <typename T>
 __device__ void bn_reduce_channels_last(const T* __restrict__ g, const T* __restrict__ x, int C, long long R,
-                                        int TX, int B, double* partials, unsigned* counter, double* sums,
-                                        int finalize, const float* scale, const double* saved, float* coeff) {
+                                        int TX, int B, const double* mean, double* partials, unsigned* counter,
+                                        double* sums) {
     const BNRowBlock k = bn_row_block(C, R, TX);
     double sum_g = 0.0, sum_gx = 0.0;
     if (k.c < C) {
-        const double mean = saved[k.c];
+        const double mu = mean[k.c];
         for (long long r = k.ty; r < k.rows; r += k.TY) {
             const long long i = (k.first + r) * C + k.c;
             const double gi = (double)bn_load(g + i);
             sum_g += gi;
-            sum_gx += gi * ((double)bn_load(x + i) - mean);
+            sum_gx += gi * ((double)bn_load(x + i) - mu);
         }
     }
     bn_column_sum2(sum_g, sum_gx, k);
@@ -427,11 +393,12 @@ __device__ void bn_reduce_channels_last(const T* __restrict__ g, const T* __rest
         partials[p + 1] = sum_gx;
     }
     if (!bn_is_last_block(counter)) return;
-    bn_reduce_merge_finalize(partials, B, 0, C, 1, sums, finalize, scale, saved, (double)R, coeff);
+    bn_reduce_merge(partials, B, 0, C, 1, sums);
 }
 
 // ---------------------------------------------------------------------------------------
-// Apply: out = a_c·g + b_c·(x − shift_c) + offset_c in float, with coeff[4C] = (a…, b…, shift…, offset…).
+// Apply: out = a_c·g + b_c·(x − shift_c) + offset_c in float, with coeff[4C] = (a…, b…, shift…, offset…)
+// computed on the host (BatchNormND's finalize) and uploaded.
 // HAS_G / HAS_X drop the g or x term (forward: x only; evaluation backward: g only).
 // out may alias x or g (each element is read, then written, by the same thread).
 // out = (a·g + b·(x − shift)) + offset, with the absent term left out: forward
@@ -524,31 +491,25 @@ __device__ void bn_apply_channels_last(const T* g, const T* x, T* out, int C, lo
 // Entry points (extern "C": unmangled names for cuModuleGetFunction). Suffix: _f32 / _f16.
 
 #define BN_ENTRY_POINTS(SUFFIX, T)                                                                             \
-extern "C" __global__ void __launch_bounds__(BN_THREADS)                                                      \
+extern "C" __global__ void __launch_bounds__(BN_THREADS)                                                       \
 bn_stats_cf_##SUFFIX(const T* x, int N, int C, long long S, int K, double* partials, unsigned* counter,        \
-                     double* moments, int finalize, const float* params, double epsilon, double factor,        \
-                     double* saved, float* running, float* coeff) {                                            \
-    bn_stats_channels_first<T>(x, N, C, S, K, partials, counter, moments, finalize, params, epsilon, factor,   \
-                               saved, running, coeff);                                                         \
+                     double* moments) {                                                                        \
+    bn_stats_channels_first<T>(x, N, C, S, K, partials, counter, moments);                                     \
 }                                                                                                              \
-extern "C" __global__ void __launch_bounds__(BN_THREADS)                                                      \
+extern "C" __global__ void __launch_bounds__(BN_THREADS)                                                       \
 bn_stats_cl_##SUFFIX(const T* x, int C, long long R, int TX, int B, double* partials, unsigned* counter,       \
-                     double* moments, int finalize, const float* params, double epsilon, double factor,        \
-                     double* saved, float* running, float* coeff) {                                            \
-    bn_stats_channels_last<T>(x, C, R, TX, B, partials, counter, moments, finalize, params, epsilon, factor,   \
-                              saved, running, coeff);                                                          \
+                     double* moments) {                                                                        \
+    bn_stats_channels_last<T>(x, C, R, TX, B, partials, counter, moments);                                     \
 }                                                                                                              \
-extern "C" __global__ void __launch_bounds__(BN_THREADS)                                                      \
-bn_reduce_cf_##SUFFIX(const T* g, const T* x, int N, int C, long long S, int K, double* partials,              \
-                      unsigned* counter, double* sums, int finalize, const float* scale, const double* saved,  \
-                      float* coeff) {                                                                          \
-    bn_reduce_channels_first<T>(g, x, N, C, S, K, partials, counter, sums, finalize, scale, saved, coeff);     \
+extern "C" __global__ void __launch_bounds__(BN_THREADS)                                                       \
+bn_reduce_cf_##SUFFIX(const T* g, const T* x, int N, int C, long long S, int K, const double* mean,            \
+                      double* partials, unsigned* counter, double* sums) {                                     \
+    bn_reduce_channels_first<T>(g, x, N, C, S, K, mean, partials, counter, sums);                              \
 }                                                                                                              \
-extern "C" __global__ void __launch_bounds__(BN_THREADS)                                                      \
-bn_reduce_cl_##SUFFIX(const T* g, const T* x, int C, long long R, int TX, int B, double* partials,             \
-                      unsigned* counter, double* sums, int finalize, const float* scale, const double* saved,  \
-                      float* coeff) {                                                                          \
-    bn_reduce_channels_last<T>(g, x, C, R, TX, B, partials, counter, sums, finalize, scale, saved, coeff);     \
+extern "C" __global__ void __launch_bounds__(BN_THREADS)                                                       \
+bn_reduce_cl_##SUFFIX(const T* g, const T* x, int C, long long R, int TX, int B, const double* mean,           \
+                      double* partials, unsigned* counter, double* sums) {                                     \
+    bn_reduce_channels_last<T>(g, x, C, R, TX, B, mean, partials, counter, sums);                              \
 }                                                                                                              \
 extern "C" __global__ void __launch_bounds__(BN_THREADS)                                                      \
 bn_apply_cf_x_##SUFFIX(const T* g, const T* x, T* out, int C, long long S, int K, const float* coeff) {        \

@@ -5,11 +5,15 @@
 /// the CPU, and the `KernelCompilationTests` compile it wherever NVRTC is found, GPU or not.
 ///
 /// Kernels (each for `f32` and `f16` storage, `cf` = channels-first NCDHW, `cl` = channels-last NDHWC):
-/// - `bn_stats_*`: collect → merge → finalize of the training forward in one launch
-///   (per-block shifted sums in `double`, Chan merge of block partials in fixed order by the
-///   last block to finish, then the running-statistic update and the apply coefficients).
-/// - `bn_reduce_*`: `Σg`, `Σg·(x − μ)` of the training backward in one launch, likewise,
-///   with the backward apply coefficients.
+/// - `bn_stats_*`: collect → merge of the training forward in one launch (per-block shifted
+///   sums in `double`, Chan merge of block partials in fixed order by the last block to
+///   finish); writes the per-channel moments (count, mean, M2).
+/// - `bn_reduce_*`: `Σg`, `Σg·(x − μ)` of the training backward in one launch, likewise;
+///   writes the per-channel sums.
+///
+/// No kernel finalizes: the moments or sums are copied back and ``BatchNormKit/BatchNormND``
+/// finalizes them on the host (statistics, running update, apply coefficients), as on every
+/// other path; the apply kernel then runs with the coefficients it computed.
 /// - `bn_apply_*_{x,gx,g}_*`: `out = a·g + b·(x − shift) + offset` per channel.
 public enum CUDAKernelSource {
     /// Threads per block of every kernel (`BN_THREADS` in the source).
@@ -28,8 +32,9 @@ public enum CUDAKernelSource {
             .map { "\($0)_\(suffix)" }
     }
 
-    /// NVRTC options used for every compilation. `--fmad=false` keeps the double-precision
-    /// finalize arithmetic identical to the host's (no contraction into FMA).
+    /// NVRTC options used for every compilation. `--fmad=false` keeps the kernels' arithmetic
+    /// (the apply's `float` operations, the merges' `double` ones) rounded like the CPU
+    /// kernels' (no contraction into FMA).
     public static let compileOptions = ["--fmad=false", "--std=c++17"]
 
     /// The complete CUDA C source, with the math each kernel implements in comments.
