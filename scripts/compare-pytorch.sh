@@ -32,7 +32,7 @@ if [ -z "${PYTHON:-}" ]; then
     PYTHON=.venv/bin/python
 fi
 
-# PyTorch's side: the shared tool when this checkout sits beside it, else the copy here.
+# PyTorch's side: scripts/torch_bn3d.py.
 TORCH_SCRIPT="$(dirname "$0")/torch_bn3d.py"
 [ -f "$TORCH_SCRIPT" ] || TORCH_SCRIPT=scripts/torch_bn3d.py
 
