@@ -9,7 +9,7 @@ import CBatchNormKernels
 extension CPUBackend {
     /// Reduce, one read of `g` and `x`: per channel `Σg` and `Σg·(x − μ)` in `Double`.
     ///
-    /// Blocks depend only on the shape and layout (``ReductionBlocks``: channels-first plane
+    /// Blocks depend only on the shape and layout (`ReductionBlocks`: channels-first plane
     /// blocks of `L` values; channels-last and `S = 1` row blocks); each block's sums are
     /// stored in its own slot and added per channel in block order, so the result is bitwise
     /// identical for any thread count.

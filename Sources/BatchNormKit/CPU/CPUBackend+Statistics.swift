@@ -9,7 +9,7 @@ import CBatchNormKernels
 extension CPUBackend {
     /// Collect and merge: per-channel `(count, mean, M2)`.
     ///
-    /// Collect, one read of `x`, in parallel over ``ReductionBlocks`` (channels-first: plane
+    /// Collect, one read of `x`, in parallel over `ReductionBlocks` (channels-first: plane
     /// blocks of `L` values; channels-last and `S = 1`: row blocks of every channel). Per
     /// block `b` and channel, in `Double`: `n_b`, `μ_b = Σx / n_b`, `M2_b = Σ(x − μ_b)²`, in
     /// one pass shifted by a value of the channel in the block: channels-first by the

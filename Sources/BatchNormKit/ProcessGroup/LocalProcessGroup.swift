@@ -48,8 +48,10 @@ public final class LocalProcessGroup: ProcessGroup, @unchecked Sendable {
     }
 
     /// The `count` members of a new group, rank 0 first.
-    /// - Parameter timeout: Seconds a member waits for the others before the group breaks;
-    ///   `nil` (the default) waits forever.
+    /// - Parameters:
+    ///   - count: The number of members (the group's size), at least 1.
+    ///   - timeout: Seconds a member waits for the others before the group breaks;
+    ///     `nil` (the default) waits forever.
     /// - Throws: ``ProcessGroupError/invalidArgument(name:expected:actual:)`` for `count < 1`
     ///   or a timeout that is not positive and finite.
     public static func members(count: Int, timeout: Double? = nil) throws -> [LocalProcessGroup] {
