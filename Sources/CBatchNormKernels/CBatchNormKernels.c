@@ -25,6 +25,7 @@ typedef double bnk_v4d __attribute__((ext_vector_type(4)));
 typedef double bnk_v2d __attribute__((ext_vector_type(2)));
 typedef uint32_t bnk_v16u __attribute__((ext_vector_type(16)));
 typedef uint16_t bnk_v16h __attribute__((ext_vector_type(16)));
+typedef uint16_t bnk_v8h __attribute__((ext_vector_type(8)));
 
 // Baseline instance (SSE2 on x86-64; the target's default elsewhere): BNK_LEVEL_GENERIC.
 // float16 and bfloat16 are converted by integer code.
@@ -145,14 +146,14 @@ void bnk_interleaved_gradient_sums(int level, int type, const void *g, const voi
                  sum_gx)
 }
 
-void bnk_contiguous_apply(int level, int type, int formula, const void *g, const void *x, void *out, ptrdiff_t n,
-                          float a, float b, float shift, float offset) {
-    BNK_DISPATCH(contiguous_apply, formula, type, g, x, out, n, a, b, shift, offset)
+void bnk_contiguous_apply(int level, int type, int formula, int streaming, const void *g, const void *x, void *out,
+                          ptrdiff_t n, float a, float b, float shift, float offset) {
+    BNK_DISPATCH(contiguous_apply, formula, type, streaming, g, x, out, n, a, b, shift, offset)
 }
 
-void bnk_interleaved_apply(int level, int type, int formula, const void *g, const void *x, void *out,
+void bnk_interleaved_apply(int level, int type, int formula, int streaming, const void *g, const void *x, void *out,
                            ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period, const float *coefficients) {
-    BNK_DISPATCH(interleaved_apply, formula, type, g, x, out, length, period, vector_period, coefficients)
+    BNK_DISPATCH(interleaved_apply, formula, type, streaming, g, x, out, length, period, vector_period, coefficients)
 }
 
 void bnk_convert(int level, int from, const void *source, int to, void *destination, ptrdiff_t n) {

@@ -132,26 +132,26 @@ BNK_FN bnk_v16f BNK_NAME(load_halves)(const uint16_t *p) {
 #endif
 }
 
-/// Stores v at p as sixteen float16 values, rounded to nearest even.
-BNK_FN void BNK_NAME(store_halves)(uint16_t *p, bnk_v16f v) {
+/// v rounded to sixteen float16 values, to nearest even.
+BNK_FN bnk_v16h BNK_NAME(to_halves)(bnk_v16f v) {
 #if BNK_HALF_ISA == 2
-    _mm256_storeu_si256((__m256i *)p, _mm512_cvtps_ph((__m512)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    return (bnk_v16h)_mm512_cvtps_ph((__m512)v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 #elif BNK_HALF_ISA == 1
-    _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph((__m256)v.lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    _mm_storeu_si128((__m128i *)(p + 8), _mm256_cvtps_ph((__m256)v.hi, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    bnk_v16h h;
+    h.lo = (bnk_v8h)_mm256_cvtps_ph((__m256)v.lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    h.hi = (bnk_v8h)_mm256_cvtps_ph((__m256)v.hi, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return h;
 #else
-    bnk_v16h h = BNK_NAME(floats_to_halves)(v);
-    __builtin_memcpy(p, &h, sizeof h);
+    return BNK_NAME(floats_to_halves)(v);
 #endif
 }
 
-/// Stores v at p as sixteen bfloat16 values, rounded to nearest even.
-BNK_FN void BNK_NAME(store_bfloats)(uint16_t *p, bnk_v16f v) {
+/// v rounded to sixteen bfloat16 values, to nearest even.
+BNK_FN bnk_v16h BNK_NAME(to_bfloats)(bnk_v16f v) {
 #if BNK_BFLOAT_ISA == 1
-    _mm256_storeu_si256((__m256i *)p, (__m256i)_mm512_cvtneps_pbh((__m512)v));
+    return (bnk_v16h)_mm512_cvtneps_pbh((__m512)v);
 #else
-    bnk_v16h h = BNK_NAME(floats_to_bfloats)(v);
-    __builtin_memcpy(p, &h, sizeof h);
+    return BNK_NAME(floats_to_bfloats)(v);
 #endif
 }
 
@@ -182,12 +182,22 @@ BNK_FN float BNK_NAME(load1)(int type, const void *p, ptrdiff_t i) {
 }
 
 /// Stores v as elements i ..< i + 16 of p (storage type `type`, rounded to nearest even).
-BNK_FN void BNK_NAME(store16)(int type, void *p, ptrdiff_t i, bnk_v16f v) {
-    switch (type) {
-    case BNK_TYPE_FLOAT16: BNK_NAME(store_halves)((uint16_t *)p + i, v); break;
-    case BNK_TYPE_BFLOAT16: BNK_NAME(store_bfloats)((uint16_t *)p + i, v); break;
-    default: __builtin_memcpy((float *)p + i, &v, sizeof v); break;
+/// With `streaming` (a constant after inlining), a store whose 16 elements start at a
+/// multiple of their own size (64 bytes in float32, 32 in the half types) is non-temporal:
+/// it goes to memory without reading the line into the cache first (no read for ownership)
+/// and without evicting cached data; a store at any other address is an ordinary one. The
+/// caller issues bnk_store_fence() before its results are read by another thread.
+BNK_FN void BNK_NAME(store16)(int type, int streaming, void *p, ptrdiff_t i, bnk_v16f v) {
+    if (type == BNK_TYPE_FLOAT32) {
+        float *at = (float *)p + i;
+        if (streaming && ((uintptr_t)at & 63) == 0) __builtin_nontemporal_store(v, (bnk_v16f *)at);
+        else __builtin_memcpy(at, &v, sizeof v);
+        return;
     }
+    bnk_v16h h = type == BNK_TYPE_FLOAT16 ? BNK_NAME(to_halves)(v) : BNK_NAME(to_bfloats)(v);
+    uint16_t *at = (uint16_t *)p + i;
+    if (streaming && ((uintptr_t)at & 31) == 0) __builtin_nontemporal_store(h, (bnk_v16h *)at);
+    else __builtin_memcpy(at, &h, sizeof h);
 }
 
 /// Stores v as element i of p (storage type `type`, rounded to nearest even).
@@ -245,7 +255,7 @@ BNK_FN bnk_v16f BNK_NAME(splat16)(float v) { return (bnk_v16f)(v); }
 /// rounded to nearest even).
 BNK_FN void BNK_NAME(convert_impl)(int from, const void *src, int to, void *dst, ptrdiff_t n) {
     ptrdiff_t i = 0;
-    for (; i + 16 <= n; i += 16) BNK_NAME(store16)(to, dst, i, BNK_NAME(load16)(from, src, i));
+    for (; i + 16 <= n; i += 16) BNK_NAME(store16)(to, 0, dst, i, BNK_NAME(load16)(from, src, i));
     for (; i < n; i++) BNK_NAME(store1)(to, dst, i, BNK_NAME(load1)(from, src, i));
 }
 
@@ -672,22 +682,42 @@ BNK_FN float BNK_NAME(formula1)(int formula, int type, const void *g, const void
     }
 }
 
+/// Orders the non-temporal stores of this thread before its later stores (on x86 they are
+/// weakly ordered): called at the end of every apply that streamed, so that the pool's
+/// hand-over publishes them to the thread that reads the output next.
+BNK_FN void BNK_NAME(store_fence)(int streaming) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (streaming) _mm_sfence();
+#else
+    (void)streaming;
+#endif
+}
+
 /// out[i] = F(g[i], x[i]) for i < n with scalar coefficients (broadcast to every lane).
-BNK_FN void BNK_NAME(contiguous_apply_impl)(int formula, int type, const void *g, const void *x, void *out,
-                                            ptrdiff_t n, float a, float b, float shift, float offset) {
+/// Streaming: the first values one by one until out + i is aligned for non-temporal stores
+/// (16 elements' size, see store16), so that the vector loop streams every store.
+BNK_FN void BNK_NAME(contiguous_apply_impl)(int formula, int type, int streaming, const void *g, const void *x,
+                                            void *out, ptrdiff_t n, float a, float b, float shift, float offset) {
     bnk_v16f av = BNK_NAME(splat16)(a), bv = BNK_NAME(splat16)(b);
     bnk_v16f sv = BNK_NAME(splat16)(shift), ov = BNK_NAME(splat16)(offset);
     ptrdiff_t i = 0;
+    if (streaming) {
+        uintptr_t size = type == BNK_TYPE_FLOAT32 ? 4 : 2, mask = 16 * size - 1;
+        ptrdiff_t head = (ptrdiff_t)((((uintptr_t)out + mask) & ~mask) - (uintptr_t)out) / (ptrdiff_t)size;
+        for (; i < head && i < n; i++)
+            BNK_NAME(store1)(type, out, i, BNK_NAME(formula1)(formula, type, g, x, i, a, b, shift, offset));
+    }
     for (; i + 16 <= n; i += 16)
-        BNK_NAME(store16)(type, out, i, BNK_NAME(formula16)(formula, type, g, x, i, av, bv, sv, ov));
+        BNK_NAME(store16)(type, streaming, out, i, BNK_NAME(formula16)(formula, type, g, x, i, av, bv, sv, ov));
     for (; i < n; i++) BNK_NAME(store1)(type, out, i, BNK_NAME(formula1)(formula, type, g, x, i, a, b, shift, offset));
+    BNK_NAME(store_fence)(streaming);
 }
 
 /// out[i] = F(g[i], x[i]) for i < length with coefficients a[j], b[j], shift[j], offset[j]
 /// of position j = i mod P (replicated: coefficients = a[0..<P] b[0..<P] shift[0..<P]
 /// offset[0..<P]); chunks strictly in order.
-BNK_FN void BNK_NAME(interleaved_apply_impl)(int formula, int type, const void *g, const void *x, void *out,
-                                             ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period,
+BNK_FN void BNK_NAME(interleaved_apply_impl)(int formula, int type, int streaming, const void *g, const void *x,
+                                             void *out, ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period,
                                              const float *coefficients) {
     const float *a = coefficients, *b = a + period, *shift = b + period, *offset = shift + period;
     for (ptrdiff_t start = 0; start < length; start += period) {
@@ -695,7 +725,7 @@ BNK_FN void BNK_NAME(interleaved_apply_impl)(int formula, int type, const void *
         ptrdiff_t v16 = (count < vector_period ? count : vector_period) & ~(ptrdiff_t)15;
         ptrdiff_t j = 0;
         for (; j < v16; j += 16)
-            BNK_NAME(store16)(type, out, start + j,
+            BNK_NAME(store16)(type, streaming, out, start + j,
                               BNK_NAME(formula16)(formula, type, g, x, start + j, BNK_NAME(loadf)(a + j),
                                                   BNK_NAME(loadf)(b + j), BNK_NAME(loadf)(shift + j),
                                                   BNK_NAME(loadf)(offset + j)));
@@ -709,7 +739,7 @@ BNK_FN void BNK_NAME(interleaved_apply_impl)(int formula, int type, const void *
 /// positions 0..<P stay in registers for the whole run; whole chunks of P values, then the
 /// partial one (length mod P values, whole rows) one value at a time. The same formulas,
 /// so the same float results. V is a constant after inlining.
-BNK_FN void BNK_NAME(short_apply)(int formula, int type, const void *g, const void *x, void *out,
+BNK_FN void BNK_NAME(short_apply)(int formula, int type, int streaming, const void *g, const void *x, void *out,
                                   ptrdiff_t length, const int V, const float *coefficients) {
     ptrdiff_t P = 16 * V;
     const float *a = coefficients, *b = a + P, *shift = b + P, *offset = shift + P;
@@ -724,27 +754,30 @@ BNK_FN void BNK_NAME(short_apply)(int formula, int type, const void *g, const vo
     for (; i + P <= length; i += P)
         for (int v = 0; v < V; v++) {
             ptrdiff_t at = i + 16 * v;
-            BNK_NAME(store16)(type, out, at, BNK_NAME(formula16)(formula, type, g, x, at, av[v], bv[v], sv[v], ov[v]));
+            BNK_NAME(store16)(type, streaming, out, at,
+                              BNK_NAME(formula16)(formula, type, g, x, at, av[v], bv[v], sv[v], ov[v]));
         }
     for (ptrdiff_t j = 0; i + j < length; j++)
         BNK_NAME(store1)(type, out, i + j,
                          BNK_NAME(formula1)(formula, type, g, x, i + j, a[j], b[j], shift[j], offset[j]));
 }
 
-/// interleaved_apply_impl, or short_apply when the period P is at most 128.
-BNK_FN void BNK_NAME(interleaved_apply_typed)(int formula, int type, const void *g, const void *x, void *out,
-                                              ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period,
-                                              const float *coefficients) {
+/// interleaved_apply_impl, or short_apply when the period P is at most 128; then the fence.
+BNK_FN void BNK_NAME(interleaved_apply_typed)(int formula, int type, int streaming, const void *g, const void *x,
+                                              void *out, ptrdiff_t length, ptrdiff_t period,
+                                              ptrdiff_t vector_period, const float *coefficients) {
     switch (period) {
 #define BNK_SHORT_APPLY(V) \
-    case 16 * V: BNK_NAME(short_apply)(formula, type, g, x, out, length, V, coefficients); break;
+    case 16 * V: BNK_NAME(short_apply)(formula, type, streaming, g, x, out, length, V, coefficients); break;
     BNK_SHORT_APPLY(1) BNK_SHORT_APPLY(2) BNK_SHORT_APPLY(3) BNK_SHORT_APPLY(4)
     BNK_SHORT_APPLY(5) BNK_SHORT_APPLY(6) BNK_SHORT_APPLY(7) BNK_SHORT_APPLY(8)
 #undef BNK_SHORT_APPLY
     default:
-        BNK_NAME(interleaved_apply_impl)(formula, type, g, x, out, length, period, vector_period, coefficients);
+        BNK_NAME(interleaved_apply_impl)(formula, type, streaming, g, x, out, length, period, vector_period,
+                                         coefficients);
         break;
     }
+    BNK_NAME(store_fence)(streaming);
 }
 
 /// Calls BODY(F, T) with the formula and the storage type as constants.
@@ -767,21 +800,34 @@ BNK_FN void BNK_NAME(interleaved_apply_typed)(int formula, int type, const void 
     }                                                                  \
     }
 
-BNK_TARGET static void BNK_NAME(contiguous_apply)(int formula, int type, const void *g, const void *x, void *out,
-                                                   ptrdiff_t n, float a, float b, float shift, float offset) {
-#define BNK_BODY(T) BNK_NAME(contiguous_apply_impl)(F, T, g, x, out, n, a, b, shift, offset)
-    BNK_FOR_FORMULA_AND_TYPE(formula, type, BNK_BODY)
+/// Calls BODY(F, T) with streaming (ST) as a constant too.
+#define BNK_FOR_APPLY(formula, type, streaming, BODY)           \
+    if (streaming) {                                            \
+        const int ST = 1;                                       \
+        BNK_FOR_FORMULA_AND_TYPE(formula, type, BODY)           \
+    } else {                                                    \
+        const int ST = 0;                                       \
+        BNK_FOR_FORMULA_AND_TYPE(formula, type, BODY)           \
+    }
+
+BNK_TARGET static void BNK_NAME(contiguous_apply)(int formula, int type, int streaming, const void *g,
+                                                   const void *x, void *out, ptrdiff_t n, float a, float b,
+                                                   float shift, float offset) {
+#define BNK_BODY(T) BNK_NAME(contiguous_apply_impl)(F, T, ST, g, x, out, n, a, b, shift, offset)
+    BNK_FOR_APPLY(formula, type, streaming, BNK_BODY)
 #undef BNK_BODY
 }
 
-BNK_TARGET static void BNK_NAME(interleaved_apply)(int formula, int type, const void *g, const void *x, void *out,
-                                                    ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period,
-                                                    const float *coefficients) {
-#define BNK_BODY(T) BNK_NAME(interleaved_apply_typed)(F, T, g, x, out, length, period, vector_period, coefficients)
-    BNK_FOR_FORMULA_AND_TYPE(formula, type, BNK_BODY)
+BNK_TARGET static void BNK_NAME(interleaved_apply)(int formula, int type, int streaming, const void *g,
+                                                    const void *x, void *out, ptrdiff_t length, ptrdiff_t period,
+                                                    ptrdiff_t vector_period, const float *coefficients) {
+#define BNK_BODY(T) \
+    BNK_NAME(interleaved_apply_typed)(F, T, ST, g, x, out, length, period, vector_period, coefficients)
+    BNK_FOR_APPLY(formula, type, streaming, BNK_BODY)
 #undef BNK_BODY
 }
 
+#undef BNK_FOR_APPLY
 #undef BNK_FOR_FORMULA_AND_TYPE
 #undef BNK_FOR_TYPE
 #undef BNK_FN

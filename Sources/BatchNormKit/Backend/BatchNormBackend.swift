@@ -9,8 +9,10 @@ public protocol BatchNormBackend: Sendable {
     /// A short name for printouts, such as `"cpu (2 threads)"`.
     var name: String { get }
 
-    /// Whether ``normalize(_:into:coefficients:)`` and
-    /// ``applyGradient(_:input:into:coefficients:)`` never throw for validated tensors. A
+    /// Whether ``normalize(_:into:coefficients:)``,
+    /// ``applyGradient(_:input:into:coefficients:)`` and
+    /// ``reduceGradientAndApply(_:input:mean:into:coefficients:)`` never throw for validated
+    /// tensors. A
     /// module then drops its previous output just before allocating the next one, so that
     /// the buffer is recycled (a throw after that would leave the module changed, hence the
     /// promise). Default `false`.
@@ -34,9 +36,92 @@ public protocol BatchNormBackend: Sendable {
     /// not read when ``ChannelCoefficients/ignoresInput``.
     func applyGradient(_ gradient: Tensor, input: Tensor, into output: Tensor,
                        coefficients: ChannelCoefficients) throws
+
+    /// Whether the training passes of a tensor are better run fused per channel
+    /// (``collectStatisticsAndNormalize(_:into:coefficients:)`` and
+    /// ``reduceGradientAndApply(_:input:mean:into:coefficients:)``) than as separate steps:
+    /// typically when one channel's values stay in a core's cache between its reduction and
+    /// its apply, so that they are read from memory once. Default `false`.
+    ///
+    /// - Parameters:
+    ///   - shape: `(N, C, S...)`.
+    ///   - backward: The backward pass (which reads `g` and `x`) rather than the forward.
+    func fusesChannels(shape: [Int], layout: TensorLayout, dataType: TensorDataType, backward: Bool) -> Bool
+
+    /// Collect, finalize and apply of a training forward, channel by channel: computes each
+    /// channel's moments (the same values as ``collectStatistics(of:)``), asks
+    /// `coefficients` for that channel's apply coefficients and writes its part of
+    /// `output = b·(input − shift) + offset`. `coefficients` may be called from several
+    /// threads, once per channel; where it returns `nil` (the caller's finalize rejects the
+    /// statistics) that channel of `output` is left unwritten.
+    ///
+    /// The default collects, then applies every channel in one ``normalize(_:into:coefficients:)``
+    /// (nothing when any channel is rejected).
+    /// - Returns: The `C` moments.
+    func collectStatisticsAndNormalize(
+        _ input: Tensor, into output: Tensor,
+        coefficients: @Sendable (_ channel: Int, ChannelMoments) -> ChannelCoefficients.Channel?) throws
+        -> [ChannelMoments]
+
+    /// Reduce and apply of a training backward, channel by channel: computes each channel's
+    /// sums (the same values as ``reduceGradient(_:input:mean:)``), asks `coefficients` for
+    /// that channel's apply coefficients and writes its part of
+    /// `output = a·gradient + b·(input − shift) + offset` (`input` is read).
+    ///
+    /// The default reduces, then applies every channel in one
+    /// ``applyGradient(_:input:into:coefficients:)``.
+    /// - Returns: The `C` sums.
+    func reduceGradientAndApply(_ gradient: Tensor, input: Tensor, mean: [Double], into output: Tensor,
+                                coefficients: @Sendable (_ channel: Int, GradientSums) -> ChannelCoefficients.Channel)
+        throws -> [GradientSums]
 }
 
 extension BatchNormBackend {
     /// `false`: the apply steps may throw (they copy, allocate device memory or launch).
     public var applyNeverFails: Bool { false }
+
+    /// `false`: the training passes run as separate steps.
+    public func fusesChannels(shape: [Int], layout: TensorLayout, dataType: TensorDataType, backward: Bool) -> Bool {
+        false
+    }
+
+    /// ``collectStatistics(of:)``, then one ``normalize(_:into:coefficients:)`` when every
+    /// channel has coefficients.
+    public func collectStatisticsAndNormalize(
+        _ input: Tensor, into output: Tensor,
+        coefficients: @Sendable (_ channel: Int, ChannelMoments) -> ChannelCoefficients.Channel?) throws
+        -> [ChannelMoments] {
+        try collectThenNormalize(input, into: output, coefficients: coefficients)
+    }
+
+    /// ``reduceGradient(_:input:mean:)``, then one ``applyGradient(_:input:into:coefficients:)``.
+    public func reduceGradientAndApply(_ gradient: Tensor, input: Tensor, mean: [Double], into output: Tensor,
+                                       coefficients: @Sendable (_ channel: Int, GradientSums) -> ChannelCoefficients.Channel)
+        throws -> [GradientSums] {
+        try reduceThenApply(gradient, input: input, mean: mean, into: output, coefficients: coefficients)
+    }
+
+    /// The unfused form of ``collectStatisticsAndNormalize(_:into:coefficients:)`` (also what
+    /// a backend that fuses some tensors runs for the others).
+    func collectThenNormalize(_ input: Tensor, into output: Tensor,
+                              coefficients: (Int, ChannelMoments) -> ChannelCoefficients.Channel?) throws
+        -> [ChannelMoments] {
+        let moments = try collectStatistics(of: input)
+        var channels = [ChannelCoefficients.Channel]()
+        for (c, moment) in moments.enumerated() {
+            guard let channel = coefficients(c, moment) else { return moments }
+            channels.append(channel)
+        }
+        try normalize(input, into: output, coefficients: ChannelCoefficients(channels))
+        return moments
+    }
+
+    /// The unfused form of ``reduceGradientAndApply(_:input:mean:into:coefficients:)``.
+    func reduceThenApply(_ gradient: Tensor, input: Tensor, mean: [Double], into output: Tensor,
+                         coefficients: (Int, GradientSums) -> ChannelCoefficients.Channel) throws -> [GradientSums] {
+        let sums = try reduceGradient(gradient, input: input, mean: mean)
+        let channels = sums.enumerated().map { coefficients($0.offset, $0.element) }
+        try applyGradient(gradient, input: input, into: output, coefficients: ChannelCoefficients(channels))
+        return sums
+    }
 }

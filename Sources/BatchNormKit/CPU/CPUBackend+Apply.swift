@@ -4,6 +4,8 @@
 // bfloat16: computed in float32, rounded once to it) (which may alias x or g: every element is read before it
 // is written, by the same thread). Runs go to the C kernels of `kernelLevel`; every level
 // gives the same float result per element (the same IEEE operations, no fused multiply-add).
+// Stores stream (non-temporal) when the output is at least `tuning.streamingThreshold`
+// bytes; the bits are the same either way.
 
 import CBatchNormKernels
 
@@ -43,6 +45,7 @@ extension CPUBackend {
                             : input == nil ? BNK_APPLY_GRADIENT : BNK_APPLY_GRADIENT_AND_INPUT)
         // Pointers of terms the formula leaves out are never read; they point at the output.
         let gp = g ?? y, xp = x ?? y
+        let streaming: Int32 = tuning.streams(outputBytes: geometry.elementCount * output.dataType.byteCount) ? 1 : 0
 
         if output.layout == .channelsFirst && spatial > 1 {
             // Runs are pieces of planes (n, c); thread ranges are cut at multiples of 64 values.
@@ -55,7 +58,7 @@ extension CPUBackend {
                     let plane = position / spatial
                     let runEnd = min(end, (plane + 1) * spatial)
                     let c = plane % channels
-                    bnk_contiguous_apply(level, y.type, formula, gp[position], xp[position], y[position],
+                    bnk_contiguous_apply(level, y.type, formula, streaming, gp[position], xp[position], y[position],
                                          runEnd - position, a[c], b[c], shift[c], offset[c])
                     position = runEnd
                 }
@@ -87,11 +90,55 @@ extension CPUBackend {
                 }
             }
             let coefficients = SharedPointer(replicated)
-            let rows = geometry.batch * spatial
-            parallelFor(rows, elements: geometry.elementCount) { range in
-                let start = range.lowerBound * channels
-                bnk_interleaved_apply(level, y.type, formula, gp[start], xp[start], y[start],
-                                      range.count * channels, period, pattern.vectorPeriod, coefficients.base)
+            // Thread ranges are whole periods (P/C rows), so each starts at a multiple of P
+            // values: aligned for streaming stores when P is a multiple of 16.
+            let rows = geometry.batch * spatial, rowsPerPeriod = period / channels
+            let periods = (rows + rowsPerPeriod - 1) / rowsPerPeriod
+            parallelFor(periods, elements: geometry.elementCount) { range in
+                let start = range.lowerBound * period
+                let length = min(range.upperBound * rowsPerPeriod, rows) * channels - start
+                bnk_interleaved_apply(level, y.type, formula, streaming, gp[start], xp[start], y[start],
+                                      length, period, pattern.vectorPeriod, coefficients.base)
+            }
+        }
+    }
+
+    /// Whether a training pass of this tensor runs channel-fused: channels-first with
+    /// `S > 1` whose channel working set (`N·S` values of `x`, and of `g` too in backward)
+    /// fits in one core's cache and whose channels spread evenly enough over the threads
+    /// (`MemoryTuning.fuses`; `BNKIT_CHANNEL_FUSION` forces it).
+    public func fusesChannels(shape: [Int], layout: TensorLayout, dataType: TensorDataType, backward: Bool) -> Bool {
+        let geometry = ChannelGeometry(shape: shape)
+        guard layout == .channelsFirst, geometry.spatial > 1, geometry.elementCount > 0 else { return false }
+        let bytes = geometry.valuesPerChannel * dataType.byteCount * (backward ? 2 : 1)
+        return tuning.fuses(channelBytes: bytes, channels: geometry.channels,
+                            threads: threadWidth(geometry.channels, elements: geometry.elementCount))
+    }
+
+    /// The apply of one channel at a time over its planes (channels-first, `S > 1`), for the
+    /// channel-fused passes: `out[n, c, ·] = F(g[n, c, ·], x[n, c, ·])` for every `n`, with
+    /// the same kernel (and streaming rule) as ``normalize(_:into:coefficients:)``.
+    struct PlaneApply: Sendable {
+        let level: Int32, formula: Int32, streaming: Int32
+        let g: KernelData, x: KernelData, y: KernelData
+        let geometry: ChannelGeometry
+
+        init(_ backend: CPUBackend, formula: Int32, gradient: Tensor?, input: Tensor, output: Tensor) {
+            geometry = ChannelGeometry(shape: output.shape)
+            level = backend.kernelLevel.rawValue
+            self.formula = formula
+            streaming = backend.tuning.streams(outputBytes: geometry.elementCount * output.dataType.byteCount) ? 1 : 0
+            y = KernelData(output)
+            x = KernelData(input)
+            g = gradient.map(KernelData.init) ?? y
+        }
+
+        func callAsFunction(channel c: Int, _ k: ChannelCoefficients.Channel) {
+            let spatial = geometry.spatial
+            for n in 0..<geometry.batch {
+                let start = (n * geometry.channels + c) * spatial
+                bnk_contiguous_apply(level, y.type, formula, streaming, g[start], x[start], y[start], spatial,
+                                     k.gradientMultiplier, k.inputMultiplier, k.shift, k.offset)
             }
         }
     }

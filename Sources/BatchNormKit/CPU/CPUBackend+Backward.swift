@@ -14,6 +14,34 @@ extension CPUBackend {
     /// stored in its own slot and added per channel in block order, so the result is bitwise
     /// identical for any thread count.
     public func reduceGradient(_ gradient: Tensor, input: Tensor, mean: [Double]) throws -> [GradientSums] {
+        reduceGradient(gradient, input: input, mean: mean, perChannel: nil)
+    }
+
+    /// Reduce and apply fused per channel (channels-first with `S > 1`; other tensors run
+    /// ``reduceGradient(_:input:mean:)`` then one apply): one thread takes channel `c`, reduces
+    /// and merges its blocks exactly as ``reduceGradient(_:input:mean:)`` does (the same sums,
+    /// bitwise, for any thread count), then writes
+    /// `dx[n, c, ·] = a·g + b·(x − shift) + offset` for every `n` with
+    /// `coefficients(c, sums)` while the channel's `g` and `x` are still in its cache.
+    public func reduceGradientAndApply(_ gradient: Tensor, input: Tensor, mean: [Double], into output: Tensor,
+                                       coefficients: @Sendable (_ channel: Int, GradientSums) -> ChannelCoefficients.Channel)
+        throws -> [GradientSums] {
+        let geometry = ChannelGeometry(shape: input.shape)
+        guard geometry.elementCount > 0, input.layout == .channelsFirst, geometry.spatial > 1 else {
+            return try reduceThenApply(gradient, input: input, mean: mean, into: output, coefficients: coefficients)
+        }
+        let apply = PlaneApply(self, formula: Int32(BNK_APPLY_GRADIENT_AND_INPUT), gradient: gradient, input: input,
+                               output: output)
+        // The per-channel step is optional in `reduceGradient`, hence escaping in type only.
+        return withoutActuallyEscaping(coefficients) { coefficients in
+            reduceGradient(gradient, input: input, mean: mean) { c, sums in apply(channel: c, coefficients(c, sums)) }
+        }
+    }
+
+    /// The blocks of ``reduceGradient(_:input:mean:)``, their kernel and their merge, with
+    /// `perChannel` as in ``reduce(_:elements:kernel:merge:perChannel:)``.
+    private func reduceGradient(_ gradient: Tensor, input: Tensor, mean: [Double],
+                                perChannel: (@Sendable (Int, GradientSums) -> Void)?) -> [GradientSums] {
         let geometry = ChannelGeometry(shape: input.shape)
         let zero = GradientSums(gradient: 0, gradientTimesCentered: 0)
         guard geometry.elementCount > 0 else { return Array(repeating: zero, count: geometry.channels) }
@@ -22,7 +50,7 @@ extension CPUBackend {
         let blocks = ReductionBlocks(geometry, layout: input.layout, planeLength: CPUBackend.gradientBlockLength)
         return mean.withUnsafeBufferPointer { mean in
             let mean = SharedPointer(mean.baseAddress!)
-            return reduce(blocks, elements: geometry.elementCount) { block in
+            return reduce(blocks, elements: geometry.elementCount, kernel: { block in
                 switch blocks.partition {
                 case .planes:
                     bnk_contiguous_gradient_sums(level, x.type, g[block.start], x[block.start], block.length,
@@ -32,14 +60,14 @@ extension CPUBackend {
                                                   pattern.channels, pattern.period, pattern.vectorPeriod, mean.base,
                                                   block.scratch, block.first, block.second)
                 }
-            } merge: { partials in
+            }, merge: { partials in
                 var total = zero
                 partials.forEach { _, sumG, sumGX in
                     total.gradient += sumG
                     total.gradientTimesCentered += sumGX
                 }
                 return total
-            }
+            }, perChannel: perChannel)
         }
     }
 }

@@ -41,28 +41,53 @@ extension CPUBackend {
 
     /// Runs `kernel` on every block of `blocks` (in parallel over blocks, `elements` deciding
     /// whether threads are worth waking), then `merge` once per channel, in channel order.
+    ///
+    /// With `perChannel` (channel-fused; plane blocks only): in parallel over channels
+    /// instead, each thread runs the blocks of one channel, merges them and hands the result
+    /// to `perChannel(c, result)` at once, while the channel's values are still in its cache.
+    /// The blocks and the merge order are the same, so are the results.
     func reduce<Result>(_ blocks: ReductionBlocks, elements: Int,
                         kernel: @Sendable (ReductionBlock) -> Void,
-                        merge: (ChannelPartials) -> Result) -> [Result] {
+                        merge: @Sendable (ChannelPartials) -> Result,
+                        perChannel: (@Sendable (Int, Result) -> Void)? = nil) -> [Result] {
         let slots = blocks.count * blocks.width
         let partials = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * max(1, slots))
         defer { partials.deallocate() }
         let first = SharedPointer(partials.baseAddress!), second = SharedPointer(partials.baseAddress! + slots)
         let width = blocks.width
-        let pattern: ChannelPattern? = if case let .rows(_, _, pattern) = blocks.partition { pattern } else { nil }
-        parallelFor(blocks.count, elements: elements) { range in
-            func run(_ scratch: UnsafeMutablePointer<Double>?) {
-                for index in range {
-                    let (start, length, channel) = blocks.block(index)
-                    kernel(ReductionBlock(start: start, length: length, channel: channel,
-                                          first: first.base + index * width, second: second.base + index * width,
-                                          scratch: scratch))
+        @Sendable func run(_ index: Int, _ scratch: UnsafeMutablePointer<Double>?) {
+            let (start, length, channel) = blocks.block(index)
+            kernel(ReductionBlock(start: start, length: length, channel: channel,
+                                  first: first.base + index * width, second: second.base + index * width,
+                                  scratch: scratch))
+        }
+        @Sendable func partialsOf(_ c: Int) -> ChannelPartials {
+            ChannelPartials(blocks: blocks, channel: c, first: first.base, second: second.base)
+        }
+        if let perChannel, case .planes = blocks.partition {
+            let results = UnsafeMutableBufferPointer<Result>.allocate(capacity: blocks.channels)
+            defer { results.deallocate() }
+            let shared = SharedPointer(results.baseAddress!)
+            parallelFor(blocks.channels, elements: elements) { range in
+                for c in range {
+                    // Plane blocks hold one channel each: a partial's slot is its block's index.
+                    blocks.forEachPartial(ofChannel: c) { index, _ in run(index, nil) }
+                    let result = merge(partialsOf(c))
+                    (shared.base + c).initialize(to: result)
+                    perChannel(c, result)
                 }
             }
-            if let pattern { pattern.withScratch(arrays: 3, run) } else { run(nil) }
+            return Array(UnsafeBufferPointer(results))
         }
-        return (0..<blocks.channels).map { c in
-            merge(ChannelPartials(blocks: blocks, channel: c, first: first.base, second: second.base))
+        let pattern: ChannelPattern? = if case let .rows(_, _, pattern) = blocks.partition { pattern } else { nil }
+        parallelFor(blocks.count, elements: elements) { range in
+            func runRange(_ scratch: UnsafeMutablePointer<Double>?) {
+                for index in range { run(index, scratch) }
+            }
+            if let pattern { pattern.withScratch(arrays: 3, runRange) } else { runRange(nil) }
         }
+        let results = (0..<blocks.channels).map { merge(partialsOf($0)) }
+        if let perChannel { results.enumerated().forEach { perChannel($0.offset, $0.element) } }
+        return results
     }
 }

@@ -23,11 +23,42 @@ extension CPUBackend {
         guard geometry.elementCount > 0 else {
             return Array(repeating: .empty, count: geometry.channels)
         }
+        return collect(input, geometry: geometry, perChannel: nil)
+    }
+
+    /// Collect and apply fused per channel (channels-first with `S > 1`; other tensors run
+    /// ``collectStatistics(of:)`` then one apply): one thread takes channel `c`, collects and
+    /// merges its blocks exactly as ``collectStatistics(of:)`` does (so the same moments,
+    /// bitwise, for any thread count), then writes `y[n, c, ·]` for every `n` with the
+    /// coefficients `coefficients(c, moments)` while the channel's values are still in its
+    /// cache: `x` is read from memory once when a channel fits
+    /// (``fusesChannels(shape:layout:dataType:backward:)``).
+    public func collectStatisticsAndNormalize(
+        _ input: Tensor, into output: Tensor,
+        coefficients: @Sendable (_ channel: Int, ChannelMoments) -> ChannelCoefficients.Channel?) throws
+        -> [ChannelMoments] {
+        let geometry = ChannelGeometry(shape: input.shape)
+        guard geometry.elementCount > 0, input.layout == .channelsFirst, geometry.spatial > 1 else {
+            return try collectThenNormalize(input, into: output, coefficients: coefficients)
+        }
+        let apply = PlaneApply(self, formula: Int32(BNK_APPLY_FORWARD), gradient: nil, input: input, output: output)
+        // The per-channel step is optional in `collect`, hence escaping in type only.
+        return withoutActuallyEscaping(coefficients) { coefficients in
+            collect(input, geometry: geometry) { c, moments in
+                if let channel = coefficients(c, moments) { apply(channel: c, channel) }
+            }
+        }
+    }
+
+    /// The blocks of ``collectStatistics(of:)``, their kernel and their merge, with
+    /// `perChannel` as in ``reduce(_:elements:kernel:merge:perChannel:)``.
+    private func collect(_ input: Tensor, geometry: ChannelGeometry,
+                         perChannel: (@Sendable (Int, ChannelMoments) -> Void)?) -> [ChannelMoments] {
         let x = KernelData(input)
         let total = Double(geometry.valuesPerChannel)
         let level = kernelLevel.rawValue
         let blocks = ReductionBlocks(geometry, layout: input.layout, planeLength: CPUBackend.blockLength)
-        return reduce(blocks, elements: geometry.elementCount) { block in
+        return reduce(blocks, elements: geometry.elementCount, kernel: { block in
             switch blocks.partition {
             case .planes:
                 bnk_contiguous_moments(level, x.type, x[block.start], block.length, block.first, block.second)
@@ -35,7 +66,7 @@ extension CPUBackend {
                 bnk_interleaved_moments(level, x.type, x[block.start], block.length, pattern.channels,
                                         pattern.period, pattern.vectorPeriod, block.scratch, block.first, block.second)
             }
-        } merge: { partials in
+        }, merge: { partials in
             var sum = 0.0
             partials.forEach { count, mean, _ in sum += count * mean }
             let mean = sum / total
@@ -45,6 +76,6 @@ extension CPUBackend {
                 m2 += blockM2 + count * delta * delta
             }
             return ChannelMoments(count: total, mean: mean, m2: m2)
-        }
+        }, perChannel: perChannel)
     }
 }

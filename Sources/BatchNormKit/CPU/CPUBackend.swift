@@ -21,6 +21,9 @@ public struct CPUBackend: BatchNormBackend {
     /// The instruction set of the reduction and apply loops, chosen at run time.
     let kernelLevel: KernelLevel
 
+    /// When stores stream and training passes fuse, from the cache sizes read at run time.
+    let tuning: MemoryTuning
+
     /// Values per channels-first statistics block: each block is reduced in `Double` (one
     /// pass shifted by its first value) and blocks are merged in a fixed order (the k-way
     /// form of ``ChannelMoments/merged(with:)``).
@@ -46,10 +49,12 @@ public struct CPUBackend: BatchNormBackend {
         self.init(threadCount: threadCount, kernelLevel: .selected)
     }
 
-    /// A backend with the given kernels (`level` is lowered to what the CPU supports).
-    init(threadCount: Int?, kernelLevel level: KernelLevel) {
+    /// A backend with the given kernels (`level` is lowered to what the CPU supports) and
+    /// tuning (the environment's by default).
+    init(threadCount: Int?, kernelLevel level: KernelLevel, tuning: MemoryTuning = .selected) {
         self.threadCount = max(1, threadCount ?? CPUBackend.onlineProcessorCount)
         self.kernelLevel = min(level, .supported)
+        self.tuning = tuning
     }
 
     /// Number of online processors.
@@ -67,11 +72,16 @@ public struct CPUBackend: BatchNormBackend {
 
     public var name: String { "cpu (\(threadCount) thread\(threadCount == 1 ? "" : "s"))" }
 
+    /// The number of threads ``parallelFor(_:elements:_:)`` uses for `count` items over `elements` values.
+    func threadWidth(_ count: Int, elements: Int) -> Int {
+        elements < CPUBackend.parallelThreshold ? 1 : max(1, min(threadCount, count))
+    }
+
     /// Runs `body` over `0..<count` split into contiguous ranges, one per thread, or on the
     /// calling thread when `elements` is small. Callers must make each index's effect
     /// independent of how the ranges are cut.
     func parallelFor(_ count: Int, elements: Int, _ body: @Sendable (Range<Int>) -> Void) {
-        let threads = elements < CPUBackend.parallelThreshold ? 1 : min(threadCount, count)
+        let threads = threadWidth(count, elements: elements)
         if threads <= 1 {
             if count > 0 { body(0..<count) }
             return

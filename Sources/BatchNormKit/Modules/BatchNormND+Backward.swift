@@ -49,15 +49,28 @@ extension BatchNormND {
             return nil
         }
 
-        // Validate and reduce (backend), merge (across processGroup when set).
+        // Validate and reduce (backend), merge (across processGroup when set); alone, and
+        // when the backend fuses the channels of this tensor, reduce and apply in one call.
+        var fusedOutput: Tensor?
         let (context, sums) = try mergeGradientSums {
             let (parameters, input) = try backwardInputs(grad)
             guard let saved = savedStatistics else { throw BatchNormError.backwardBeforeForward(name: name) }
-            return ((parameters, input, saved), try backend.reduceGradient(grad, input: input, mean: saved.mean))
+            guard updGrad, processGroup == nil,
+                  backend.fusesChannels(shape: grad.shape, layout: grad.layout, dataType: grad.dataType,
+                                        backward: true) else {
+                return ((parameters, input, saved), try backend.reduceGradient(grad, input: input, mean: saved.mean))
+            }
+            releasePreviousGradient()
+            let result = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
+            let finalizer = GradientFinalizer(saved: saved, scale: parameters.scale.scalars)
+            let sums = try backend.reduceGradientAndApply(grad, input: input, mean: saved.mean, into: result,
+                                                          coefficients: finalizer.coefficients)
+            fusedOutput = result
+            return ((parameters, input, saved), sums)
         }
         let (parameters, input, saved) = context
-        var output: Tensor?
-        if updGrad {
+        var output = fusedOutput
+        if updGrad && fusedOutput == nil {
             releasePreviousGradient()
             let result = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
             try backend.applyGradient(grad, input: input, into: result,

@@ -29,10 +29,78 @@ package struct TrainingFinalization {
 
 /// What a training forward keeps for its backward: `μ`, `invstd` and `M` (global when the
 /// statistics were synchronized).
-package struct SavedStatistics {
+package struct SavedStatistics: Sendable {
     package let mean: [Double]
     package let invstd: [Double]
     package let count: Int
+}
+
+/// The per-channel rule of a training forward's *finalize*, written once: the one-call
+/// ``BatchNormND/finalizeTraining(_:count:shape:parameters:)`` and the channel-fused
+/// ``BatchNormBackend/collectStatisticsAndNormalize(_:into:coefficients:)`` both call
+/// ``channel(_:_:)``, so they apply the same coefficients.
+package struct TrainingFinalizer: Sendable {
+    /// `n` of the factor rule after this pass.
+    package let propagation: Int
+    /// `M`.
+    let count: Double
+    /// `max(initFactor/n, minFactor)`.
+    let factor: Double
+    let epsilon: Double
+    let oldMean: [Float], oldVariance: [Float], scale: [Float], bias: [Float]
+
+    /// What finalize computes for one channel.
+    package struct Channel {
+        /// `μ`.
+        package let mean: Double
+        /// `invstd = 1/sqrt(σ² + ε)`.
+        package let invstd: Double
+        /// `(1 − factor)·mean + factor·μ`.
+        package let runningMean: Float
+        /// `(1 − factor)·var + factor·σ²·M/(M − 1)`.
+        package let runningVariance: Float
+        /// `y = b·(x − shift) + offset` with `b = γ·invstd`, `shift = Float(μ)`,
+        /// `offset = β − b·(μ − shift)`.
+        package let coefficients: ChannelCoefficients.Channel
+    }
+
+    /// Channel `c` from its merged moments (`σ² = M2/M`), or `nil` when `μ` or `σ²` is not
+    /// finite in `Double`, or `μ` or a new running statistic is not finite in `Float` (a batch
+    /// of finite values near ±1e20 has σ² beyond Float's range).
+    package func channel(_ c: Int, _ moments: ChannelMoments) -> Channel? {
+        let mu = moments.mean, variance = moments.m2 / count
+        let newMean = Float((1 - factor) * Double(oldMean[c]) + factor * mu)
+        let newVariance = Float((1 - factor) * Double(oldVariance[c]) + factor * variance * count / (count - 1))
+        guard mu.isFinite, variance.isFinite, Float(mu).isFinite, newMean.isFinite, newVariance.isFinite else {
+            return nil
+        }
+        let inverse = 1 / (variance + epsilon).squareRoot()
+        let b = Double(scale[c]) * inverse
+        let coefficients = ChannelCoefficients.Channel(inputMultiplier: Float(b), shift: Float(mu),
+                                                       offset: Float(Double(bias[c]) - b * (mu - Double(Float(mu)))))
+        return Channel(mean: mu, invstd: inverse, runningMean: newMean, runningVariance: newVariance,
+                       coefficients: coefficients)
+    }
+}
+
+/// The per-channel rule of a training backward's finalize, written once (the one-call and
+/// the channel-fused backward both use it): the apply coefficients of
+/// `dx = γ·invstd/M · (M·g − Σg − x̂·Σ(g·x̂))` as `dx = a·g + b·(x − shift) + offset` with
+/// `a = γ·invstd`, `b = −γ·invstd³·Σg(x−μ)/M`, `shift = Float(μ)` and
+/// `offset = −a·Σg/M − b·(μ − shift)` (the formula centered on a `Float` shift).
+package struct GradientFinalizer: Sendable {
+    let saved: SavedStatistics
+    let scale: [Float]
+
+    package func coefficients(_ c: Int, _ sums: GradientSums) -> ChannelCoefficients.Channel {
+        let count = Double(saved.count), invstd = saved.invstd[c], gamma = Double(scale[c])
+        let gradientMultiplier = gamma * invstd
+        let inputMultiplier = -gamma * invstd * invstd * invstd * sums.gradientTimesCentered / count
+        let center = Float(saved.mean[c])
+        return ChannelCoefficients.Channel(
+            gradientMultiplier: Float(gradientMultiplier), inputMultiplier: Float(inputMultiplier), shift: center,
+            offset: Float(-gradientMultiplier * sums.gradient / count - inputMultiplier * (saved.mean[c] - Double(center))))
+    }
 }
 
 /// What a forward pass on a tensor type other than ``Tensor`` (the CUDA target's device
@@ -77,51 +145,45 @@ extension BatchNormND {
     }
 
     /// Finalize of a training forward: from the merged moments of `count` values per channel
-    /// to ``TrainingFinalization``. Changes nothing.
-    ///
-    /// Per channel: `σ² = M2/M`, `invstd = 1/sqrt(σ² + ε)`, `factor = max(initFactor/n,
-    /// minFactor)` weighting the new batch, the running mean and the unbiased running
-    /// variance `σ²·M/(M − 1)` rounded once to `Float`, and the apply coefficients.
+    /// to ``TrainingFinalization``, channel by channel with ``TrainingFinalizer``. Changes
+    /// nothing.
     ///
     /// - Parameters:
     ///   - moments: `C` merged moments (each with count `M`).
     ///   - count: `M`.
     ///   - shape: The shape named in the `M < 2` error (the local batch's).
     /// - Throws: ``BatchNormError/tooFewValuesPerChannel(expected:actual:shape:)`` when
-    ///   `M < 2`; ``BatchNormError/nonFiniteStatistics(channel:mean:variance:)`` when `μ` or
-    ///   `σ²` is not finite in `Double`, or `μ` or a new running statistic is not finite in
-    ///   `Float` (a batch of finite values near ±1e20 has σ² beyond Float's range).
+    ///   `M < 2`; ``BatchNormError/nonFiniteStatistics(channel:mean:variance:)`` for the first
+    ///   channel ``TrainingFinalizer/channel(_:_:)`` rejects.
     package func finalizeTraining(_ moments: [ChannelMoments], count: Int, shape: [Int],
                                   parameters: Parameters) throws -> TrainingFinalization {
         try checkValuesPerChannel(count, shape: shape)
-        let total = Double(count)
-        let propagation = numOfProps + 1
-        let factor = max(initFactor / Double(propagation), minFactor)
-        let oldMean = parameters.mean.scalars, oldVariance = parameters.variance.scalars
-        let scale = parameters.scale.scalars, bias = parameters.bias.scalars
+        let finalizer = trainingFinalizer(count: count, parameters: parameters)
         var mean = [Double](), invstd = [Double](), runningMean = [Float](), runningVariance = [Float]()
-        var multiplier = [Float](), shift = [Float](), offset = [Float]()
+        var coefficients = [ChannelCoefficients.Channel]()
         for c in 0..<maps {
-            let mu = moments[c].mean, variance = moments[c].m2 / total
-            let newMean = Float((1 - factor) * Double(oldMean[c]) + factor * mu)
-            let newVariance = Float((1 - factor) * Double(oldVariance[c]) + factor * variance * total / (total - 1))
-            guard mu.isFinite, variance.isFinite, Float(mu).isFinite, newMean.isFinite, newVariance.isFinite else {
-                throw BatchNormError.nonFiniteStatistics(channel: c, mean: mu, variance: variance)
+            guard let channel = finalizer.channel(c, moments[c]) else {
+                throw BatchNormError.nonFiniteStatistics(channel: c, mean: moments[c].mean,
+                                                         variance: moments[c].m2 / Double(count))
             }
-            let inverse = 1 / (variance + epsilon).squareRoot()
-            let b = Double(scale[c]) * inverse
-            mean.append(mu)
-            invstd.append(inverse)
-            runningMean.append(newMean)
-            runningVariance.append(newVariance)
-            multiplier.append(Float(b))
-            shift.append(Float(mu))
-            offset.append(Float(Double(bias[c]) - b * (mu - Double(Float(mu)))))
+            mean.append(channel.mean)
+            invstd.append(channel.invstd)
+            runningMean.append(channel.runningMean)
+            runningVariance.append(channel.runningVariance)
+            coefficients.append(channel.coefficients)
         }
         return TrainingFinalization(
-            propagation: propagation, count: count, mean: mean, invstd: invstd, runningMean: runningMean,
-            runningVariance: runningVariance,
-            coefficients: ChannelCoefficients(inputMultiplier: multiplier, shift: shift, offset: offset))
+            propagation: finalizer.propagation, count: count, mean: mean, invstd: invstd, runningMean: runningMean,
+            runningVariance: runningVariance, coefficients: ChannelCoefficients(coefficients))
+    }
+
+    /// The per-channel finalize of a training forward over `count` values per channel.
+    package func trainingFinalizer(count: Int, parameters: Parameters) -> TrainingFinalizer {
+        let propagation = numOfProps + 1
+        return TrainingFinalizer(propagation: propagation, count: Double(count),
+                                 factor: max(initFactor / Double(propagation), minFactor), epsilon: epsilon,
+                                 oldMean: parameters.mean.scalars, oldVariance: parameters.variance.scalars,
+                                 scale: parameters.scale.scalars, bias: parameters.bias.scalars)
     }
 
     /// Commit of a training forward: stores the running statistics, ``numOfProps``,
@@ -170,28 +232,11 @@ extension BatchNormND {
                                    inputMultiplier: zero, shift: zero, offset: zero)
     }
 
-    /// Finalize of a training backward: the apply coefficients of
-    /// `dx = γ·invstd/M · (M·g − Σg − x̂·Σ(g·x̂))` from the merged sums, as
-    /// `dx = a·g + b·(x − shift) + offset` with `a = γ·invstd`,
-    /// `b = −γ·invstd³·Σg(x−μ)/M`, `shift = Float(μ)` and `offset = −a·Σg/M − b·(μ − shift)`
-    /// (the formula centered on a `Float` shift).
+    /// Finalize of a training backward: ``GradientFinalizer/coefficients(_:_:)`` of every channel.
     package func trainingGradientCoefficients(_ sums: [GradientSums], saved: SavedStatistics,
                                               parameters: Parameters) -> ChannelCoefficients {
-        let gamma = parameters.scale.scalars
-        let count = Double(saved.count)
-        var a = [Float](), b = [Float](), shift = [Float](), offset = [Float]()
-        for c in 0..<maps {
-            let gradientMultiplier = Double(gamma[c]) * saved.invstd[c]
-            let inputMultiplier = -Double(gamma[c]) * saved.invstd[c] * saved.invstd[c] * saved.invstd[c]
-                * sums[c].gradientTimesCentered / count
-            let center = Float(saved.mean[c])
-            a.append(Float(gradientMultiplier))
-            b.append(Float(inputMultiplier))
-            shift.append(center)
-            offset.append(Float(-gradientMultiplier * sums[c].gradient / count
-                                - inputMultiplier * (saved.mean[c] - Double(center))))
-        }
-        return ChannelCoefficients(gradientMultiplier: a, inputMultiplier: b, shift: shift, offset: offset)
+        let finalizer = GradientFinalizer(saved: saved, scale: parameters.scale.scalars)
+        return ChannelCoefficients(sums.enumerated().map { finalizer.coefficients($0.offset, $0.element) })
     }
 
     /// Commit of a training backward's parameter gradients:

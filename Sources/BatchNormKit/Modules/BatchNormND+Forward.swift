@@ -33,23 +33,44 @@ extension BatchNormND {
     }
 
     /// Validate and collect (backend), merge (across ``processGroup`` when set), finalize and
-    /// commit (shared with every path), apply (backend).
+    /// commit (shared with every path), apply (backend). Alone, and when the backend
+    /// ``BatchNormBackend/fusesChannels(shape:layout:dataType:backward:)``, collect, finalize
+    /// and apply run channel by channel in one backend call; the finalize of every channel is
+    /// then repeated here in one call (the same function of the same moments, so the same
+    /// values) for the commit and the errors.
     private func trainingForward(_ data: Tensor) throws -> Tensor {
         let valuesPerChannel = ChannelGeometry(shape: data.shape).valuesPerChannel
+        var fusedOutput: Tensor?
         let (parameters, moments, count) = try mergeMoments(localCount: valuesPerChannel) {
             let parameters = try loadedParameters()
             try checkShape(of: data, argument: "data")
             guard !inplace else { throw BatchNormError.inplaceInTraining(name: name) }
             // Alone, M < 2 is known before reading the data; in a group only the global M counts.
-            if processGroup == nil {
-                try checkValuesPerChannel(valuesPerChannel, shape: data.shape)
+            guard processGroup == nil else { return (parameters, try backend.collectStatistics(of: data)) }
+            try checkValuesPerChannel(valuesPerChannel, shape: data.shape)
+            guard backend.fusesChannels(shape: data.shape, layout: data.layout, dataType: data.dataType,
+                                        backward: false) else {
+                return (parameters, try backend.collectStatistics(of: data))
             }
-            return (parameters, try backend.collectStatistics(of: data))
+            // Finalize can still throw after the apply, so the previous output is kept (not
+            // recycled) until the commit.
+            let output = try Tensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType)
+            let finalizer = trainingFinalizer(count: valuesPerChannel, parameters: parameters)
+            let moments = try backend.collectStatisticsAndNormalize(data, into: output) { c, moments in
+                finalizer.channel(c, moments)?.coefficients
+            }
+            fusedOutput = output
+            return (parameters, moments)
         }
         let finalized = try finalizeTraining(moments, count: count, shape: data.shape, parameters: parameters)
-        releasePreviousOutputs()
-        let output = try Tensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType)
-        try backend.normalize(data, into: output, coefficients: finalized.coefficients)
+        let output: Tensor
+        if let fusedOutput {
+            output = fusedOutput
+        } else {
+            releasePreviousOutputs()
+            output = try Tensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType)
+            try backend.normalize(data, into: output, coefficients: finalized.coefficients)
+        }
         // Commit: nothing above changed the module.
         try commitTraining(finalized, parameters: parameters)
         commitForward(input: data, output: output, savedForward: nil)

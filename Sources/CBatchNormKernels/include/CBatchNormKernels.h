@@ -91,15 +91,24 @@ enum {
     BNK_APPLY_GRADIENT_AND_INPUT = 2,
 };
 
+/// Stores of the apply kernels: `streaming` 0 uses ordinary stores; 1 makes every 16-value
+/// vector store whose address is a multiple of its size (64 bytes in float32, 32 in the half
+/// types) non-temporal, which writes to memory without first reading the line (no read for
+/// ownership) and without evicting cached data: faster once the output is larger than the
+/// caches, slower when the next step would have found it in them. The kernel ends with a
+/// store fence when it streamed. Results are the same bits either way.
+
 /// out[i] = F(g[i], x[i]) over a channels-first run of n values with scalar coefficients.
-/// out may alias g or x (each element is read before it is written).
-void bnk_contiguous_apply(int level, int type, int formula, const void *g, const void *x, void *out, ptrdiff_t n,
-                          float a, float b, float shift, float offset);
+/// out may alias g or x (each element is read before it is written). Streaming, the values
+/// before the first aligned address are computed one by one so that every vector store streams.
+void bnk_contiguous_apply(int level, int type, int formula, int streaming, const void *g, const void *x, void *out,
+                          ptrdiff_t n, float a, float b, float shift, float offset);
 
 /// The same over a channels-last run of `length` values starting at a row boundary, with
 /// coefficients replicated over the pattern: `coefficients` holds P values each of a, b,
-/// shift and offset, one array after the other.
-void bnk_interleaved_apply(int level, int type, int formula, const void *g, const void *x, void *out,
+/// shift and offset, one array after the other. Vector stores stream where aligned (every
+/// one when the run starts at a multiple of 16 values and P is a multiple of 16).
+void bnk_interleaved_apply(int level, int type, int formula, int streaming, const void *g, const void *x, void *out,
                            ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period, const float *coefficients);
 
 /// destination[i] = source[i] for i < n, converted from storage type `from` to `to`

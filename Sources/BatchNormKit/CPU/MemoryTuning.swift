@@ -1,0 +1,131 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The cache sizes of the running CPU, read once per process: from
+/// `/sys/devices/system/cpu/cpu0/cache` on Linux (each level's `size` and the CPUs in its
+/// `shared_cpu_list`), else `sysconf`, else 1 MiB of L2 and 32 MiB of last-level cache.
+struct CacheSizes: Equatable, Sendable {
+    /// Bytes of the unified level-2 cache of one core.
+    var levelTwo: Int
+    /// Bytes of the last-level cache (L3 where there is one, else L2).
+    var lastLevel: Int
+    /// Online processors sharing the last-level cache (1 or more).
+    var lastLevelSharedBy: Int
+
+    /// The cache a core can count on for data it revisits soon: its L2, or its share of the
+    /// last-level cache when that is larger (the L3 of a 2-core guest on one core complex).
+    var perCore: Int { max(levelTwo, lastLevel / max(1, lastLevelSharedBy)) }
+
+    static let running: CacheSizes = read()
+
+    private static func read() -> CacheSizes {
+        var levelTwo = 0, lastLevel = 0, lastLevelLevel = 0, sharedBy = 1
+        for index in 0..<8 {
+            let directory = "/sys/devices/system/cpu/cpu0/cache/index\(index)/"
+            guard let level = contents(of: directory + "level").flatMap({ Int($0) }),
+                  let type = contents(of: directory + "type"), type != "Instruction",
+                  let size = contents(of: directory + "size").flatMap(parseSize) else { continue }
+            if level == 2 { levelTwo = size }
+            if level >= lastLevelLevel {
+                lastLevelLevel = level
+                lastLevel = size
+                sharedBy = contents(of: directory + "shared_cpu_list").map(countProcessors) ?? 1
+            }
+        }
+        #if canImport(Glibc)
+        if levelTwo == 0 { levelTwo = max(0, sysconf(Int32(_SC_LEVEL2_CACHE_SIZE))) }
+        if lastLevel == 0 { lastLevel = max(0, sysconf(Int32(_SC_LEVEL3_CACHE_SIZE))) }
+        #endif
+        if levelTwo == 0 { levelTwo = 1 << 20 }
+        if lastLevel == 0 { lastLevel = max(levelTwo, 32 << 20) }
+        return CacheSizes(levelTwo: levelTwo, lastLevel: lastLevel, lastLevelSharedBy: max(1, sharedBy))
+    }
+
+    /// The first line of a small text file, or `nil`.
+    private static func contents(of path: String) -> String? {
+        guard let file = fopen(path, "r") else { return nil }
+        defer { fclose(file) }
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return nil }
+        let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return line.filter { !$0.isWhitespace }
+    }
+
+    /// `"512K"`, `"32M"` or a byte count.
+    static func parseSize(_ text: String) -> Int? {
+        let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+        if let last = text.last, let unit = units[last] { return Int(text.dropLast()).map { $0 * unit } }
+        return Int(text)
+    }
+
+    /// The number of processors in a list such as `"0-3,8,10-11"`.
+    static func countProcessors(_ list: String) -> Int {
+        list.split(separator: ",").reduce(0) { count, item in
+            let bounds = item.split(separator: "-").compactMap { Int($0) }
+            return count + (bounds.count == 2 ? max(0, bounds[1] - bounds[0] + 1) : bounds.count)
+        }
+    }
+}
+
+/// Where the CPU backend changes strategy with the size of the data: non-temporal stores
+/// (see `bnk_contiguous_apply`) and channel-fused training passes
+/// (``CPUBackend/fusesChannels(shape:layout:dataType:backward:)``). Each choice is
+/// automatic by default; an environment variable forces it for measurement:
+/// `BNKIT_STREAMING_STORES` and `BNKIT_CHANNEL_FUSION`, each `always`, `never` or `auto`.
+struct MemoryTuning: Equatable, Sendable {
+    enum Choice: Equatable, Sendable {
+        case automatic, always, never
+
+        /// `always`/`on`/`1`, `never`/`off`/`0`, anything else automatic.
+        init(environment name: String) {
+            switch getenv(name).map({ String(cString: $0).lowercased() }) {
+            case "always", "on", "1": self = .always
+            case "never", "off", "0": self = .never
+            default: self = .automatic
+            }
+        }
+    }
+
+    var streamingStores: Choice
+    var channelFusion: Choice
+    var caches: CacheSizes
+
+    /// What `CPUBackend(threadCount:)` uses: the environment's choices and the running CPU's caches.
+    static let selected = MemoryTuning(streamingStores: Choice(environment: "BNKIT_STREAMING_STORES"),
+                                       channelFusion: Choice(environment: "BNKIT_CHANNEL_FUSION"),
+                                       caches: .running)
+
+    /// Output bytes from which the apply kernels stream their stores: the last-level cache
+    /// size. Below it, the output of one pass can still be in the cache for the next
+    /// consumer and ordinary stores win; above it, every line written would be read for
+    /// ownership and later evicted anyway. (Measured: see the Benchmarks article.)
+    var streamingThreshold: Int { caches.lastLevel }
+
+    /// Whether an apply writing `bytes` of output streams its stores.
+    func streams(outputBytes bytes: Int) -> Bool {
+        switch streamingStores {
+        case .always: true
+        case .never: false
+        case .automatic: bytes >= streamingThreshold
+        }
+    }
+
+    /// Whether a fused pass over channels whose working set is `channelBytes` (one channel's
+    /// values of every tensor the pass reads) pays: it must fit in the cache of one core
+    /// (``CacheSizes/perCore``), and `channels` must spread over `threads` with at most
+    /// 1/8 of imbalance (or evenly).
+    func fuses(channelBytes: Int, channels: Int, threads: Int) -> Bool {
+        switch channelFusion {
+        case .always: return true
+        case .never: return false
+        case .automatic:
+            let perThread = (channels + threads - 1) / threads
+            return channelBytes <= caches.perCore && perThread * threads * 8 <= channels * 9
+        }
+    }
+}
