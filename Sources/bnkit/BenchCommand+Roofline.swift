@@ -94,7 +94,9 @@ extension BenchCommand {
 
     /// Median `T_read` and `T_rw` of `byteCount`-byte buffers (64-byte aligned, written before
     /// timing so that no page fault is timed), each run the mean of `repetitions` passes after
-    /// a warm-up, split over `threads` threads in contiguous 64-byte aligned ranges.
+    /// a warm-up, the three loops in turn within each run, split over `threads` threads in
+    /// contiguous 64-byte aligned ranges (each thread makes its `repetitions` passes over its
+    /// own range).
     static func measureBandwidth(byteCount: Int, threads: Int, runs: Int, repetitions: Int) -> Bandwidth {
         let source = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 64), alignment: 64)
         let destination = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 64), alignment: 64)
@@ -103,20 +105,24 @@ extension BenchCommand {
         memset(destination, 0, byteCount)
         let pointers = CopyPointers(source: source, destination: destination)
         let level = bnk_cpu_level()
-        let read = medianSeconds(runs: runs, repetitions: repetitions) {
+        // Variants, timed in turn within each run: 0 the read, 1 the read-write with
+        // non-temporal stores, 2 with ordinary stores. Each thread repeats the pass over its
+        // own range, so waking the threads (tens of microseconds on a virtual machine) is paid
+        // once per run, not once per pass: the roofline is what the loops can do.
+        let seconds = medianSeconds(runs: runs, repetitions: 1, variants: 3) { variant in
             forEachRange(byteCount: byteCount, threads: threads) { start, end in
-                _ = bnk_bandwidth_read(level, pointers.source + start, end - start)
-            }
-        }
-        func readWrite(streaming: Int32) -> Double {
-            medianSeconds(runs: runs, repetitions: repetitions) {
-                forEachRange(byteCount: byteCount, threads: threads) { start, end in
-                    bnk_bandwidth_read_write(level, pointers.source + start, pointers.destination + start, end - start, streaming)
+                for _ in 0..<repetitions {
+                    if variant == 0 {
+                        _ = bnk_bandwidth_read(level, pointers.source + start, end - start)
+                    } else {
+                        bnk_bandwidth_read_write(level, pointers.source + start, pointers.destination + start,
+                                                 end - start, variant == 1 ? 1 : 0)
+                    }
                 }
             }
-        }
-        let streaming = readWrite(streaming: 1), ordinary = readWrite(streaming: 0)
-        return Bandwidth(byteCount: byteCount, threads: threads, readSeconds: read,
+        }.map { $0 / Double(repetitions) }
+        let streaming = seconds[1], ordinary = seconds[2]
+        return Bandwidth(byteCount: byteCount, threads: threads, readSeconds: seconds[0],
                          readWriteSeconds: min(streaming, ordinary), streamingIsFaster: streaming < ordinary)
     }
 }

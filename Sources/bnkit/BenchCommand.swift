@@ -11,7 +11,10 @@ import Darwin
 
 /// `bnkit bench`: times BatchNorm3D's training forward, evaluation forward and training
 /// backward through the public API, beside the memory-to-memory copy bandwidth measured in
-/// the same run (the definitions are in the Benchmarks article of the BatchNormKit documentation).
+/// the same run and, on the CPU, beside each row's roofline: the time of the fewest read and
+/// read-and-write passes the operation needs, measured with plain C loops at the tensor's size
+/// and thread count (`BenchCommand+Roofline.swift`; the definitions are in the Benchmarks
+/// article of the BatchNormKit documentation).
 ///
 /// Effective bandwidth counts the minimal traffic per element: 12 bytes for the training
 /// forward (read x for the statistics, read x and write y to apply), 8 for the evaluation
@@ -20,7 +23,7 @@ import Darwin
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Benchmark BatchNorm3D (train forward, eval forward, backward) against copy bandwidth.",
+        abstract: "Benchmark BatchNorm3D (train forward, eval forward, backward) against copy bandwidth and a same-run roofline.",
         discussion: """
             Default suite, CPU: 5x3x10x10x10, 8x256x8x14x14, 2x32x32x32x32, \
             8x64x16x56x56; CUDA: 5x3x10x10x10, 8x256x8x14x14, 2x32x64x64x64, 8x64x16x56x56, \
@@ -30,6 +33,15 @@ struct BenchCommand: ParsableCommand {
             element: 3, 2 and 5 elements' worth for train, eval and backward (12, 8, 20 in float32, \
             6, 4, 10 in float16 and bfloat16). --dtype float16 and bfloat16 store the data in that \
             type (parameters and statistics stay float32), as PyTorch's mixed-type batch norm.
+
+            CPU roofline, per shape and layout, on buffers of the tensor's size and the backend's \
+            thread count: T_read is the median time of one streaming read of the tensor's bytes, \
+            T_rw of one pass reading them and writing as many (y = 2x + 1, the faster of \
+            non-temporal and ordinary stores: the best a kernel with that traffic can do at that \
+            size). roofline µs = r·T_read + T_rw, where r is the op's read passes beyond one \
+            read-and-write pass: eval 0; train 1, or 0 when the backend fuses the statistics and \
+            the apply per channel; backward 3, or 1 when fused. "of roofline" is roofline µs / \
+            median µs.
             """)
 
     @Option(help: "Device to benchmark: cpu or cuda.")
@@ -228,14 +240,29 @@ struct BenchCommand: ParsableCommand {
 
     /// Median over `runs` of the mean time of `repetitions` calls, after warm-up calls.
     static func medianSeconds(runs: Int, repetitions: Int, _ body: () throws -> Void) rethrows -> Double {
-        for _ in 0..<max(3, repetitions) { try body() }
-        var times = [Double]()
-        for _ in 0..<runs {
-            let start = now()
-            for _ in 0..<repetitions { try body() }
-            times.append((now() - start) / Double(repetitions))
+        try medianSeconds(runs: runs, repetitions: repetitions, variants: 1) { _ in try body() }[0]
+    }
+
+    /// For each of `variants` loops (`body(variant)`), the median over `runs` of the mean time
+    /// of `repetitions` calls, after warm-up calls; each run times every variant in turn, so
+    /// that a slow phase of a shared machine weighs on all of them alike. With several
+    /// variants, each timed run follows one untimed call of the same variant, so that it starts
+    /// from its own cache state, not the one the previous variant left.
+    static func medianSeconds(runs: Int, repetitions: Int, variants: Int,
+                              _ body: (_ variant: Int) throws -> Void) rethrows -> [Double] {
+        for variant in 0..<variants {
+            for _ in 0..<max(3, repetitions) { try body(variant) }
         }
-        return median(times)
+        var times = [[Double]](repeating: [], count: variants)
+        for _ in 0..<runs {
+            for variant in 0..<variants {
+                if variants > 1 { try body(variant) }
+                let start = now()
+                for _ in 0..<repetitions { try body(variant) }
+                times[variant].append((now() - start) / Double(repetitions))
+            }
+        }
+        return times.map(median)
     }
 
     static func median(_ values: [Double]) -> Double {
