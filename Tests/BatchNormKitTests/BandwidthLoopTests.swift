@@ -71,4 +71,16 @@ import Glibc
             }
         }
     }
+
+    /// The tests above run every supported level; on a CPU without AVX-512 its instance is
+    /// compiled only, and this says so.
+    @Test(.enabled(if: KernelLevel.supported >= .avx512,
+                   "SKIPPED: this CPU has no AVX-512: the AVX-512 bandwidth loops are compiled only"))
+    func avx512LoopsAreChecked() {
+        #expect(Self.levels.contains(.avx512))
+        for count in [17, 129, 4099] {
+            readSumsEveryWholeFloat(count: count)
+            readWriteStoresTwiceXPlusOne(count: count)
+        }
+    }
 }
