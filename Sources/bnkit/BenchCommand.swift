@@ -145,8 +145,8 @@ struct BenchCommand: ParsableCommand {
         var rooflineNotes = [Self.rooflineLegend]
         for shape in shapes {
             for layout in layouts {
-                // The roofline's two buffers are allocated after the operation's tensors are
-                // freed, so they stay below the operation's peak memory.
+                // The roofline's two tensor-sized buffers are allocated after the operation's
+                // tensors are released, not beside them.
                 let measured = withRoofline(try measure(shape: shape, layout: layout, backend: backend),
                                             shape: shape, layout: layout, backend: backend)
                 rows += measured.rows
