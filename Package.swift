@@ -36,12 +36,13 @@ let package = Package(
                 "BatchNormReference",
                 "BatchNormCUDA",
                 "BatchNormCUDAChecks",
+                "CBatchNormKernels",   // the bandwidth loops of the bench roofline
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "BatchNormKitTests",
-            dependencies: ["BatchNormKit", "BatchNormReference"],
+            dependencies: ["BatchNormKit", "BatchNormReference", "CBatchNormKernels"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(

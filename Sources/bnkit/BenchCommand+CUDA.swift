@@ -18,7 +18,7 @@ extension BenchCommand {
                     .converted(to: layout, dataType: dtype), on: device)
                 let bn = try Self.module(for: shape, backend: CPUBackend(), using: &generator)
                 // GB/s counts 3, 2 and 5 elements of traffic per element (12, 8, 20 bytes in float32).
-                func row(_ op: String, elementsOfTraffic: Int, _ body: () throws -> Void) throws -> Row {
+                func row(_ op: Operation, elementsOfTraffic: Int, _ body: () throws -> Void) throws -> Row {
                     let samples = try device.time(repetitions: runs, warmUp: 1) {
                         for _ in 0..<callsPerRun { try body() }
                     }
@@ -27,11 +27,11 @@ extension BenchCommand {
                                gigabytesPerSecond: Double(elementsOfTraffic * dtype.byteCount * elements) / seconds / 1e9)
                 }
                 bn.trainMode()
-                rows.append(try row("train", elementsOfTraffic: 3) { _ = try bn.forward(x) })
+                rows.append(try row(.train, elementsOfTraffic: 3) { _ = try bn.forward(x) })
                 _ = try bn.forward(x)
-                rows.append(try row("backward", elementsOfTraffic: 5) { _ = try bn.backward(g) })
+                rows.append(try row(.backward, elementsOfTraffic: 5) { _ = try bn.backward(g) })
                 bn.evalMode()
-                rows.append(try row("eval", elementsOfTraffic: 2) { _ = try bn.forward(x) })
+                rows.append(try row(.eval, elementsOfTraffic: 2) { _ = try bn.forward(x) })
             }
         }
         let copy = try device.measureCopyBandwidth()

@@ -11,7 +11,10 @@ import Darwin
 
 /// `bnkit bench`: times BatchNorm3D's training forward, evaluation forward and training
 /// backward through the public API, beside the memory-to-memory copy bandwidth measured in
-/// the same run (the definitions are in the Benchmarks article of the BatchNormKit documentation).
+/// the same run and, on the CPU, beside each row's roofline: the time of the fewest read and
+/// read-and-write passes the operation needs, measured with plain C loops at the tensor's size
+/// and thread count (`BenchCommand+Roofline.swift`; the definitions are in the Benchmarks
+/// article of the BatchNormKit documentation).
 ///
 /// Effective bandwidth counts the minimal traffic per element: 12 bytes for the training
 /// forward (read x for the statistics, read x and write y to apply), 8 for the evaluation
@@ -20,7 +23,7 @@ import Darwin
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Benchmark BatchNorm3D (train forward, eval forward, backward) against copy bandwidth.",
+        abstract: "Benchmark BatchNorm3D (train forward, eval forward, backward) against copy bandwidth and a same-run roofline.",
         discussion: """
             Default suite, CPU: 5x3x10x10x10, 8x256x8x14x14, 2x32x32x32x32, \
             8x64x16x56x56; CUDA: 5x3x10x10x10, 8x256x8x14x14, 2x32x64x64x64, 8x64x16x56x56, \
@@ -30,6 +33,15 @@ struct BenchCommand: ParsableCommand {
             element: 3, 2 and 5 elements' worth for train, eval and backward (12, 8, 20 in float32, \
             6, 4, 10 in float16 and bfloat16). --dtype float16 and bfloat16 store the data in that \
             type (parameters and statistics stay float32), as PyTorch's mixed-type batch norm.
+
+            CPU roofline, per shape and layout, on buffers of the tensor's size and the backend's \
+            thread count: T_read is the median time of one streaming read of the tensor's bytes, \
+            T_rw of one pass reading them and writing as many (y = 2x + 1, the faster of \
+            non-temporal and ordinary stores: the best a kernel with that traffic can do at that \
+            size). roofline µs = r·T_read + T_rw, where r is the op's read passes beyond one \
+            read-and-write pass: eval 0; train 1, or 0 when the backend fuses the statistics and \
+            the apply per channel; backward 3, or 1 when fused. "of roofline" is roofline µs / \
+            median µs.
             """)
 
     @Option(help: "Device to benchmark: cpu or cuda.")
@@ -65,13 +77,27 @@ struct BenchCommand: ParsableCommand {
     static let gpuSuite: [[Int]] = [[5, 3, 10, 10, 10], [8, 256, 8, 14, 14], [2, 32, 64, 64, 64], [8, 64, 16, 56, 56],
                                     [2, 16, 128, 128, 128]]
 
+    /// The operations timed per shape and layout.
+    enum Operation: String {
+        case train, eval, backward
+    }
+
     struct Row {
         let shape: [Int]
         let layout: TensorLayout
         var dataType: TensorDataType = .float32
-        let op: String
+        let op: Operation
         let medianMicroseconds: Double
         let gigabytesPerSecond: Double
+        /// The same-run roofline (CPU only).
+        var roofline: RooflineFigures? = nil
+    }
+
+    /// A row's roofline and the two bandwidths it comes from (see `withRoofline`).
+    struct RooflineFigures {
+        let microseconds: Double
+        let readGigabytesPerSecond: Double
+        let readWriteGigabytesPerSecond: Double
     }
 
     func validate() throws {
@@ -114,10 +140,17 @@ struct BenchCommand: ParsableCommand {
     /// The CPU suite: every shape and layout, then the memcpy bandwidth.
     func benchCPU(shapes: [[Int]], layouts: [TensorLayout]) throws -> Report {
         let threadCount = threads ?? CPUBackend.onlineProcessorCount
+        let backend = CPUBackend(threadCount: threadCount)
         var rows = [Row]()
+        var rooflineNotes = [Self.rooflineLegend]
         for shape in shapes {
             for layout in layouts {
-                rows += try measure(shape: shape, layout: layout, threads: threadCount)
+                // The roofline's two tensor-sized buffers are allocated after the operation's
+                // tensors are released, not beside them.
+                let measured = withRoofline(try measure(shape: shape, layout: layout, backend: backend),
+                                            shape: shape, layout: layout, backend: backend)
+                rows += measured.rows
+                rooflineNotes.append(measured.note)
             }
         }
         let peak = Self.peakResidentBytes()
@@ -126,19 +159,28 @@ struct BenchCommand: ParsableCommand {
         return Report(deviceName: "cpu: \(Self.processorName()), \(CPUBackend.onlineProcessorCount) online processors",
                       threads: threadCount, copyGigabytesPerSecond: 2 * Double(Self.copyByteCount) / Self.median(copySeconds) / 1e9,
                       copyDescription: "memcpy of 256 MiB on \(threadCount) threads, 2·bytes/time", rows: rows,
-                      notes: ["peak memory (maxrss, copy buffers excluded): \(Self.format(Double(peak) / 1_048_576, 1)) MiB"])
+                      notes: [rooflineNotes.joined(separator: "\n"),
+                              "peak memory (maxrss, copy buffers excluded): \(Self.format(Double(peak) / 1_048_576, 1)) MiB"])
     }
 
     func printTable(_ report: Report) {
         print("bnkit bench: \(report.deviceName); \(report.threads) thread\(report.threads == 1 ? "" : "s"); median of \(runs) runs")
         print("copy bandwidth (\(report.copyDescription)): \(Self.format(report.copyGigabytesPerSecond, 1)) GB/s\n")
-        print("op        layout  dtype    shape               median µs      GB/s   of copy")
+        // The roofline columns only where rows have one (the CPU).
+        let hasRoofline = report.rows.contains { $0.roofline != nil }
+        print("op        layout  dtype    shape               median µs      GB/s   of copy"
+              + (hasRoofline ? "  roofline µs  of roofline" : ""))
         for row in report.rows {
-            print(Self.pad(row.op, 10) + Self.pad(row.layout.description, 8) + Self.pad(row.dataType.rawValue, 9)
-                  + Self.pad(row.shape.map(String.init).joined(separator: "x"), 18)
-                  + Self.padLeft(Self.format(row.medianMicroseconds, 1), 12)
-                  + Self.padLeft(Self.format(row.gigabytesPerSecond, 1), 10)
-                  + Self.padLeft(Self.format(100 * row.gigabytesPerSecond / report.copyGigabytesPerSecond, 0) + " %", 10))
+            var line = Self.pad(row.op.rawValue, 10) + Self.pad(row.layout.description, 8) + Self.pad(row.dataType.rawValue, 9)
+                + Self.pad(row.shape.map(String.init).joined(separator: "x"), 18)
+                + Self.padLeft(Self.format(row.medianMicroseconds, 1), 12)
+                + Self.padLeft(Self.format(row.gigabytesPerSecond, 1), 10)
+                + Self.padLeft(Self.format(100 * row.gigabytesPerSecond / report.copyGigabytesPerSecond, 0) + " %", 10)
+            if let roofline = row.roofline {
+                line += Self.padLeft(Self.format(roofline.microseconds, 1), 13)
+                    + Self.padLeft(Self.format(100 * roofline.microseconds / row.medianMicroseconds, 0) + " %", 13)
+            }
+            print(line)
         }
         for note in report.notes { print("\n" + note) }
     }
@@ -146,8 +188,13 @@ struct BenchCommand: ParsableCommand {
     func printJSON(_ report: Report) {
         let items = report.rows.map { row in
             "{\"shape\": [\(row.shape.map(String.init).joined(separator: ", "))], \"layout\": \"\(row.layout)\", "
-                + "\"dtype\": \"\(row.dataType)\", \"op\": \"\(row.op)\", \"median_us\": \(Self.format(row.medianMicroseconds, 3)), "
-                + "\"GBps\": \(Self.format(row.gigabytesPerSecond, 3))}"
+                + "\"dtype\": \"\(row.dataType)\", \"op\": \"\(row.op.rawValue)\", \"median_us\": \(Self.format(row.medianMicroseconds, 3)), "
+                + "\"GBps\": \(Self.format(row.gigabytesPerSecond, 3))"
+                + (row.roofline.map { roofline in
+                    ", \"roofline_us\": \(Self.format(roofline.microseconds, 3)), "
+                        + "\"read_GBps\": \(Self.format(roofline.readGigabytesPerSecond, 3)), "
+                        + "\"read_write_GBps\": \(Self.format(roofline.readWriteGigabytesPerSecond, 3))"
+                } ?? "") + "}"
         }
         print("{\"device\": \"\(Self.escape(report.deviceName))\", \"threads\": \(report.threads), "
               + "\"copy_GBps\": \(Self.format(report.copyGigabytesPerSecond, 3)), \"rows\": [\n  "
@@ -155,28 +202,27 @@ struct BenchCommand: ParsableCommand {
     }
 
     /// Train forward, eval forward and backward of one shape and layout.
-    func measure(shape: [Int], layout: TensorLayout, threads: Int) throws -> [Row] {
+    func measure(shape: [Int], layout: TensorLayout, backend: CPUBackend) throws -> [Row] {
         let elements = shape.reduce(1, *)
         var generator = SeededGenerator(seed: 42)
         let x = try Tensor.normal(shape: shape, mean: 1, standardDeviation: 2, layout: layout, using: &generator)
             .converted(to: layout, dataType: dtype)
         let g = try Tensor.normal(shape: shape, layout: layout, using: &generator).converted(to: layout, dataType: dtype)
-        let bn = try Self.module(for: shape, backend: CPUBackend(threadCount: threads), using: &generator)
-        // Each timed run lasts about 20 ms (as torch_bn3d.py: 2e7 / elements repetitions).
-        let repetitions = max(1, 20_000_000 / elements)
+        let bn = try Self.module(for: shape, backend: backend, using: &generator)
+        let repetitions = Self.repetitions(elements: elements)
         // GB/s counts 3, 2 and 5 elements of traffic per element (12, 8, 20 bytes in float32).
-        func row(_ op: String, elementsOfTraffic: Int, _ body: () throws -> Void) rethrows -> Row {
+        func row(_ op: Operation, elementsOfTraffic: Int, _ body: () throws -> Void) rethrows -> Row {
             let median = try Self.medianSeconds(runs: runs, repetitions: repetitions, body)
             return Row(shape: shape, layout: layout, dataType: dtype, op: op, medianMicroseconds: median * 1e6,
                        gigabytesPerSecond: Double(elementsOfTraffic * dtype.byteCount * elements) / median / 1e9)
         }
         bn.trainMode()
-        let train = try row("train", elementsOfTraffic: 3) { _ = try bn(x) }
+        let train = try row(.train, elementsOfTraffic: 3) { _ = try bn(x) }
         bn.evalMode()
-        let eval = try row("eval", elementsOfTraffic: 2) { _ = try bn(x) }
+        let eval = try row(.eval, elementsOfTraffic: 2) { _ = try bn(x) }
         bn.trainMode()
         _ = try bn(x)
-        let backward = try row("backward", elementsOfTraffic: 5) { _ = try bn.backward(g) }
+        let backward = try row(.backward, elementsOfTraffic: 5) { _ = try bn.backward(g) }
         return [train, eval, backward]
     }
 
@@ -188,16 +234,35 @@ struct BenchCommand: ParsableCommand {
         return try family.init(maps: shape[1], backend: backend, using: &generator)
     }
 
+    /// Calls per timed CPU run of a tensor of `elements` values: about 20 ms per run (as
+    /// torch_bn3d.py: 2e7 / elements repetitions).
+    static func repetitions(elements: Int) -> Int { max(1, 20_000_000 / elements) }
+
     /// Median over `runs` of the mean time of `repetitions` calls, after warm-up calls.
     static func medianSeconds(runs: Int, repetitions: Int, _ body: () throws -> Void) rethrows -> Double {
-        for _ in 0..<max(3, repetitions) { try body() }
-        var times = [Double]()
-        for _ in 0..<runs {
-            let start = now()
-            for _ in 0..<repetitions { try body() }
-            times.append((now() - start) / Double(repetitions))
+        try medianSeconds(runs: runs, repetitions: repetitions, variants: 1) { _ in try body() }[0]
+    }
+
+    /// For each of `variants` loops (`body(variant)`), the median over `runs` of the mean time
+    /// of `repetitions` calls, after warm-up calls; each run times every variant in turn, so
+    /// that a slow phase of a shared machine weighs on all of them alike. With several
+    /// variants, each timed run follows one untimed call of the same variant, so that it starts
+    /// from its own cache state, not the one the previous variant left.
+    static func medianSeconds(runs: Int, repetitions: Int, variants: Int,
+                              _ body: (_ variant: Int) throws -> Void) rethrows -> [Double] {
+        for variant in 0..<variants {
+            for _ in 0..<max(3, repetitions) { try body(variant) }
         }
-        return median(times)
+        var times = [[Double]](repeating: [], count: variants)
+        for _ in 0..<runs {
+            for variant in 0..<variants {
+                if variants > 1 { try body(variant) }
+                let start = now()
+                for _ in 0..<repetitions { try body(variant) }
+                times[variant].append((now() - start) / Double(repetitions))
+            }
+        }
+        return times.map(median)
     }
 
     static func median(_ values: [Double]) -> Double {
@@ -221,8 +286,7 @@ struct BenchCommand: ParsableCommand {
         for _ in 0...runs {
             let start = now()
             for _ in 0..<3 {
-                DispatchQueue.concurrentPerform(iterations: threads) { thread in
-                    let start = byteCount * thread / threads & ~63, end = byteCount * (thread + 1) / threads & ~63
+                forEachRange(byteCount: byteCount, threads: threads) { start, end in
                     memcpy(pointers.destination + start, pointers.source + start, end - start)
                 }
             }
@@ -232,6 +296,17 @@ struct BenchCommand: ParsableCommand {
     }
 
     static let copyByteCount = 256 << 20
+
+    /// Runs `body(start, end)` on `threads` threads at once, over `0..<byteCount` cut into one
+    /// contiguous range per thread whose boundaries are multiples of 64 bytes (the last range
+    /// ends at `byteCount`).
+    static func forEachRange(byteCount: Int, threads: Int, _ body: @Sendable (_ start: Int, _ end: Int) -> Void) {
+        DispatchQueue.concurrentPerform(iterations: threads) { thread in
+            let start = byteCount * thread / threads & ~63
+            let end = thread == threads - 1 ? byteCount : byteCount * (thread + 1) / threads & ~63
+            body(start, end)
+        }
+    }
 
     struct CopyPointers: @unchecked Sendable {
         let source: UnsafeMutableRawPointer

@@ -26,6 +26,9 @@
 
 #include <stddef.h>
 
+// This header is the module's umbrella: the bench's bandwidth loops join the module here.
+#include "CBatchNormBandwidth.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
