@@ -126,19 +126,3 @@ extension BenchCommand {
                          readWriteSeconds: min(streaming, ordinary), streamingIsFaster: streaming < ordinary)
     }
 }
-
-/// Placeholders for two facts of the CPU backend that bnkit cannot see yet.
-extension CPUBackend {
-    // TODO(lead): replace with CPUBackend.fusesChannels(shape:layout:dataType:backward:)
-    // (package access) once the channel-fused passes land; delete this placeholder then.
-    /// Whether the backend runs the channel-fused training pass for this tensor: `false`
-    /// until the backend states it.
-    fileprivate func fusesChannels(shape: [Int], layout: TensorLayout, dataType: TensorDataType, backward: Bool) -> Bool {
-        false
-    }
-
-    // TODO(lead): replace with CPUBackend.parallelThreshold made package access; delete this
-    // copy of its value then.
-    /// Below this many elements the backend runs on the calling thread (its own constant).
-    fileprivate static var parallelThreshold: Int { 1 << 15 }
-}

@@ -4,8 +4,8 @@
 // bfloat16: computed in float32, rounded once to it) (which may alias x or g: every element is read before it
 // is written, by the same thread). Runs go to the C kernels of `kernelLevel`; every level
 // gives the same float result per element (the same IEEE operations, no fused multiply-add).
-// Stores stream (non-temporal) when the output is at least `tuning.streamingThreshold`
-// bytes; the bits are the same either way.
+// Stores stream (non-temporal) when the pass's tensors (inputs and output) take at least
+// `tuning.streamingThreshold` bytes; the bits are the same either way.
 
 import CBatchNormKernels
 
@@ -45,7 +45,8 @@ extension CPUBackend {
                             : input == nil ? BNK_APPLY_GRADIENT : BNK_APPLY_GRADIENT_AND_INPUT)
         // Pointers of terms the formula leaves out are never read; they point at the output.
         let gp = g ?? y, xp = x ?? y
-        let streaming: Int32 = tuning.streams(outputBytes: geometry.elementCount * output.dataType.byteCount) ? 1 : 0
+        let tensors = 1 + (gradient == nil ? 0 : 1) + (input == nil ? 0 : 1)
+        let streaming: Int32 = tuning.streams(workingSetBytes: tensors * geometry.elementCount * output.dataType.byteCount) ? 1 : 0
 
         if output.layout == .channelsFirst && spatial > 1 {
             // Runs are pieces of planes (n, c); thread ranges are cut at multiples of 64 values.
@@ -127,7 +128,8 @@ extension CPUBackend {
             geometry = ChannelGeometry(shape: output.shape)
             level = backend.kernelLevel.rawValue
             self.formula = formula
-            streaming = backend.tuning.streams(outputBytes: geometry.elementCount * output.dataType.byteCount) ? 1 : 0
+            let tensors = gradient == nil ? 2 : 3
+            streaming = backend.tuning.streams(workingSetBytes: tensors * geometry.elementCount * output.dataType.byteCount) ? 1 : 0
             y = KernelData(output)
             x = KernelData(input)
             g = gradient.map(KernelData.init) ?? y

@@ -40,7 +40,7 @@ public struct CPUBackend: BatchNormBackend {
 
     /// Below this many elements everything runs on the calling thread: waking the pool's
     /// workers costs more than the work.
-    static let parallelThreshold = 1 << 15
+    package static let parallelThreshold = 1 << 15
 
     /// Creates a CPU backend.
     /// - Parameter threadCount: Number of threads; `nil` (the default) uses every online

@@ -100,14 +100,18 @@ struct MemoryTuning: Equatable, Sendable {
                                        channelFusion: Choice(environment: "BNKIT_CHANNEL_FUSION"),
                                        caches: .running)
 
-    /// Output bytes from which the apply kernels stream their stores: the last-level cache
-    /// size. Below it, the output of one pass can still be in the cache for the next
-    /// consumer and ordinary stores win; above it, every line written would be read for
-    /// ownership and later evicted anyway. (Measured: see the Benchmarks article.)
-    var streamingThreshold: Int { caches.lastLevel }
+    /// Working-set bytes (every tensor an apply pass reads, plus its output) from which the
+    /// apply kernels stream their stores: 3/4 of the last-level cache. Below it, the pass's
+    /// tensors can stay in the cache from one step to the next and ordinary stores win;
+    /// above it, every line written would be read for ownership and later evicted anyway.
+    /// Measured on a 2-core AMD EPYC (Zen 3) guest with 32 MiB of L3, ordinary against
+    /// streaming stores, repeated passes over the same tensors: evaluation forward with
+    /// 16 MiB of working set 1.7x faster with ordinary stores, with 32 MiB 2.4x faster
+    /// streaming; backward with 12 MiB even, with 24 MiB 1.6x faster streaming.
+    var streamingThreshold: Int { caches.lastLevel / 4 * 3 }
 
-    /// Whether an apply writing `bytes` of output streams its stores.
-    func streams(outputBytes bytes: Int) -> Bool {
+    /// Whether an apply pass touching `bytes` (inputs and output) streams its stores.
+    func streams(workingSetBytes bytes: Int) -> Bool {
         switch streamingStores {
         case .always: true
         case .never: false

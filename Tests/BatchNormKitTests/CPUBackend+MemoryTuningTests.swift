@@ -1,0 +1,258 @@
+@testable import BatchNormKit
+import BatchNormReference
+import CBatchNormKernels
+import Testing
+
+/// Non-temporal stores and channel-fused training passes: the bits do not depend on either
+/// choice (every kernel level, every storage type, odd lengths, tails and unaligned starts,
+/// any thread count), both paths match the `Double` reference, and the size rules that pick
+/// them hold on both sides of their thresholds.
+@Suite struct CPUBackendMemoryTuningTests {
+    static let levels = CPUKernelDispatchTests.levels
+
+    static func tuning(streaming: MemoryTuning.Choice, fusion: MemoryTuning.Choice) -> MemoryTuning {
+        MemoryTuning(streamingStores: streaming, channelFusion: fusion, caches: .running)
+    }
+
+    /// Random storage bytes of `type` (finite values: float16 and bfloat16 bit patterns
+    /// drawn from float32 values).
+    static func randomElements(_ count: Int, type: TensorDataType, using generator: inout SeededGenerator) throws
+        -> [UInt8] {
+        let values = (0..<count).map { _ in Float(generator.standardNormal() * 3 + 1) }
+        let tensor = try Tensor(values, shape: [count, 1]).converted(to: .channelsFirst, dataType: type)
+        let bytes = UnsafeRawBufferPointer(start: tensor.storage.rawAddress, count: count * type.byteCount)
+        return Array(bytes)
+    }
+
+    /// Every apply formula of both C apply kernels, streaming and not, from every start
+    /// offset 0 ..< 17 elements of a 64-byte aligned buffer and lengths with every kind of
+    /// tail: the same output bytes, and nothing written outside the run.
+    @Test(arguments: TensorDataType.allCases)
+    func streamingStoresGiveTheSameBits(type: TensorDataType) throws {
+        var generator = SeededGenerator(seed: 91)
+        let size = type.byteCount, guardBytes = 64
+        let capacity = 4200 + 17
+        let g = try Self.randomElements(capacity, type: type, using: &generator)
+        let x = try Self.randomElements(capacity, type: type, using: &generator)
+        let kernelType = type.kernelType
+        for level in Self.levels {
+            for formula in [BNK_APPLY_FORWARD, BNK_APPLY_GRADIENT, BNK_APPLY_GRADIENT_AND_INPUT].map(Int32.init) {
+                for offset in 0..<17 {
+                    for length in [0, 1, 7, 15, 16, 17, 31, 33, 100, 1023, 4099] {
+                        var outputs = [[UInt8]]()
+                        for streaming: Int32 in [0, 1] {
+                            var out = [UInt8](repeating: 0xA5, count: capacity * size + 2 * guardBytes)
+                            g.withUnsafeBytes { g in
+                                x.withUnsafeBytes { x in
+                                    out.withUnsafeMutableBytes { out in
+                                        bnk_contiguous_apply(level.rawValue, kernelType, formula, streaming,
+                                                             g.baseAddress! + offset * size,
+                                                             x.baseAddress! + offset * size,
+                                                             out.baseAddress! + guardBytes + offset * size, length,
+                                                             0.75, -1.25, 0.5, 0.125)
+                                    }
+                                }
+                            }
+                            let written = guardBytes + offset * size ..< guardBytes + (offset + length) * size
+                            #expect(out[..<written.lowerBound].allSatisfy { $0 == 0xA5 }
+                                    && out[written.upperBound...].allSatisfy { $0 == 0xA5 },
+                                    "\(level) \(type) formula \(formula) offset \(offset) length \(length): wrote outside")
+                            outputs.append(Array(out[written]))
+                        }
+                        #expect(outputs[0] == outputs[1],
+                                "\(level) \(type) formula \(formula) offset \(offset) length \(length): bits differ")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The channels-last kernel: short periods (C = 16, 24), a long replicated one (C = 67:
+    /// P = 1072) and one too long to replicate (C = 129: P = C, scalar tails in every row),
+    /// from unaligned starts: streaming gives the same bits as ordinary stores.
+    @Test(arguments: [3, 16, 24, 67, 129])
+    func streamingInterleavedApplyGivesTheSameBits(channels: Int) throws {
+        var generator = SeededGenerator(seed: UInt64(channels))
+        let pattern = ChannelPattern(channels: channels)
+        let coefficients = (0..<4 * pattern.period).map { Float($0 % channels) / 7 - 1 }
+        for type in TensorDataType.allCases {
+            let size = type.byteCount
+            for rows in [1, 5, 33] {
+                let length = rows * channels
+                let g = try Self.randomElements(length + 3, type: type, using: &generator)
+                let x = try Self.randomElements(length + 3, type: type, using: &generator)
+                for level in Self.levels {
+                    for offset in 0..<3 {
+                        var outputs = [[UInt8]]()
+                        for streaming: Int32 in [0, 1] {
+                            var out = [UInt8](repeating: 0x5A, count: (length + 3) * size)
+                            g.withUnsafeBytes { g in
+                                x.withUnsafeBytes { x in
+                                    out.withUnsafeMutableBytes { out in
+                                        bnk_interleaved_apply(level.rawValue, type.kernelType,
+                                                              Int32(BNK_APPLY_GRADIENT_AND_INPUT), streaming,
+                                                              g.baseAddress! + offset * size,
+                                                              x.baseAddress! + offset * size,
+                                                              out.baseAddress! + offset * size, length,
+                                                              pattern.period, pattern.vectorPeriod, coefficients)
+                                    }
+                                }
+                            }
+                            outputs.append(out)
+                        }
+                        #expect(outputs[0] == outputs[1], "C \(channels) \(type) \(level) rows \(rows) offset \(offset)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bit patterns of a short training run (two forwards and backwards, then evaluation) on
+    /// a backend with the given tuning.
+    static func results(shape: [Int], dataType: TensorDataType, threads: Int, level: KernelLevel,
+                        tuning: MemoryTuning) throws -> [String: [UInt32]] {
+        var generator = SeededGenerator(seed: 4242)
+        let backend = CPUBackend(threadCount: threads, kernelLevel: level, tuning: tuning)
+        let bn = try Rank.batchNorm3D.makeModule(maps: shape[1], sscale: 0.2, backend: backend, using: &generator)
+        var results = [String: [UInt32]]()
+        for step in 1...2 {
+            let x = try randomTensor(shape: shape, layout: .channelsFirst, offset: 20, using: &generator)
+                .converted(to: .channelsFirst, dataType: dataType)
+            results["y\(step)"] = bits(try bn(x).scalars)
+            results["mean\(step)"] = bits(try bn.mean.scalars)
+            results["var\(step)"] = bits(try bn.var.scalars)
+            results["saveinvvar\(step)"] = bits(bn.saveinvvar!.scalars)
+            let g = try randomTensor(shape: shape, layout: .channelsFirst, using: &generator)
+                .converted(to: .channelsFirst, dataType: dataType)
+            results["dx\(step)"] = bits(try #require(try bn.backward(g, momentum: 0.5)).scalars)
+            results["scaleGrad\(step)"] = bits(try bn.scaleGrad.scalars)
+            results["biasGrad\(step)"] = bits(try bn.biasGrad.scalars)
+        }
+        bn.evalMode()
+        let x = try randomTensor(shape: shape, layout: .channelsFirst, using: &generator)
+            .converted(to: .channelsFirst, dataType: dataType)
+        results["evaluation y"] = bits(try bn(x).scalars)
+        return results
+    }
+
+    /// NCDHW shapes with odd planes (unaligned plane starts), one below the parallel
+    /// threshold, several above it (so 2 and 3 threads split the channels), and fewer
+    /// channels than threads: fused and unfused, streaming and not, every level, 1 to 3
+    /// threads, float32 and float16 — all the same bits as the unfused single-threaded run
+    /// with ordinary stores.
+    @Test(arguments: [[2, 3, 5, 7, 9], [3, 5, 7, 30, 31], [1, 2, 6, 80, 80], [4, 16, 3, 17, 19]])
+    func fusedAndStreamingPassesGiveTheSameBits(shape: [Int]) throws {
+        for dataType in [TensorDataType.float32, .float16] {
+            let baseline = try Self.results(shape: shape, dataType: dataType, threads: 1, level: .generic,
+                                            tuning: Self.tuning(streaming: .never, fusion: .never))
+            #expect(baseline.count == 15)
+            for level in Self.levels {
+                for threads in [1, 2, 3] {
+                    for (streaming, fusion) in [(MemoryTuning.Choice.never, MemoryTuning.Choice.always),
+                                                (.always, .always), (.always, .never)] {
+                        let results = try Self.results(shape: shape, dataType: dataType, threads: threads, level: level,
+                                                       tuning: Self.tuning(streaming: streaming, fusion: fusion))
+                        for (key, expected) in baseline.sorted(by: { $0.key < $1.key }) {
+                            #expect(results[key] == expected,
+                                    "\(shape) \(dataType) \(level) \(threads) threads streaming \(streaming) fusion \(fusion): \(key)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The fused path against the `Double` reference directly (the unfused one is checked
+    /// by the reference tests and above bitwise): output, running statistics and `dx`.
+    @Test(arguments: [[2, 3, 5, 7, 9], [3, 5, 7, 30, 31]])
+    func fusedPassesMatchTheReference(shape: [Int]) throws {
+        var generator = SeededGenerator(seed: 12)
+        let backend = CPUBackend(threadCount: 2, kernelLevel: .selected, tuning: Self.tuning(streaming: .always,
+                                                                                                fusion: .always))
+        #expect(backend.fusesChannels(shape: shape, layout: .channelsFirst, dataType: .float32, backward: true))
+        let bn = try Rank.batchNorm3D.makeModule(maps: shape[1], sscale: 0.3, backend: backend, using: &generator)
+        var reference = ReferenceBatchNorm(state: try bn.state(), epsilon: bn.epsilon)
+        for step in 1...2 {
+            let x = try randomTensor(shape: shape, layout: .channelsFirst, offset: 100, using: &generator)
+            expectClose(try bn(x).scalars, reference.trainingForward(doubles(x), shape: shape),
+                        tolerance: Tolerance.output, "step \(step): y")
+            expectClose(try bn.mean.scalars, reference.mean, tolerance: Tolerance.output, "step \(step): mean")
+            expectClose(try bn.var.scalars, reference.variance, tolerance: Tolerance.output, "step \(step): var")
+            let g = try randomTensor(shape: shape, layout: .channelsFirst, using: &generator)
+            let expected = reference.backward(doubles(g), shape: shape, training: true)
+            let dx = try #require(try bn.backward(g))
+            expectClose(dx.scalars, expected, tolerance: Tolerance.inputGradient,
+                        floor: rootMeanSquare(doubles(g)) * reference.savedInvstd.max()! * 0.3, "step \(step): dx")
+        }
+    }
+
+    /// A fused forward whose finalize rejects a channel (σ² beyond Float's range) throws
+    /// `nonFiniteStatistics` and leaves the module as it was, previous output included.
+    @Test func fusedForwardLeavesTheModuleUnchangedOnError() throws {
+        var generator = SeededGenerator(seed: 3)
+        let shape = [2, 3, 4, 5, 6]
+        let backend = CPUBackend(threadCount: 2, kernelLevel: .selected, tuning: Self.tuning(streaming: .never,
+                                                                                                fusion: .always))
+        let bn = try Rank.batchNorm3D.makeModule(maps: 3, backend: backend, using: &generator)
+        _ = try bn(try randomTensor(shape: shape, layout: .channelsFirst, using: &generator))
+        var values = try randomTensor(shape: shape, layout: .channelsFirst, using: &generator).scalars
+        for i in values.indices where (i / 120) % 3 == 2 { values[i] = i % 2 == 0 ? 1e20 : -1e20 }
+        let x = try Tensor(values, shape: shape)
+        let before = ModuleSnapshot(bn)
+        let error = #expect(throws: BatchNormError.self) { _ = try bn(x) }
+        if case .nonFiniteStatistics(let channel, _, _)? = error { #expect(channel == 2) } else {
+            Issue.record("expected nonFiniteStatistics, got \(String(describing: error))")
+        }
+        #expect(ModuleSnapshot(bn) == before)
+    }
+
+    /// The size rules on both sides of their thresholds.
+    @Test func thresholds() {
+        let caches = CacheSizes(levelTwo: 1 << 20, lastLevel: 32 << 20, lastLevelSharedBy: 2)
+        #expect(caches.perCore == 16 << 20)
+        #expect(CacheSizes(levelTwo: 2 << 20, lastLevel: 8 << 20, lastLevelSharedBy: 8).perCore == 2 << 20)
+        let automatic = MemoryTuning(streamingStores: .automatic, channelFusion: .automatic, caches: caches)
+        #expect(automatic.streamingThreshold == 24 << 20)
+        #expect(!automatic.streams(workingSetBytes: (24 << 20) - 1) && automatic.streams(workingSetBytes: 24 << 20))
+        #expect(automatic.fuses(channelBytes: 16 << 20, channels: 64, threads: 2))
+        #expect(!automatic.fuses(channelBytes: (16 << 20) + 1, channels: 64, threads: 2))
+        // Channels over threads: 3 over 2 is 2 against 1.5 (a third more); 9 over 2 is 5 against 4.5.
+        #expect(!automatic.fuses(channelBytes: 1024, channels: 3, threads: 2))
+        #expect(automatic.fuses(channelBytes: 1024, channels: 9, threads: 2))
+        #expect(automatic.fuses(channelBytes: 1024, channels: 3, threads: 1))
+        #expect(automatic.fuses(channelBytes: 1024, channels: 6, threads: 3))
+        var forced = automatic
+        forced.streamingStores = .always
+        forced.channelFusion = .never
+        #expect(forced.streams(workingSetBytes: 0) && !forced.fuses(channelBytes: 0, channels: 64, threads: 1))
+        forced.streamingStores = .never
+        forced.channelFusion = .always
+        #expect(!forced.streams(workingSetBytes: 1 << 40) && forced.fuses(channelBytes: 1 << 40, channels: 3, threads: 2))
+
+        // The backend's decision: channels-first with S > 1 only; backward counts g and x.
+        let backend = CPUBackend(threadCount: 2, kernelLevel: .generic, tuning: automatic)
+        let fits = [8, 64, 16, 128, 128]   // 8 MiB per channel in float32, 16 MiB with g
+        #expect(backend.fusesChannels(shape: fits, layout: .channelsFirst, dataType: .float32, backward: true))
+        #expect(!backend.fusesChannels(shape: fits, layout: .channelsLast, dataType: .float32, backward: false))
+        #expect(!backend.fusesChannels(shape: [8, 64], layout: .channelsFirst, dataType: .float32, backward: false))
+        let large = [16, 64, 16, 128, 128]   // 16 MiB per channel in float32, 32 MiB with g
+        #expect(backend.fusesChannels(shape: large, layout: .channelsFirst, dataType: .float32, backward: false))
+        #expect(!backend.fusesChannels(shape: large, layout: .channelsFirst, dataType: .float32, backward: true))
+        #expect(backend.fusesChannels(shape: large, layout: .channelsFirst, dataType: .float16, backward: true))
+    }
+
+    /// The sysfs formats the cache sizes are read from, and the running machine's sizes.
+    @Test func cacheSizeFormats() {
+        #expect(CacheSizes.parseSize("512K") == 512 << 10)
+        #expect(CacheSizes.parseSize("32768K") == 32 << 20)
+        #expect(CacheSizes.parseSize("2M") == 2 << 20)
+        #expect(CacheSizes.parseSize("1G") == 1 << 30)
+        #expect(CacheSizes.parseSize("4096") == 4096)
+        #expect(CacheSizes.parseSize("big") == nil)
+        #expect(CacheSizes.countProcessors("0-1") == 2)
+        #expect(CacheSizes.countProcessors("0-3,8,10-11") == 7)
+        #expect(CacheSizes.countProcessors("5") == 1)
+        let running = CacheSizes.running
+        #expect(running.levelTwo > 0 && running.lastLevel >= running.levelTwo && running.lastLevelSharedBy >= 1)
+    }
+}
