@@ -3,7 +3,8 @@
 Several result files per side (rounds) are combined by taking each row's median. The
 speed-up is PyTorch time / bnkit time; PyTorch runs NCDHW only, so both bnkit layouts are
 compared with PyTorch's NCDHW time. Only rows of --dtype are compared. Effective GB/s use
-3/2/5 elements of traffic per element (12/8/20 bytes in float32, 6/4/10 in the half types)."""
+3/2/5 elements of traffic per element (12/8/20 bytes in float32, 6/4/10 in the half types).
+%roof is bnkit's same-run roofline (its `roofline_us`, median over rounds) over its time."""
 import argparse, json, math, statistics
 
 OPS = [("train", "fwd_train_us"), ("eval", "fwd_eval_us"), ("backward", "bwd_us")]
@@ -24,12 +25,14 @@ def main():
     size = ELEMENT_SIZE[args.dtype]
     ours, theirs = load(args.bnkit), load(args.torch)
 
-    times = {}
+    times, roofs = {}, {}
     for result in ours:
         for row in result["rows"]:
             if row.get("dtype", "float32") != args.dtype:
                 continue
             times.setdefault((tuple(row["shape"]), row["layout"], row["op"]), []).append(row["median_us"])
+            if "roofline_us" in row:
+                roofs.setdefault((tuple(row["shape"]), row["layout"], row["op"]), []).append(row["roofline_us"])
     torch_times = {}
     for result in theirs:
         for row in result["rows"]:
@@ -43,8 +46,8 @@ def main():
     print(f"torch {theirs[0].get('torch', '?')}: {theirs[0]['threads']} threads, copy {torch_copy:.1f} GB/s "
           f"(torch's own measure: copy_ from a never-written tensor)")
     print()
-    header = (f"{'shape':<16} {'op':<9} {'torch us':>10} {'ncdhw us':>10} {'GB/s':>7} {'%copy':>6} {'speedup':>8}"
-              f" {'ndhwc us':>10} {'GB/s':>7} {'%copy':>6} {'speedup':>8} {'ndhwc/ncdhw':>11}")
+    header = (f"{'shape':<16} {'op':<9} {'torch us':>10} {'ncdhw us':>10} {'GB/s':>7} {'%copy':>6} {'%roof':>6}"
+              f" {'speedup':>8} {'ndhwc us':>10} {'GB/s':>7} {'%copy':>6} {'%roof':>6} {'speedup':>8} {'ndhwc/ncdhw':>11}")
     print(header)
     print("-" * len(header))
     speedups = {"ncdhw": [], "ndhwc": []}
@@ -63,13 +66,15 @@ def main():
             ours_by_layout = {}
             for layout in ("ncdhw", "ndhwc"):
                 if (shape, layout, op) not in times:
-                    line += f" {'-':>10} {'-':>7} {'-':>6} {'-':>8}"
+                    line += f" {'-':>10} {'-':>7} {'-':>6} {'-':>6} {'-':>8}"
                     continue
                 u = statistics.median(times[(shape, layout, op)])
                 ours_by_layout[layout] = u
                 gbps = ELEMENTS[op] * size * n / u / 1e3
                 speedups[layout].append(t / u)
-                line += f" {u:>10.1f} {gbps:>7.1f} {100 * gbps / copy:>5.0f}% {t / u:>7.2f}x"
+                roof = roofs.get((shape, layout, op))
+                roof_text = f"{100 * statistics.median(roof) / u:>5.0f}%" if roof else f"{'-':>6}"
+                line += f" {u:>10.1f} {gbps:>7.1f} {100 * gbps / copy:>5.0f}% {roof_text} {t / u:>7.2f}x"
             if len(ours_by_layout) == 2:
                 line += f" {ours_by_layout['ndhwc'] / ours_by_layout['ncdhw']:>11.2f}"
             print(line)

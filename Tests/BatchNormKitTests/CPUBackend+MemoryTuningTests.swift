@@ -229,16 +229,17 @@ import Testing
         forced.channelFusion = .always
         #expect(!forced.streams(workingSetBytes: 1 << 40) && forced.fuses(channelBytes: 1 << 40, channels: 3, threads: 2))
 
-        // The backend's decision: channels-first with S > 1 only; backward counts g and x.
+        // The backend's decision: channels-first with S > 1 only; two channels per thread
+        // (the one being applied, the next being reduced), of x, and of g too in backward.
         let backend = CPUBackend(threadCount: 2, kernelLevel: .generic, tuning: automatic)
-        let fits = [8, 64, 16, 128, 128]   // 8 MiB per channel in float32, 16 MiB with g
-        #expect(backend.fusesChannels(shape: fits, layout: .channelsFirst, dataType: .float32, backward: true))
+        let fits = [8, 64, 16, 128, 128]   // 8 MiB per channel in float32: 16 MiB forward, 32 MiB backward
+        #expect(backend.fusesChannels(shape: fits, layout: .channelsFirst, dataType: .float32, backward: false))
+        #expect(!backend.fusesChannels(shape: fits, layout: .channelsFirst, dataType: .float32, backward: true))
+        #expect(backend.fusesChannels(shape: fits, layout: .channelsFirst, dataType: .float16, backward: true))
         #expect(!backend.fusesChannels(shape: fits, layout: .channelsLast, dataType: .float32, backward: false))
         #expect(!backend.fusesChannels(shape: [8, 64], layout: .channelsFirst, dataType: .float32, backward: false))
-        let large = [16, 64, 16, 128, 128]   // 16 MiB per channel in float32, 32 MiB with g
-        #expect(backend.fusesChannels(shape: large, layout: .channelsFirst, dataType: .float32, backward: false))
-        #expect(!backend.fusesChannels(shape: large, layout: .channelsFirst, dataType: .float32, backward: true))
-        #expect(backend.fusesChannels(shape: large, layout: .channelsFirst, dataType: .float16, backward: true))
+        #expect(!backend.fusesChannels(shape: [9, 64, 16, 128, 128], layout: .channelsFirst, dataType: .float32,
+                                       backward: false))
     }
 
     /// The sysfs formats the cache sizes are read from, and the running machine's sizes.

@@ -105,43 +105,39 @@ extension CPUBackend {
     }
 
     /// Whether a training pass of this tensor runs channel-fused: channels-first with
-    /// `S > 1` whose channel working set (`N·S` values of `x`, and of `g` too in backward)
-    /// fits in one core's cache and whose channels spread evenly enough over the threads
-    /// (`MemoryTuning.fuses`; `BNKIT_CHANNEL_FUSION` forces it).
+    /// `S > 1` where two channels' working sets (`N·S` values of `x`, and of `g` too in
+    /// backward: the channel being applied and the next one being reduced) fit in one core's
+    /// cache, and whose channels spread evenly enough over the threads (`MemoryTuning.fuses`;
+    /// `BNKIT_CHANNEL_FUSION` forces it).
     public func fusesChannels(shape: [Int], layout: TensorLayout, dataType: TensorDataType, backward: Bool) -> Bool {
         let geometry = ChannelGeometry(shape: shape)
         guard layout == .channelsFirst, geometry.spatial > 1, geometry.elementCount > 0 else { return false }
-        let bytes = geometry.valuesPerChannel * dataType.byteCount * (backward ? 2 : 1)
+        let bytes = 2 * geometry.valuesPerChannel * dataType.byteCount * (backward ? 2 : 1)
         return tuning.fuses(channelBytes: bytes, channels: geometry.channels,
                             threads: threadWidth(geometry.channels, elements: geometry.elementCount))
     }
 
-    /// The apply of one channel at a time over its planes (channels-first, `S > 1`), for the
-    /// channel-fused passes: `out[n, c, ·] = F(g[n, c, ·], x[n, c, ·])` for every `n`, with
+    /// The apply of the channel-fused passes (channels-first, `S > 1`), one piece of one
+    /// channel at a time: `out[i] = F(g[i], x[i])` over a storage range inside one plane, with
     /// the same kernel (and streaming rule) as ``normalize(_:into:coefficients:)``.
     struct PlaneApply: Sendable {
         let level: Int32, formula: Int32, streaming: Int32
         let g: KernelData, x: KernelData, y: KernelData
-        let geometry: ChannelGeometry
 
         init(_ backend: CPUBackend, formula: Int32, gradient: Tensor?, input: Tensor, output: Tensor) {
-            geometry = ChannelGeometry(shape: output.shape)
+            let elements = ChannelGeometry(shape: output.shape).elementCount
             level = backend.kernelLevel.rawValue
             self.formula = formula
             let tensors = gradient == nil ? 2 : 3
-            streaming = backend.tuning.streams(workingSetBytes: tensors * geometry.elementCount * output.dataType.byteCount) ? 1 : 0
+            streaming = backend.tuning.streams(workingSetBytes: tensors * elements * output.dataType.byteCount) ? 1 : 0
             y = KernelData(output)
             x = KernelData(input)
             g = gradient.map(KernelData.init) ?? y
         }
 
-        func callAsFunction(channel c: Int, _ k: ChannelCoefficients.Channel) {
-            let spatial = geometry.spatial
-            for n in 0..<geometry.batch {
-                let start = (n * geometry.channels + c) * spatial
-                bnk_contiguous_apply(level, y.type, formula, streaming, g[start], x[start], y[start], spatial,
-                                     k.gradientMultiplier, k.inputMultiplier, k.shift, k.offset)
-            }
+        @Sendable func callAsFunction(_ k: ChannelCoefficients.Channel, start: Int, length: Int) {
+            bnk_contiguous_apply(level, y.type, formula, streaming, g[start], x[start], y[start], length,
+                                 k.gradientMultiplier, k.inputMultiplier, k.shift, k.offset)
         }
     }
 }

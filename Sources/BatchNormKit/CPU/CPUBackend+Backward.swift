@@ -14,7 +14,7 @@ extension CPUBackend {
     /// stored in its own slot and added per channel in block order, so the result is bitwise
     /// identical for any thread count.
     public func reduceGradient(_ gradient: Tensor, input: Tensor, mean: [Double]) throws -> [GradientSums] {
-        reduceGradient(gradient, input: input, mean: mean, perChannel: nil)
+        reduceGradient(gradient, input: input, mean: mean, fusion: nil)
     }
 
     /// Reduce and apply fused per channel (channels-first with `S > 1`; other tensors run
@@ -32,16 +32,18 @@ extension CPUBackend {
         }
         let apply = PlaneApply(self, formula: Int32(BNK_APPLY_GRADIENT_AND_INPUT), gradient: gradient, input: input,
                                output: output)
-        // The per-channel step is optional in `reduceGradient`, hence escaping in type only.
+        // The fusion's closures outlive nothing: `reduceGradient` returns after every channel is done.
         return withoutActuallyEscaping(coefficients) { coefficients in
-            reduceGradient(gradient, input: input, mean: mean) { c, sums in apply(channel: c, coefficients(c, sums)) }
+            reduceGradient(gradient, input: input, mean: mean,
+                           fusion: ChannelFusion(coefficients: { c, sums in coefficients(c, sums) },
+                                                 apply: apply.callAsFunction))
         }
     }
 
     /// The blocks of ``reduceGradient(_:input:mean:)``, their kernel and their merge, with
-    /// `perChannel` as in ``reduce(_:elements:kernel:merge:perChannel:)``.
+    /// `fusion` as in ``reduce(_:elements:kernel:merge:fusion:)``.
     private func reduceGradient(_ gradient: Tensor, input: Tensor, mean: [Double],
-                                perChannel: (@Sendable (Int, GradientSums) -> Void)?) -> [GradientSums] {
+                                fusion: ChannelFusion<GradientSums>?) -> [GradientSums] {
         let geometry = ChannelGeometry(shape: input.shape)
         let zero = GradientSums(gradient: 0, gradientTimesCentered: 0)
         guard geometry.elementCount > 0 else { return Array(repeating: zero, count: geometry.channels) }
@@ -67,7 +69,7 @@ extension CPUBackend {
                     total.gradientTimesCentered += sumGX
                 }
                 return total
-            }, perChannel: perChannel)
+            }, fusion: fusion)
         }
     }
 }

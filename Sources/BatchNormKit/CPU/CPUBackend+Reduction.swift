@@ -39,17 +39,29 @@ extension CPUBackend {
         }
     }
 
+    /// The apply half of a channel-fused pass (see ``reduce(_:elements:kernel:merge:fusion:)``).
+    struct ChannelFusion<Result>: Sendable {
+        /// Channel `c`'s apply coefficients from its merged result, or `nil` to leave the
+        /// channel unwritten.
+        let coefficients: @Sendable (_ channel: Int, Result) -> ChannelCoefficients.Channel?
+        /// Applies one channel's coefficients to the storage range `start ..< start + length`.
+        let apply: @Sendable (ChannelCoefficients.Channel, _ start: Int, _ length: Int) -> Void
+    }
+
     /// Runs `kernel` on every block of `blocks` (in parallel over blocks, `elements` deciding
     /// whether threads are worth waking), then `merge` once per channel, in channel order.
     ///
-    /// With `perChannel` (channel-fused; plane blocks only): in parallel over channels
-    /// instead, each thread runs the blocks of one channel, merges them and hands the result
-    /// to `perChannel(c, result)` at once, while the channel's values are still in its cache.
-    /// The blocks and the merge order are the same, so are the results.
+    /// With `fusion` (channel-fused; plane blocks only): in parallel over channels instead.
+    /// Each thread takes its channels in order; channel `c`'s blocks are reduced and merged
+    /// (the same blocks and merge order, so the same results), its coefficients computed, and
+    /// its apply runs over the same pieces of storage as its blocks, interleaved piece by
+    /// piece with the reduction of the thread's next channel: the apply re-reads channel `c`
+    /// from the cache and writes while the next channel streams in from memory, so reads and
+    /// writes overlap as in a one-pass kernel. The cache must hold two channels per thread.
     func reduce<Result>(_ blocks: ReductionBlocks, elements: Int,
                         kernel: @Sendable (ReductionBlock) -> Void,
                         merge: @Sendable (ChannelPartials) -> Result,
-                        perChannel: (@Sendable (Int, Result) -> Void)? = nil) -> [Result] {
+                        fusion: ChannelFusion<Result>? = nil) -> [Result] {
         let slots = blocks.count * blocks.width
         let partials = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * max(1, slots))
         defer { partials.deallocate() }
@@ -64,17 +76,36 @@ extension CPUBackend {
         @Sendable func partialsOf(_ c: Int) -> ChannelPartials {
             ChannelPartials(blocks: blocks, channel: c, first: first.base, second: second.base)
         }
-        if let perChannel, case .planes = blocks.partition {
+        if let fusion, case .planes = blocks.partition {
             let results = UnsafeMutableBufferPointer<Result>.allocate(capacity: blocks.channels)
             defer { results.deallocate() }
             let shared = SharedPointer(results.baseAddress!)
             parallelFor(blocks.channels, elements: elements) { range in
+                // Plane blocks hold one channel each: a partial's slot is its block's index.
+                func blocksOf(_ c: Int) -> [Int] {
+                    var indices = [Int]()
+                    blocks.forEachPartial(ofChannel: c) { index, _ in indices.append(index) }
+                    return indices
+                }
+                var pending: (coefficients: ChannelCoefficients.Channel, blocks: [Int])?
                 for c in range {
-                    // Plane blocks hold one channel each: a partial's slot is its block's index.
-                    blocks.forEachPartial(ofChannel: c) { index, _ in run(index, nil) }
+                    let own = blocksOf(c), applying = pending?.blocks ?? []
+                    for i in 0..<max(own.count, applying.count) {
+                        if i < own.count { run(own[i], nil) }
+                        if let pending, i < applying.count {
+                            let (start, length, _) = blocks.block(applying[i])
+                            fusion.apply(pending.coefficients, start, length)
+                        }
+                    }
                     let result = merge(partialsOf(c))
                     (shared.base + c).initialize(to: result)
-                    perChannel(c, result)
+                    pending = fusion.coefficients(c, result).map { ($0, own) }
+                }
+                if let pending {
+                    for index in pending.blocks {
+                        let (start, length, _) = blocks.block(index)
+                        fusion.apply(pending.coefficients, start, length)
+                    }
                 }
             }
             return Array(UnsafeBufferPointer(results))
@@ -86,8 +117,6 @@ extension CPUBackend {
             }
             if let pattern { pattern.withScratch(arrays: 3, runRange) } else { runRange(nil) }
         }
-        let results = (0..<blocks.channels).map { merge(partialsOf($0)) }
-        if let perChannel { results.enumerated().forEach { perChannel($0.offset, $0.element) } }
-        return results
+        return (0..<blocks.channels).map { merge(partialsOf($0)) }
     }
 }

@@ -23,7 +23,7 @@ extension CPUBackend {
         guard geometry.elementCount > 0 else {
             return Array(repeating: .empty, count: geometry.channels)
         }
-        return collect(input, geometry: geometry, perChannel: nil)
+        return collect(input, geometry: geometry, fusion: nil)
     }
 
     /// Collect and apply fused per channel (channels-first with `S > 1`; other tensors run
@@ -42,18 +42,16 @@ extension CPUBackend {
             return try collectThenNormalize(input, into: output, coefficients: coefficients)
         }
         let apply = PlaneApply(self, formula: Int32(BNK_APPLY_FORWARD), gradient: nil, input: input, output: output)
-        // The per-channel step is optional in `collect`, hence escaping in type only.
+        // The fusion's closures outlive nothing: `collect` returns after every channel is done.
         return withoutActuallyEscaping(coefficients) { coefficients in
-            collect(input, geometry: geometry) { c, moments in
-                if let channel = coefficients(c, moments) { apply(channel: c, channel) }
-            }
+            collect(input, geometry: geometry, fusion: ChannelFusion(coefficients: coefficients, apply: apply.callAsFunction))
         }
     }
 
     /// The blocks of ``collectStatistics(of:)``, their kernel and their merge, with
-    /// `perChannel` as in ``reduce(_:elements:kernel:merge:perChannel:)``.
+    /// `fusion` as in ``reduce(_:elements:kernel:merge:fusion:)``.
     private func collect(_ input: Tensor, geometry: ChannelGeometry,
-                         perChannel: (@Sendable (Int, ChannelMoments) -> Void)?) -> [ChannelMoments] {
+                         fusion: ChannelFusion<ChannelMoments>?) -> [ChannelMoments] {
         let x = KernelData(input)
         let total = Double(geometry.valuesPerChannel)
         let level = kernelLevel.rawValue
@@ -76,6 +74,6 @@ extension CPUBackend {
                 m2 += blockM2 + count * delta * delta
             }
             return ChannelMoments(count: total, mean: mean, m2: m2)
-        }, perChannel: perChannel)
+        }, fusion: fusion)
     }
 }

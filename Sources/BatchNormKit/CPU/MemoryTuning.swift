@@ -119,7 +119,7 @@ struct MemoryTuning: Equatable, Sendable {
         }
     }
 
-    /// Whether a fused pass over channels whose working set is `channelBytes` (one channel's
+    /// Whether a fused pass whose per-thread working set is `channelBytes` (two channels'
     /// values of every tensor the pass reads) pays: it must fit in the cache of one core
     /// (``CacheSizes/perCore``), and `channels` must spread over `threads` with at most
     /// 1/8 of imbalance (or evenly).
