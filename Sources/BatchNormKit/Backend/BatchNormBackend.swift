@@ -45,6 +45,8 @@ public protocol BatchNormBackend: Sendable {
     ///
     /// - Parameters:
     ///   - shape: `(N, C, S...)`.
+    ///   - layout: The tensor's layout.
+    ///   - dataType: The tensor's data type.
     ///   - backward: The backward pass (which reads `g` and `x`) rather than the forward.
     func fusesChannels(shape: [Int], layout: TensorLayout, dataType: TensorDataType, backward: Bool) -> Bool
 
@@ -57,7 +59,12 @@ public protocol BatchNormBackend: Sendable {
     ///
     /// The default collects, then applies every channel in one ``normalize(_:into:coefficients:)``
     /// (nothing when any channel is rejected).
+    /// - Parameters:
+    ///   - input: `(N, C, S...)`, validated.
+    ///   - output: Same shape, layout and type as `input`, not sharing its storage.
+    ///   - coefficients: Channel `c`'s apply coefficients from its moments, or `nil`.
     /// - Returns: The `C` moments.
+    /// - Throws: What ``collectStatistics(of:)`` and ``normalize(_:into:coefficients:)`` throw.
     func collectStatisticsAndNormalize(
         _ input: Tensor, into output: Tensor,
         coefficients: @Sendable (_ channel: Int, ChannelMoments) -> ChannelCoefficients.Channel?) throws
@@ -70,7 +77,15 @@ public protocol BatchNormBackend: Sendable {
     ///
     /// The default reduces, then applies every channel in one
     /// ``applyGradient(_:input:into:coefficients:)``.
+    /// - Parameters:
+    ///   - gradient: `g`, the shape, layout and type of `input`.
+    ///   - input: `x`, the forward input.
+    ///   - mean: `μ` per channel, of the forward pass.
+    ///   - output: `dx`, the same shape, layout and type.
+    ///   - coefficients: Channel `c`'s apply coefficients from its sums.
     /// - Returns: The `C` sums.
+    /// - Throws: What ``reduceGradient(_:input:mean:)`` and
+    ///   ``applyGradient(_:input:into:coefficients:)`` throw.
     func reduceGradientAndApply(_ gradient: Tensor, input: Tensor, mean: [Double], into output: Tensor,
                                 coefficients: @Sendable (_ channel: Int, GradientSums) -> ChannelCoefficients.Channel)
         throws -> [GradientSums]
