@@ -240,6 +240,13 @@ import Testing
         #expect(!backend.fusesChannels(shape: [8, 64], layout: .channelsFirst, dataType: .float32, backward: false))
         #expect(!backend.fusesChannels(shape: [9, 64, 16, 128, 128], layout: .channelsFirst, dataType: .float32,
                                        backward: false))
+        // A forward whose x and y stay in the last-level cache (2 · 8 MiB < 24 MiB) runs
+        // unfused; its backward (g and x of two channels: 512 KiB) fuses.
+        let cached = [2, 64, 16, 32, 32]
+        #expect(!backend.fusesChannels(shape: cached, layout: .channelsFirst, dataType: .float32, backward: false))
+        #expect(backend.fusesChannels(shape: cached, layout: .channelsFirst, dataType: .float32, backward: true))
+        let always = CPUBackend(threadCount: 2, kernelLevel: .generic, tuning: forced)
+        #expect(always.fusesChannels(shape: cached, layout: .channelsFirst, dataType: .float32, backward: false))
     }
 
     /// The sysfs formats the cache sizes are read from, and the running machine's sizes.

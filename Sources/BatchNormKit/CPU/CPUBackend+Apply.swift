@@ -108,10 +108,19 @@ extension CPUBackend {
     /// `S > 1` where two channels' working sets (`N·S` values of `x`, and of `g` too in
     /// backward: the channel being applied and the next one being reduced) fit in one core's
     /// cache, and whose channels spread evenly enough over the threads (`MemoryTuning.fuses`;
-    /// `BNKIT_CHANNEL_FUSION` forces it).
+    /// `BNKIT_CHANNEL_FUSION` forces it). A forward fuses only when `x` and `y` together
+    /// exceed the streaming threshold (they would not stay in the last-level cache): below
+    /// it, the unfused forward finds `x` in cache for its second read and recycles the
+    /// previous output's buffer for the new one, which a fused forward cannot do (its
+    /// finalize may still throw after the apply), and is faster (measured: see the
+    /// Benchmarks article).
     public func fusesChannels(shape: [Int], layout: TensorLayout, dataType: TensorDataType, backward: Bool) -> Bool {
         let geometry = ChannelGeometry(shape: shape)
         guard layout == .channelsFirst, geometry.spatial > 1, geometry.elementCount > 0 else { return false }
+        let tensorBytes = geometry.elementCount * dataType.byteCount
+        guard backward || tuning.channelFusion != .automatic || 2 * tensorBytes >= tuning.streamingThreshold else {
+            return false
+        }
         let bytes = 2 * geometry.valuesPerChannel * dataType.byteCount * (backward ? 2 : 1)
         return tuning.fuses(channelBytes: bytes, channels: geometry.channels,
                             threads: threadWidth(geometry.channels, elements: geometry.elementCount))
