@@ -240,11 +240,14 @@ import Testing
         #expect(!backend.fusesChannels(shape: [8, 64], layout: .channelsFirst, dataType: .float32, backward: false))
         #expect(!backend.fusesChannels(shape: [9, 64, 16, 128, 128], layout: .channelsFirst, dataType: .float32,
                                        backward: false))
-        // A forward whose x and y stay in the last-level cache (2 · 8 MiB < 24 MiB) runs
-        // unfused; its backward (g and x of two channels: 512 KiB) fuses.
-        let cached = [2, 64, 16, 32, 32]
+        // Passes whose tensors stay in the last-level cache run unfused: x and y of 4 MiB
+        // (8 < 24 MiB), g, x and dx of 4 MiB (12 < 24 MiB); at 8 MiB the backward's three
+        // (24 MiB) fuse and the forward's two (16 MiB) do not.
+        let cached = [1, 64, 16, 32, 32], backwardOnly = [2, 64, 16, 32, 32]
         #expect(!backend.fusesChannels(shape: cached, layout: .channelsFirst, dataType: .float32, backward: false))
-        #expect(backend.fusesChannels(shape: cached, layout: .channelsFirst, dataType: .float32, backward: true))
+        #expect(!backend.fusesChannels(shape: cached, layout: .channelsFirst, dataType: .float32, backward: true))
+        #expect(!backend.fusesChannels(shape: backwardOnly, layout: .channelsFirst, dataType: .float32, backward: false))
+        #expect(backend.fusesChannels(shape: backwardOnly, layout: .channelsFirst, dataType: .float32, backward: true))
         let always = CPUBackend(threadCount: 2, kernelLevel: .generic, tuning: forced)
         #expect(always.fusesChannels(shape: cached, layout: .channelsFirst, dataType: .float32, backward: false))
     }

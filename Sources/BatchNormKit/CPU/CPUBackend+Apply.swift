@@ -108,17 +108,17 @@ extension CPUBackend {
     /// `S > 1` where two channels' working sets (`N·S` values of `x`, and of `g` too in
     /// backward: the channel being applied and the next one being reduced) fit in one core's
     /// cache, and whose channels spread evenly enough over the threads (`MemoryTuning.fuses`;
-    /// `BNKIT_CHANNEL_FUSION` forces it). A forward fuses only when `x` and `y` together
-    /// exceed the streaming threshold (they would not stay in the last-level cache): below
-    /// it, the unfused forward finds `x` in cache for its second read and recycles the
-    /// previous output's buffer for the new one, which a fused forward cannot do (its
-    /// finalize may still throw after the apply), and is faster (measured: see the
-    /// Benchmarks article).
+    /// `BNKIT_CHANNEL_FUSION` forces it), and only when the pass's tensors (`x` and `y`;
+    /// `g`, `x` and `dx`) reach the streaming threshold, i.e. would not stay in the
+    /// last-level cache: below it the unfused passes find the data in cache for their second
+    /// read, and the unfused forward also recycles the previous output's buffer for the new
+    /// one, which a fused forward cannot do (its finalize may still throw after the apply);
+    /// measured faster there (see BENCHMARKS.md).
     public func fusesChannels(shape: [Int], layout: TensorLayout, dataType: TensorDataType, backward: Bool) -> Bool {
         let geometry = ChannelGeometry(shape: shape)
         guard layout == .channelsFirst, geometry.spatial > 1, geometry.elementCount > 0 else { return false }
         let tensorBytes = geometry.elementCount * dataType.byteCount
-        guard backward || tuning.channelFusion != .automatic || 2 * tensorBytes >= tuning.streamingThreshold else {
+        guard tuning.channelFusion != .automatic || (backward ? 3 : 2) * tensorBytes >= tuning.streamingThreshold else {
             return false
         }
         let bytes = 2 * geometry.valuesPerChannel * dataType.byteCount * (backward ? 2 : 1)
