@@ -214,20 +214,25 @@ import Testing
         let automatic = MemoryTuning(streamingStores: .automatic, channelFusion: .automatic, caches: caches)
         #expect(automatic.streamingThreshold == 24 << 20)
         #expect(!automatic.streams(workingSetBytes: (24 << 20) - 1) && automatic.streams(workingSetBytes: 24 << 20))
-        #expect(automatic.fuses(channelBytes: 16 << 20, channels: 64, threads: 2))
-        #expect(!automatic.fuses(channelBytes: (16 << 20) + 1, channels: 64, threads: 2))
+        // Fusion: tensors that leave the cache, two channels within one core's share, balance.
+        let large = 1 << 30
+        #expect(automatic.staysInCache(workingSetBytes: (24 << 20) - 1) && !automatic.staysInCache(workingSetBytes: 24 << 20))
+        #expect(automatic.fuses(channelBytes: 16 << 20, workingSetBytes: large, channels: 64, threads: 2))
+        #expect(automatic.fuses(channelBytes: 1024, workingSetBytes: 24 << 20, channels: 64, threads: 2))
+        #expect(!automatic.fuses(channelBytes: 1024, workingSetBytes: (24 << 20) - 1, channels: 64, threads: 2))
+        #expect(!automatic.fuses(channelBytes: (16 << 20) + 1, workingSetBytes: large, channels: 64, threads: 2))
         // Channels over threads: 3 over 2 is 2 against 1.5 (a third more); 9 over 2 is 5 against 4.5.
-        #expect(!automatic.fuses(channelBytes: 1024, channels: 3, threads: 2))
-        #expect(automatic.fuses(channelBytes: 1024, channels: 9, threads: 2))
-        #expect(automatic.fuses(channelBytes: 1024, channels: 3, threads: 1))
-        #expect(automatic.fuses(channelBytes: 1024, channels: 6, threads: 3))
+        #expect(!automatic.fuses(channelBytes: 1024, workingSetBytes: large, channels: 3, threads: 2))
+        #expect(automatic.fuses(channelBytes: 1024, workingSetBytes: large, channels: 9, threads: 2))
+        #expect(automatic.fuses(channelBytes: 1024, workingSetBytes: large, channels: 3, threads: 1))
+        #expect(automatic.fuses(channelBytes: 1024, workingSetBytes: large, channels: 6, threads: 3))
         var forced = automatic
         forced.streamingStores = .always
         forced.channelFusion = .never
-        #expect(forced.streams(workingSetBytes: 0) && !forced.fuses(channelBytes: 0, channels: 64, threads: 1))
+        #expect(forced.streams(workingSetBytes: 0) && !forced.fuses(channelBytes: 0, workingSetBytes: large, channels: 64, threads: 1))
         forced.streamingStores = .never
         forced.channelFusion = .always
-        #expect(!forced.streams(workingSetBytes: 1 << 40) && forced.fuses(channelBytes: 1 << 40, channels: 3, threads: 2))
+        #expect(!forced.streams(workingSetBytes: 1 << 40) && forced.fuses(channelBytes: 1 << 40, workingSetBytes: large, channels: 3, threads: 2))
 
         // The backend's decision: channels-first with S > 1 only; two channels per thread
         // (the one being applied, the next being reduced), of x, and of g too in backward.

@@ -45,8 +45,7 @@ extension CPUBackend {
                             : input == nil ? BNK_APPLY_GRADIENT : BNK_APPLY_GRADIENT_AND_INPUT)
         // Pointers of terms the formula leaves out are never read; they point at the output.
         let gp = g ?? y, xp = x ?? y
-        let tensors = 1 + (gradient == nil ? 0 : 1) + (input == nil ? 0 : 1)
-        let streaming: Int32 = tuning.streams(workingSetBytes: tensors * geometry.elementCount * output.dataType.byteCount) ? 1 : 0
+        let streaming = streamingStores(tensors: 1 + (gradient == nil ? 0 : 1) + (input == nil ? 0 : 1), like: output)
 
         if output.layout == .channelsFirst && spatial > 1 {
             // Runs are pieces of planes (n, c); thread ranges are cut at multiples of 64 values.
@@ -104,26 +103,26 @@ extension CPUBackend {
         }
     }
 
-    /// Whether a training pass of this tensor runs channel-fused: channels-first with
-    /// `S > 1` where two channels' working sets (`N·S` values of `x`, and of `g` too in
-    /// backward: the channel being applied and the next one being reduced) fit in one core's
-    /// cache, and whose channels spread evenly enough over the threads (`MemoryTuning.fuses`;
-    /// `BNKIT_CHANNEL_FUSION` forces it), and only when the pass's tensors (`x` and `y`;
-    /// `g`, `x` and `dx`) reach the streaming threshold, i.e. would not stay in the
-    /// last-level cache: below it the unfused passes find the data in cache for their second
-    /// read, and the unfused forward also recycles the previous output's buffer for the new
-    /// one, which a fused forward cannot do (its finalize may still throw after the apply);
-    /// measured faster there (see BENCHMARKS.md).
+    /// Whether a training pass of this tensor runs channel-fused: channels-first with `S > 1`
+    /// and `MemoryTuning.fuses` (`BNKIT_CHANNEL_FUSION` forces it) for its tensors (`x` and
+    /// `y`; `g`, `x` and `dx`) and for two channels' values of every tensor it reads. A fused
+    /// forward also cannot recycle the previous output's buffer (its finalize may still
+    /// throw after the apply), one more reason to fuse only where the tensors would not stay
+    /// in the last-level cache (measured: see BENCHMARKS.md).
     public func fusesChannels(shape: [Int], layout: TensorLayout, dataType: TensorDataType, backward: Bool) -> Bool {
         let geometry = ChannelGeometry(shape: shape)
         guard layout == .channelsFirst, geometry.spatial > 1, geometry.elementCount > 0 else { return false }
-        let tensorBytes = geometry.elementCount * dataType.byteCount
-        guard tuning.channelFusion != .automatic || (backward ? 3 : 2) * tensorBytes >= tuning.streamingThreshold else {
-            return false
-        }
-        let bytes = 2 * geometry.valuesPerChannel * dataType.byteCount * (backward ? 2 : 1)
-        return tuning.fuses(channelBytes: bytes, channels: geometry.channels,
+        let read = backward ? 2 : 1
+        return tuning.fuses(channelBytes: 2 * read * geometry.valuesPerChannel * dataType.byteCount,
+                            workingSetBytes: (read + 1) * geometry.elementCount * dataType.byteCount,
+                            channels: geometry.channels,
                             threads: threadWidth(geometry.channels, elements: geometry.elementCount))
+    }
+
+    /// The `streaming` argument of the apply kernels for a pass over `tensors` tensors (inputs
+    /// and output) of `output`'s size and type: `MemoryTuning.streams`.
+    func streamingStores(tensors: Int, like output: Tensor) -> Int32 {
+        tuning.streams(workingSetBytes: tensors * output.elementCount * output.dataType.byteCount) ? 1 : 0
     }
 
     /// The apply of the channel-fused passes (channels-first, `S > 1`), one piece of one
@@ -134,11 +133,9 @@ extension CPUBackend {
         let g: KernelData, x: KernelData, y: KernelData
 
         init(_ backend: CPUBackend, formula: Int32, gradient: Tensor?, input: Tensor, output: Tensor) {
-            let elements = ChannelGeometry(shape: output.shape).elementCount
             level = backend.kernelLevel.rawValue
             self.formula = formula
-            let tensors = gradient == nil ? 2 : 3
-            streaming = backend.tuning.streams(workingSetBytes: tensors * elements * output.dataType.byteCount) ? 1 : 0
+            streaming = backend.streamingStores(tensors: gradient == nil ? 2 : 3, like: output)
             y = KernelData(output)
             x = KernelData(input)
             g = gradient.map(KernelData.init) ?? y

@@ -80,32 +80,25 @@ extension CPUBackend {
             let results = UnsafeMutableBufferPointer<Result>.allocate(capacity: blocks.channels)
             defer { results.deallocate() }
             let shared = SharedPointer(results.baseAddress!)
+            let perChannel = blocks.planeBlocksPerChannel
+            @Sendable func apply(_ coefficients: ChannelCoefficients.Channel, channel c: Int, block i: Int) {
+                let (start, length, _) = blocks.block(blocks.planeBlock(ofChannel: c, i))
+                fusion.apply(coefficients, start, length)
+            }
             parallelFor(blocks.channels, elements: elements) { range in
                 // Plane blocks hold one channel each: a partial's slot is its block's index.
-                func blocksOf(_ c: Int) -> [Int] {
-                    var indices = [Int]()
-                    blocks.forEachPartial(ofChannel: c) { index, _ in indices.append(index) }
-                    return indices
-                }
-                var pending: (coefficients: ChannelCoefficients.Channel, blocks: [Int])?
+                var pending: (coefficients: ChannelCoefficients.Channel, channel: Int)?
                 for c in range {
-                    let own = blocksOf(c), applying = pending?.blocks ?? []
-                    for i in 0..<max(own.count, applying.count) {
-                        if i < own.count { run(own[i], nil) }
-                        if let pending, i < applying.count {
-                            let (start, length, _) = blocks.block(applying[i])
-                            fusion.apply(pending.coefficients, start, length)
-                        }
+                    for i in 0..<perChannel {
+                        run(blocks.planeBlock(ofChannel: c, i), nil)
+                        if let pending { apply(pending.coefficients, channel: pending.channel, block: i) }
                     }
                     let result = merge(partialsOf(c))
                     (shared.base + c).initialize(to: result)
-                    pending = fusion.coefficients(c, result).map { ($0, own) }
+                    pending = fusion.coefficients(c, result).map { ($0, c) }
                 }
                 if let pending {
-                    for index in pending.blocks {
-                        let (start, length, _) = blocks.block(index)
-                        fusion.apply(pending.coefficients, start, length)
-                    }
+                    for i in 0..<perChannel { apply(pending.coefficients, channel: pending.channel, block: i) }
                 }
             }
             return Array(UnsafeBufferPointer(results))

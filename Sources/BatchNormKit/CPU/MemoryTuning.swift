@@ -110,26 +110,35 @@ struct MemoryTuning: Equatable, Sendable {
     /// streaming; backward with 12 MiB even, with 24 MiB 1.6x faster streaming.
     var streamingThreshold: Int { caches.lastLevel / 4 * 3 }
 
+    /// Whether a pass whose tensors (inputs and output) take `bytes` keeps them in the
+    /// last-level cache from one step to the next: below ``streamingThreshold``. The one
+    /// size rule behind both choices below.
+    func staysInCache(workingSetBytes bytes: Int) -> Bool { bytes < streamingThreshold }
+
     /// Whether an apply pass touching `bytes` (inputs and output) streams its stores.
     func streams(workingSetBytes bytes: Int) -> Bool {
         switch streamingStores {
         case .always: true
         case .never: false
-        case .automatic: bytes >= streamingThreshold
+        case .automatic: !staysInCache(workingSetBytes: bytes)
         }
     }
 
-    /// Whether a fused pass whose per-thread working set is `channelBytes` (two channels'
-    /// values of every tensor the pass reads) pays: it must fit in the cache of one core
-    /// (``CacheSizes/perCore``), and `channels` must spread over `threads` with at most
-    /// 1/8 of imbalance (or evenly).
-    func fuses(channelBytes: Int, channels: Int, threads: Int) -> Bool {
+    /// Whether a training pass fuses per channel: its tensors (`workingSetBytes`) would not
+    /// stay in the last-level cache (where they do, the unfused passes find their data in
+    /// cache for the second read, and were measured faster), the per-thread working set
+    /// `channelBytes` (two channels' values of every tensor the pass reads: the one being
+    /// applied and the next being reduced) fits in the cache of one core
+    /// (``CacheSizes/perCore``), and `channels` spread over `threads` with at most 1/8 of
+    /// imbalance (or evenly).
+    func fuses(channelBytes: Int, workingSetBytes: Int, channels: Int, threads: Int) -> Bool {
         switch channelFusion {
         case .always: return true
         case .never: return false
         case .automatic:
             let perThread = (channels + threads - 1) / threads
-            return channelBytes <= caches.perCore && perThread * threads * 8 <= channels * 9
+            return !staysInCache(workingSetBytes: workingSetBytes) && channelBytes <= caches.perCore
+                && perThread * threads * 8 <= channels * 9
         }
     }
 }

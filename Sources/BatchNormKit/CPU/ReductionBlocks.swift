@@ -60,6 +60,16 @@ struct ReductionBlocks: Sendable {
         }
     }
 
+    /// Plane blocks: how many blocks hold one channel (`N·K`), and the index of the `i`-th of
+    /// channel `c`'s blocks in block order (`(n·C + c)·K + k` with `n = i / K`, `k = i mod K`).
+    var planeBlocksPerChannel: Int { count / channels }
+
+    @inline(__always)
+    func planeBlock(ofChannel c: Int, _ i: Int) -> Int {
+        guard case let .planes(_, _, perPlane) = partition else { return i }
+        return ((i / perPlane) * channels + c) * perPlane + i % perPlane
+    }
+
     /// Calls `body(slot, n)` for every block holding channel `c`, in block order: `slot` is
     /// where the block's partial result for `c` is stored (`index · width + c` for row
     /// blocks), `n` the block's number of values of `c`.
