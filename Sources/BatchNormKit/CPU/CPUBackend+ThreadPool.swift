@@ -1,6 +1,7 @@
 #if canImport(Glibc) || canImport(Musl)
 import Dispatch
 import Synchronization
+import SystemLibrary
 #if canImport(Glibc)
 import Glibc
 #else
@@ -42,11 +43,15 @@ final class WorkerPool: @unchecked Sendable {
         for worker in 1..<width { spawn(worker) }
     }
 
-    private static let pools = Mutex<[Int: WorkerPool]>([:])
+    /// The pools by width, under `poolsLock` (a pthread mutex, which ThreadSanitizer
+    /// understands; it reported the futex-based `Mutex` here when two tests created pools
+    /// at once).
+    private static nonisolated(unsafe) var pools = [Int: WorkerPool]()
+    private static let poolsLock = Lock()
 
     /// The shared pool of `width` threads (`width >= 2`); pools live for the whole process.
     static func shared(width: Int) -> WorkerPool {
-        pools.withLock { pools in
+        poolsLock.withLock {
             if let pool = pools[width] { return pool }
             let pool = WorkerPool(width: width)
             pools[width] = pool
