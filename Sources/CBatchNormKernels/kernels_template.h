@@ -3,8 +3,10 @@
 // BNK_TARGET (a function attribute, e.g. __attribute__((target("avx2,fma,f16c"))), or
 // empty), BNK_NAME(name) (the instance's name for `name`), BNK_HALF_ISA (how float16 is
 // converted: 0 integer code, 1 F16C vcvtph2ps / vcvtps2ph on 8 lanes, 2 their AVX-512
-// forms on 16) and BNK_BFLOAT_ISA (how float is rounded to bfloat16: 0 integer code,
-// 1 AVX512-BF16 vcvtneps2bf16). Not a public header.
+// forms on 16), BNK_BFLOAT_ISA (how float is rounded to bfloat16: 0 integer code,
+// 1 AVX512-BF16 vcvtneps2bf16) and BNK_FMA (1 when the instance has fused multiply-add:
+// some sums are then issued as fma(a, 1, b), which gives the bits of a + b; see add).
+// Not a public header.
 //
 // Shape legend: N batch, C channels, S spatial size (D·H·W). A channels-first run is one
 // channel's values x[n, c, s0..<s1]; a channels-last run is whole rows x[n, s, 0..<C], and
@@ -247,6 +249,28 @@ BNK_FN double BNK_NAME(hsum)(bnk_v8d s) {
 }
 
 BNK_FN bnk_v8d BNK_NAME(splat8)(double v) { return (bnk_v8d)(v); }
+
+/// 1.0 on 8 lanes, hidden from the optimizer (which would fold fma(a, 1, b) back to a + b).
+BNK_FN bnk_v8d BNK_NAME(opaque_one)(void) {
+    double one = 1.0;
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__("" : "+x"(one));
+#endif
+    return BNK_NAME(splat8)(one);
+}
+
+/// a + b, the same bits (a·1 is exact and fma rounds once), computed as fma(a, one, b)
+/// where the instance has fused multiply-add: on CPUs whose adders and multipliers are
+/// separate pipes (AMD Zen) the sums of the reductions then share the multiply pipes.
+/// `one` is opaque_one().
+BNK_FN bnk_v8d BNK_NAME(add)(bnk_v8d a, bnk_v8d b, bnk_v8d one) {
+#if BNK_FMA
+    return __builtin_elementwise_fma(a, one, b);
+#else
+    (void)one;
+    return a + b;
+#endif
+}
 BNK_FN bnk_v16f BNK_NAME(splat16)(float v) { return (bnk_v16f)(v); }
 
 // MARK: Conversion
@@ -273,6 +297,206 @@ BNK_TARGET static void BNK_NAME(convert)(int from, const void *src, int to, void
     }
 }
 
+// MARK: Apply
+
+/// F(g, x) per formula on 16 lanes read at element i: forward b·(x − shift) + offset;
+/// gradient a·g + offset; gradient and input (a·g + b·(x − shift)) + offset. All in float.
+BNK_FN bnk_v16f BNK_NAME(formula16)(int formula, int type, const void *g, const void *x, ptrdiff_t i,
+                                    bnk_v16f a, bnk_v16f b, bnk_v16f shift, bnk_v16f offset) {
+    switch (formula) {
+    case BNK_APPLY_FORWARD: return b * (BNK_NAME(load16)(type, x, i) - shift) + offset;
+    case BNK_APPLY_GRADIENT: return a * BNK_NAME(load16)(type, g, i) + offset;
+    default: return (a * BNK_NAME(load16)(type, g, i) + b * (BNK_NAME(load16)(type, x, i) - shift)) + offset;
+    }
+}
+
+/// The same on element i alone.
+BNK_FN float BNK_NAME(formula1)(int formula, int type, const void *g, const void *x, ptrdiff_t i, float a,
+                                float b, float shift, float offset) {
+    switch (formula) {
+    case BNK_APPLY_FORWARD: return b * (BNK_NAME(load1)(type, x, i) - shift) + offset;
+    case BNK_APPLY_GRADIENT: return a * BNK_NAME(load1)(type, g, i) + offset;
+    default: return (a * BNK_NAME(load1)(type, g, i) + b * (BNK_NAME(load1)(type, x, i) - shift)) + offset;
+    }
+}
+
+/// Orders the non-temporal stores of this thread before its later stores (on x86 they are
+/// weakly ordered): called at the end of every apply that streamed, so that the pool's
+/// hand-over publishes them to the thread that reads the output next.
+BNK_FN void BNK_NAME(store_fence)(int streaming) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (streaming) _mm_sfence();
+#else
+    (void)streaming;
+#endif
+}
+
+/// run->out[i] = F(run->g[i], run->x[i]) for the one element i (storage type T).
+BNK_FN void BNK_NAME(apply1)(const int F, const int T, const bnk_apply_run *run, ptrdiff_t i) {
+    BNK_NAME(store1)(T, run->out, i,
+                     BNK_NAME(formula1)(F, T, run->g, run->x, i, run->a, run->b, run->shift, run->offset));
+}
+
+/// The same for the 16 elements i ..< i + 16 (a vector store: non-temporal when ST and
+/// aligned, see store16).
+BNK_FN void BNK_NAME(apply16)(const int F, const int T, const int ST, const bnk_apply_run *run, ptrdiff_t i) {
+    BNK_NAME(store16)(T, ST, run->out, i,
+                      BNK_NAME(formula16)(F, T, run->g, run->x, i, BNK_NAME(splat16)(run->a),
+                                          BNK_NAME(splat16)(run->b), BNK_NAME(splat16)(run->shift),
+                                          BNK_NAME(splat16)(run->offset)));
+}
+
+/// The first elements of a run one by one: none with ordinary stores; streaming, those
+/// before the first address of run->out aligned for non-temporal stores (16 elements'
+/// size, see store16), so that every later vector store streams. Returns how many.
+BNK_FN ptrdiff_t BNK_NAME(apply_head)(const int F, const int T, const int ST, const bnk_apply_run *run) {
+    if (!ST) return 0;
+    uintptr_t size = T == BNK_TYPE_FLOAT32 ? 4 : 2, mask = 16 * size - 1;
+    ptrdiff_t head = (ptrdiff_t)((((uintptr_t)run->out + mask) & ~mask) - (uintptr_t)run->out) / (ptrdiff_t)size;
+    if (head > run->n) head = run->n;
+    for (ptrdiff_t i = 0; i < head; i++) BNK_NAME(apply1)(F, T, run, i);
+    return head;
+}
+
+/// The elements i ..< run->n of a run, 16 at a time, then the tail one by one; then the
+/// store fence when streaming.
+BNK_FN void BNK_NAME(apply_rest)(const int F, const int T, const int ST, const bnk_apply_run *run, ptrdiff_t i) {
+    for (; i + 16 <= run->n; i += 16) BNK_NAME(apply16)(F, T, ST, run, i);
+    for (; i < run->n; i++) BNK_NAME(apply1)(F, T, run, i);
+    BNK_NAME(store_fence)(ST);
+}
+
+/// out[i] = F(g[i], x[i]) for i < n with scalar coefficients (broadcast to every lane):
+/// apply_head, then apply_rest.
+BNK_FN void BNK_NAME(contiguous_apply_impl)(const int F, const int T, const int ST, const bnk_apply_run *run) {
+    BNK_NAME(apply_rest)(F, T, ST, run, BNK_NAME(apply_head)(F, T, ST, run));
+}
+
+/// One step of an apply run interleaved with a reduction (nothing when run is NULL): the
+/// 32 values at *at when the run has that many left, *at advanced past them.
+BNK_FN void BNK_NAME(apply_step)(const int F, const int T, const int ST, const bnk_apply_run *run, ptrdiff_t *at) {
+    if (run && *at + 32 <= run->n) {
+        BNK_NAME(apply16)(F, T, ST, run, *at);
+        BNK_NAME(apply16)(F, T, ST, run, *at + 16);
+        *at += 32;
+    }
+}
+
+/// out[i] = F(g[i], x[i]) for i < length with coefficients a[j], b[j], shift[j], offset[j]
+/// of position j = i mod P (replicated: coefficients = a[0..<P] b[0..<P] shift[0..<P]
+/// offset[0..<P]); chunks strictly in order.
+BNK_FN void BNK_NAME(interleaved_apply_impl)(int formula, int type, int streaming, const void *g, const void *x,
+                                             void *out, ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period,
+                                             const float *coefficients) {
+    const float *a = coefficients, *b = a + period, *shift = b + period, *offset = shift + period;
+    for (ptrdiff_t start = 0; start < length; start += period) {
+        ptrdiff_t count = length - start < period ? length - start : period;
+        ptrdiff_t v16 = (count < vector_period ? count : vector_period) & ~(ptrdiff_t)15;
+        ptrdiff_t j = 0;
+        for (; j < v16; j += 16)
+            BNK_NAME(store16)(type, streaming, out, start + j,
+                              BNK_NAME(formula16)(formula, type, g, x, start + j, BNK_NAME(loadf)(a + j),
+                                                  BNK_NAME(loadf)(b + j), BNK_NAME(loadf)(shift + j),
+                                                  BNK_NAME(loadf)(offset + j)));
+        for (; j < count; j++)
+            BNK_NAME(store1)(type, out, start + j,
+                             BNK_NAME(formula1)(formula, type, g, x, start + j, a[j], b[j], shift[j], offset[j]));
+    }
+}
+
+/// interleaved_apply_impl for a short period P = 16·V (V <= 8): the coefficients of
+/// positions 0..<P stay in registers for the whole run; whole chunks of P values, then the
+/// partial one (length mod P values, whole rows) one value at a time. The same formulas,
+/// so the same float results. V is a constant after inlining.
+BNK_FN void BNK_NAME(short_apply)(int formula, int type, int streaming, const void *g, const void *x, void *out,
+                                  ptrdiff_t length, const int V, const float *coefficients) {
+    ptrdiff_t P = 16 * V;
+    const float *a = coefficients, *b = a + P, *shift = b + P, *offset = shift + P;
+    bnk_v16f av[8], bv[8], sv[8], ov[8];
+    for (int v = 0; v < V; v++) {
+        av[v] = BNK_NAME(loadf)(a + 16 * v);
+        bv[v] = BNK_NAME(loadf)(b + 16 * v);
+        sv[v] = BNK_NAME(loadf)(shift + 16 * v);
+        ov[v] = BNK_NAME(loadf)(offset + 16 * v);
+    }
+    ptrdiff_t i = 0;
+    for (; i + P <= length; i += P)
+        for (int v = 0; v < V; v++) {
+            ptrdiff_t at = i + 16 * v;
+            BNK_NAME(store16)(type, streaming, out, at,
+                              BNK_NAME(formula16)(formula, type, g, x, at, av[v], bv[v], sv[v], ov[v]));
+        }
+    for (ptrdiff_t j = 0; i + j < length; j++)
+        BNK_NAME(store1)(type, out, i + j,
+                         BNK_NAME(formula1)(formula, type, g, x, i + j, a[j], b[j], shift[j], offset[j]));
+}
+
+/// interleaved_apply_impl, or short_apply when the period P is at most 128; then the fence.
+BNK_FN void BNK_NAME(interleaved_apply_typed)(int formula, int type, int streaming, const void *g, const void *x,
+                                              void *out, ptrdiff_t length, ptrdiff_t period,
+                                              ptrdiff_t vector_period, const float *coefficients) {
+    switch (period) {
+#define BNK_SHORT_APPLY(V) \
+    case 16 * V: BNK_NAME(short_apply)(formula, type, streaming, g, x, out, length, V, coefficients); break;
+    BNK_SHORT_APPLY(1) BNK_SHORT_APPLY(2) BNK_SHORT_APPLY(3) BNK_SHORT_APPLY(4)
+    BNK_SHORT_APPLY(5) BNK_SHORT_APPLY(6) BNK_SHORT_APPLY(7) BNK_SHORT_APPLY(8)
+#undef BNK_SHORT_APPLY
+    default:
+        BNK_NAME(interleaved_apply_impl)(formula, type, streaming, g, x, out, length, period, vector_period,
+                                         coefficients);
+        break;
+    }
+    BNK_NAME(store_fence)(streaming);
+}
+
+/// Calls BODY(F, T) with the formula and the storage type as constants.
+#define BNK_FOR_FORMULA_AND_TYPE(formula, type, BODY)                  \
+    switch (formula) {                                                 \
+    case BNK_APPLY_FORWARD: {                                          \
+        const int F = BNK_APPLY_FORWARD;                               \
+        BNK_FOR_TYPE(type, BODY)                                       \
+        break;                                                         \
+    }                                                                  \
+    case BNK_APPLY_GRADIENT: {                                         \
+        const int F = BNK_APPLY_GRADIENT;                              \
+        BNK_FOR_TYPE(type, BODY)                                       \
+        break;                                                         \
+    }                                                                  \
+    default: {                                                         \
+        const int F = BNK_APPLY_GRADIENT_AND_INPUT;                    \
+        BNK_FOR_TYPE(type, BODY)                                       \
+        break;                                                         \
+    }                                                                  \
+    }
+
+/// Calls BODY(F, T) with streaming (ST) as a constant too.
+#define BNK_FOR_APPLY(formula, type, streaming, BODY)           \
+    if (streaming) {                                            \
+        const int ST = 1;                                       \
+        BNK_FOR_FORMULA_AND_TYPE(formula, type, BODY)           \
+    } else {                                                    \
+        const int ST = 0;                                       \
+        BNK_FOR_FORMULA_AND_TYPE(formula, type, BODY)           \
+    }
+
+BNK_TARGET static void BNK_NAME(contiguous_apply)(int formula, int type, int streaming, const void *g,
+                                                   const void *x, void *out, ptrdiff_t n, float a, float b,
+                                                   float shift, float offset) {
+    const bnk_apply_run run = {formula, streaming, g, x, out, n, a, b, shift, offset};
+#define BNK_BODY(T) BNK_NAME(contiguous_apply_impl)(F, T, ST, &run)
+    BNK_FOR_APPLY(formula, type, streaming, BNK_BODY)
+#undef BNK_BODY
+}
+
+BNK_TARGET static void BNK_NAME(interleaved_apply)(int formula, int type, int streaming, const void *g,
+                                                    const void *x, void *out, ptrdiff_t length, ptrdiff_t period,
+                                                    ptrdiff_t vector_period, const float *coefficients) {
+#define BNK_BODY(T) \
+    BNK_NAME(interleaved_apply_typed)(F, T, ST, g, x, out, length, period, vector_period, coefficients)
+    BNK_FOR_APPLY(formula, type, streaming, BNK_BODY)
+#undef BNK_BODY
+}
+
 // MARK: Statistics
 
 /// Moments of one channels-first run of n >= 1 values, in double, in one pass shifted by
@@ -283,25 +507,35 @@ BNK_TARGET static void BNK_NAME(convert)(int from, const void *src, int to, void
 /// Measured against two passes (mean, then squared deviations) over the same L1-sized
 /// blocks: 20 % less time from DRAM with 2 threads (40 % with 1, whose DRAM stream stalled
 /// during the second pass), 20 % less from L3 or L2.
+/// With an apply run (F, ST constants; run NULL for none): its head, then 32 of its values
+/// after each 32 of x (while it has 32 left), then the rest of it (see apply_head,
+/// apply_rest). The moments do not depend on it.
 BNK_FN void BNK_NAME(contiguous_moments_impl)(int type, const void *x, ptrdiff_t n, double *mean_out,
-                                              double *m2_out) {
+                                              double *m2_out, const int F, const int ST, const bnk_apply_run *run) {
+    ptrdiff_t at = run ? BNK_NAME(apply_head)(F, type, ST, run) : 0;
     double k = (double)BNK_NAME(load1)(type, x, 0);
     bnk_v8d kv = BNK_NAME(splat8)(k);
     bnk_v8d a0 = BNK_NAME(splat8)(0), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    bnk_v8d one = BNK_NAME(opaque_one)(), minus_k = -kv;
     ptrdiff_t i = 0;
-    // Four vector accumulators per sum (32 values per turn), then 16, then scalars.
+    // Four vector accumulators per sum (32 values per turn), then 16, then scalars. In the
+    // main loop the shifts and the plain sums go through add (the same bits; measured on
+    // Zen 4 from L2: 13 % less time than with the adders alone).
     for (; i + 32 <= n; i += 32) {
         bnk_v16f v = BNK_NAME(load16)(type, x, i), w = BNK_NAME(load16)(type, x, i + 16);
-        bnk_v8d d0 = BNK_NAME(low)(v) - kv, d1 = BNK_NAME(high)(v) - kv;
-        bnk_v8d d2 = BNK_NAME(low)(w) - kv, d3 = BNK_NAME(high)(w) - kv;
-        a0 += d0;
-        a1 += d1;
-        a2 += d2;
-        a3 += d3;
+        bnk_v8d d0 = BNK_NAME(add)(BNK_NAME(low)(v), minus_k, one);
+        bnk_v8d d1 = BNK_NAME(add)(BNK_NAME(high)(v), minus_k, one);
+        bnk_v8d d2 = BNK_NAME(add)(BNK_NAME(low)(w), minus_k, one);
+        bnk_v8d d3 = BNK_NAME(add)(BNK_NAME(high)(w), minus_k, one);
+        a0 = BNK_NAME(add)(d0, a0, one);
+        a1 = BNK_NAME(add)(d1, a1, one);
+        a2 = BNK_NAME(add)(d2, a2, one);
+        a3 = BNK_NAME(add)(d3, a3, one);
         b0 += d0 * d0;
         b1 += d1 * d1;
         b2 += d2 * d2;
         b3 += d3 * d3;
+        BNK_NAME(apply_step)(F, type, ST, run, &at);
     }
     if (i + 16 <= n) {
         bnk_v16f v = BNK_NAME(load16)(type, x, i);
@@ -321,12 +555,22 @@ BNK_FN void BNK_NAME(contiguous_moments_impl)(int type, const void *x, ptrdiff_t
     double count = (double)n, centered = s2 - s1 * (s1 / count);
     *mean_out = k + s1 / count;
     *m2_out = centered > 0 ? centered : 0;
+    if (run) BNK_NAME(apply_rest)(F, type, ST, run, at);
 }
 
 BNK_TARGET static void BNK_NAME(contiguous_moments)(int type, const void *x, ptrdiff_t n, double *mean_out,
                                                      double *m2_out) {
-#define BNK_BODY(T) BNK_NAME(contiguous_moments_impl)(T, x, n, mean_out, m2_out)
+#define BNK_BODY(T) BNK_NAME(contiguous_moments_impl)(T, x, n, mean_out, m2_out, 0, 0, NULL)
     BNK_FOR_TYPE(type, BNK_BODY)
+#undef BNK_BODY
+}
+
+BNK_TARGET static void BNK_NAME(contiguous_moments_and_apply)(int type, const void *x, ptrdiff_t n,
+                                                               double *mean_out, double *m2_out,
+                                                               const bnk_apply_run *run) {
+    const bnk_apply_run local = *run;
+#define BNK_BODY(T) BNK_NAME(contiguous_moments_impl)(T, x, n, mean_out, m2_out, F, ST, &local)
+    BNK_FOR_APPLY(local.formula, type, local.streaming, BNK_BODY)
 #undef BNK_BODY
 }
 
@@ -506,24 +750,30 @@ BNK_TARGET static void BNK_NAME(interleaved_moments)(int type, const void *x, pt
 
 // MARK: Gradient reduction
 
-/// sum_g = Σ_{i<n} g[i];  sum_gx = Σ_{i<n} g[i]·(x[i] − mean)  (one pass, double).
+/// sum_g = Σ_{i<n} g[i];  sum_gx = Σ_{i<n} g[i]·(x[i] − mean)  (one pass, double), with an
+/// apply run interleaved as in contiguous_moments_impl.
 BNK_FN void BNK_NAME(contiguous_gradient_sums_impl)(int type, const void *g, const void *x, ptrdiff_t n,
-                                                    double mean, double *sum_g, double *sum_gx) {
-    bnk_v8d mu = BNK_NAME(splat8)(mean);
+                                                    double mean, double *sum_g, double *sum_gx, const int F,
+                                                    const int ST, const bnk_apply_run *run) {
+    ptrdiff_t at = run ? BNK_NAME(apply_head)(F, type, ST, run) : 0;
+    bnk_v8d mu = BNK_NAME(splat8)(mean), minus_mu = -mu, one = BNK_NAME(opaque_one)();
     bnk_v8d s0 = BNK_NAME(splat8)(0), s1 = s0, s2 = s0, s3 = s0, p0 = s0, p1 = s0, p2 = s0, p3 = s0;
     ptrdiff_t i = 0;
+    // The main loop's plain sums and centerings go through add (the same bits), as in
+    // contiguous_moments_impl.
     for (; i + 32 <= n; i += 32) {
         bnk_v16f gv = BNK_NAME(load16)(type, g, i), xv = BNK_NAME(load16)(type, x, i);
         bnk_v16f gw = BNK_NAME(load16)(type, g, i + 16), xw = BNK_NAME(load16)(type, x, i + 16);
         bnk_v8d g0 = BNK_NAME(low)(gv), g1 = BNK_NAME(high)(gv), g2 = BNK_NAME(low)(gw), g3 = BNK_NAME(high)(gw);
-        s0 += g0;
-        s1 += g1;
-        s2 += g2;
-        s3 += g3;
-        p0 += g0 * (BNK_NAME(low)(xv) - mu);
-        p1 += g1 * (BNK_NAME(high)(xv) - mu);
-        p2 += g2 * (BNK_NAME(low)(xw) - mu);
-        p3 += g3 * (BNK_NAME(high)(xw) - mu);
+        s0 = BNK_NAME(add)(g0, s0, one);
+        s1 = BNK_NAME(add)(g1, s1, one);
+        s2 = BNK_NAME(add)(g2, s2, one);
+        s3 = BNK_NAME(add)(g3, s3, one);
+        p0 += g0 * BNK_NAME(add)(BNK_NAME(low)(xv), minus_mu, one);
+        p1 += g1 * BNK_NAME(add)(BNK_NAME(high)(xv), minus_mu, one);
+        p2 += g2 * BNK_NAME(add)(BNK_NAME(low)(xw), minus_mu, one);
+        p3 += g3 * BNK_NAME(add)(BNK_NAME(high)(xw), minus_mu, one);
+        BNK_NAME(apply_step)(F, type, ST, run, &at);
     }
     if (i + 16 <= n) {
         bnk_v16f gv = BNK_NAME(load16)(type, g, i), xv = BNK_NAME(load16)(type, x, i);
@@ -542,12 +792,22 @@ BNK_FN void BNK_NAME(contiguous_gradient_sums_impl)(int type, const void *g, con
     }
     *sum_g = sg;
     *sum_gx = sgx;
+    if (run) BNK_NAME(apply_rest)(F, type, ST, run, at);
 }
 
 BNK_TARGET static void BNK_NAME(contiguous_gradient_sums)(int type, const void *g, const void *x, ptrdiff_t n,
                                                            double mean, double *sum_g, double *sum_gx) {
-#define BNK_BODY(T) BNK_NAME(contiguous_gradient_sums_impl)(T, g, x, n, mean, sum_g, sum_gx)
+#define BNK_BODY(T) BNK_NAME(contiguous_gradient_sums_impl)(T, g, x, n, mean, sum_g, sum_gx, 0, 0, NULL)
     BNK_FOR_TYPE(type, BNK_BODY)
+#undef BNK_BODY
+}
+
+BNK_TARGET static void BNK_NAME(contiguous_gradient_sums_and_apply)(int type, const void *g, const void *x,
+                                                                     ptrdiff_t n, double mean, double *sum_g,
+                                                                     double *sum_gx, const bnk_apply_run *run) {
+    const bnk_apply_run local = *run;
+#define BNK_BODY(T) BNK_NAME(contiguous_gradient_sums_impl)(T, g, x, n, mean, sum_g, sum_gx, F, ST, &local)
+    BNK_FOR_APPLY(local.formula, type, local.streaming, BNK_BODY)
 #undef BNK_BODY
 }
 
@@ -659,176 +919,6 @@ BNK_TARGET static void BNK_NAME(interleaved_gradient_sums)(int type, const void 
 #undef BNK_BODY
 }
 
-// MARK: Apply
-
-/// F(g, x) per formula on 16 lanes read at element i: forward b·(x − shift) + offset;
-/// gradient a·g + offset; gradient and input (a·g + b·(x − shift)) + offset. All in float.
-BNK_FN bnk_v16f BNK_NAME(formula16)(int formula, int type, const void *g, const void *x, ptrdiff_t i,
-                                    bnk_v16f a, bnk_v16f b, bnk_v16f shift, bnk_v16f offset) {
-    switch (formula) {
-    case BNK_APPLY_FORWARD: return b * (BNK_NAME(load16)(type, x, i) - shift) + offset;
-    case BNK_APPLY_GRADIENT: return a * BNK_NAME(load16)(type, g, i) + offset;
-    default: return (a * BNK_NAME(load16)(type, g, i) + b * (BNK_NAME(load16)(type, x, i) - shift)) + offset;
-    }
-}
-
-/// The same on element i alone.
-BNK_FN float BNK_NAME(formula1)(int formula, int type, const void *g, const void *x, ptrdiff_t i, float a,
-                                float b, float shift, float offset) {
-    switch (formula) {
-    case BNK_APPLY_FORWARD: return b * (BNK_NAME(load1)(type, x, i) - shift) + offset;
-    case BNK_APPLY_GRADIENT: return a * BNK_NAME(load1)(type, g, i) + offset;
-    default: return (a * BNK_NAME(load1)(type, g, i) + b * (BNK_NAME(load1)(type, x, i) - shift)) + offset;
-    }
-}
-
-/// Orders the non-temporal stores of this thread before its later stores (on x86 they are
-/// weakly ordered): called at the end of every apply that streamed, so that the pool's
-/// hand-over publishes them to the thread that reads the output next.
-BNK_FN void BNK_NAME(store_fence)(int streaming) {
-#if defined(__x86_64__) || defined(__i386__)
-    if (streaming) _mm_sfence();
-#else
-    (void)streaming;
-#endif
-}
-
-/// out[i] = F(g[i], x[i]) for i < n with scalar coefficients (broadcast to every lane).
-/// Streaming: the first values one by one until out + i is aligned for non-temporal stores
-/// (16 elements' size, see store16), so that the vector loop streams every store.
-BNK_FN void BNK_NAME(contiguous_apply_impl)(int formula, int type, int streaming, const void *g, const void *x,
-                                            void *out, ptrdiff_t n, float a, float b, float shift, float offset) {
-    bnk_v16f av = BNK_NAME(splat16)(a), bv = BNK_NAME(splat16)(b);
-    bnk_v16f sv = BNK_NAME(splat16)(shift), ov = BNK_NAME(splat16)(offset);
-    ptrdiff_t i = 0;
-    if (streaming) {
-        uintptr_t size = type == BNK_TYPE_FLOAT32 ? 4 : 2, mask = 16 * size - 1;
-        ptrdiff_t head = (ptrdiff_t)((((uintptr_t)out + mask) & ~mask) - (uintptr_t)out) / (ptrdiff_t)size;
-        for (; i < head && i < n; i++)
-            BNK_NAME(store1)(type, out, i, BNK_NAME(formula1)(formula, type, g, x, i, a, b, shift, offset));
-    }
-    for (; i + 16 <= n; i += 16)
-        BNK_NAME(store16)(type, streaming, out, i, BNK_NAME(formula16)(formula, type, g, x, i, av, bv, sv, ov));
-    for (; i < n; i++) BNK_NAME(store1)(type, out, i, BNK_NAME(formula1)(formula, type, g, x, i, a, b, shift, offset));
-    BNK_NAME(store_fence)(streaming);
-}
-
-/// out[i] = F(g[i], x[i]) for i < length with coefficients a[j], b[j], shift[j], offset[j]
-/// of position j = i mod P (replicated: coefficients = a[0..<P] b[0..<P] shift[0..<P]
-/// offset[0..<P]); chunks strictly in order.
-BNK_FN void BNK_NAME(interleaved_apply_impl)(int formula, int type, int streaming, const void *g, const void *x,
-                                             void *out, ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period,
-                                             const float *coefficients) {
-    const float *a = coefficients, *b = a + period, *shift = b + period, *offset = shift + period;
-    for (ptrdiff_t start = 0; start < length; start += period) {
-        ptrdiff_t count = length - start < period ? length - start : period;
-        ptrdiff_t v16 = (count < vector_period ? count : vector_period) & ~(ptrdiff_t)15;
-        ptrdiff_t j = 0;
-        for (; j < v16; j += 16)
-            BNK_NAME(store16)(type, streaming, out, start + j,
-                              BNK_NAME(formula16)(formula, type, g, x, start + j, BNK_NAME(loadf)(a + j),
-                                                  BNK_NAME(loadf)(b + j), BNK_NAME(loadf)(shift + j),
-                                                  BNK_NAME(loadf)(offset + j)));
-        for (; j < count; j++)
-            BNK_NAME(store1)(type, out, start + j,
-                             BNK_NAME(formula1)(formula, type, g, x, start + j, a[j], b[j], shift[j], offset[j]));
-    }
-}
-
-/// interleaved_apply_impl for a short period P = 16·V (V <= 8): the coefficients of
-/// positions 0..<P stay in registers for the whole run; whole chunks of P values, then the
-/// partial one (length mod P values, whole rows) one value at a time. The same formulas,
-/// so the same float results. V is a constant after inlining.
-BNK_FN void BNK_NAME(short_apply)(int formula, int type, int streaming, const void *g, const void *x, void *out,
-                                  ptrdiff_t length, const int V, const float *coefficients) {
-    ptrdiff_t P = 16 * V;
-    const float *a = coefficients, *b = a + P, *shift = b + P, *offset = shift + P;
-    bnk_v16f av[8], bv[8], sv[8], ov[8];
-    for (int v = 0; v < V; v++) {
-        av[v] = BNK_NAME(loadf)(a + 16 * v);
-        bv[v] = BNK_NAME(loadf)(b + 16 * v);
-        sv[v] = BNK_NAME(loadf)(shift + 16 * v);
-        ov[v] = BNK_NAME(loadf)(offset + 16 * v);
-    }
-    ptrdiff_t i = 0;
-    for (; i + P <= length; i += P)
-        for (int v = 0; v < V; v++) {
-            ptrdiff_t at = i + 16 * v;
-            BNK_NAME(store16)(type, streaming, out, at,
-                              BNK_NAME(formula16)(formula, type, g, x, at, av[v], bv[v], sv[v], ov[v]));
-        }
-    for (ptrdiff_t j = 0; i + j < length; j++)
-        BNK_NAME(store1)(type, out, i + j,
-                         BNK_NAME(formula1)(formula, type, g, x, i + j, a[j], b[j], shift[j], offset[j]));
-}
-
-/// interleaved_apply_impl, or short_apply when the period P is at most 128; then the fence.
-BNK_FN void BNK_NAME(interleaved_apply_typed)(int formula, int type, int streaming, const void *g, const void *x,
-                                              void *out, ptrdiff_t length, ptrdiff_t period,
-                                              ptrdiff_t vector_period, const float *coefficients) {
-    switch (period) {
-#define BNK_SHORT_APPLY(V) \
-    case 16 * V: BNK_NAME(short_apply)(formula, type, streaming, g, x, out, length, V, coefficients); break;
-    BNK_SHORT_APPLY(1) BNK_SHORT_APPLY(2) BNK_SHORT_APPLY(3) BNK_SHORT_APPLY(4)
-    BNK_SHORT_APPLY(5) BNK_SHORT_APPLY(6) BNK_SHORT_APPLY(7) BNK_SHORT_APPLY(8)
-#undef BNK_SHORT_APPLY
-    default:
-        BNK_NAME(interleaved_apply_impl)(formula, type, streaming, g, x, out, length, period, vector_period,
-                                         coefficients);
-        break;
-    }
-    BNK_NAME(store_fence)(streaming);
-}
-
-/// Calls BODY(F, T) with the formula and the storage type as constants.
-#define BNK_FOR_FORMULA_AND_TYPE(formula, type, BODY)                  \
-    switch (formula) {                                                 \
-    case BNK_APPLY_FORWARD: {                                          \
-        const int F = BNK_APPLY_FORWARD;                               \
-        BNK_FOR_TYPE(type, BODY)                                       \
-        break;                                                         \
-    }                                                                  \
-    case BNK_APPLY_GRADIENT: {                                         \
-        const int F = BNK_APPLY_GRADIENT;                              \
-        BNK_FOR_TYPE(type, BODY)                                       \
-        break;                                                         \
-    }                                                                  \
-    default: {                                                         \
-        const int F = BNK_APPLY_GRADIENT_AND_INPUT;                    \
-        BNK_FOR_TYPE(type, BODY)                                       \
-        break;                                                         \
-    }                                                                  \
-    }
-
-/// Calls BODY(F, T) with streaming (ST) as a constant too.
-#define BNK_FOR_APPLY(formula, type, streaming, BODY)           \
-    if (streaming) {                                            \
-        const int ST = 1;                                       \
-        BNK_FOR_FORMULA_AND_TYPE(formula, type, BODY)           \
-    } else {                                                    \
-        const int ST = 0;                                       \
-        BNK_FOR_FORMULA_AND_TYPE(formula, type, BODY)           \
-    }
-
-BNK_TARGET static void BNK_NAME(contiguous_apply)(int formula, int type, int streaming, const void *g,
-                                                   const void *x, void *out, ptrdiff_t n, float a, float b,
-                                                   float shift, float offset) {
-#define BNK_BODY(T) BNK_NAME(contiguous_apply_impl)(F, T, ST, g, x, out, n, a, b, shift, offset)
-    BNK_FOR_APPLY(formula, type, streaming, BNK_BODY)
-#undef BNK_BODY
-}
-
-BNK_TARGET static void BNK_NAME(interleaved_apply)(int formula, int type, int streaming, const void *g,
-                                                    const void *x, void *out, ptrdiff_t length, ptrdiff_t period,
-                                                    ptrdiff_t vector_period, const float *coefficients) {
-#define BNK_BODY(T) \
-    BNK_NAME(interleaved_apply_typed)(F, T, ST, g, x, out, length, period, vector_period, coefficients)
-    BNK_FOR_APPLY(formula, type, streaming, BNK_BODY)
-#undef BNK_BODY
-}
-
-#undef BNK_FOR_APPLY
-
 // MARK: Bandwidth loops (the roofline of bnkit bench)
 
 /// *sum = Σ x[i] over n floats of any alignment: 64 per step in 4 independent accumulators of
@@ -885,6 +975,7 @@ BNK_TARGET static void BNK_NAME(bandwidth_read_write)(const void *x, void *y, pt
     else BNK_NAME(bandwidth_read_write_impl)((const float *)x, (float *)y, n, 0);
 }
 
+#undef BNK_FOR_APPLY
 #undef BNK_FOR_FORMULA_AND_TYPE
 #undef BNK_FOR_TYPE
 #undef BNK_FN

@@ -67,6 +67,78 @@ import Testing
         }
     }
 
+    /// The reductions with an apply run inside (the kernels of the channel-fused passes): the
+    /// moments and gradient sums are the bits of the plain reductions, and the run's output
+    /// is the bits of `bnk_contiguous_apply` on it, for every level, type, formula and store
+    /// kind, run lengths shorter than, equal to and longer than the reduction's, and unaligned
+    /// output starts; nothing is written outside the run.
+    @Test(arguments: TensorDataType.allCases)
+    func reductionsWithAnApplyRunGiveTheSameBits(type: TensorDataType) throws {
+        var generator = SeededGenerator(seed: 57)
+        let size = type.byteCount, guardBytes = 64, capacity = 4200 + 17
+        let g = try Self.randomElements(capacity, type: type, using: &generator)
+        let x = try Self.randomElements(capacity, type: type, using: &generator)
+        let kernelType = type.kernelType
+        /// The output bytes of `body(out)` writing `count` elements at element `offset`, with
+        /// the guard bytes around them checked.
+        func written(offset: Int, count: Int, _ context: String,
+                     _ body: (UnsafeMutableRawPointer) -> Void) -> [UInt8] {
+            var out = [UInt8](repeating: 0xA5, count: capacity * size + 2 * guardBytes)
+            out.withUnsafeMutableBytes { body($0.baseAddress! + guardBytes + offset * size) }
+            let range = guardBytes + offset * size ..< guardBytes + (offset + count) * size
+            #expect(out[..<range.lowerBound].allSatisfy { $0 == 0xA5 }
+                    && out[range.upperBound...].allSatisfy { $0 == 0xA5 }, "\(context): wrote outside")
+            return Array(out[range])
+        }
+        try g.withUnsafeBytes { g in
+            try x.withUnsafeBytes { x in
+                let (gp, xp) = (g.baseAddress!, x.baseAddress!)
+                for level in Self.levels {
+                    for formula in [BNK_APPLY_FORWARD, BNK_APPLY_GRADIENT, BNK_APPLY_GRADIENT_AND_INPUT].map(Int32.init) {
+                        for streaming: Int32 in [0, 1] {
+                            for length in [1, 15, 16, 31, 32, 33, 100, 4099] {
+                                for (runLength, offset) in [(length, 0), (length, 5), (length + 17, 16), (length / 2, 3)] {
+                                    let context = "\(level) \(type) formula \(formula) streaming \(streaming) length \(length) run \(runLength) offset \(offset)"
+                                    // The run reads the other end of g and x, as the previous channel.
+                                    let (runG, runX) = (gp + 64 * size, xp + 64 * size)
+                                    let expected = written(offset: offset, count: runLength, context) { out in
+                                        bnk_contiguous_apply(level.rawValue, kernelType, formula, streaming, runG, runX,
+                                                             out, runLength, 0.75, -1.25, 0.5, 0.125)
+                                    }
+                                    // mean, m2, Σg, Σg·(x − 0.25): plain, then with the run.
+                                    var (mean, m2, sumG, sumGX) = (0.0, 0.0, 0.0, 0.0)
+                                    var (fusedMean, fusedM2, fusedSumG, fusedSumGX) = (0.0, 0.0, 0.0, 0.0)
+                                    bnk_contiguous_moments(level.rawValue, kernelType, xp, length, &mean, &m2)
+                                    bnk_contiguous_gradient_sums(level.rawValue, kernelType, gp, xp, length, 0.25,
+                                                                 &sumG, &sumGX)
+                                    for kernel in 0..<2 {
+                                        let output = written(offset: offset, count: runLength, context) { out in
+                                            var run = bnk_apply_run(formula: formula, streaming: streaming, g: runG,
+                                                                    x: runX, out: out, n: runLength, a: 0.75, b: -1.25,
+                                                                    shift: 0.5, offset: 0.125)
+                                            if kernel == 0 {
+                                                bnk_contiguous_moments_and_apply(level.rawValue, kernelType, xp, length,
+                                                                                 &fusedMean, &fusedM2, &run)
+                                            } else {
+                                                bnk_contiguous_gradient_sums_and_apply(level.rawValue, kernelType, gp, xp,
+                                                                                       length, 0.25, &fusedSumG,
+                                                                                       &fusedSumGX, &run)
+                                            }
+                                        }
+                                        #expect(output == expected, "\(context) kernel \(kernel): apply bits differ")
+                                    }
+                                    #expect([fusedMean, fusedM2, fusedSumG, fusedSumGX].map(\.bitPattern)
+                                            == [mean, m2, sumG, sumGX].map(\.bitPattern),
+                                            "\(context): reduction bits differ")
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The channels-last kernel: short periods (C = 16, 24), a long replicated one (C = 67:
     /// P = 1072) and one too long to replicate (C = 129: P = C, scalar tails in every row),
     /// from unaligned starts: streaming gives the same bits as ordinary stores.

@@ -127,7 +127,8 @@ extension CPUBackend {
 
     /// The apply of the channel-fused passes (channels-first, `S > 1`), one piece of one
     /// channel at a time: `out[i] = F(g[i], x[i])` over a storage range inside one plane, with
-    /// the same kernel (and streaming rule) as ``normalize(_:into:coefficients:)``.
+    /// the same kernel formulas (and streaming rule) as ``normalize(_:into:coefficients:)``,
+    /// run alone or inside a reduction kernel (`bnk_apply_run`).
     struct PlaneApply: Sendable {
         let level: Int32, formula: Int32, streaming: Int32
         let g: KernelData, x: KernelData, y: KernelData
@@ -141,9 +142,18 @@ extension CPUBackend {
             g = gradient.map(KernelData.init) ?? y
         }
 
-        @Sendable func callAsFunction(_ k: ChannelCoefficients.Channel, start: Int, length: Int) {
-            bnk_contiguous_apply(level, y.type, formula, streaming, g[start], x[start], y[start], length,
-                                 k.gradientMultiplier, k.inputMultiplier, k.shift, k.offset)
+        /// The kernel's arguments for coefficients `k` over `start ..< start + length`.
+        func run(_ k: ChannelCoefficients.Channel, start: Int, length: Int) -> bnk_apply_run {
+            bnk_apply_run(formula: formula, streaming: streaming, g: g[start], x: x[start], out: y[start],
+                          n: length, a: k.gradientMultiplier, b: k.inputMultiplier, shift: k.shift,
+                          offset: k.offset)
+        }
+
+        /// Runs `run` alone (no reduction beside it).
+        func callAsFunction(_ run: UnsafePointer<bnk_apply_run>) {
+            let r = run.pointee
+            bnk_contiguous_apply(level, y.type, r.formula, r.streaming, r.g, r.x, r.out, r.n, r.a, r.b, r.shift,
+                                 r.offset)
         }
     }
 }

@@ -36,7 +36,7 @@ extension CPUBackend {
         return withoutActuallyEscaping(coefficients) { coefficients in
             reduceGradient(gradient, input: input, mean: mean,
                            fusion: ChannelFusion(coefficients: { c, sums in coefficients(c, sums) },
-                                                 apply: apply.callAsFunction))
+                                                 apply: apply))
         }
     }
 
@@ -55,8 +55,14 @@ extension CPUBackend {
             return reduce(blocks, elements: geometry.elementCount, kernel: { block in
                 switch blocks.partition {
                 case .planes:
-                    bnk_contiguous_gradient_sums(level, x.type, g[block.start], x[block.start], block.length,
-                                                 mean.base[block.channel], block.first, block.second)
+                    if let run = block.apply {
+                        bnk_contiguous_gradient_sums_and_apply(level, x.type, g[block.start], x[block.start],
+                                                               block.length, mean.base[block.channel], block.first,
+                                                               block.second, run)
+                    } else {
+                        bnk_contiguous_gradient_sums(level, x.type, g[block.start], x[block.start], block.length,
+                                                     mean.base[block.channel], block.first, block.second)
+                    }
                 case let .rows(_, _, pattern):
                     bnk_interleaved_gradient_sums(level, x.type, g[block.start], x[block.start], block.length,
                                                   pattern.channels, pattern.period, pattern.vectorPeriod, mean.base,

@@ -7,6 +7,8 @@
 // into its own slots; once every block is done, the partials of each channel are merged
 // in block order. Neither step depends on how blocks are spread over threads.
 
+import CBatchNormKernels
+
 extension CPUBackend {
     /// One block handed to a reduction kernel.
     struct ReductionBlock {
@@ -23,6 +25,9 @@ extension CPUBackend {
         /// The per-thread scratch of ``ChannelPattern/withScratch(arrays:_:)`` (3 arrays) for
         /// row blocks, or `nil`.
         let scratch: UnsafeMutablePointer<Double>?
+        /// Channel-fused passes: the apply run the kernel interleaves with this block (the
+        /// previous channel's piece at the same place in its plane), or `nil`.
+        let apply: UnsafePointer<bnk_apply_run>?
     }
 
     /// The partial results of one channel, in block order.
@@ -44,8 +49,8 @@ extension CPUBackend {
         /// Channel `c`'s apply coefficients from its merged result, or `nil` to leave the
         /// channel unwritten.
         let coefficients: @Sendable (_ channel: Int, Result) -> ChannelCoefficients.Channel?
-        /// Applies one channel's coefficients to the storage range `start ..< start + length`.
-        let apply: @Sendable (ChannelCoefficients.Channel, _ start: Int, _ length: Int) -> Void
+        /// The apply kernel's arguments for one channel's coefficients over a storage range.
+        let apply: PlaneApply
     }
 
     /// Runs `kernel` on every block of `blocks` (in parallel over blocks, `elements` deciding
@@ -54,10 +59,12 @@ extension CPUBackend {
     /// With `fusion` (channel-fused; plane blocks only): in parallel over channels instead.
     /// Each thread takes its channels in order; channel `c`'s blocks are reduced and merged
     /// (the same blocks and merge order, so the same results), its coefficients computed, and
-    /// its apply runs over the same pieces of storage as its blocks, interleaved piece by
-    /// piece with the reduction of the thread's next channel: the apply re-reads channel `c`
-    /// from the cache and writes while the next channel streams in from memory, so reads and
-    /// writes overlap as in a one-pass kernel. The cache must hold two channels per thread.
+    /// its apply runs over the same pieces of storage as its blocks, each piece inside the
+    /// kernel call that reduces the same piece of the thread's next channel (the kernels'
+    /// `_and_apply` forms, 32 values of each at a time): the apply re-reads channel `c` from
+    /// the cache and writes while the next channel streams in from memory, so reads and
+    /// writes overlap as in a one-pass kernel. The thread's last channel is applied alone.
+    /// The cache must hold two channels per thread.
     func reduce<Result>(_ blocks: ReductionBlocks, elements: Int,
                         kernel: @Sendable (ReductionBlock) -> Void,
                         merge: @Sendable (ChannelPartials) -> Result,
@@ -67,11 +74,12 @@ extension CPUBackend {
         defer { partials.deallocate() }
         let first = SharedPointer(partials.baseAddress!), second = SharedPointer(partials.baseAddress! + slots)
         let width = blocks.width
-        @Sendable func run(_ index: Int, _ scratch: UnsafeMutablePointer<Double>?) {
+        @Sendable func run(_ index: Int, _ scratch: UnsafeMutablePointer<Double>?,
+                           apply: UnsafePointer<bnk_apply_run>? = nil) {
             let (start, length, channel) = blocks.block(index)
             kernel(ReductionBlock(start: start, length: length, channel: channel,
                                   first: first.base + index * width, second: second.base + index * width,
-                                  scratch: scratch))
+                                  scratch: scratch, apply: apply))
         }
         @Sendable func partialsOf(_ c: Int) -> ChannelPartials {
             ChannelPartials(blocks: blocks, channel: c, first: first.base, second: second.base)
@@ -81,24 +89,33 @@ extension CPUBackend {
             defer { results.deallocate() }
             let shared = SharedPointer(results.baseAddress!)
             let perChannel = blocks.planeBlocksPerChannel
-            @Sendable func apply(_ coefficients: ChannelCoefficients.Channel, channel c: Int, block i: Int) {
+            @Sendable func applyRun(_ coefficients: ChannelCoefficients.Channel, channel c: Int,
+                                    block i: Int) -> bnk_apply_run {
                 let (start, length, _) = blocks.block(blocks.planeBlock(ofChannel: c, i))
-                fusion.apply(coefficients, start, length)
+                return fusion.apply.run(coefficients, start: start, length: length)
             }
             parallelFor(blocks.channels, elements: elements) { range in
                 // Plane blocks hold one channel each: a partial's slot is its block's index.
                 var pending: (coefficients: ChannelCoefficients.Channel, channel: Int)?
                 for c in range {
                     for i in 0..<perChannel {
-                        run(blocks.planeBlock(ofChannel: c, i), nil)
-                        if let pending { apply(pending.coefficients, channel: pending.channel, block: i) }
+                        let index = blocks.planeBlock(ofChannel: c, i)
+                        if let pending {
+                            var job = applyRun(pending.coefficients, channel: pending.channel, block: i)
+                            run(index, nil, apply: &job)
+                        } else {
+                            run(index, nil)
+                        }
                     }
                     let result = merge(partialsOf(c))
                     (shared.base + c).initialize(to: result)
                     pending = fusion.coefficients(c, result).map { ($0, c) }
                 }
                 if let pending {
-                    for i in 0..<perChannel { apply(pending.coefficients, channel: pending.channel, block: i) }
+                    for i in 0..<perChannel {
+                        var job = applyRun(pending.coefficients, channel: pending.channel, block: i)
+                        fusion.apply(&job)
+                    }
                 }
             }
             return Array(UnsafeBufferPointer(results))

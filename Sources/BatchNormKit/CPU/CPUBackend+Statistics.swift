@@ -44,7 +44,7 @@ extension CPUBackend {
         let apply = PlaneApply(self, formula: Int32(BNK_APPLY_FORWARD), gradient: nil, input: input, output: output)
         // The fusion's closures outlive nothing: `collect` returns after every channel is done.
         return withoutActuallyEscaping(coefficients) { coefficients in
-            collect(input, geometry: geometry, fusion: ChannelFusion(coefficients: coefficients, apply: apply.callAsFunction))
+            collect(input, geometry: geometry, fusion: ChannelFusion(coefficients: coefficients, apply: apply))
         }
     }
 
@@ -59,7 +59,12 @@ extension CPUBackend {
         return reduce(blocks, elements: geometry.elementCount, kernel: { block in
             switch blocks.partition {
             case .planes:
-                bnk_contiguous_moments(level, x.type, x[block.start], block.length, block.first, block.second)
+                if let run = block.apply {
+                    bnk_contiguous_moments_and_apply(level, x.type, x[block.start], block.length, block.first,
+                                                     block.second, run)
+                } else {
+                    bnk_contiguous_moments(level, x.type, x[block.start], block.length, block.first, block.second)
+                }
             case let .rows(_, _, pattern):
                 bnk_interleaved_moments(level, x.type, x[block.start], block.length, pattern.channels,
                                         pattern.period, pattern.vectorPeriod, block.scratch, block.first, block.second)

@@ -104,6 +104,32 @@ enum {
 void bnk_contiguous_apply(int level, int type, int formula, int streaming, const void *g, const void *x, void *out,
                           ptrdiff_t n, float a, float b, float shift, float offset);
 
+/// One channels-first apply run for the channel-fused reductions below:
+/// out[i] = F(g[i], x[i]) for i < n, with the formula, stores and scalar coefficients of
+/// bnk_contiguous_apply (g, x and out in the storage type of the reduction it joins).
+typedef struct {
+    int formula;
+    int streaming;
+    const void *g;
+    const void *x;
+    void *out;
+    ptrdiff_t n;
+    float a, b, shift, offset;
+} bnk_apply_run;
+
+/// bnk_contiguous_moments of x[0..<n] (the same operations in the same order, so the same
+/// bits) and, interleaved with it 32 values at a time, the apply `run` (as
+/// bnk_contiguous_apply would run it): one loop that reads one channel's run from memory
+/// while it writes another's output, so that the reads and writes of a channel-fused pass
+/// overlap as in a one-pass kernel. The run's buffers must not overlap x.
+void bnk_contiguous_moments_and_apply(int level, int type, const void *x, ptrdiff_t n, double *mean, double *m2,
+                                      const bnk_apply_run *run);
+
+/// bnk_contiguous_gradient_sums of g and x[0..<n] and the apply `run`, interleaved the same
+/// way. The run's output must not overlap g or x.
+void bnk_contiguous_gradient_sums_and_apply(int level, int type, const void *g, const void *x, ptrdiff_t n,
+                                            double mean, double *sum_g, double *sum_gx, const bnk_apply_run *run);
+
 /// The same over a channels-last run of `length` values starting at a row boundary, with
 /// coefficients replicated over the pattern: `coefficients` holds P values each of a, b,
 /// shift and offset, one array after the other. Vector stores stream where aligned (every
