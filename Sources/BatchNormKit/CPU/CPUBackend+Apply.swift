@@ -149,9 +149,8 @@ extension CPUBackend {
                           offset: k.offset)
         }
 
-        /// Runs `run` alone (no reduction beside it).
-        func callAsFunction(_ run: UnsafePointer<bnk_apply_run>) {
-            let r = run.pointee
+        /// Runs `r` alone (no reduction beside it).
+        func callAsFunction(_ r: bnk_apply_run) {
             bnk_contiguous_apply(level, y.type, r.formula, r.streaming, r.g, r.x, r.out, r.n, r.a, r.b, r.shift,
                                  r.offset)
         }

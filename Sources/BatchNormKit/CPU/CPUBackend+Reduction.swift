@@ -113,8 +113,7 @@ extension CPUBackend {
                 }
                 if let pending {
                     for i in 0..<perChannel {
-                        var job = applyRun(pending.coefficients, channel: pending.channel, block: i)
-                        fusion.apply(&job)
+                        fusion.apply(applyRun(pending.coefficients, channel: pending.channel, block: i))
                     }
                 }
             }
