@@ -273,6 +273,25 @@ BNK_FN bnk_v8d BNK_NAME(add)(bnk_v8d a, bnk_v8d b, bnk_v8d one) {
 }
 BNK_FN bnk_v16f BNK_NAME(splat16)(float v) { return (bnk_v16f)(v); }
 
+/// Bytes ahead of the element being read from which the reductions ask for data
+/// (see prefetch).
+#define BNK_PREFETCH_BYTES 8192
+
+/// Asks for the cache line BNK_PREFETCH_BYTES past element i of p (storage type `type`)
+/// into every cache level (prefetcht0; a hint: it never faults, so it may point past the
+/// end of the data). The reductions issue one for each 16 values they read: their loops
+/// do enough arithmetic per line that the hardware prefetchers alone kept too few lines in
+/// flight. Measured on a 2-core Intel Xeon guest (family 6 model 207, 2 MiB L2 per core),
+/// 2 threads, 32 MiB per thread from DRAM, alternating with the loops without it (medians
+/// of per-run ratios): float32 moments 1.36x faster, gradient sums 1.27x, channels-last
+/// moments and sums 1.43x and 1.31x, the fused reduce-and-apply loops 1.12x (forward) and
+/// 1.22x (backward); float16 alike; 4 KiB ahead tied, 16 KiB was slower for gradient sums.
+/// A plain apply, whose loop is light, gained nothing and has none.
+BNK_FN void BNK_NAME(prefetch)(int type, const void *p, ptrdiff_t i) {
+    ptrdiff_t size = type == BNK_TYPE_FLOAT32 ? 4 : 2;
+    __builtin_prefetch((const char *)p + i * size + BNK_PREFETCH_BYTES, 0, 3);
+}
+
 // MARK: Conversion
 
 /// dst[i] = src[i] for i < n, from storage type `from` to `to` (widening exact, narrowing
@@ -522,6 +541,8 @@ BNK_FN void BNK_NAME(contiguous_moments_impl)(int type, const void *x, ptrdiff_t
     // main loop the shifts and the plain sums go through add (the same bits; measured on
     // Zen 4 from L2: 13 % less time than with the adders alone).
     for (; i + 32 <= n; i += 32) {
+        BNK_NAME(prefetch)(type, x, i);
+        BNK_NAME(prefetch)(type, x, i + 16);
         bnk_v16f v = BNK_NAME(load16)(type, x, i), w = BNK_NAME(load16)(type, x, i + 16);
         bnk_v8d d0 = BNK_NAME(add)(BNK_NAME(low)(v), minus_k, one);
         bnk_v8d d1 = BNK_NAME(add)(BNK_NAME(high)(v), minus_k, one);
@@ -620,6 +641,7 @@ BNK_FN void BNK_NAME(finish_moments)(int type, const void *x, ptrdiff_t rows, pt
 BNK_FN void BNK_NAME(short_moments_chunk)(int type, const void *x, ptrdiff_t i, const int V, const bnk_v8d *k,
                                           bnk_v8d *a1, bnk_v8d *a2) {
     for (int v = 0; v < V; v++) {
+        BNK_NAME(prefetch)(type, x, i + 16 * v);
         bnk_v16f w = BNK_NAME(load16)(type, x, i + 16 * v);
         bnk_v8d lo = BNK_NAME(low)(w) - k[2 * v], hi = BNK_NAME(high)(w) - k[2 * v + 1];
         a1[2 * v] += lo;
@@ -701,6 +723,8 @@ BNK_FN void BNK_NAME(interleaved_moments_impl)(int type, const void *x, ptrdiff_
         ptrdiff_t p = q * period, r = (half + q) * period, j = 0;
         for (; j < vector_period; j += 16) {
             bnk_v8d k0 = BNK_NAME(load8)(k + j), k1 = BNK_NAME(load8)(k + j + 8);
+            BNK_NAME(prefetch)(type, x, p + j);
+            BNK_NAME(prefetch)(type, x, r + j);
             bnk_v16f v = BNK_NAME(load16)(type, x, p + j), w = BNK_NAME(load16)(type, x, r + j);
             bnk_v8d a0 = BNK_NAME(low)(v) - k0, b0 = BNK_NAME(high)(v) - k1;
             bnk_v8d a1 = BNK_NAME(low)(w) - k0, b1 = BNK_NAME(high)(w) - k1;
@@ -762,6 +786,10 @@ BNK_FN void BNK_NAME(contiguous_gradient_sums_impl)(int type, const void *g, con
     // The main loop's plain sums and centerings go through add (the same bits), as in
     // contiguous_moments_impl.
     for (; i + 32 <= n; i += 32) {
+        BNK_NAME(prefetch)(type, g, i);
+        BNK_NAME(prefetch)(type, x, i);
+        BNK_NAME(prefetch)(type, g, i + 16);
+        BNK_NAME(prefetch)(type, x, i + 16);
         bnk_v16f gv = BNK_NAME(load16)(type, g, i), xv = BNK_NAME(load16)(type, x, i);
         bnk_v16f gw = BNK_NAME(load16)(type, g, i + 16), xw = BNK_NAME(load16)(type, x, i + 16);
         bnk_v8d g0 = BNK_NAME(low)(gv), g1 = BNK_NAME(high)(gv), g2 = BNK_NAME(low)(gw), g3 = BNK_NAME(high)(gw);
@@ -822,6 +850,8 @@ BNK_FN void BNK_NAME(position_gradient_sums)(int type, const void *g, const void
         ptrdiff_t v16 = (count < vector_period ? count : vector_period) & ~(ptrdiff_t)15;
         ptrdiff_t j = 0;
         for (; j < v16; j += 16) {
+            BNK_NAME(prefetch)(type, g, start + j);
+            BNK_NAME(prefetch)(type, x, start + j);
             bnk_v16f gv = BNK_NAME(load16)(type, g, start + j), xv = BNK_NAME(load16)(type, x, start + j);
             bnk_v8d gl = BNK_NAME(low)(gv), gh = BNK_NAME(high)(gv);
             bnk_v8d m0 = BNK_NAME(load8)(mean + j), m1 = BNK_NAME(load8)(mean + j + 8);
@@ -843,6 +873,8 @@ BNK_FN void BNK_NAME(position_gradient_sums)(int type, const void *g, const void
 BNK_FN void BNK_NAME(short_gradient_chunk)(int type, const void *g, const void *x, ptrdiff_t i, const int V,
                                            const bnk_v8d *m, bnk_v8d *sg, bnk_v8d *sx) {
     for (int v = 0; v < V; v++) {
+        BNK_NAME(prefetch)(type, g, i + 16 * v);
+        BNK_NAME(prefetch)(type, x, i + 16 * v);
         bnk_v16f gv = BNK_NAME(load16)(type, g, i + 16 * v), xv = BNK_NAME(load16)(type, x, i + 16 * v);
         bnk_v8d gl = BNK_NAME(low)(gv), gh = BNK_NAME(high)(gv);
         sg[2 * v] += gl;
