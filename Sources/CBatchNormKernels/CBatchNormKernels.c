@@ -115,6 +115,19 @@ int bnk_cpu_level(void) {
     return BNK_LEVEL_GENERIC;
 }
 
+int bnk_cpu_vendor(void) {
+    unsigned r[4];
+    bnk_cpuid(0, 0, r);
+    char name[13];
+    __builtin_memcpy(name, &r[1], 4);   // ebx, edx, ecx: the vendor string
+    __builtin_memcpy(name + 4, &r[3], 4);
+    __builtin_memcpy(name + 8, &r[2], 4);
+    name[12] = 0;
+    if (__builtin_memcmp(name, "GenuineIntel", 12) == 0) return BNK_VENDOR_INTEL;
+    if (__builtin_memcmp(name, "AuthenticAMD", 12) == 0) return BNK_VENDOR_AMD;
+    return BNK_VENDOR_OTHER;
+}
+
 #define BNK_DISPATCH(name, ...)                                             \
     switch (level) {                                                        \
     case BNK_LEVEL_AVX512_BF16: bnk_avx512bf16_##name(__VA_ARGS__); break;   \
@@ -126,6 +139,8 @@ int bnk_cpu_level(void) {
 #else
 
 int bnk_cpu_level(void) { return BNK_LEVEL_GENERIC; }
+
+int bnk_cpu_vendor(void) { return BNK_VENDOR_OTHER; }
 
 #define BNK_DISPATCH(name, ...) \
     (void)level;                \

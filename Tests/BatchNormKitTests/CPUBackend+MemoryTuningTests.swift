@@ -283,6 +283,14 @@ import Testing
         let caches = CacheSizes(levelTwo: 1 << 20, lastLevel: 32 << 20, lastLevelSharedBy: 2)
         #expect(caches.perCore == 16 << 20)
         #expect(CacheSizes(levelTwo: 2 << 20, lastLevel: 8 << 20, lastLevelSharedBy: 8).perCore == 2 << 20)
+        // Where the last level does not keep a pass's tensors (Intel), the L2s of the
+        // processors sharing it do, up to the last level's size; per-core shares are unchanged.
+        let intel = CacheSizes(levelTwo: 2 << 20, lastLevel: 260 << 20, lastLevelSharedBy: 2, lastLevelKeepsTensors: false)
+        #expect(intel.keeping == 4 << 20 && intel.perCore == 130 << 20 && caches.keeping == 32 << 20)
+        #expect(CacheSizes(levelTwo: 2 << 20, lastLevel: 8 << 20, lastLevelSharedBy: 8, lastLevelKeepsTensors: false).keeping == 8 << 20)
+        let intelTuning = MemoryTuning(streamingStores: .automatic, channelFusion: .automatic, caches: intel)
+        #expect(intelTuning.streamingThreshold == 3 << 20)
+        #expect(!intelTuning.streams(workingSetBytes: (3 << 20) - 1) && intelTuning.streams(workingSetBytes: 3 << 20))
         let automatic = MemoryTuning(streamingStores: .automatic, channelFusion: .automatic, caches: caches)
         #expect(automatic.streamingThreshold == 24 << 20)
         #expect(!automatic.streams(workingSetBytes: (24 << 20) - 1) && automatic.streams(workingSetBytes: 24 << 20))

@@ -1,3 +1,4 @@
+import CBatchNormKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -16,6 +17,22 @@ struct CacheSizes: Equatable, Sendable {
     var lastLevel: Int
     /// Online processors sharing the last-level cache (1 or more).
     var lastLevelSharedBy: Int
+    /// Whether the last-level cache keeps a pass's tensors from one step to the next well
+    /// enough that ordinary stores beat streaming ones while they fit in it: everywhere but
+    /// on Intel CPUs. An Intel Xeon's L3 is a victim cache spread over the socket's mesh and
+    /// shared with cores a virtual machine does not see (a 2-core guest was shown all
+    /// 260 MiB of it), and there streaming won from a few MiB up: measured on such a guest
+    /// (family 6 model 207, 2 MiB L2 per core), evaluation forward, 2 threads, medians of 5
+    /// alternating rounds: ordinary stores 1.9-2.2x faster with 1-2 MiB of tensors,
+    /// streaming 1.2-1.4x faster with 3.2 and 6.4 MB and 1.1-1.5x from 25 to 103 MB. On an
+    /// AMD EPYC guest (Zen 3, 32 MiB of L3) ordinary stores were still 1.7x faster with
+    /// 16 MiB.
+    var lastLevelKeepsTensors = true
+
+    /// The cache that keeps a pass's tensors from one step to the next: the last level where
+    /// ``lastLevelKeepsTensors``, else the L2s of the processors sharing it (at most the last
+    /// level).
+    var keeping: Int { lastLevelKeepsTensors ? lastLevel : min(lastLevel, levelTwo * lastLevelSharedBy) }
 
     /// The cache a core can count on for data it revisits soon: its L2, or its share of the
     /// last-level cache when that is larger (the L3 of a 2-core guest on one core complex).
@@ -43,7 +60,8 @@ struct CacheSizes: Equatable, Sendable {
         #endif
         if levelTwo == 0 { levelTwo = 1 << 20 }
         if lastLevel == 0 { lastLevel = max(levelTwo, 32 << 20) }
-        return CacheSizes(levelTwo: levelTwo, lastLevel: lastLevel, lastLevelSharedBy: max(1, sharedBy))
+        return CacheSizes(levelTwo: levelTwo, lastLevel: lastLevel, lastLevelSharedBy: max(1, sharedBy),
+                          lastLevelKeepsTensors: Int(bnk_cpu_vendor()) != Int(BNK_VENDOR_INTEL))
     }
 
     /// The first line of a small text file, or `nil`.
@@ -101,17 +119,18 @@ struct MemoryTuning: Equatable, Sendable {
                                        caches: .running)
 
     /// Working-set bytes (every tensor an apply pass reads, plus its output) from which the
-    /// apply kernels stream their stores: 3/4 of the last-level cache. Below it, the pass's
-    /// tensors can stay in the cache from one step to the next and ordinary stores win;
-    /// above it, every line written would be read for ownership and later evicted anyway.
-    /// Measured on a 2-core AMD EPYC (Zen 3) guest with 32 MiB of L3, ordinary against
-    /// streaming stores, repeated passes over the same tensors: evaluation forward with
-    /// 16 MiB of working set 1.7x faster with ordinary stores, with 32 MiB 2.4x faster
-    /// streaming; backward with 12 MiB even, with 24 MiB 1.6x faster streaming.
-    var streamingThreshold: Int { caches.lastLevel / 4 * 3 }
+    /// apply kernels stream their stores: 3/4 of the cache that keeps them
+    /// (``CacheSizes/keeping``). Below it, the pass's tensors can stay in the cache from one
+    /// step to the next and ordinary stores win; above it, every line written would be read
+    /// for ownership and later evicted anyway. Measured on a 2-core AMD EPYC (Zen 3) guest
+    /// with 32 MiB of L3, ordinary against streaming stores, repeated passes over the same
+    /// tensors: evaluation forward with 16 MiB of working set 1.7x faster with ordinary
+    /// stores, with 32 MiB 2.4x faster streaming; backward with 12 MiB even, with 24 MiB
+    /// 1.6x faster streaming. On Intel, see ``CacheSizes/lastLevelKeepsTensors``.
+    var streamingThreshold: Int { caches.keeping / 4 * 3 }
 
     /// Whether a pass whose tensors (inputs and output) take `bytes` keeps them in the
-    /// last-level cache from one step to the next: below ``streamingThreshold``. The one
+    /// cache from one step to the next: below ``streamingThreshold``. The one
     /// size rule behind both choices below.
     func staysInCache(workingSetBytes bytes: Int) -> Bool { bytes < streamingThreshold }
 
@@ -125,7 +144,7 @@ struct MemoryTuning: Equatable, Sendable {
     }
 
     /// Whether a training pass fuses per channel: its tensors (`workingSetBytes`) would not
-    /// stay in the last-level cache (where they do, the unfused passes find their data in
+    /// stay in the cache (``staysInCache(workingSetBytes:)``; where they do, the unfused passes find their data in
     /// cache for the second read, and were measured faster), the per-thread working set
     /// `channelBytes` (two channels' values of every tensor the pass reads: the one being
     /// applied and the next being reduced) fits in the cache of one core

@@ -54,6 +54,16 @@ enum {
 /// The highest level the running CPU and operating system support (cpuid and xgetbv).
 int bnk_cpu_level(void);
 
+/// CPU vendors, as far as the memory tuning tells them apart (cpuid leaf 0).
+enum {
+    BNK_VENDOR_OTHER = 0,
+    BNK_VENDOR_INTEL = 1,
+    BNK_VENDOR_AMD = 2,
+};
+
+/// The running CPU's vendor: GenuineIntel, AuthenticAMD, or other (every non-x86 target).
+int bnk_cpu_vendor(void);
+
 /// Statistics of one channels-first run of n >= 1 values, in double, one pass shifted by
 /// the run's first value: *mean = x[0] + Σ d / n and *m2 = max(0, Σ d² − (Σ d)² / n) with
 /// d = x[i] − x[0].
