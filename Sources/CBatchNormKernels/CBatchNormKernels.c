@@ -189,6 +189,12 @@ void bnk_contiguous_gradient_sums_and_apply(int level, int type, const void *g, 
     BNK_DISPATCH(contiguous_gradient_sums_and_apply, type, g, x, n, mean, sum_g, sum_gx, run)
 }
 
+void bnk_store_fence(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_sfence();
+#endif
+}
+
 void bnk_convert(int level, int from, const void *source, int to, void *destination, ptrdiff_t n) {
     BNK_DISPATCH(convert, from, source, to, destination, n)
 }

@@ -91,7 +91,7 @@ import Testing
             return Array(out[range])
         }
         try g.withUnsafeBytes { g in
-            try x.withUnsafeBytes { x in
+            x.withUnsafeBytes { x in
                 let (gp, xp) = (g.baseAddress!, x.baseAddress!)
                 for level in Self.levels {
                     for formula in [BNK_APPLY_FORWARD, BNK_APPLY_GRADIENT, BNK_APPLY_GRADIENT_AND_INPUT].map(Int32.init) {

@@ -79,21 +79,26 @@ public struct CPUBackend: BatchNormBackend {
 
     /// Runs `body` over `0..<count` split into contiguous ranges, one per thread, or on the
     /// calling thread when `elements` is small. Callers must make each index's effect
-    /// independent of how the ranges are cut.
+    /// independent of how the ranges are cut. Every thread ends its range with a store
+    /// fence (`bnk_store_fence`), so that the non-temporal stores of the kernels it ran are
+    /// ordered before the hand-over: the one place streaming apply passes are fenced.
     func parallelFor(_ count: Int, elements: Int, _ body: @Sendable (Range<Int>) -> Void) {
         let threads = threadWidth(count, elements: elements)
         if threads <= 1 {
-            if count > 0 { body(0..<count) }
+            if count > 0 {
+                body(0..<count)
+                bnk_store_fence()
+            }
             return
         }
+        let range: @Sendable (Int) -> Void = { thread in
+            body((count * thread / threads)..<(count * (thread + 1) / threads))
+            bnk_store_fence()
+        }
         #if canImport(Glibc) || canImport(Musl)
-        WorkerPool.shared(width: threads).run { thread in
-            body((count * thread / threads)..<(count * (thread + 1) / threads))
-        }
+        WorkerPool.shared(width: threads).run(range)
         #else
-        DispatchQueue.concurrentPerform(iterations: threads) { thread in
-            body((count * thread / threads)..<(count * (thread + 1) / threads))
-        }
+        DispatchQueue.concurrentPerform(iterations: threads, execute: range)
         #endif
     }
 }

@@ -105,8 +105,9 @@ enum {
 /// vector store whose address is a multiple of its size (64 bytes in float32, 32 in the half
 /// types) non-temporal, which writes to memory without first reading the line (no read for
 /// ownership) and without evicting cached data: faster once the output is larger than the
-/// caches, slower when the next step would have found it in them. The kernel ends with a
-/// store fence when it streamed. Results are the same bits either way.
+/// caches, slower when the next step would have found it in them. Results are the same
+/// bits either way. Non-temporal stores are weakly ordered: a thread that streamed calls
+/// bnk_store_fence() once before another thread may read what it wrote.
 
 /// out[i] = F(g[i], x[i]) over a channels-first run of n values with scalar coefficients.
 /// out may alias g or x (each element is read before it is written). Streaming, the values
@@ -150,6 +151,11 @@ void bnk_interleaved_apply(int level, int type, int formula, int streaming, cons
 /// destination[i] = source[i] for i < n, converted from storage type `from` to `to`
 /// (widening exact, narrowing rounded as described at BNK_TYPE_*). The buffers must not
 /// overlap unless they are the same and the types have the same size.
+/// Orders this thread's earlier non-temporal stores before its later stores (sfence on x86;
+/// nothing elsewhere): called by every thread of a job after its last apply, before the
+/// hand-over that lets another thread read the output.
+void bnk_store_fence(void);
+
 void bnk_convert(int level, int from, const void *source, int to, void *destination, ptrdiff_t n);
 
 /// Memory-bandwidth loops for the roofline that `bnkit bench` prints beside each operation:
