@@ -291,7 +291,7 @@ BNK_FN bnk_v16f BNK_NAME(splat16)(float v) { return (bnk_v16f)(v); }
 /// A plain apply, whose loop is light, gained nothing and has none.
 BNK_FN void BNK_NAME(prefetch)(int type, const void *p, ptrdiff_t i) {
     ptrdiff_t size = type == BNK_TYPE_FLOAT32 ? 4 : 2;
-    __builtin_prefetch((const char *)p + i * size + BNK_PREFETCH_BYTES, 0, 3);
+    __builtin_prefetch((const void *)((uintptr_t)p + (uintptr_t)(i * size) + BNK_PREFETCH_BYTES), 0, 3);
 }
 
 // MARK: Conversion
@@ -342,8 +342,9 @@ BNK_FN float BNK_NAME(formula1)(int formula, int type, const void *g, const void
 }
 
 /// Orders the non-temporal stores of this thread before its later stores (on x86 they are
-/// weakly ordered), so that a hand-over to another thread publishes them: the body of
-/// bnk_store_fence, and the end of a streaming bandwidth loop.
+/// weakly ordered), so that a hand-over to another thread publishes them: the end of a
+/// streaming bandwidth loop. The apply kernels leave it to their caller (bnk_store_fence,
+/// once per thread and job).
 BNK_FN void BNK_NAME(store_fence)(int streaming) {
 #if defined(__x86_64__) || defined(__i386__)
     if (streaming) _mm_sfence();

@@ -24,9 +24,9 @@ struct CacheSizes: Equatable, Sendable {
     /// 260 MiB of it), and there streaming won from a few MiB up: measured on such a guest
     /// (family 6 model 207, 2 MiB L2 per core), evaluation forward, 2 threads, medians of 5
     /// alternating rounds: ordinary stores 1.9-2.2x faster with 1-2 MiB of tensors,
-    /// streaming 1.2-1.4x faster with 3.2 and 6.4 MB and 1.1-1.5x from 25 to 103 MB. On an
-    /// AMD EPYC guest (Zen 3, 32 MiB of L3) ordinary stores were still 1.7x faster with
-    /// 16 MiB.
+    /// streaming 1.2-1.4x faster with 3.2 and 6.4 MB and 1.1-1.5x from 25 to 103 MB (ties
+    /// and noise between 12 and 26 MB; see BENCHMARKS.md). On an AMD EPYC guest (Zen 3,
+    /// 32 MiB of L3) ordinary stores were still 1.7x faster with 16 MiB.
     var lastLevelKeepsTensors = true
 
     /// The cache that keeps a pass's tensors from one step to the next: the last level where
@@ -144,8 +144,9 @@ struct MemoryTuning: Equatable, Sendable {
     }
 
     /// Whether a training pass fuses per channel: its tensors (`workingSetBytes`) would not
-    /// stay in the cache (``staysInCache(workingSetBytes:)``; where they do, the unfused passes find their data in
-    /// cache for the second read, and were measured faster), the per-thread working set
+    /// stay in the cache (``staysInCache(workingSetBytes:)``; where they do, the unfused
+    /// passes find their data in cache for the second read, and were measured faster), the
+    /// per-thread working set
     /// `channelBytes` (two channels' values of every tensor the pass reads: the one being
     /// applied and the next being reduced) fits in the cache of one core
     /// (``CacheSizes/perCore``), and `channels` spread over `threads` with at most 1/8 of

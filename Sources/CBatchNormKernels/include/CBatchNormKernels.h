@@ -148,14 +148,14 @@ void bnk_contiguous_gradient_sums_and_apply(int level, int type, const void *g, 
 void bnk_interleaved_apply(int level, int type, int formula, int streaming, const void *g, const void *x, void *out,
                            ptrdiff_t length, ptrdiff_t period, ptrdiff_t vector_period, const float *coefficients);
 
-/// destination[i] = source[i] for i < n, converted from storage type `from` to `to`
-/// (widening exact, narrowing rounded as described at BNK_TYPE_*). The buffers must not
-/// overlap unless they are the same and the types have the same size.
 /// Orders this thread's earlier non-temporal stores before its later stores (sfence on x86;
 /// nothing elsewhere): called by every thread of a job after its last apply, before the
 /// hand-over that lets another thread read the output.
 void bnk_store_fence(void);
 
+/// destination[i] = source[i] for i < n, converted from storage type `from` to `to`
+/// (widening exact, narrowing rounded as described at BNK_TYPE_*). The buffers must not
+/// overlap unless they are the same and the types have the same size.
 void bnk_convert(int level, int from, const void *source, int to, void *destination, ptrdiff_t n);
 
 /// Memory-bandwidth loops for the roofline that `bnkit bench` prints beside each operation:
