@@ -9,9 +9,11 @@ extension BenchCommand {
     /// `bnkit bench --mpi`, one process per rank under `mpirun`: per rank, the median time of
     /// a synchronized training forward + backward (the module's process group is the MPI
     /// world) against a plain local training forward + backward on the same per-rank shape,
-    /// in alternating rounds that start together on every rank (a barrier before each); the
-    /// all-gather latency for the messages of C = 64 and C = 1024 channels; and the
-    /// number of all-gathers per training step and per evaluation forward. Rank 0 prints.
+    /// as it runs (channel-fused where the backend fuses) and with the unfused passes a
+    /// synchronized module runs, in rotating rounds that start together on every rank (a
+    /// barrier before each); the all-gather latency for the messages of C = 64 and C = 1024
+    /// channels; and the number of all-gathers per training step and per evaluation
+    /// forward. Rank 0 prints.
     func runMPI() throws {
         let group: MPIProcessGroup
         do { group = try MPIProcessGroup.world() } catch { throw CommandFailure("--mpi: \(error)") }
@@ -21,18 +23,21 @@ extension BenchCommand {
         var lines = [String](), rows = [String]()
         for shape in shapes {
             for layout in layouts {
-                let (local, synchronized, counts) = try measureSynchronized(shape: shape, layout: layout,
-                                                                             threads: threadCount, group: group)
-                let all = try group.allGather([local, synchronized])
+                let (times, counts) = try measureSynchronized(shape: shape, layout: layout, threads: threadCount,
+                                                              group: group)
+                let all = try group.allGather([times.local, times.unfused, times.synchronized])
                 for rank in 0..<group.size {
-                    let (l, s) = (all[2 * rank] * 1e6, all[2 * rank + 1] * 1e6)
+                    let (l, u, s) = (all[3 * rank] * 1e6, all[3 * rank + 1] * 1e6, all[3 * rank + 2] * 1e6)
                     lines.append(Self.pad("\(rank)", 6) + Self.pad(layout.description, 8)
                                  + Self.pad(shape.map(String.init).joined(separator: "x"), 20)
-                                 + Self.padLeft(Self.format(l, 1), 12) + Self.padLeft(Self.format(s, 1), 12)
-                                 + Self.padLeft(Self.format(s / l, 3), 9))
+                                 + Self.padLeft(Self.format(l, 1), 12) + Self.padLeft(Self.format(u, 1), 12)
+                                 + Self.padLeft(Self.format(s, 1), 12) + Self.padLeft(Self.format(s / l, 3), 9)
+                                 + Self.padLeft(Self.format(s / u, 3), 9))
                     rows.append("{\"rank\": \(rank), \"shape\": \(shape), \"layout\": \"\(layout)\", "
-                                + "\"local_us\": \(Self.format(l, 2)), \"synchronized_us\": \(Self.format(s, 2)), "
-                                + "\"ratio\": \(Self.format(s / l, 4)), \"allgathers_per_training_step\": \(counts.training), "
+                                + "\"local_us\": \(Self.format(l, 2)), \"local_unfused_us\": \(Self.format(u, 2)), "
+                                + "\"synchronized_us\": \(Self.format(s, 2)), \"ratio\": \(Self.format(s / l, 4)), "
+                                + "\"ratio_unfused\": \(Self.format(s / u, 4)), "
+                                + "\"allgathers_per_training_step\": \(counts.training), "
                                 + "\"allgathers_per_evaluation_forward\": \(counts.evaluation)}")
                 }
                 lines.append("      all-gathers per training step: \(counts.training), per evaluation forward: "
@@ -53,9 +58,10 @@ extension BenchCommand {
                   + "\"allgather\": [\(latencyJSON.joined(separator: ", "))]}")
             return
         }
-        print("bnkit bench --mpi: \(machine); median of \(runs) alternating rounds")
-        print("train forward + backward per rank (synchronized: one all-gather each)\n")
-        print("rank  layout  shape                  local µs     sync µs    ratio")
+        print("bnkit bench --mpi: \(machine); median of \(runs) rotating rounds")
+        print("train forward + backward per rank (synchronized: one all-gather each; local: as it runs, "
+              + "channel-fused where it fuses; unfused: the local module with the synchronized one's passes)\n")
+        print("rank  layout  shape                  local µs  unfused µs     sync µs    ratio  ratio/unfused")
         for line in lines { print(line) }
         print("")
         for latency in latencies {
@@ -64,36 +70,39 @@ extension BenchCommand {
         }
     }
 
-    /// Median seconds of one local and one synchronized training forward + backward on this
-    /// rank, measured in alternating rounds, and the all-gathers a training step and an
+    /// Median seconds of one training forward + backward on this rank of a local module, of
+    /// a local module without channel fusion and of a synchronized module, measured in
+    /// rounds that rotate which comes first, and the all-gathers a training step and an
     /// evaluation forward make.
     func measureSynchronized(shape: [Int], layout: TensorLayout, threads: Int, group: any ProcessGroup) throws
-        -> (local: Double, synchronized: Double, counts: (training: Int, evaluation: Int)) {
+        -> (times: (local: Double, unfused: Double, synchronized: Double), counts: (training: Int, evaluation: Int)) {
         var generator = SeededGenerator(seed: 42 &+ UInt64(group.rank))
         let x = try Tensor.normal(shape: shape, mean: 1, standardDeviation: 2, layout: layout, using: &generator)
         let g = try Tensor.normal(shape: shape, layout: layout, using: &generator)
         let counting = CountingProcessGroup(group)
-        let local = try BatchNorm3D(maps: shape[1], backend: CPUBackend(threadCount: threads), using: &generator)
-        let synchronized = try BatchNorm3D(maps: shape[1], backend: CPUBackend(threadCount: threads),
-                                           processGroup: counting, using: &generator)
+        let backend = CPUBackend(threadCount: threads)
+        let synchronized = try BatchNorm3D(maps: shape[1], backend: backend, processGroup: counting,
+                                           using: &generator)
+        let modules = [try BatchNorm3D(maps: shape[1], backend: backend, using: &generator),
+                       try BatchNorm3D(maps: shape[1], backend: backend.withoutChannelFusion(), using: &generator),
+                       synchronized]
         let repetitions = max(1, 20_000_000 / shape.reduce(1, *))
         func step(_ module: BatchNormND) throws {
             _ = try module(x)
             _ = try module.backward(g)
         }
         for _ in 0..<max(3, repetitions) {
-            try step(local)
-            try step(synchronized)
+            for module in modules { try step(module) }
         }
-        var localTimes = [Double](), synchronizedTimes = [Double]()
+        var times = [[Double]](repeating: [], count: modules.count)
         for round in 0..<runs {
-            // Alternate which comes first; start each timed block together on every rank.
-            for module in round % 2 == 0 ? [local, synchronized] : [synchronized, local] {
+            // Rotate which comes first; start each timed block together on every rank.
+            for turn in 0..<modules.count {
+                let index = (round + turn) % modules.count
                 _ = try group.allGather([0])
                 let start = Self.now()
-                for _ in 0..<repetitions { try step(module) }
-                let seconds = (Self.now() - start) / Double(repetitions)
-                if module === local { localTimes.append(seconds) } else { synchronizedTimes.append(seconds) }
+                for _ in 0..<repetitions { try step(modules[index]) }
+                times[index].append((Self.now() - start) / Double(repetitions))
             }
         }
         let before = counting.count
@@ -102,7 +111,7 @@ extension BenchCommand {
         synchronized.evalMode()
         _ = try synchronized(x)
         let evaluation = counting.count - before - training
-        return (Self.median(localTimes), Self.median(synchronizedTimes), (training, evaluation))
+        return ((Self.median(times[0]), Self.median(times[1]), Self.median(times[2])), (training, evaluation))
     }
 
     /// Median over `runs` rounds of the mean time of 1000 all-gathers of `count` doubles.

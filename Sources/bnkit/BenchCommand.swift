@@ -69,7 +69,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Detail lines under an error (such as every path searched for the CUDA libraries).")
     var verbose = false
 
-    @Flag(help: "Under mpirun: synchronized against local training forward + backward per rank (default shapes 2x32x32x32x32 and 4x64x16x56x56, 1 thread, ncdhw), and the all-gather latency.")
+    @Flag(help: "Under mpirun: synchronized against local training forward + backward per rank (local as it runs and without channel fusion; default shapes 2x32x32x32x32 and 4x64x16x56x56, 1 thread, ncdhw), and the all-gather latency.")
     var mpi = false
 
     static let suite: [[Int]] = [[5, 3, 10, 10, 10], [8, 256, 8, 14, 14], [2, 32, 32, 32, 32], [8, 64, 16, 56, 56]]

@@ -57,6 +57,15 @@ public struct CPUBackend: BatchNormBackend {
         self.tuning = tuning
     }
 
+    /// This backend with channel-fused training passes turned off whatever the environment
+    /// says: the unfused passes a module with a process group runs, for comparisons (`bnkit
+    /// bench --mpi`).
+    package func withoutChannelFusion() -> CPUBackend {
+        var tuning = tuning
+        tuning.channelFusion = .never
+        return CPUBackend(threadCount: threadCount, kernelLevel: kernelLevel, tuning: tuning)
+    }
+
     /// Number of online processors.
     public static var onlineProcessorCount: Int {
         max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
