@@ -90,7 +90,7 @@ import Testing
                     && out[range.upperBound...].allSatisfy { $0 == 0xA5 }, "\(context): wrote outside")
             return Array(out[range])
         }
-        try g.withUnsafeBytes { g in
+        g.withUnsafeBytes { g in
             x.withUnsafeBytes { x in
                 let (gp, xp) = (g.baseAddress!, x.baseAddress!)
                 for level in Self.levels {
