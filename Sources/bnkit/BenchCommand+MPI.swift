@@ -32,7 +32,7 @@ extension BenchCommand {
                                  + Self.pad(shape.map(String.init).joined(separator: "x"), 20)
                                  + Self.padLeft(Self.format(l, 1), 12) + Self.padLeft(Self.format(u, 1), 12)
                                  + Self.padLeft(Self.format(s, 1), 12) + Self.padLeft(Self.format(s / l, 3), 9)
-                                 + Self.padLeft(Self.format(s / u, 3), 9))
+                                 + Self.padLeft(Self.format(s / u, 3), 15))
                     rows.append("{\"rank\": \(rank), \"shape\": \(shape), \"layout\": \"\(layout)\", "
                                 + "\"local_us\": \(Self.format(l, 2)), \"local_unfused_us\": \(Self.format(u, 2)), "
                                 + "\"synchronized_us\": \(Self.format(s, 2)), \"ratio\": \(Self.format(s / l, 4)), "
