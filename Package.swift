@@ -16,7 +16,8 @@ let package = Package(
     targets: [
         // The CPU backend's hot loops in C, compiled for AVX-512 and AVX2 through per-function
         // target attributes and chosen at run time (no build flags: none may be unsafe).
-        .target(name: "CBatchNormKernels"),
+        // libm: the generic level's fused multiply-adds call the C library's fma.
+        .target(name: "CBatchNormKernels", linkerSettings: [.linkedLibrary("m")]),
         // dlopen of system libraries (CUDA, MPI, zlib) and a pthread lock, shared by the targets.
         .target(name: "SystemLibrary"),
         .target(name: "BatchNormKit", dependencies: ["CBatchNormKernels", "SystemLibrary"]),

@@ -33,13 +33,13 @@ typedef uint16_t bnk_v8h __attribute__((ext_vector_type(8)));
 #define BNK_NAME(name) bnk_base_##name
 #define BNK_HALF_ISA 0
 #define BNK_BFLOAT_ISA 0
-#define BNK_FMA 0
+#define BNK_SUMS_ON_FMA 0
 #include "kernels_template.h"
 #undef BNK_TARGET
 #undef BNK_NAME
 #undef BNK_HALF_ISA
 #undef BNK_BFLOAT_ISA
-#undef BNK_FMA
+#undef BNK_SUMS_ON_FMA
 
 #if defined(__x86_64__)
 
@@ -48,39 +48,39 @@ typedef uint16_t bnk_v8h __attribute__((ext_vector_type(8)));
 #define BNK_NAME(name) bnk_avx2_##name
 #define BNK_HALF_ISA 1
 #define BNK_BFLOAT_ISA 0
-#define BNK_FMA 1
+#define BNK_SUMS_ON_FMA 0
 #include "kernels_template.h"
 #undef BNK_TARGET
 #undef BNK_NAME
 #undef BNK_HALF_ISA
 #undef BNK_BFLOAT_ISA
-#undef BNK_FMA
+#undef BNK_SUMS_ON_FMA
 
 // AVX-512 F/DQ/VL/BW: float16 through the 512-bit vcvtph2ps / vcvtps2ph.
 #define BNK_TARGET __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,f16c")))
 #define BNK_NAME(name) bnk_avx512_##name
 #define BNK_HALF_ISA 2
 #define BNK_BFLOAT_ISA 0
-#define BNK_FMA 1
+#define BNK_SUMS_ON_FMA 1
 #include "kernels_template.h"
 #undef BNK_TARGET
 #undef BNK_NAME
 #undef BNK_HALF_ISA
 #undef BNK_BFLOAT_ISA
-#undef BNK_FMA
+#undef BNK_SUMS_ON_FMA
 
 // AVX-512 with AVX512-BF16: the AVX-512 instance with bfloat16 rounded by vcvtneps2bf16.
 #define BNK_TARGET __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,f16c,avx512bf16")))
 #define BNK_NAME(name) bnk_avx512bf16_##name
 #define BNK_HALF_ISA 2
 #define BNK_BFLOAT_ISA 1
-#define BNK_FMA 1
+#define BNK_SUMS_ON_FMA 1
 #include "kernels_template.h"
 #undef BNK_TARGET
 #undef BNK_NAME
 #undef BNK_HALF_ISA
 #undef BNK_BFLOAT_ISA
-#undef BNK_FMA
+#undef BNK_SUMS_ON_FMA
 
 static void bnk_cpuid(unsigned leaf, unsigned subleaf, unsigned r[4]) {
     __asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(subleaf));

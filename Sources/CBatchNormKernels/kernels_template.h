@@ -4,8 +4,8 @@
 // empty), BNK_NAME(name) (the instance's name for `name`), BNK_HALF_ISA (how float16 is
 // converted: 0 integer code, 1 F16C vcvtph2ps / vcvtps2ph on 8 lanes, 2 their AVX-512
 // forms on 16), BNK_BFLOAT_ISA (how float is rounded to bfloat16: 0 integer code,
-// 1 AVX512-BF16 vcvtneps2bf16) and BNK_FMA (1 when the instance has fused multiply-add:
-// some sums are then issued as fma(a, 1, b), which gives the bits of a + b; see add).
+// 1 AVX512-BF16 vcvtneps2bf16) and BNK_SUMS_ON_FMA (1 where the reductions' plain sums are
+// issued as fma(a, 1, b), which gives the bits of a + b on another execution pipe; see add).
 // Not a public header.
 //
 // Shape legend: N batch, C channels, S spatial size (D·H·W). A channels-first run is one
@@ -23,9 +23,10 @@
 //
 // Vectors: bnk_v16f = 16 floats (one AVX-512 register, two AVX2 ones), bnk_v8d = 8 doubles.
 // Sums run in double, in a fixed order per call: vector lanes, then the fixed horizontal
-// fold bnk_hsum, then the scalar tail. Contraction to fused multiply-add is off for the
-// whole translation unit, so every value goes through the same IEEE operations in vector
-// lanes and in scalar tails.
+// fold bnk_hsum, then the scalar tail. The squares and products of the sums are explicit
+// fused multiply-adds (multiply_add: s + a·b rounded once, on every level); contraction is
+// otherwise off for the whole translation unit, so every value goes through the same IEEE
+// operations in vector lanes and in scalar tails, on every level.
 
 #define BNK_FN static inline __attribute__((always_inline)) BNK_TARGET
 
@@ -262,11 +263,14 @@ BNK_FN bnk_v8d BNK_NAME(opaque_one)(void) {
 }
 
 /// a + b, the same bits (a·1 is exact and fma rounds once), computed as fma(a, one, b)
-/// where the instance has fused multiply-add: on CPUs whose adders and multipliers are
-/// separate pipes (AMD Zen) the sums of the reductions then share the multiply pipes.
-/// `one` is opaque_one().
+/// where BNK_SUMS_ON_FMA (the AVX-512 levels): on CPUs whose adders and multipliers are
+/// separate pipes (AMD Zen) the sums of the reductions then share the multiply pipes
+/// (measured on Zen 4 from L2: moments 13 % faster). On AVX2 the extra register for `one`
+/// makes the 16-register loops spill: plain adds there were measured faster on Zen 3 (moments
+/// in L2 1.4x, fused loops 1.1x, with the squares as fused multiply-adds). `one` is
+/// opaque_one().
 BNK_FN bnk_v8d BNK_NAME(add)(bnk_v8d a, bnk_v8d b, bnk_v8d one) {
-#if BNK_FMA
+#if BNK_SUMS_ON_FMA
     return __builtin_elementwise_fma(a, one, b);
 #else
     (void)one;
@@ -274,6 +278,18 @@ BNK_FN bnk_v8d BNK_NAME(add)(bnk_v8d a, bnk_v8d b, bnk_v8d one) {
 #endif
 }
 BNK_FN bnk_v16f BNK_NAME(splat16)(float v) { return (bnk_v16f)(v); }
+
+/// s + a·b rounded once (fused multiply-add, on 8 lanes): the squares and products of the
+/// reductions, one instruction and one rounding instead of two. Every level computes the
+/// same bits: where the instance has no FMA instructions (the generic level) the compiler
+/// calls the C library's fma, which is correctly rounded too.
+BNK_FN bnk_v8d BNK_NAME(multiply_add)(bnk_v8d a, bnk_v8d b, bnk_v8d s) {
+    return __builtin_elementwise_fma(a, b, s);
+}
+
+/// The same on one value.
+BNK_FN double BNK_NAME(multiply_add1)(double a, double b, double s) { return __builtin_fma(a, b, s); }
+
 
 /// Bytes ahead of the element being read from which the reductions ask for data
 /// (see prefetch).
@@ -552,10 +568,10 @@ BNK_FN void BNK_NAME(contiguous_moments_impl)(int type, const void *x, ptrdiff_t
         a1 = BNK_NAME(add)(d1, a1, one);
         a2 = BNK_NAME(add)(d2, a2, one);
         a3 = BNK_NAME(add)(d3, a3, one);
-        b0 += d0 * d0;
-        b1 += d1 * d1;
-        b2 += d2 * d2;
-        b3 += d3 * d3;
+        b0 = BNK_NAME(multiply_add)(d0, d0, b0);
+        b1 = BNK_NAME(multiply_add)(d1, d1, b1);
+        b2 = BNK_NAME(multiply_add)(d2, d2, b2);
+        b3 = BNK_NAME(multiply_add)(d3, d3, b3);
         BNK_NAME(apply_step)(F, type, ST, run, &at);
     }
     if (i + 16 <= n) {
@@ -563,15 +579,15 @@ BNK_FN void BNK_NAME(contiguous_moments_impl)(int type, const void *x, ptrdiff_t
         bnk_v8d d0 = BNK_NAME(low)(v) - kv, d1 = BNK_NAME(high)(v) - kv;
         a0 += d0;
         a1 += d1;
-        b0 += d0 * d0;
-        b1 += d1 * d1;
+        b0 = BNK_NAME(multiply_add)(d0, d0, b0);
+        b1 = BNK_NAME(multiply_add)(d1, d1, b1);
         i += 16;
     }
     double s1 = BNK_NAME(hsum)((a0 + a2) + (a1 + a3)), s2 = BNK_NAME(hsum)((b0 + b2) + (b1 + b3));
     for (; i < n; i++) {
         double d = (double)BNK_NAME(load1)(type, x, i) - k;
         s1 += d;
-        s2 += d * d;
+        s2 = BNK_NAME(multiply_add1)(d, d, s2);
     }
     double count = (double)n, centered = s2 - s1 * (s1 / count);
     *mean_out = k + s1 / count;
@@ -646,8 +662,8 @@ BNK_FN void BNK_NAME(short_moments_chunk)(int type, const void *x, ptrdiff_t i, 
         bnk_v8d lo = BNK_NAME(low)(w) - k[2 * v], hi = BNK_NAME(high)(w) - k[2 * v + 1];
         a1[2 * v] += lo;
         a1[2 * v + 1] += hi;
-        a2[2 * v] += lo * lo;
-        a2[2 * v + 1] += hi * hi;
+        a2[2 * v] = BNK_NAME(multiply_add)(lo, lo, a2[2 * v]);
+        a2[2 * v + 1] = BNK_NAME(multiply_add)(hi, hi, a2[2 * v + 1]);
     }
 }
 
@@ -685,7 +701,7 @@ BNK_FN void BNK_NAME(short_moments)(int type, const void *x, ptrdiff_t rows, ptr
     for (ptrdiff_t j = 0; i + j < length; j++) {
         double d = (double)BNK_NAME(load1)(type, x, i + j) - k[j];
         s1[j] += d;
-        s2[j] += d * d;
+        s2[j] = BNK_NAME(multiply_add1)(d, d, s2[j]);
     }
     BNK_NAME(finish_moments)(type, x, rows, channels, P, s1, s2, mean, m2);
 }
@@ -730,14 +746,14 @@ BNK_FN void BNK_NAME(interleaved_moments_impl)(int type, const void *x, ptrdiff_
             bnk_v8d a1 = BNK_NAME(low)(w) - k0, b1 = BNK_NAME(high)(w) - k1;
             BNK_NAME(store8)(s1 + j, (BNK_NAME(load8)(s1 + j) + a0) + a1);
             BNK_NAME(store8)(s1 + j + 8, (BNK_NAME(load8)(s1 + j + 8) + b0) + b1);
-            BNK_NAME(store8)(s2 + j, (BNK_NAME(load8)(s2 + j) + a0 * a0) + a1 * a1);
-            BNK_NAME(store8)(s2 + j + 8, (BNK_NAME(load8)(s2 + j + 8) + b0 * b0) + b1 * b1);
+            BNK_NAME(store8)(s2 + j, BNK_NAME(multiply_add)(a1, a1, BNK_NAME(multiply_add)(a0, a0, BNK_NAME(load8)(s2 + j))));
+            BNK_NAME(store8)(s2 + j + 8, BNK_NAME(multiply_add)(b1, b1, BNK_NAME(multiply_add)(b0, b0, BNK_NAME(load8)(s2 + j + 8))));
         }
         for (; j < period; j++) {
             double d0 = (double)BNK_NAME(load1)(type, x, p + j) - k[j];
             double d1 = (double)BNK_NAME(load1)(type, x, r + j) - k[j];
             s1[j] = (s1[j] + d0) + d1;
-            s2[j] = (s2[j] + d0 * d0) + d1 * d1;
+            s2[j] = BNK_NAME(multiply_add1)(d1, d1, BNK_NAME(multiply_add1)(d0, d0, s2[j]));
         }
     }
     // The last whole chunk when their number is odd, then the partial one.
@@ -751,13 +767,13 @@ BNK_FN void BNK_NAME(interleaved_moments_impl)(int type, const void *x, ptrdiff_
             bnk_v8d a = BNK_NAME(low)(v) - BNK_NAME(load8)(k + j), b = BNK_NAME(high)(v) - BNK_NAME(load8)(k + j + 8);
             BNK_NAME(store8)(s1 + j, BNK_NAME(load8)(s1 + j) + a);
             BNK_NAME(store8)(s1 + j + 8, BNK_NAME(load8)(s1 + j + 8) + b);
-            BNK_NAME(store8)(s2 + j, BNK_NAME(load8)(s2 + j) + a * a);
-            BNK_NAME(store8)(s2 + j + 8, BNK_NAME(load8)(s2 + j + 8) + b * b);
+            BNK_NAME(store8)(s2 + j, BNK_NAME(multiply_add)(a, a, BNK_NAME(load8)(s2 + j)));
+            BNK_NAME(store8)(s2 + j + 8, BNK_NAME(multiply_add)(b, b, BNK_NAME(load8)(s2 + j + 8)));
         }
         for (; j < count; j++) {
             double d = (double)BNK_NAME(load1)(type, x, start + j) - k[j];
             s1[j] += d;
-            s2[j] += d * d;
+            s2[j] = BNK_NAME(multiply_add1)(d, d, s2[j]);
         }
         start += period;
     }
@@ -797,10 +813,10 @@ BNK_FN void BNK_NAME(contiguous_gradient_sums_impl)(int type, const void *g, con
         s1 = BNK_NAME(add)(g1, s1, one);
         s2 = BNK_NAME(add)(g2, s2, one);
         s3 = BNK_NAME(add)(g3, s3, one);
-        p0 += g0 * BNK_NAME(add)(BNK_NAME(low)(xv), minus_mu, one);
-        p1 += g1 * BNK_NAME(add)(BNK_NAME(high)(xv), minus_mu, one);
-        p2 += g2 * BNK_NAME(add)(BNK_NAME(low)(xw), minus_mu, one);
-        p3 += g3 * BNK_NAME(add)(BNK_NAME(high)(xw), minus_mu, one);
+        p0 = BNK_NAME(multiply_add)(g0, BNK_NAME(add)(BNK_NAME(low)(xv), minus_mu, one), p0);
+        p1 = BNK_NAME(multiply_add)(g1, BNK_NAME(add)(BNK_NAME(high)(xv), minus_mu, one), p1);
+        p2 = BNK_NAME(multiply_add)(g2, BNK_NAME(add)(BNK_NAME(low)(xw), minus_mu, one), p2);
+        p3 = BNK_NAME(multiply_add)(g3, BNK_NAME(add)(BNK_NAME(high)(xw), minus_mu, one), p3);
         BNK_NAME(apply_step)(F, type, ST, run, &at);
     }
     if (i + 16 <= n) {
@@ -808,15 +824,15 @@ BNK_FN void BNK_NAME(contiguous_gradient_sums_impl)(int type, const void *g, con
         bnk_v8d g0 = BNK_NAME(low)(gv), g1 = BNK_NAME(high)(gv);
         s0 += g0;
         s1 += g1;
-        p0 += g0 * (BNK_NAME(low)(xv) - mu);
-        p1 += g1 * (BNK_NAME(high)(xv) - mu);
+        p0 = BNK_NAME(multiply_add)(g0, BNK_NAME(low)(xv) - mu, p0);
+        p1 = BNK_NAME(multiply_add)(g1, BNK_NAME(high)(xv) - mu, p1);
         i += 16;
     }
     double sg = BNK_NAME(hsum)((s0 + s2) + (s1 + s3)), sgx = BNK_NAME(hsum)((p0 + p2) + (p1 + p3));
     for (; i < n; i++) {
         double gi = (double)BNK_NAME(load1)(type, g, i);
         sg += gi;
-        sgx += gi * ((double)BNK_NAME(load1)(type, x, i) - mean);
+        sgx = BNK_NAME(multiply_add1)(gi, (double)BNK_NAME(load1)(type, x, i) - mean, sgx);
     }
     *sum_g = sg;
     *sum_gx = sgx;
@@ -857,13 +873,13 @@ BNK_FN void BNK_NAME(position_gradient_sums)(int type, const void *g, const void
             bnk_v8d m0 = BNK_NAME(load8)(mean + j), m1 = BNK_NAME(load8)(mean + j + 8);
             BNK_NAME(store8)(acc_g + j, BNK_NAME(load8)(acc_g + j) + gl);
             BNK_NAME(store8)(acc_g + j + 8, BNK_NAME(load8)(acc_g + j + 8) + gh);
-            BNK_NAME(store8)(acc_gx + j, BNK_NAME(load8)(acc_gx + j) + gl * (BNK_NAME(low)(xv) - m0));
-            BNK_NAME(store8)(acc_gx + j + 8, BNK_NAME(load8)(acc_gx + j + 8) + gh * (BNK_NAME(high)(xv) - m1));
+            BNK_NAME(store8)(acc_gx + j, BNK_NAME(multiply_add)(gl, BNK_NAME(low)(xv) - m0, BNK_NAME(load8)(acc_gx + j)));
+            BNK_NAME(store8)(acc_gx + j + 8, BNK_NAME(multiply_add)(gh, BNK_NAME(high)(xv) - m1, BNK_NAME(load8)(acc_gx + j + 8)));
         }
         for (; j < count; j++) {
             double gi = (double)BNK_NAME(load1)(type, g, start + j);
             acc_g[j] += gi;
-            acc_gx[j] += gi * ((double)BNK_NAME(load1)(type, x, start + j) - mean[j]);
+            acc_gx[j] = BNK_NAME(multiply_add1)(gi, (double)BNK_NAME(load1)(type, x, start + j) - mean[j], acc_gx[j]);
         }
     }
 }
@@ -879,8 +895,8 @@ BNK_FN void BNK_NAME(short_gradient_chunk)(int type, const void *g, const void *
         bnk_v8d gl = BNK_NAME(low)(gv), gh = BNK_NAME(high)(gv);
         sg[2 * v] += gl;
         sg[2 * v + 1] += gh;
-        sx[2 * v] += gl * (BNK_NAME(low)(xv) - m[2 * v]);
-        sx[2 * v + 1] += gh * (BNK_NAME(high)(xv) - m[2 * v + 1]);
+        sx[2 * v] = BNK_NAME(multiply_add)(gl, BNK_NAME(low)(xv) - m[2 * v], sx[2 * v]);
+        sx[2 * v + 1] = BNK_NAME(multiply_add)(gh, BNK_NAME(high)(xv) - m[2 * v + 1], sx[2 * v + 1]);
     }
 }
 
@@ -905,7 +921,7 @@ BNK_FN void BNK_NAME(short_gradient_sums)(int type, const void *g, const void *x
     for (ptrdiff_t j = 0; i + j < length; j++) {
         double gi = (double)BNK_NAME(load1)(type, g, i + j);
         acc_g[j] += gi;
-        acc_gx[j] += gi * ((double)BNK_NAME(load1)(type, x, i + j) - mean[j]);
+        acc_gx[j] = BNK_NAME(multiply_add1)(gi, (double)BNK_NAME(load1)(type, x, i + j) - mean[j], acc_gx[j]);
     }
 }
 

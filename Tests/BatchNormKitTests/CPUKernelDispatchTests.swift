@@ -146,16 +146,23 @@ import Glibc
         }
     }
 
-    /// Every level gives bitwise identical statistics and gradient sums for any thread count.
+    /// Every level gives the generic level's statistics and gradient sums, bitwise, for any
+    /// thread count (the same operations in the same order; fused multiply-adds round once
+    /// on every level).
     @Test(arguments: CPUBackendKernelTests.parallelShapes, TensorLayout.allCases)
     func everyLevelIsBitwiseIdenticalAcrossThreadCounts(shape: [Int], layout: TensorLayout) throws {
         var generator = SeededGenerator(seed: 17)
         let x = try Tensor.normal(shape: shape, mean: -20, standardDeviation: 4, layout: layout, using: &generator)
         let g = try Tensor.normal(shape: shape, layout: layout, using: &generator)
+        let generic = CPUBackend(threadCount: 1, kernelLevel: .generic)
+        let genericMoments = try generic.collectStatistics(of: x)
+        let genericSums = try generic.reduceGradient(g, input: x, mean: genericMoments.map(\.mean))
         for level in Self.levels {
             let single = CPUBackend(threadCount: 1, kernelLevel: level)
             let moments = try single.collectStatistics(of: x)
             let sums = try single.reduceGradient(g, input: x, mean: moments.map(\.mean))
+            #expect(moments == genericMoments, "\(level): statistics differ from the generic level")
+            #expect(sums == genericSums, "\(level): gradient sums differ from the generic level")
             for threads in [2, 3, 8] {
                 let backend = CPUBackend(threadCount: threads, kernelLevel: level)
                 #expect(try backend.collectStatistics(of: x) == moments, "\(level), \(threads) threads")

@@ -19,8 +19,9 @@
 // Coefficients and sums are float and double whatever the type.
 //
 // Every kernel sums in a fixed order that depends only on its arguments (lanes, then a
-// fixed horizontal fold), never on threads or on the level. No fused multiply-add is used,
-// and every level converts with the same rounding, so every level gives the same bits.
+// fixed horizontal fold), never on threads or on the level. The sums' squares and products
+// are fused multiply-adds (rounded once) on every level, nothing else is fused, and every
+// level converts with the same rounding, so every level gives the same bits.
 #ifndef CBATCHNORMKERNELS_H
 #define CBATCHNORMKERNELS_H
 
