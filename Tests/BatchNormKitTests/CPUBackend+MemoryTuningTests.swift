@@ -289,11 +289,16 @@ import Testing
         #expect(intel.keeping == 4 << 20 && intel.perCore == 130 << 20 && caches.keeping == 32 << 20)
         #expect(CacheSizes(levelTwo: 2 << 20, lastLevel: 8 << 20, lastLevelSharedBy: 8, lastLevelKeepsTensors: false).keeping == 8 << 20)
         let intelTuning = MemoryTuning(streamingStores: .automatic, channelFusion: .automatic, caches: intel)
-        #expect(intelTuning.streamingThreshold == 3 << 20)
-        #expect(!intelTuning.streams(workingSetBytes: (3 << 20) - 1) && intelTuning.streams(workingSetBytes: 3 << 20))
+        #expect(intelTuning.streamingThreshold == 3 << 20 && intelTuning.fusionThreshold == 3 << 20)
+        #expect(!intelTuning.streams(workingSetBytes: (3 << 20) - 1, fused: false)
+                && intelTuning.streams(workingSetBytes: 3 << 20, fused: false))
+        // Elsewhere unfused passes stream from the whole last level, fused ones always (they
+        // run only from 3/4 of it).
         let automatic = MemoryTuning(streamingStores: .automatic, channelFusion: .automatic, caches: caches)
-        #expect(automatic.streamingThreshold == 24 << 20)
-        #expect(!automatic.streams(workingSetBytes: (24 << 20) - 1) && automatic.streams(workingSetBytes: 24 << 20))
+        #expect(automatic.streamingThreshold == 32 << 20 && automatic.fusionThreshold == 24 << 20)
+        #expect(!automatic.streams(workingSetBytes: (32 << 20) - 1, fused: false)
+                && automatic.streams(workingSetBytes: 32 << 20, fused: false))
+        #expect(automatic.streams(workingSetBytes: 24 << 20, fused: true))
         // Fusion: tensors that leave the cache, two channels within one core's share, balance.
         let large = 1 << 30
         #expect(automatic.staysInCache(workingSetBytes: (24 << 20) - 1) && !automatic.staysInCache(workingSetBytes: 24 << 20))
@@ -309,10 +314,10 @@ import Testing
         var forced = automatic
         forced.streamingStores = .always
         forced.channelFusion = .never
-        #expect(forced.streams(workingSetBytes: 0) && !forced.fuses(channelBytes: 0, workingSetBytes: large, channels: 64, threads: 1))
+        #expect(forced.streams(workingSetBytes: 0, fused: false) && !forced.fuses(channelBytes: 0, workingSetBytes: large, channels: 64, threads: 1))
         forced.streamingStores = .never
         forced.channelFusion = .always
-        #expect(!forced.streams(workingSetBytes: 1 << 40) && forced.fuses(channelBytes: 1 << 40, workingSetBytes: large, channels: 3, threads: 2))
+        #expect(!forced.streams(workingSetBytes: 1 << 40, fused: true) && forced.fuses(channelBytes: 1 << 40, workingSetBytes: large, channels: 3, threads: 2))
 
         // The backend's decision: channels-first with S > 1 only; two channels per thread
         // (the one being applied, the next being reduced), of x, and of g too in backward.

@@ -4,8 +4,8 @@
 // bfloat16: computed in float32, rounded once to it) (which may alias x or g: every element is read before it
 // is written, by the same thread). Runs go to the C kernels of `kernelLevel`; every level
 // gives the same float result per element (the same IEEE operations, no fused multiply-add).
-// Stores stream (non-temporal) when the pass's tensors (inputs and output) take at least
-// `tuning.streamingThreshold` bytes; the bits are the same either way.
+// Stores stream (non-temporal) in channel-fused passes and when the pass's tensors (inputs and
+// output) take at least `tuning.streamingThreshold` bytes; the bits are the same either way.
 
 import CBatchNormKernels
 
@@ -120,9 +120,10 @@ extension CPUBackend {
     }
 
     /// The `streaming` argument of the apply kernels for a pass over `tensors` tensors (inputs
-    /// and output) of `output`'s size and type: `MemoryTuning.streams`.
-    func streamingStores(tensors: Int, like output: Tensor) -> Int32 {
-        tuning.streams(workingSetBytes: tensors * output.elementCount * output.dataType.byteCount) ? 1 : 0
+    /// and output) of `output`'s size and type, channel-`fused` or not: `MemoryTuning.streams`.
+    func streamingStores(tensors: Int, like output: Tensor, fused: Bool = false) -> Int32 {
+        tuning.streams(workingSetBytes: tensors * output.elementCount * output.dataType.byteCount, fused: fused)
+            ? 1 : 0
     }
 
     /// The apply of the channel-fused passes (channels-first, `S > 1`), one piece of one
@@ -136,7 +137,7 @@ extension CPUBackend {
         init(_ backend: CPUBackend, formula: Int32, gradient: Tensor?, input: Tensor, output: Tensor) {
             level = backend.kernelLevel.rawValue
             self.formula = formula
-            streaming = backend.streamingStores(tensors: gradient == nil ? 2 : 3, like: output)
+            streaming = backend.streamingStores(tensors: gradient == nil ? 2 : 3, like: output, fused: true)
             y = KernelData(output)
             x = KernelData(input)
             g = gradient.map(KernelData.init) ?? y

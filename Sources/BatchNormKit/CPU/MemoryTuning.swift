@@ -118,28 +118,40 @@ struct MemoryTuning: Equatable, Sendable {
                                        channelFusion: Choice(environment: "BNKIT_CHANNEL_FUSION"),
                                        caches: .running)
 
-    /// Working-set bytes (every tensor an apply pass reads, plus its output) from which the
-    /// apply kernels stream their stores: 3/4 of the cache that keeps them
-    /// (``CacheSizes/keeping``). Below it, the pass's tensors can stay in the cache from one
-    /// step to the next and ordinary stores win; above it, every line written would be read
-    /// for ownership and later evicted anyway. Measured on a 2-core AMD EPYC (Zen 3) guest
-    /// with 32 MiB of L3, ordinary against streaming stores, repeated passes over the same
-    /// tensors: evaluation forward with 16 MiB of working set 1.7x faster with ordinary
-    /// stores, with 32 MiB 2.4x faster streaming; backward with 12 MiB even, with 24 MiB
-    /// 1.6x faster streaming. On Intel, see ``CacheSizes/lastLevelKeepsTensors``.
-    var streamingThreshold: Int { caches.keeping / 4 * 3 }
+    /// Working-set bytes (every tensor a pass reads, plus its output) from which the pass's
+    /// tensors do not stay in the cache from one step to the next: 3/4 of the cache that keeps
+    /// them (``CacheSizes/keeping``). Training passes fuse per channel from here (see
+    /// ``fuses(channelBytes:workingSetBytes:channels:threads:)``), and on Intel, where that
+    /// cache is the L2s (``CacheSizes/lastLevelKeepsTensors``), every pass streams its stores
+    /// from here too: streaming won there from 3.2 MB of 4 MiB of L2s.
+    var fusionThreshold: Int { caches.keeping / 4 * 3 }
+
+    /// Working-set bytes from which a pass that is not channel-fused streams its stores: the
+    /// whole last-level cache where it keeps a pass's tensors, else ``fusionThreshold``. Below
+    /// it, ordinary stores leave the tensors in the cache for the next step and win; above
+    /// it, every line written would be read for ownership and later evicted anyway. Measured
+    /// on a 2-core AMD EPYC (Zen 3) guest with 32 MiB of L3, repeated unfused passes over the
+    /// same NCDHW float32 tensors (2×64×D×32×32), ordinary against streaming stores, medians
+    /// of 8 alternating rounds: evaluation forward (x and y) with 20, 24, 28 and 32 MiB 2.0,
+    /// 1.6, 1.16 and 1.10x faster with ordinary stores, with 40 MiB 1.06x faster streaming;
+    /// backward (g, x and dx) with 30 MiB 1.09x faster with ordinary stores, with 36 to
+    /// 60 MiB 1.06-1.18x faster streaming. Channel-fused passes always stream: they exist
+    /// only from ``fusionThreshold``, and their stores must not evict the channel they read
+    /// a second time (on the same guest, the fused and streaming training forward of
+    /// 8×256×8×14×14, 24.5 MiB, was 1.37x faster than the unfused one with ordinary stores).
+    var streamingThreshold: Int { caches.lastLevelKeepsTensors ? caches.lastLevel : fusionThreshold }
 
     /// Whether a pass whose tensors (inputs and output) take `bytes` keeps them in the
-    /// cache from one step to the next: below ``streamingThreshold``. The one
-    /// size rule behind both choices below.
-    func staysInCache(workingSetBytes bytes: Int) -> Bool { bytes < streamingThreshold }
+    /// cache from one step to the next: below ``fusionThreshold``.
+    func staysInCache(workingSetBytes bytes: Int) -> Bool { bytes < fusionThreshold }
 
-    /// Whether an apply pass touching `bytes` (inputs and output) streams its stores.
-    func streams(workingSetBytes bytes: Int) -> Bool {
+    /// Whether an apply pass touching `bytes` (inputs and output) streams its stores: from
+    /// ``streamingThreshold``, or always when it is channel-`fused`.
+    func streams(workingSetBytes bytes: Int, fused: Bool) -> Bool {
         switch streamingStores {
         case .always: true
         case .never: false
-        case .automatic: !staysInCache(workingSetBytes: bytes)
+        case .automatic: fused || bytes >= streamingThreshold
         }
     }
 
