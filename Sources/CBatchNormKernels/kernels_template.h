@@ -266,9 +266,9 @@ BNK_FN bnk_v8d BNK_NAME(opaque_one)(void) {
 /// where BNK_SUMS_ON_FMA (the AVX-512 levels): on CPUs whose adders and multipliers are
 /// separate pipes (AMD Zen) the sums of the reductions then share the multiply pipes
 /// (measured on Zen 4 from L2: moments 13 % faster). On AVX2 the extra register for `one`
-/// makes the 16-register loops spill: plain adds there were measured faster on Zen 3 (moments
-/// in L2 1.4x, fused loops 1.1x, with the squares as fused multiply-adds). `one` is
-/// opaque_one().
+/// makes the 16-register loops spill: with the squares as fused multiply-adds, plain adds
+/// there were measured faster on Zen 3 (one thread in L2: moments 1.4x, the fused forward
+/// loop 1.3x). `one` is opaque_one().
 BNK_FN bnk_v8d BNK_NAME(add)(bnk_v8d a, bnk_v8d b, bnk_v8d one) {
 #if BNK_SUMS_ON_FMA
     return __builtin_elementwise_fma(a, one, b);
@@ -289,7 +289,6 @@ BNK_FN bnk_v8d BNK_NAME(multiply_add)(bnk_v8d a, bnk_v8d b, bnk_v8d s) {
 
 /// The same on one value.
 BNK_FN double BNK_NAME(multiply_add1)(double a, double b, double s) { return __builtin_fma(a, b, s); }
-
 
 /// Bytes ahead of the element being read from which the reductions ask for data
 /// (see prefetch).
@@ -746,8 +745,10 @@ BNK_FN void BNK_NAME(interleaved_moments_impl)(int type, const void *x, ptrdiff_
             bnk_v8d a1 = BNK_NAME(low)(w) - k0, b1 = BNK_NAME(high)(w) - k1;
             BNK_NAME(store8)(s1 + j, (BNK_NAME(load8)(s1 + j) + a0) + a1);
             BNK_NAME(store8)(s1 + j + 8, (BNK_NAME(load8)(s1 + j + 8) + b0) + b1);
-            BNK_NAME(store8)(s2 + j, BNK_NAME(multiply_add)(a1, a1, BNK_NAME(multiply_add)(a0, a0, BNK_NAME(load8)(s2 + j))));
-            BNK_NAME(store8)(s2 + j + 8, BNK_NAME(multiply_add)(b1, b1, BNK_NAME(multiply_add)(b0, b0, BNK_NAME(load8)(s2 + j + 8))));
+            bnk_v8d q0 = BNK_NAME(multiply_add)(a0, a0, BNK_NAME(load8)(s2 + j));
+            bnk_v8d q1 = BNK_NAME(multiply_add)(b0, b0, BNK_NAME(load8)(s2 + j + 8));
+            BNK_NAME(store8)(s2 + j, BNK_NAME(multiply_add)(a1, a1, q0));
+            BNK_NAME(store8)(s2 + j + 8, BNK_NAME(multiply_add)(b1, b1, q1));
         }
         for (; j < period; j++) {
             double d0 = (double)BNK_NAME(load1)(type, x, p + j) - k[j];
@@ -870,11 +871,12 @@ BNK_FN void BNK_NAME(position_gradient_sums)(int type, const void *g, const void
             BNK_NAME(prefetch)(type, x, start + j);
             bnk_v16f gv = BNK_NAME(load16)(type, g, start + j), xv = BNK_NAME(load16)(type, x, start + j);
             bnk_v8d gl = BNK_NAME(low)(gv), gh = BNK_NAME(high)(gv);
-            bnk_v8d m0 = BNK_NAME(load8)(mean + j), m1 = BNK_NAME(load8)(mean + j + 8);
+            bnk_v8d d0 = BNK_NAME(low)(xv) - BNK_NAME(load8)(mean + j);
+            bnk_v8d d1 = BNK_NAME(high)(xv) - BNK_NAME(load8)(mean + j + 8);
             BNK_NAME(store8)(acc_g + j, BNK_NAME(load8)(acc_g + j) + gl);
             BNK_NAME(store8)(acc_g + j + 8, BNK_NAME(load8)(acc_g + j + 8) + gh);
-            BNK_NAME(store8)(acc_gx + j, BNK_NAME(multiply_add)(gl, BNK_NAME(low)(xv) - m0, BNK_NAME(load8)(acc_gx + j)));
-            BNK_NAME(store8)(acc_gx + j + 8, BNK_NAME(multiply_add)(gh, BNK_NAME(high)(xv) - m1, BNK_NAME(load8)(acc_gx + j + 8)));
+            BNK_NAME(store8)(acc_gx + j, BNK_NAME(multiply_add)(gl, d0, BNK_NAME(load8)(acc_gx + j)));
+            BNK_NAME(store8)(acc_gx + j + 8, BNK_NAME(multiply_add)(gh, d1, BNK_NAME(load8)(acc_gx + j + 8)));
         }
         for (; j < count; j++) {
             double gi = (double)BNK_NAME(load1)(type, g, start + j);
