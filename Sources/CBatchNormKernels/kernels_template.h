@@ -152,7 +152,13 @@ BNK_FN bnk_v16h BNK_NAME(to_halves)(bnk_v16f v) {
 /// v rounded to sixteen bfloat16 values, to nearest even.
 BNK_FN bnk_v16h BNK_NAME(to_bfloats)(bnk_v16f v) {
 #if BNK_BFLOAT_ISA == 1
-    return (bnk_v16h)_mm512_cvtneps_pbh((__m512)v);
+    bnk_v16h h = (bnk_v16h)_mm512_cvtneps_pbh((__m512)v);
+    // An empty asm hands the bits on as 16-bit integers: otherwise the compiler stores the
+    // instruction's bfloat16-typed result directly, and a non-temporal store of that type
+    // was emitted as an ordinary one (vmovaps: the streaming stores of bfloat16 outputs
+    // silently read every line into the cache first).
+    __asm__("" : "+x"(h));
+    return h;
 #else
     return BNK_NAME(floats_to_bfloats)(v);
 #endif
