@@ -711,6 +711,46 @@ BNK_FN void BNK_NAME(short_moments)(int type, const void *x, ptrdiff_t rows, ptr
     BNK_NAME(finish_moments)(type, x, rows, channels, P, s1, s2, mean, m2);
 }
 
+/// The pairs of whole chunks (p + u·P, r + u·P) for u < U of interleaved_moments_impl:
+/// per position j < P, for u = 0, 1, .., U − 1 in order, with d = x − k[j] of each chunk,
+/// s1[j] = (s1[j] + d_first) + d_second;  s2[j] = fma(d_second, d_second, fma(d_first, d_first, s2[j])).
+/// The sums are loaded and stored once per U pairs instead of once per pair; the additions
+/// per position are the same, in the same order, as U calls with U = 1 (the same bits).
+/// Measured with U = 4 on Zen 4 (C = 256, 2 threads, 1.6 M values each, from L3; old/new):
+/// float32 1.4x, float16 1.2x, bfloat16 1.0x faster. U is a constant after inlining.
+BNK_FN void BNK_NAME(moment_pairs)(int type, const void *x, ptrdiff_t p, ptrdiff_t r, ptrdiff_t period,
+                                   ptrdiff_t vector_period, const int U, const double *k, double *s1, double *s2) {
+    ptrdiff_t j = 0;
+    for (; j < vector_period; j += 16) {
+        bnk_v8d k0 = BNK_NAME(load8)(k + j), k1 = BNK_NAME(load8)(k + j + 8);
+        bnk_v8d t0 = BNK_NAME(load8)(s1 + j), t1 = BNK_NAME(load8)(s1 + j + 8);
+        bnk_v8d q0 = BNK_NAME(load8)(s2 + j), q1 = BNK_NAME(load8)(s2 + j + 8);
+        for (int u = 0; u < U; u++) {
+            ptrdiff_t first = p + u * period + j, second = r + u * period + j;
+            BNK_NAME(prefetch)(type, x, first);
+            BNK_NAME(prefetch)(type, x, second);
+            bnk_v16f v = BNK_NAME(load16)(type, x, first), w = BNK_NAME(load16)(type, x, second);
+            bnk_v8d a0 = BNK_NAME(low)(v) - k0, b0 = BNK_NAME(high)(v) - k1;
+            bnk_v8d a1 = BNK_NAME(low)(w) - k0, b1 = BNK_NAME(high)(w) - k1;
+            t0 = (t0 + a0) + a1;
+            t1 = (t1 + b0) + b1;
+            q0 = BNK_NAME(multiply_add)(a1, a1, BNK_NAME(multiply_add)(a0, a0, q0));
+            q1 = BNK_NAME(multiply_add)(b1, b1, BNK_NAME(multiply_add)(b0, b0, q1));
+        }
+        BNK_NAME(store8)(s1 + j, t0);
+        BNK_NAME(store8)(s1 + j + 8, t1);
+        BNK_NAME(store8)(s2 + j, q0);
+        BNK_NAME(store8)(s2 + j + 8, q1);
+    }
+    for (; j < period; j++)
+        for (int u = 0; u < U; u++) {
+            double d0 = (double)BNK_NAME(load1)(type, x, p + u * period + j) - k[j];
+            double d1 = (double)BNK_NAME(load1)(type, x, r + u * period + j) - k[j];
+            s1[j] = (s1[j] + d0) + d1;
+            s2[j] = BNK_NAME(multiply_add1)(d1, d1, BNK_NAME(multiply_add1)(d0, d0, s2[j]));
+        }
+}
+
 /// Moments of each channel over one channels-last block of `rows` >= 1 whole rows
 /// (x[r·C + c], length rows·C), in double, in one pass shifted by the block's first row
 /// k[c] = x[c] (a value of the channel, so the shifted sums do not cancel badly):
@@ -719,8 +759,9 @@ BNK_FN void BNK_NAME(short_moments)(int type, const void *x, ptrdiff_t rows, ptr
 /// The sums run per pattern position j < P (j mod C = c; k replicated to P positions).
 /// With h = ⌊chunks / 2⌋, whole chunks q and h + q go in pairs, acc[j] = (acc[j] + d_q) +
 /// d_{h+q} for q < h: two sequential streams (from DRAM they took 25–40 % less time than
-/// tiles of four adjacent chunks, and tied with them from L3). The odd chunk and the
-/// partial one follow one at a time; positions are then folded into channels with fold.
+/// tiles of four adjacent chunks, and tied with them from L3), four pairs per pass over the
+/// positions (moment_pairs). The odd chunk and the partial one follow one at a time;
+/// positions are then folded into channels with fold.
 /// scratch holds 3·P doubles (unused, and may be NULL, when P <= BNK_SHORT_PERIOD_MAX:
 /// short_moments).
 BNK_FN void BNK_NAME(interleaved_moments_impl)(int type, const void *x, ptrdiff_t rows, ptrdiff_t channels,
@@ -738,31 +779,12 @@ BNK_FN void BNK_NAME(interleaved_moments_impl)(int type, const void *x, ptrdiff_
     ptrdiff_t length = rows * channels;
     BNK_NAME(replicate_first_row)(type, x, channels, period, k);
     __builtin_memset(s1, 0, 2 * (size_t)period * sizeof(double));
-    // Pairs of whole chunks (q, h + q).
-    ptrdiff_t half = length / period / 2;
-    for (ptrdiff_t q = 0; q < half; q++) {
-        ptrdiff_t p = q * period, r = (half + q) * period, j = 0;
-        for (; j < vector_period; j += 16) {
-            bnk_v8d k0 = BNK_NAME(load8)(k + j), k1 = BNK_NAME(load8)(k + j + 8);
-            BNK_NAME(prefetch)(type, x, p + j);
-            BNK_NAME(prefetch)(type, x, r + j);
-            bnk_v16f v = BNK_NAME(load16)(type, x, p + j), w = BNK_NAME(load16)(type, x, r + j);
-            bnk_v8d a0 = BNK_NAME(low)(v) - k0, b0 = BNK_NAME(high)(v) - k1;
-            bnk_v8d a1 = BNK_NAME(low)(w) - k0, b1 = BNK_NAME(high)(w) - k1;
-            BNK_NAME(store8)(s1 + j, (BNK_NAME(load8)(s1 + j) + a0) + a1);
-            BNK_NAME(store8)(s1 + j + 8, (BNK_NAME(load8)(s1 + j + 8) + b0) + b1);
-            bnk_v8d q0 = BNK_NAME(multiply_add)(a0, a0, BNK_NAME(load8)(s2 + j));
-            bnk_v8d q1 = BNK_NAME(multiply_add)(b0, b0, BNK_NAME(load8)(s2 + j + 8));
-            BNK_NAME(store8)(s2 + j, BNK_NAME(multiply_add)(a1, a1, q0));
-            BNK_NAME(store8)(s2 + j + 8, BNK_NAME(multiply_add)(b1, b1, q1));
-        }
-        for (; j < period; j++) {
-            double d0 = (double)BNK_NAME(load1)(type, x, p + j) - k[j];
-            double d1 = (double)BNK_NAME(load1)(type, x, r + j) - k[j];
-            s1[j] = (s1[j] + d0) + d1;
-            s2[j] = BNK_NAME(multiply_add1)(d1, d1, BNK_NAME(multiply_add1)(d0, d0, s2[j]));
-        }
-    }
+    // Pairs of whole chunks (q, h + q), four pairs per pass over the positions, then one.
+    ptrdiff_t half = length / period / 2, q = 0;
+    for (; q + 4 <= half; q += 4)
+        BNK_NAME(moment_pairs)(type, x, q * period, (half + q) * period, period, vector_period, 4, k, s1, s2);
+    for (; q < half; q++)
+        BNK_NAME(moment_pairs)(type, x, q * period, (half + q) * period, period, vector_period, 1, k, s1, s2);
     // The last whole chunk when their number is odd, then the partial one.
     ptrdiff_t start = 2 * half * period;
     while (start < length) {
