@@ -26,8 +26,9 @@ let package = Package(
         .target(name: "BatchNormReference", dependencies: ["BatchNormKit"]),
         // CUDA backend: libcuda and libnvrtc are opened with dlopen at run time; nothing CUDA
         // is needed to build, and the package never links against CUDA.
-        .target(name: "BatchNormCUDA", dependencies: ["BatchNormKit", "SystemLibrary"],
-                resources: [.embedInCode("Kernels/BatchNormKernels.cu")]),
+        .target(
+            name: "BatchNormCUDA", dependencies: ["BatchNormKit", "SystemLibrary"],
+            resources: [.embedInCode("Kernels/BatchNormKernels.cu")]),
         // GPU-versus-CPU-versus-reference comparisons shared by `bnkit selftest` and the tests.
         .target(name: "BatchNormCUDAChecks", dependencies: ["BatchNormKit", "BatchNormCUDA", "BatchNormReference"]),
         .executableTarget(
@@ -37,7 +38,7 @@ let package = Package(
                 "BatchNormReference",
                 "BatchNormCUDA",
                 "BatchNormCUDAChecks",
-                "CBatchNormKernels",   // the bandwidth loops of the bench roofline
+                "CBatchNormKernels", // the bandwidth loops of the bench roofline
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,13 +1,14 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import BatchNormCUDA
 import BatchNormKit
 import BatchNormReference
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// One comparison case of ``CUDASelfTest``: a shape, a layout, a data type and the GPU path.
 public struct CUDASelfTestCase: Sendable, CustomStringConvertible {
@@ -33,8 +34,10 @@ public struct CUDASelfTestCase: Sendable, CustomStringConvertible {
     public var seed: UInt64
 
     /// Creates a case.
-    public init(shape: [Int], layout: TensorLayout, dataType: TensorDataType, path: Path, arange: Bool = false,
-                seed: UInt64 = 1) {
+    public init(
+        shape: [Int], layout: TensorLayout, dataType: TensorDataType, path: Path, arange: Bool = false,
+        seed: UInt64 = 1
+    ) {
         self.shape = shape
         self.layout = layout
         self.dataType = dataType
@@ -95,9 +98,11 @@ public enum CUDASelfTest {
         var shapes: [(shape: [Int], arange: Bool)] = [([5, 3, 10, 10, 10], true)]
         shapes += fixedShapes.filter { !small || $0.reduce(1, *) <= 200_000 }.map { ($0, false) }
         for _ in 0..<randomCount {
-            let shape = [Int.random(in: 1...4, using: &generator), Int.random(in: 1...70, using: &generator),
-                         Int.random(in: 1...24, using: &generator), Int.random(in: 1...33, using: &generator),
-                         Int.random(in: 1...40, using: &generator)]
+            let shape = [
+                Int.random(in: 1...4, using: &generator), Int.random(in: 1...70, using: &generator),
+                Int.random(in: 1...24, using: &generator), Int.random(in: 1...33, using: &generator),
+                Int.random(in: 1...40, using: &generator),
+            ]
             shapes.append((shape, false))
         }
         var result = [CUDASelfTestCase]()
@@ -105,8 +110,10 @@ public enum CUDASelfTest {
             for path in CUDASelfTestCase.Path.allCases {
                 for dataType in TensorDataType.allCases {
                     for layout in TensorLayout.allCases {
-                        result.append(CUDASelfTestCase(shape: entry.shape, layout: layout, dataType: dataType, path: path,
-                                                       arange: entry.arange, seed: seed &+ UInt64(index)))
+                        result.append(
+                            CUDASelfTestCase(
+                                shape: entry.shape, layout: layout, dataType: dataType, path: path,
+                                arange: entry.arange, seed: seed &+ UInt64(index)))
                     }
                 }
             }
@@ -126,7 +133,8 @@ public enum CUDASelfTest {
     public static func runWithCPUStandIn(_ testCase: CUDASelfTestCase) -> CUDASelfTestResult {
         execute(testCase) {
             guard testCase.dataType == .float32, testCase.path == .hostBackend else {
-                throw CUDAError.invalidArgument(name: "case", expected: "float32 on the backend path", actual: "\(testCase)")
+                throw CUDAError.invalidArgument(
+                    name: "case", expected: "float32 on the backend path", actual: "\(testCase)")
             }
             return Runner(testCase: testCase, backend: CPUBackend(), device: nil)
         }
@@ -153,16 +161,24 @@ public enum CUDASelfTest {
         guard value.isFinite else { return "\(value)" }
         var exponent = 0
         var mantissa = value
-        while mantissa >= 10 { mantissa /= 10; exponent += 1 }
-        while mantissa < 1 { mantissa *= 10; exponent -= 1 }
+        while mantissa >= 10 {
+            mantissa /= 10
+            exponent += 1
+        }
+        while mantissa < 1 {
+            mantissa *= 10
+            exponent -= 1
+        }
         return "\(Double(Int(mantissa * 10)) / 10)e\(exponent)"
     }
 
     /// Element-wise relative error `|a − e| / (|e| + floor)`; the floor is `floorFraction` of
     /// `scale` (default: the largest expected magnitude), so that values cancelling to
     /// nearly zero are judged against the magnitude of the terms that produced them.
-    static func relativeError(_ actual: [Float], _ expected: [Double], floorFraction: Double = 1e-3,
-                              scale: Double? = nil) -> Double {
+    static func relativeError(
+        _ actual: [Float], _ expected: [Double], floorFraction: Double = 1e-3,
+        scale: Double? = nil
+    ) -> Double {
         guard actual.count == expected.count else { return .infinity }
         let largest = scale ?? expected.reduce(0) { max($0, abs($1)) }
         return ReferenceComparison.maximumRelativeError(actual, expected, floor: max(largest * floorFraction, 1e-30))
@@ -205,7 +221,9 @@ private struct Runner {
         let half = testCase.dataType == .float16
         // Data: large offset for float32 (exercises the shifted statistics), moderate for float16.
         let (offset, spread): (Double, Double) = half ? (10, 2) : (1000, 3)
-        let rawX: [Float] = testCase.arange ? (0..<count).map { Float($0) }
+        let rawX: [Float] =
+            testCase.arange
+            ? (0..<count).map { Float($0) }
             : (0..<count).map { _ in Float(offset + spread * normal(&generator)) }
         let rawG: [Float] = (0..<count).map { _ in Float(normal(&generator)) }
         let x = try Tensor(rawX, shape: shape, layout: testCase.layout, dataType: testCase.dataType)
@@ -224,7 +242,8 @@ private struct Runner {
         var reference = ReferenceBatchNorm(state: state)
         let cpu = try makeModule(maps: maps, backend: CPUBackend())
         try cpu.load(state)
-        let xFloat = x.converted(to: x.layout, dataType: .float32), gFloat = g.converted(to: g.layout, dataType: .float32)
+        let xFloat = x.converted(to: x.layout, dataType: .float32),
+            gFloat = g.converted(to: g.layout, dataType: .float32)
         let gpu = try makeModule(maps: maps, backend: backend)
         try gpu.load(state)
 
@@ -240,13 +259,18 @@ private struct Runner {
         report("train.y~cpu", CUDASelfTest.dataError(gpuY, cpuY.map(Double.init)), dataTolerance)
         report("running.mean", CUDASelfTest.relativeError(try gpu.mean.scalars, reference.mean), statisticsTolerance)
         report("running.var", CUDASelfTest.relativeError(try gpu.var.scalars, reference.variance), statisticsTolerance)
-        report("savemean", CUDASelfTest.relativeError(gpu.savemean?.scalars ?? [], reference.savedMean),
-               statisticsTolerance)
-        report("saveinvvar", CUDASelfTest.relativeError(gpu.saveinvvar?.scalars ?? [], reference.savedInvstd),
-               statisticsTolerance)
-        report("running~cpu", CUDASelfTest.relativeError(try gpu.var.scalars + gpu.mean.scalars,
-                                                         try (cpu.var.scalars + cpu.mean.scalars).map(Double.init)),
-               statisticsTolerance)
+        report(
+            "savemean", CUDASelfTest.relativeError(gpu.savemean?.scalars ?? [], reference.savedMean),
+            statisticsTolerance)
+        report(
+            "saveinvvar", CUDASelfTest.relativeError(gpu.saveinvvar?.scalars ?? [], reference.savedInvstd),
+            statisticsTolerance)
+        report(
+            "running~cpu",
+            CUDASelfTest.relativeError(
+                try gpu.var.scalars + gpu.mean.scalars,
+                try (cpu.var.scalars + cpu.mean.scalars).map(Double.init)),
+            statisticsTolerance)
         if testCase.arange {
             // The seed example: float64 statistics to 1e-6 relative.
             report("arange.mean~f64", CUDASelfTest.relativeError(try gpu.mean.scalars, reference.mean), 1e-6)
@@ -269,8 +293,11 @@ private struct Runner {
         }
         report("train.dx", CUDASelfTest.dataError(gpuDX, expectedDX, scale: termScale), dataTolerance)
         report("train.dx~cpu", CUDASelfTest.dataError(gpuDX, cpuDX.map(Double.init), scale: termScale), dataTolerance)
-        report("scaleGrad", CUDASelfTest.relativeError(try gpu.scaleGrad.scalars, reference.scaleGrad), statisticsTolerance)
-        report("biasGrad", CUDASelfTest.relativeError(try gpu.biasGrad.scalars, reference.biasGrad), statisticsTolerance)
+        report(
+            "scaleGrad", CUDASelfTest.relativeError(try gpu.scaleGrad.scalars, reference.scaleGrad), statisticsTolerance
+        )
+        report(
+            "biasGrad", CUDASelfTest.relativeError(try gpu.biasGrad.scalars, reference.biasGrad), statisticsTolerance)
 
         // Reproducibility: the same statistics bit for bit on a second run.
         let first = try backend.collectStatistics(of: x), second = try backend.collectStatistics(of: x)
@@ -306,8 +333,9 @@ private struct Runner {
             let deviceTarget = try DeviceTensor(target, on: requireDevice())
             let output = try inplace.forward(deviceTarget)
             report("eval.inplace.shares", output.sharesBuffer(with: deviceTarget) ? 0 : 1, 0)
-            report("eval.inplace.y", CUDASelfTest.dataError(try deviceTarget.toHost().scalars, expectedEvalY),
-                   dataTolerance)
+            report(
+                "eval.inplace.y", CUDASelfTest.dataError(try deviceTarget.toHost().scalars, expectedEvalY),
+                dataTolerance)
         }
     }
 
@@ -340,8 +368,9 @@ public enum CUDAKernelCompilation {
     /// runs ptxas). Throws the first compilation error.
     public static func compile(architectures: [String], nvrtc: NVRTC) throws -> [Outcome] {
         try architectures.map { architecture in
-            let image = try nvrtc.compile(CUDAKernelSource.source, architecture: architecture,
-                                          options: CUDAKernelSource.compileOptions)
+            let image = try nvrtc.compile(
+                CUDAKernelSource.source, architecture: architecture,
+                options: CUDAKernelSource.compileOptions)
             var entries = [String]()
             if let ptx = image.ptx {
                 for line in ptx.split(separator: "\n") where line.hasPrefix(".visible .entry ") {
@@ -349,8 +378,9 @@ public enum CUDAKernelCompilation {
                     entries.append(String(name))
                 }
             }
-            return Outcome(architecture: architecture, byteCount: image.bytes.count, isCUBIN: image.isCUBIN,
-                           entryPoints: entries, log: image.log)
+            return Outcome(
+                architecture: architecture, byteCount: image.bytes.count, isCUBIN: image.isCUBIN,
+                entryPoints: entries, log: image.log)
         }
     }
 }

@@ -23,8 +23,10 @@ public struct ReferenceBatchNorm: Sendable {
     private var savedInput: [Double] = []
 
     /// A reference that starts from `state`.
-    public init(state: BatchNormState, epsilon: Double = 1e-5, initFactor: Double = 1, minFactor: Double = 0.1,
-                affine: Bool = true) {
+    public init(
+        state: BatchNormState, epsilon: Double = 1e-5, initFactor: Double = 1, minFactor: Double = 0.1,
+        affine: Bool = true
+    ) {
         scale = state.scale.map(Double.init)
         bias = state.bias.map(Double.init)
         mean = state.mean.map(Double.init)
@@ -81,8 +83,10 @@ public struct ReferenceBatchNorm: Sendable {
 
     /// Backward of the last training forward (`training: true`) or of the evaluation
     /// forward; accumulates parameter gradients as PuzzleLib's `accGradParams` in training.
-    public mutating func backward(_ g: [Double], shape: [Int], training: Bool, updParamGrads: Bool = true,
-                                  scale gradientScale: Double = 1, momentum: Double = 0) -> [Double] {
+    public mutating func backward(
+        _ g: [Double], shape: [Int], training: Bool, updParamGrads: Bool = true,
+        scale gradientScale: Double = 1, momentum: Double = 0
+    ) -> [Double] {
         var dx = [Double](repeating: 0, count: g.count)
         for c in 0..<scale.count {
             let index = Self.indices(channel: c, shape: shape)

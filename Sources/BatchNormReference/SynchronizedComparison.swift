@@ -43,14 +43,15 @@ public struct SynchronizedComparison: Sendable, CustomStringConvertible {
     /// The comparisons for a group of `size` ranks: both layouts, uneven `N` with an empty
     /// rank, `C = 1` and `C = 300`, 12 steps (the factor schedule crosses `minFactor`).
     public static func standardCases(size: Int, seed: UInt64 = 11) -> [SynchronizedComparison] {
-        let uneven = (0..<size).map { [2, 0, 1, 3][$0 % 4] }          // rank 1 empty when size > 1
+        let uneven = (0..<size).map { [2, 0, 1, 3][$0 % 4] } // rank 1 empty when size > 1
         let even = Array(repeating: 2, count: size)
         return [
             .init(layout: .channelsFirst, maps: 3, spatial: [3, 4, 5], batches: uneven, steps: 12, seed: seed),
             .init(layout: .channelsLast, maps: 3, spatial: [3, 4, 5], batches: uneven, steps: 12, seed: seed + 1),
             .init(layout: .channelsFirst, maps: 1, spatial: [7], batches: even, steps: 3, seed: seed + 2),
-            .init(layout: .channelsLast, maps: 1, spatial: [2, 3], batches: uneven.map { $0 + 1 }, steps: 3,
-                  seed: seed + 3),
+            .init(
+                layout: .channelsLast, maps: 1, spatial: [2, 3], batches: uneven.map { $0 + 1 }, steps: 3,
+                seed: seed + 3),
             .init(layout: .channelsFirst, maps: 300, spatial: [2, 2], batches: uneven, steps: 2, seed: seed + 4),
             .init(layout: .channelsLast, maps: 300, spatial: [3], batches: even, steps: 2, seed: seed + 5),
         ]
@@ -72,9 +73,13 @@ public struct SynchronizedComparison: Sendable, CustomStringConvertible {
         let module = try make(group: counting), whole = try make(group: nil)
         var generator = SeededGenerator(seed: seed &+ 1000)
         var failures = [String]()
-        func check(_ actual: [Float], _ expected: [Float], _ what: String, step: Int, tolerance: Double = SynchronizedComparison.tolerance) {
-            let error = ReferenceComparison.maximumRelativeError(actual, expected.map(Double.init),
-                                                                 floor: rootMeanSquare(expected))
+        func check(
+            _ actual: [Float], _ expected: [Float], _ what: String, step: Int,
+            tolerance: Double = SynchronizedComparison.tolerance
+        ) {
+            let error = ReferenceComparison.maximumRelativeError(
+                actual, expected.map(Double.init),
+                floor: rootMeanSquare(expected))
             if actual.count != expected.count || !(error <= tolerance) {
                 failures.append("\(self) step \(step): \(what) relative error \(error) > \(tolerance)")
             }
@@ -93,18 +98,23 @@ public struct SynchronizedComparison: Sendable, CustomStringConvertible {
             let wholeDx = try whole.backward(tensor(g, batch: total))
             check(y.scalars, Array(wholeY.scalars[slice]), "y", step: step)
             check(dx?.scalars ?? [], Array(wholeDx?.scalars[slice] ?? []), "dx", step: step)
-            for (name, actual, expected) in try [("running mean", module.mean, whole.mean),
-                                                 ("running var", module.var, whole.var),
-                                                 ("scaleGrad", module.scaleGrad, whole.scaleGrad),
-                                                 ("biasGrad", module.biasGrad, whole.biasGrad)] {
+            for (name, actual, expected) in try [
+                ("running mean", module.mean, whole.mean),
+                ("running var", module.var, whole.var),
+                ("scaleGrad", module.scaleGrad, whole.scaleGrad),
+                ("biasGrad", module.biasGrad, whole.biasGrad),
+            ] {
                 check(actual.scalars, expected.scalars, name, step: step)
             }
             if let saved = module.savedStatistics, let reference = whole.savedStatistics {
-                for (name, actual, expected) in [("mean", saved.mean, reference.mean),
-                                                 ("invstd", saved.invstd, reference.invstd)] {
+                for (name, actual, expected) in [
+                    ("mean", saved.mean, reference.mean),
+                    ("invstd", saved.invstd, reference.invstd),
+                ] {
                     let error = zip(actual, expected).map { abs($0 - $1) / max(abs($1), 1e-300) }.max() ?? 0
                     if !(error <= Self.momentTolerance) {
-                        failures.append("\(self) step \(step): batch \(name) relative error \(error) > \(Self.momentTolerance)")
+                        failures.append(
+                            "\(self) step \(step): batch \(name) relative error \(error) > \(Self.momentTolerance)")
                     }
                 }
             }
@@ -112,15 +122,18 @@ public struct SynchronizedComparison: Sendable, CustomStringConvertible {
                 failures.append("\(self) step \(step): numOfProps \(module.numOfProps) != \(whole.numOfProps)")
             }
             // Bitwise across ranks: everything replicated, as Doubles (exact for Float).
-            let replicated = try ([module.mean, module.var, module.scaleGrad, module.biasGrad]
-                                  + [module.savemean, module.saveinvvar].compactMap { $0 })
+            let replicated =
+                try
+                ([module.mean, module.var, module.scaleGrad, module.biasGrad]
+                + [module.savemean, module.saveinvvar].compactMap { $0 })
                 .flatMap { $0.scalars.map(Double.init) }
                 + (module.savedStatistics.map { $0.mean + $0.invstd } ?? [])
             let everyone = try group.allGather(replicated)
             let first = everyone[0..<replicated.count]
             for rank in 1..<group.size
             where !zip(first, everyone[(rank * replicated.count)..<((rank + 1) * replicated.count)])
-                .allSatisfy({ $0.bitPattern == $1.bitPattern }) {
+                .allSatisfy({ $0.bitPattern == $1.bitPattern })
+            {
                 failures.append("\(self) step \(step): rank \(rank) differs from rank 0 bitwise")
             }
         }
@@ -132,8 +145,9 @@ public struct SynchronizedComparison: Sendable, CustomStringConvertible {
         guard let family = BatchNormND.familyMember(forDataRank: 2 + spatial.count) else {
             throw BatchNormError.invalidArgument(name: "spatial", expected: "0 to 3 axes", actual: "\(spatial)")
         }
-        return try family.init(maps: maps, sscale: 0.3, backend: CPUBackend(threadCount: 1), processGroup: group,
-                               using: &generator)
+        return try family.init(
+            maps: maps, sscale: 0.3, backend: CPUBackend(threadCount: 1), processGroup: group,
+            using: &generator)
     }
 
     private func tensor(_ values: [Float], batch: Int) throws -> Tensor {
@@ -166,15 +180,18 @@ extension SynchronizedComparison {
         let counting = CountingProcessGroup(group)
         let rank = group.rank, last = group.size - 1
         var generator = SeededGenerator(seed: seed)
-        let module = try BatchNorm3D(maps: 2, sscale: 0.3, backend: CPUBackend(threadCount: 1),
-                                     processGroup: counting, using: &generator)
+        let module = try BatchNorm3D(
+            maps: 2, sscale: 0.3, backend: CPUBackend(threadCount: 1),
+            processGroup: counting, using: &generator)
         var failures = [String]()
         func good(_ batch: Int = 2) throws -> Tensor {
             try Tensor((0..<(batch * 2 * 12)).map { Float(($0 * 7 + rank * 3) % 11) - 5 }, shape: [batch, 2, 1, 3, 4])
         }
         /// Runs `body` on every rank; `failing` must throw `own`, the others `peerFailed(failing)`.
-        func expectCollectiveError(_ what: String, failing: Int?, own: (any Error) -> Bool,
-                                   _ body: () throws -> Void) throws {
+        func expectCollectiveError(
+            _ what: String, failing: Int?, own: (any Error) -> Bool,
+            _ body: () throws -> Void
+        ) throws {
             let before = try module.state(), props = module.numOfProps
             let gradients = try [module.scaleGrad.scalars, module.biasGrad.scalars]
             do {
@@ -188,38 +205,53 @@ extension SynchronizedComparison {
                 }
             }
             if try module.state() != before || module.numOfProps != props
-                || [module.scaleGrad.scalars, module.biasGrad.scalars] != gradients {
+                || [module.scaleGrad.scalars, module.biasGrad.scalars] != gradients
+            {
                 failures.append("\(what): rank \(rank)'s module changed")
             }
         }
-        try expectCollectiveError("NaN on rank \(last)", failing: last, own: {
-            if case BatchNormError.nonFiniteStatistics = $0 { true } else { false }
-        }) {
+        try expectCollectiveError(
+            "NaN on rank \(last)", failing: last,
+            own: {
+                if case BatchNormError.nonFiniteStatistics = $0 { true } else { false }
+            }
+        ) {
             var values = try good().scalars
             if rank == last { values[3] = .nan }
             _ = try module(Tensor(values, shape: [2, 2, 1, 3, 4]))
         }
-        try expectCollectiveError("wrong maps on rank 0", failing: 0, own: {
-            if case BatchNormError.mapsMismatch = $0 { true } else { false }
-        }) {
+        try expectCollectiveError(
+            "wrong maps on rank 0", failing: 0,
+            own: {
+                if case BatchNormError.mapsMismatch = $0 { true } else { false }
+            }
+        ) {
             _ = try module(rank == 0 ? Tensor(zeros: [2, 3, 1, 3, 4]) : good())
         }
-        try expectCollectiveError("global M < 2", failing: nil, own: {
-            if case BatchNormError.tooFewValuesPerChannel = $0 { true } else { false }
-        }) {
+        try expectCollectiveError(
+            "global M < 2", failing: nil,
+            own: {
+                if case BatchNormError.tooFewValuesPerChannel = $0 { true } else { false }
+            }
+        ) {
             _ = try module(Tensor(zeros: [rank == 0 ? 1 : 0, 2, 1, 1, 1]))
         }
         // A good step, then a backward whose gradient has the wrong shape on the last rank.
         let x = try good()
         _ = try module(x)
-        try expectCollectiveError("wrong grad shape on rank \(last)", failing: last, own: {
-            if case BatchNormError.shapeMismatch = $0 { true } else { false }
-        }) {
+        try expectCollectiveError(
+            "wrong grad shape on rank \(last)", failing: last,
+            own: {
+                if case BatchNormError.shapeMismatch = $0 { true } else { false }
+            }
+        ) {
             _ = try module.backward(rank == last ? good(3) : good())
         }
         let beforeGood = counting.count
         _ = try module.backward(good())
-        if counting.count - beforeGood != 1 { failures.append("backward made \(counting.count - beforeGood) all-gathers") }
+        if counting.count - beforeGood != 1 {
+            failures.append("backward made \(counting.count - beforeGood) all-gathers")
+        }
         module.evalMode()
         let beforeEvaluation = counting.count
         _ = try module(x)

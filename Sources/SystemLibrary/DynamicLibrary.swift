@@ -1,9 +1,9 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A shared library opened with `dlopen`, kept open for the life of the process.
@@ -25,9 +25,11 @@ package final class DynamicLibrary: @unchecked Sendable {
     ///   every candidate with `dlopen`'s reason.
     /// `reject` may refuse a library that loaded (returning why); the search then goes on.
     /// `global` loads with `RTLD_GLOBAL` (for libraries whose own plug-ins look up its symbols).
-    package static func open(_ library: String, candidates: [String], environmentVariable: String,
-                     global: Bool = false,
-                     reject: (DynamicLibrary) -> String? = { _ in nil }) throws -> DynamicLibrary {
+    package static func open(
+        _ library: String, candidates: [String], environmentVariable: String,
+        global: Bool = false,
+        reject: (DynamicLibrary) -> String? = { _ in nil }
+    ) throws -> DynamicLibrary {
         var tried = [String]()
         for candidate in candidates {
             if let handle = dlopen(candidate, RTLD_NOW | (global ? RTLD_GLOBAL : RTLD_LOCAL)) {

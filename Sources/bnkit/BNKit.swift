@@ -3,11 +3,11 @@ import BatchNormCUDA
 import BatchNormKit
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// `bnkit`: BatchNormKit's command-line tool.
@@ -24,8 +24,11 @@ struct BNKit: ParsableCommand {
         commandName: "bnkit",
         abstract: "BatchNormKit: PuzzleLib-exact batch normalization for 3-D data.",
         version: BatchNormKitVersion.current,
-        subcommands: [DemoCommand.self, BenchCommand.self, NormalizeCommand.self, CalibrateCommand.self, InspectCommand.self, ConvertCommand.self,
-                      SelfTestCommand.self])
+        subcommands: [
+            DemoCommand.self, BenchCommand.self, NormalizeCommand.self, CalibrateCommand.self, InspectCommand.self,
+            ConvertCommand.self,
+            SelfTestCommand.self,
+        ])
 
     /// Parses and runs the command, turning every error into one `bnkit: error:` line.
     static func main() {
@@ -37,8 +40,8 @@ struct BNKit: ParsableCommand {
             // A CUDA error says what is missing in one line; the paths tried are its details.
             let error = (error as? CUDAError).map { CommandFailure(cuda: $0) } ?? error
             let code = exitCode(for: error)
-            if code == .success { exit(withError: error) }  // --help, --version
-            if let exitCode = error as? ExitCode { exitProcess(exitCode.rawValue) }  // already reported
+            if code == .success { exit(withError: error) } // --help, --version
+            if let exitCode = error as? ExitCode { exitProcess(exitCode.rawValue) } // already reported
             let message = message(for: error).split(whereSeparator: \.isNewline).joined(separator: "; ")
             let arguments = CommandLine.arguments.dropFirst()
             let names = configuration.subcommands.compactMap { $0.configuration.commandName }
@@ -97,10 +100,10 @@ enum InterruptHandler {
 /// Terminates the process with `status`.
 func exitProcess(_ status: Int32) -> Never {
     #if canImport(Glibc)
-    Glibc.exit(status)
+        Glibc.exit(status)
     #elseif canImport(Musl)
-    Musl.exit(status)
+        Musl.exit(status)
     #else
-    Darwin.exit(status)
+        Darwin.exit(status)
     #endif
 }

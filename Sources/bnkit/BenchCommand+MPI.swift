@@ -23,50 +23,61 @@ extension BenchCommand {
         var lines = [String](), rows = [String]()
         for shape in shapes {
             for layout in layouts {
-                let (times, counts) = try measureSynchronized(shape: shape, layout: layout, threads: threadCount,
-                                                              group: group)
+                let (times, counts) = try measureSynchronized(
+                    shape: shape, layout: layout, threads: threadCount,
+                    group: group)
                 let all = try group.allGather([times.local, times.unfused, times.synchronized])
                 for rank in 0..<group.size {
                     let (l, u, s) = (all[3 * rank] * 1e6, all[3 * rank + 1] * 1e6, all[3 * rank + 2] * 1e6)
-                    lines.append(Self.pad("\(rank)", 6) + Self.pad(layout.description, 8)
-                                 + Self.pad(shape.map(String.init).joined(separator: "x"), 20)
-                                 + Self.padLeft(Self.format(l, 1), 12) + Self.padLeft(Self.format(u, 1), 12)
-                                 + Self.padLeft(Self.format(s, 1), 12) + Self.padLeft(Self.format(s / l, 3), 9)
-                                 + Self.padLeft(Self.format(s / u, 3), 15))
-                    rows.append("{\"rank\": \(rank), \"shape\": \(shape), \"layout\": \"\(layout)\", "
-                                + "\"local_us\": \(Self.format(l, 2)), \"local_unfused_us\": \(Self.format(u, 2)), "
-                                + "\"synchronized_us\": \(Self.format(s, 2)), \"ratio\": \(Self.format(s / l, 4)), "
-                                + "\"ratio_unfused\": \(Self.format(s / u, 4)), "
-                                + "\"allgathers_per_training_step\": \(counts.training), "
-                                + "\"allgathers_per_evaluation_forward\": \(counts.evaluation)}")
+                    lines.append(
+                        Self.pad("\(rank)", 6) + Self.pad(layout.description, 8)
+                            + Self.pad(shape.map(String.init).joined(separator: "x"), 20)
+                            + Self.padLeft(Self.format(l, 1), 12) + Self.padLeft(Self.format(u, 1), 12)
+                            + Self.padLeft(Self.format(s, 1), 12) + Self.padLeft(Self.format(s / l, 3), 9)
+                            + Self.padLeft(Self.format(s / u, 3), 15))
+                    rows.append(
+                        "{\"rank\": \(rank), \"shape\": \(shape), \"layout\": \"\(layout)\", "
+                            + "\"local_us\": \(Self.format(l, 2)), \"local_unfused_us\": \(Self.format(u, 2)), "
+                            + "\"synchronized_us\": \(Self.format(s, 2)), \"ratio\": \(Self.format(s / l, 4)), "
+                            + "\"ratio_unfused\": \(Self.format(s / u, 4)), "
+                            + "\"allgathers_per_training_step\": \(counts.training), "
+                            + "\"allgathers_per_evaluation_forward\": \(counts.evaluation)}")
                 }
-                lines.append("      all-gathers per training step: \(counts.training), per evaluation forward: "
-                             + "\(counts.evaluation)")
+                lines.append(
+                    "      all-gathers per training step: \(counts.training), per evaluation forward: "
+                        + "\(counts.evaluation)")
             }
         }
         var latencies = [(channels: Int, microseconds: Double)]()
         for channels in [64, 1024] {
-            latencies.append((channels, try Self.allGatherLatency(group: group, count: 1 + 3 * channels, runs: runs) * 1e6))
+            latencies.append(
+                (channels, try Self.allGatherLatency(group: group, count: 1 + 3 * channels, runs: runs) * 1e6))
         }
         guard group.rank == 0 else { return }
-        let machine = "\(group.size) ranks (\(group.implementation)), \(threadCount) thread\(threadCount == 1 ? "" : "s") "
+        let machine =
+            "\(group.size) ranks (\(group.implementation)), \(threadCount) thread\(threadCount == 1 ? "" : "s") "
             + "each; cpu: \(Self.processorName()), \(CPUBackend.onlineProcessorCount) online processors"
         if json {
-            let latencyJSON = latencies.map { "{\"channels\": \($0.channels), \"doubles\": \(1 + 3 * $0.channels), "
-                + "\"median_us\": \(Self.format($0.microseconds, 2))}" }
-            print("{\"mpi\": \"\(Self.escape(machine))\", \"runs\": \(runs), \"rows\": [\(rows.joined(separator: ", "))], "
-                  + "\"allgather\": [\(latencyJSON.joined(separator: ", "))]}")
+            let latencyJSON = latencies.map {
+                "{\"channels\": \($0.channels), \"doubles\": \(1 + 3 * $0.channels), "
+                    + "\"median_us\": \(Self.format($0.microseconds, 2))}"
+            }
+            print(
+                "{\"mpi\": \"\(Self.escape(machine))\", \"runs\": \(runs), \"rows\": [\(rows.joined(separator: ", "))], "
+                    + "\"allgather\": [\(latencyJSON.joined(separator: ", "))]}")
             return
         }
         print("bnkit bench --mpi: \(machine); median of \(runs) rotating rounds")
-        print("train forward + backward per rank (synchronized: one all-gather each; local: as it runs, "
-              + "channel-fused where it fuses; unfused: the local module with the synchronized one's passes)\n")
+        print(
+            "train forward + backward per rank (synchronized: one all-gather each; local: as it runs, "
+                + "channel-fused where it fuses; unfused: the local module with the synchronized one's passes)\n")
         print("rank  layout  shape                  local µs  unfused µs     sync µs    ratio  ratio/unfused")
         for line in lines { print(line) }
         print("")
         for latency in latencies {
-            print("all-gather of \(1 + 3 * latency.channels) doubles (C = \(latency.channels)): median "
-                  + "\(Self.format(latency.microseconds, 2)) µs")
+            print(
+                "all-gather of \(1 + 3 * latency.channels) doubles (C = \(latency.channels)): median "
+                    + "\(Self.format(latency.microseconds, 2)) µs")
         }
     }
 
@@ -75,17 +86,21 @@ extension BenchCommand {
     /// rounds that rotate which comes first, and the all-gathers a training step and an
     /// evaluation forward make.
     func measureSynchronized(shape: [Int], layout: TensorLayout, threads: Int, group: any ProcessGroup) throws
-        -> (times: (local: Double, unfused: Double, synchronized: Double), counts: (training: Int, evaluation: Int)) {
+        -> (times: (local: Double, unfused: Double, synchronized: Double), counts: (training: Int, evaluation: Int))
+    {
         var generator = SeededGenerator(seed: 42 &+ UInt64(group.rank))
         let x = try Tensor.normal(shape: shape, mean: 1, standardDeviation: 2, layout: layout, using: &generator)
         let g = try Tensor.normal(shape: shape, layout: layout, using: &generator)
         let counting = CountingProcessGroup(group)
         let backend = CPUBackend(threadCount: threads)
-        let synchronized = try BatchNorm3D(maps: shape[1], backend: backend, processGroup: counting,
-                                           using: &generator)
-        let modules = [try BatchNorm3D(maps: shape[1], backend: backend, using: &generator),
-                       try BatchNorm3D(maps: shape[1], backend: backend.withoutChannelFusion(), using: &generator),
-                       synchronized]
+        let synchronized = try BatchNorm3D(
+            maps: shape[1], backend: backend, processGroup: counting,
+            using: &generator)
+        let modules = [
+            try BatchNorm3D(maps: shape[1], backend: backend, using: &generator),
+            try BatchNorm3D(maps: shape[1], backend: backend.withoutChannelFusion(), using: &generator),
+            synchronized,
+        ]
         let repetitions = max(1, 20_000_000 / shape.reduce(1, *))
         func step(_ module: BatchNormND) throws {
             _ = try module(x)

@@ -1,11 +1,12 @@
 import BatchNormKit
 import CBatchNormKernels
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The same-run roofline of `bnkit bench` on the CPU: how fast a kernel with an operation's
@@ -48,35 +49,49 @@ extension BenchCommand {
     /// backend fuses the statistics and the apply per channel (x read from memory once), else
     /// 1 (the statistics read x); backward 1 when fused (g and x read once, dx written), else
     /// 3 (the reduction reads g and x, the apply reads g and x and writes dx).
-    static func rooflineReadPasses(_ operation: Operation, shape: [Int], layout: TensorLayout,
-                                   dataType: TensorDataType, backend: CPUBackend) -> Int {
+    static func rooflineReadPasses(
+        _ operation: Operation, shape: [Int], layout: TensorLayout,
+        dataType: TensorDataType, backend: CPUBackend
+    ) -> Int {
         switch operation {
         case .eval: return 0
-        case .train: return backend.fusesChannels(shape: shape, layout: layout, dataType: dataType, backward: false) ? 0 : 1
-        case .backward: return backend.fusesChannels(shape: shape, layout: layout, dataType: dataType, backward: true) ? 1 : 3
+        case .train:
+            return backend.fusesChannels(shape: shape, layout: layout, dataType: dataType, backward: false) ? 0 : 1
+        case .backward:
+            return backend.fusesChannels(shape: shape, layout: layout, dataType: dataType, backward: true) ? 1 : 3
         }
     }
 
     /// `rows` (one shape and layout, timed on `backend`) with their roofline, and the note
     /// line that states the bandwidths it comes from.
-    func withRoofline(_ rows: [Row], shape: [Int], layout: TensorLayout, backend: CPUBackend) -> (rows: [Row], note: String) {
+    func withRoofline(_ rows: [Row], shape: [Int], layout: TensorLayout, backend: CPUBackend) -> (
+        rows: [Row], note: String
+    ) {
         let elements = shape.reduce(1, *)
-        let bandwidth = Self.measureBandwidth(byteCount: elements * dtype.byteCount,
-                                              threads: elements < CPUBackend.parallelThreshold ? 1 : backend.threadCount,
-                                              runs: runs, repetitions: Self.repetitions(elements: elements))
+        let bandwidth = Self.measureBandwidth(
+            byteCount: elements * dtype.byteCount,
+            threads: elements < CPUBackend.parallelThreshold ? 1 : backend.threadCount,
+            runs: runs, repetitions: Self.repetitions(elements: elements))
         var passes = [String]()
         let rows = rows.map { row in
             var row = row
-            let readPasses = Self.rooflineReadPasses(row.op, shape: shape, layout: layout, dataType: dtype, backend: backend)
-            row.roofline = RooflineFigures(microseconds: bandwidth.rooflineMicroseconds(readPasses: readPasses),
-                                           readGigabytesPerSecond: bandwidth.readGigabytesPerSecond,
-                                           readWriteGigabytesPerSecond: bandwidth.readWriteGigabytesPerSecond)
+            let readPasses = Self.rooflineReadPasses(
+                row.op, shape: shape, layout: layout, dataType: dtype, backend: backend)
+            row.roofline = RooflineFigures(
+                microseconds: bandwidth.rooflineMicroseconds(readPasses: readPasses),
+                readGigabytesPerSecond: bandwidth.readGigabytesPerSecond,
+                readWriteGigabytesPerSecond: bandwidth.readWriteGigabytesPerSecond)
             passes.append("\(row.op) \(readPasses)")
             return row
         }
-        let size = bandwidth.byteCount < 1_000_000 ? Self.format(Double(bandwidth.byteCount) / 1e3, 1) + " kB"
-                                                   : Self.format(Double(bandwidth.byteCount) / 1e6, 1) + " MB"
-        let note = "  " + Self.pad(shape.map(String.init).joined(separator: "x") + " " + layout.description + " " + dtype.rawValue, 30)
+        let size =
+            bandwidth.byteCount < 1_000_000
+            ? Self.format(Double(bandwidth.byteCount) / 1e3, 1) + " kB"
+            : Self.format(Double(bandwidth.byteCount) / 1e6, 1) + " MB"
+        let note =
+            "  "
+            + Self.pad(
+                shape.map(String.init).joined(separator: "x") + " " + layout.description + " " + dtype.rawValue, 30)
             + "\(size), \(bandwidth.threads) thread\(bandwidth.threads == 1 ? "" : "s"): "
             + "read \(Self.format(bandwidth.readGigabytesPerSecond, 1)) GB/s, "
             + "read+write \(Self.format(bandwidth.readWriteGigabytesPerSecond, 1)) GB/s "
@@ -100,8 +115,11 @@ extension BenchCommand {
     static func measureBandwidth(byteCount: Int, threads: Int, runs: Int, repetitions: Int) -> Bandwidth {
         let source = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 64), alignment: 64)
         let destination = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 64), alignment: 64)
-        defer { source.deallocate(); destination.deallocate() }
-        memset(source, 0x3F, byteCount)   // floats of about 0.75
+        defer {
+            source.deallocate()
+            destination.deallocate()
+        }
+        memset(source, 0x3F, byteCount) // floats of about 0.75
         memset(destination, 0, byteCount)
         let pointers = CopyPointers(source: source, destination: destination)
         let level = bnk_cpu_level()
@@ -115,14 +133,16 @@ extension BenchCommand {
                     if variant == 0 {
                         _ = bnk_bandwidth_read(level, pointers.source + start, end - start)
                     } else {
-                        bnk_bandwidth_read_write(level, pointers.source + start, pointers.destination + start,
-                                                 end - start, variant == 1 ? 1 : 0)
+                        bnk_bandwidth_read_write(
+                            level, pointers.source + start, pointers.destination + start,
+                            end - start, variant == 1 ? 1 : 0)
                     }
                 }
             }
         }.map { $0 / Double(repetitions) }
         let streaming = seconds[1], ordinary = seconds[2]
-        return Bandwidth(byteCount: byteCount, threads: threads, readSeconds: seconds[0],
-                         readWriteSeconds: min(streaming, ordinary), streamingIsFaster: streaming < ordinary)
+        return Bandwidth(
+            byteCount: byteCount, threads: threads, readSeconds: seconds[0],
+            readWriteSeconds: min(streaming, ordinary), streamingIsFaster: streaming < ordinary)
     }
 }

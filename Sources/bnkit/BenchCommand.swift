@@ -1,12 +1,13 @@
 import ArgumentParser
 import BatchNormKit
 import Dispatch
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// `bnkit bench`: times BatchNorm3D's training forward, evaluation forward and training
@@ -23,7 +24,8 @@ import Darwin
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Benchmark BatchNorm3D (train forward, eval forward, backward) against copy bandwidth and a same-run roofline.",
+        abstract:
+            "Benchmark BatchNorm3D (train forward, eval forward, backward) against copy bandwidth and a same-run roofline.",
         discussion: """
             Default suite, CPU: 5x3x10x10x10, 8x256x8x14x14, 2x32x32x32x32, \
             8x64x16x56x56; CUDA: 5x3x10x10x10, 8x256x8x14x14, 2x32x64x64x64, 8x64x16x56x56, \
@@ -47,17 +49,22 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Device to benchmark: cpu or cuda.")
     var device: ComputeDevice = .cpu
 
-    @Option(help: "One shape of rank 2 to 5 instead of the suite: N,C (BatchNorm), N,C,L, N,C,H,W or N,C,D,H,W (BatchNorm3D).")
+    @Option(
+        help:
+            "One shape of rank 2 to 5 instead of the suite: N,C (BatchNorm), N,C,L, N,C,H,W or N,C,D,H,W (BatchNorm3D)."
+    )
     var shape: String?
 
-    @Option(help: "The layout to time (ncdhw, ndhwc or another of the library's names); both when omitted.",
-            transform: parseLayout)
+    @Option(
+        help: "The layout to time (ncdhw, ndhwc or another of the library's names); both when omitted.",
+        transform: parseLayout)
     var layout: TensorLayout?
 
     @Option(parsing: .unconditional, help: "CPU threads (default: every online processor).")
     var threads: Int?
 
-    @Option(help: "Data type: float32, float16, or bfloat16 (--device cpu only); parameters and statistics stay float32.")
+    @Option(
+        help: "Data type: float32, float16, or bfloat16 (--device cpu only); parameters and statistics stay float32.")
     var dtype: TensorDataType = .float32
 
     @Option(parsing: .unconditional, help: "Timed runs per figure (the median is reported), at least 5.")
@@ -69,13 +76,18 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Detail lines under an error (such as every path searched for the CUDA libraries).")
     var verbose = false
 
-    @Flag(help: "Under mpirun: synchronized against local training forward + backward per rank (local as it runs and without channel fusion; default shapes 2x32x32x32x32 and 4x64x16x56x56, 1 thread, ncdhw), and the all-gather latency.")
+    @Flag(
+        help:
+            "Under mpirun: synchronized against local training forward + backward per rank (local as it runs and without channel fusion; default shapes 2x32x32x32x32 and 4x64x16x56x56, 1 thread, ncdhw), and the all-gather latency."
+    )
     var mpi = false
 
     static let suite: [[Int]] = [[5, 3, 10, 10, 10], [8, 256, 8, 14, 14], [2, 32, 32, 32, 32], [8, 64, 16, 56, 56]]
     /// The GPU suite of the Benchmarks article.
-    static let gpuSuite: [[Int]] = [[5, 3, 10, 10, 10], [8, 256, 8, 14, 14], [2, 32, 64, 64, 64], [8, 64, 16, 56, 56],
-                                    [2, 16, 128, 128, 128]]
+    static let gpuSuite: [[Int]] = [
+        [5, 3, 10, 10, 10], [8, 256, 8, 14, 14], [2, 32, 64, 64, 64], [8, 64, 16, 56, 56],
+        [2, 16, 128, 128, 128],
+    ]
 
     /// The operations timed per shape and layout.
     enum Operation: String {
@@ -112,8 +124,10 @@ struct BenchCommand: ParsableCommand {
     static func parseShape(_ text: String) throws -> [Int] {
         let parts = text.split(separator: ",").map { Int($0.trimmingCharacters(in: " ")) }
         guard (2...5).contains(parts.count), let dims = parts as? [Int], dims.allSatisfy({ $0 >= 1 }),
-              (try? Tensor.zeros(shape: [0] + dims)) != nil else {
-            throw ValidationError("--shape must be 2 to 5 positive integers N,C[,D[,H[,W]]] whose product fits in memory, not '\(text)'")
+            (try? Tensor.zeros(shape: [0] + dims)) != nil
+        else {
+            throw ValidationError(
+                "--shape must be 2 to 5 positive integers N,C[,D[,H[,W]]] whose product fits in memory, not '\(text)'")
         }
         return dims
     }
@@ -122,8 +136,10 @@ struct BenchCommand: ParsableCommand {
         if mpi { return try runMPI() }
         let shapes = try shape.map { [try Self.parseShape($0)] } ?? (device == .cpu ? Self.suite : Self.gpuSuite)
         let layouts = layout.map { [$0] } ?? [.channelsFirst, .channelsLast]
-        let report = device == .cpu ? try benchCPU(shapes: shapes, layouts: layouts)
-                                    : try benchCUDA(shapes: shapes, layouts: layouts)
+        let report =
+            device == .cpu
+            ? try benchCPU(shapes: shapes, layouts: layouts)
+            : try benchCUDA(shapes: shapes, layouts: layouts)
         json ? printJSON(report) : printTable(report)
     }
 
@@ -147,8 +163,9 @@ struct BenchCommand: ParsableCommand {
             for layout in layouts {
                 // The roofline's two tensor-sized buffers are allocated after the operation's
                 // tensors are released, not beside them.
-                let measured = withRoofline(try measure(shape: shape, layout: layout, backend: backend),
-                                            shape: shape, layout: layout, backend: backend)
+                let measured = withRoofline(
+                    try measure(shape: shape, layout: layout, backend: backend),
+                    shape: shape, layout: layout, backend: backend)
                 rows += measured.rows
                 rooflineNotes.append(measured.note)
             }
@@ -156,28 +173,37 @@ struct BenchCommand: ParsableCommand {
         let peak = Self.peakResidentBytes()
         // The copy runs last so that its 512 MiB of buffers stay out of the peak memory.
         let copySeconds = Self.copySamples(threads: threadCount, runs: runs)
-        return Report(deviceName: "cpu: \(Self.processorName()), \(CPUBackend.onlineProcessorCount) online processors",
-                      threads: threadCount, copyGigabytesPerSecond: 2 * Double(Self.copyByteCount) / Self.median(copySeconds) / 1e9,
-                      copyDescription: "memcpy of 256 MiB on \(threadCount) threads, 2·bytes/time", rows: rows,
-                      notes: [rooflineNotes.joined(separator: "\n"),
-                              "peak memory (maxrss, copy buffers excluded): \(Self.format(Double(peak) / 1_048_576, 1)) MiB"])
+        return Report(
+            deviceName: "cpu: \(Self.processorName()), \(CPUBackend.onlineProcessorCount) online processors",
+            threads: threadCount,
+            copyGigabytesPerSecond: 2 * Double(Self.copyByteCount) / Self.median(copySeconds) / 1e9,
+            copyDescription: "memcpy of 256 MiB on \(threadCount) threads, 2·bytes/time", rows: rows,
+            notes: [
+                rooflineNotes.joined(separator: "\n"),
+                "peak memory (maxrss, copy buffers excluded): \(Self.format(Double(peak) / 1_048_576, 1)) MiB",
+            ])
     }
 
     func printTable(_ report: Report) {
-        print("bnkit bench: \(report.deviceName); \(report.threads) thread\(report.threads == 1 ? "" : "s"); median of \(runs) runs")
+        print(
+            "bnkit bench: \(report.deviceName); \(report.threads) thread\(report.threads == 1 ? "" : "s"); median of \(runs) runs"
+        )
         print("copy bandwidth (\(report.copyDescription)): \(Self.format(report.copyGigabytesPerSecond, 1)) GB/s\n")
         // The roofline columns only where rows have one (the CPU).
         let hasRoofline = report.rows.contains { $0.roofline != nil }
-        print("op        layout  dtype    shape               median µs      GB/s   of copy"
-              + (hasRoofline ? "  roofline µs  of roofline" : ""))
+        print(
+            "op        layout  dtype    shape               median µs      GB/s   of copy"
+                + (hasRoofline ? "  roofline µs  of roofline" : ""))
         for row in report.rows {
-            var line = Self.pad(row.op.rawValue, 10) + Self.pad(row.layout.description, 8) + Self.pad(row.dataType.rawValue, 9)
+            var line =
+                Self.pad(row.op.rawValue, 10) + Self.pad(row.layout.description, 8) + Self.pad(row.dataType.rawValue, 9)
                 + Self.pad(row.shape.map(String.init).joined(separator: "x"), 18)
                 + Self.padLeft(Self.format(row.medianMicroseconds, 1), 12)
                 + Self.padLeft(Self.format(row.gigabytesPerSecond, 1), 10)
                 + Self.padLeft(Self.format(100 * row.gigabytesPerSecond / report.copyGigabytesPerSecond, 0) + " %", 10)
             if let roofline = row.roofline {
-                line += Self.padLeft(Self.format(roofline.microseconds, 1), 13)
+                line +=
+                    Self.padLeft(Self.format(roofline.microseconds, 1), 13)
                     + Self.padLeft(Self.format(100 * roofline.microseconds / row.medianMicroseconds, 0) + " %", 13)
             }
             print(line)
@@ -196,9 +222,10 @@ struct BenchCommand: ParsableCommand {
                         + "\"read_write_GBps\": \(Self.format(roofline.readWriteGigabytesPerSecond, 3))"
                 } ?? "") + "}"
         }
-        print("{\"device\": \"\(Self.escape(report.deviceName))\", \"threads\": \(report.threads), "
-              + "\"copy_GBps\": \(Self.format(report.copyGigabytesPerSecond, 3)), \"rows\": [\n  "
-              + items.joined(separator: ",\n  ") + "\n]}")
+        print(
+            "{\"device\": \"\(Self.escape(report.deviceName))\", \"threads\": \(report.threads), "
+                + "\"copy_GBps\": \(Self.format(report.copyGigabytesPerSecond, 3)), \"rows\": [\n  "
+                + items.joined(separator: ",\n  ") + "\n]}")
     }
 
     /// Train forward, eval forward and backward of one shape and layout.
@@ -207,14 +234,16 @@ struct BenchCommand: ParsableCommand {
         var generator = SeededGenerator(seed: 42)
         let x = try Tensor.normal(shape: shape, mean: 1, standardDeviation: 2, layout: layout, using: &generator)
             .converted(to: layout, dataType: dtype)
-        let g = try Tensor.normal(shape: shape, layout: layout, using: &generator).converted(to: layout, dataType: dtype)
+        let g = try Tensor.normal(shape: shape, layout: layout, using: &generator).converted(
+            to: layout, dataType: dtype)
         let bn = try Self.module(for: shape, backend: backend, using: &generator)
         let repetitions = Self.repetitions(elements: elements)
         // GB/s counts 3, 2 and 5 elements of traffic per element (12, 8, 20 bytes in float32).
         func row(_ op: Operation, elementsOfTraffic: Int, _ body: () throws -> Void) rethrows -> Row {
             let median = try Self.medianSeconds(runs: runs, repetitions: repetitions, body)
-            return Row(shape: shape, layout: layout, dataType: dtype, op: op, medianMicroseconds: median * 1e6,
-                       gigabytesPerSecond: Double(elementsOfTraffic * dtype.byteCount * elements) / median / 1e9)
+            return Row(
+                shape: shape, layout: layout, dataType: dtype, op: op, medianMicroseconds: median * 1e6,
+                gigabytesPerSecond: Double(elementsOfTraffic * dtype.byteCount * elements) / median / 1e9)
         }
         bn.trainMode()
         let train = try row(.train, elementsOfTraffic: 3) { _ = try bn(x) }
@@ -227,7 +256,9 @@ struct BenchCommand: ParsableCommand {
     }
 
     /// The family member for `shape`'s rank (BatchNorm ... BatchNorm3D) with PuzzleLib's defaults.
-    static func module(for shape: [Int], backend: any BatchNormBackend, using generator: inout SeededGenerator) throws -> BatchNormND {
+    static func module(for shape: [Int], backend: any BatchNormBackend, using generator: inout SeededGenerator) throws
+        -> BatchNormND
+    {
         guard let family = BatchNormND.familyMember(forDataRank: shape.count) else {
             throw ValidationError("--shape must have rank 2 to 5, got \(shape)")
         }
@@ -248,8 +279,10 @@ struct BenchCommand: ParsableCommand {
     /// that a slow phase of a shared machine weighs on all of them alike. With several
     /// variants, each timed run follows one untimed call of the same variant, so that it starts
     /// from its own cache state, not the one the previous variant left.
-    static func medianSeconds(runs: Int, repetitions: Int, variants: Int,
-                              _ body: (_ variant: Int) throws -> Void) rethrows -> [Double] {
+    static func medianSeconds(
+        runs: Int, repetitions: Int, variants: Int,
+        _ body: (_ variant: Int) throws -> Void
+    ) rethrows -> [Double] {
         for variant in 0..<variants {
             for _ in 0..<max(3, repetitions) { try body(variant) }
         }
@@ -267,7 +300,8 @@ struct BenchCommand: ParsableCommand {
 
     static func median(_ values: [Double]) -> Double {
         let sorted = values.sorted()
-        return sorted.count % 2 == 1 ? sorted[sorted.count / 2]
+        return sorted.count % 2 == 1
+            ? sorted[sorted.count / 2]
             : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
     }
 
@@ -278,7 +312,10 @@ struct BenchCommand: ParsableCommand {
         let byteCount = copyByteCount
         let source = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 64)
         let destination = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 64)
-        defer { source.deallocate(); destination.deallocate() }
+        defer {
+            source.deallocate()
+            destination.deallocate()
+        }
         memset(source, 1, byteCount)
         memset(destination, 0, byteCount)
         let pointers = CopyPointers(source: source, destination: destination)
@@ -324,14 +361,14 @@ struct BenchCommand: ParsableCommand {
     static func peakResidentBytes() -> Int {
         var usage = rusage()
         #if canImport(Glibc)
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+            getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
         #else
-        getrusage(RUSAGE_SELF, &usage)
+            getrusage(RUSAGE_SELF, &usage)
         #endif
         #if os(Linux)
-        return Int(usage.ru_maxrss) * 1024
+            return Int(usage.ru_maxrss) * 1024
         #else
-        return Int(usage.ru_maxrss)
+            return Int(usage.ru_maxrss)
         #endif
     }
 

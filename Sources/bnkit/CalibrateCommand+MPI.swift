@@ -40,7 +40,8 @@ extension CalibrateCommand {
             if let failure { throw failure }
             if let failed = statuses.indices.first(where: { statuses[$0] != 0 }) {
                 let file = step * group.size + failed
-                throw CommandFailure("rank \(failed) could not read its batch \(file < files.count ? files[file] : files[0])")
+                throw CommandFailure(
+                    "rank \(failed) could not read its batch \(file < files.count ? files[file] : files[0])")
             }
             guard let module, let batch else { throw CommandFailure("rank \(group.rank): no batch at step \(step)") }
             _ = try module(batch)
@@ -50,8 +51,9 @@ extension CalibrateCommand {
         let total = try group.allGather([Double(values)]).reduce(0, +)
         guard group.rank == 0, let module else { return }
         try withContext(output) { try module.saveState(toFile: output, prefix: options.prefix) }
-        print("calibrated \(maps) maps over \(files.count) batch\(files.count == 1 ? "" : "es") on \(group.size) rank\(group.size == 1 ? "" : "s") "
-              + "(\(steps) synchronized steps, \(Int(total)) values per channel); num_batches_tracked "
-              + "\(module.numOfProps); wrote \(output)")
+        print(
+            "calibrated \(maps) maps over \(files.count) batch\(files.count == 1 ? "" : "es") on \(group.size) rank\(group.size == 1 ? "" : "s") "
+                + "(\(steps) synchronized steps, \(Int(total)) values per channel); num_batches_tracked "
+                + "\(module.numOfProps); wrote \(output)")
     }
 }

@@ -33,17 +33,23 @@ struct CalibrateCommand: ParsableCommand {
     @Option(name: [.short, .customLong("output")], help: "Output state file (.safetensors).")
     var output: String
 
-    @Flag(name: .customLong("continue"), help: "Keep and update the state's running statistics and counter instead of resetting them.")
+    @Flag(
+        name: .customLong("continue"),
+        help: "Keep and update the state's running statistics and counter instead of resetting them.")
     var continueStatistics = false
 
     @OptionGroup var options: StateOptions
 
-    @Option(name: .customLong("init-factor"), parsing: .unconditional,
-            help: "Running-average factor numerator, in [0, 1]: factor = max(init-factor / n, min-factor).")
+    @Option(
+        name: .customLong("init-factor"), parsing: .unconditional,
+        help: "Running-average factor numerator, in [0, 1]: factor = max(init-factor / n, min-factor).")
     var initFactor: Double = 1
 
-    @Option(name: .customLong("min-factor"), parsing: .unconditional,
-            help: "Lower bound of the factor, in [0, 1] (0: cumulative average; PyTorch's momentum, e.g. 0.1, for an exponential average).")
+    @Option(
+        name: .customLong("min-factor"), parsing: .unconditional,
+        help:
+            "Lower bound of the factor, in [0, 1] (0: cumulative average; PyTorch's momentum, e.g. 0.1, for an exponential average)."
+    )
     var minFactor: Double = 0
 
     @Flag(help: "Print nothing on success.")
@@ -57,7 +63,10 @@ struct CalibrateCommand: ParsableCommand {
         guard !continueStatistics || state != nil else { throw ValidationError("--continue needs --state") }
     }
 
-    @Flag(help: "Under mpirun: step k's batch is the union of every rank's k-th file (rank r takes files r, r + size, ...); rank 0 writes the output.")
+    @Flag(
+        help:
+            "Under mpirun: step k's batch is the union of every rank's k-th file (rank r takes files r, r + size, ...); rank 0 writes the output."
+    )
     var mpi = false
 
     func run() throws {
@@ -81,8 +90,9 @@ struct CalibrateCommand: ParsableCommand {
         progress.finish()
         try withContext(output) { try module.saveState(toFile: output, prefix: options.prefix) }
         guard !quiet else { return }
-        print("calibrated \(setup.maps) maps over \(files.count) batch\(files.count == 1 ? "" : "es") (\(values) values per channel); "
-              + "num_batches_tracked \(module.numOfProps); wrote \(output)")
+        print(
+            "calibrated \(setup.maps) maps over \(files.count) batch\(files.count == 1 ? "" : "es") (\(values) values per channel); "
+                + "num_batches_tracked \(module.numOfProps); wrote \(output)")
     }
 }
 
@@ -108,8 +118,9 @@ struct CalibrationSetup {
     /// The family member of the batches' rank with ``initial`` loaded, in training mode.
     func loadedModule(_ command: CalibrateCommand) throws -> BatchNormND {
         let module = try withContext(first.file) {
-            try makeModule(rank: first.rank, maps: maps, epsilon: command.options.epsilon,
-                                        initFactor: command.initFactor, minFactor: command.minFactor)
+            try makeModule(
+                rank: first.rank, maps: maps, epsilon: command.options.epsilon,
+                initFactor: command.initFactor, minFactor: command.minFactor)
         }
         try withContext(command.state ?? command.output) { try module.load(initial) }
         module.trainMode()
@@ -126,9 +137,10 @@ extension CalibrateCommand {
         let maps = self.maps ?? loaded?.maps ?? first.channels
         let source = self.maps != nil ? "--maps" : loaded != nil ? "the state" : "the first batch"
         try first.check(maps: maps, rank: first.rank, source: source)
-        var initial = BatchNormState(scale: Array(repeating: 1, count: maps), bias: Array(repeating: 0, count: maps),
-                                     mean: Array(repeating: 0, count: maps), var: Array(repeating: 1, count: maps),
-                                     numOfProps: 0)
+        var initial = BatchNormState(
+            scale: Array(repeating: 1, count: maps), bias: Array(repeating: 0, count: maps),
+            mean: Array(repeating: 0, count: maps), var: Array(repeating: 1, count: maps),
+            numOfProps: 0)
         if let loaded {
             initial.scale = loaded.scale
             initial.bias = loaded.bias
@@ -164,14 +176,18 @@ struct BatchShape {
     /// (`source` says where `maps` came from).
     func check(maps: Int, rank: Int, source: String) throws {
         guard (2...5).contains(shape.count) else {
-            throw CommandFailure("\(file): data of rank \(shape.count) (shape \(header.shape)) is not supported "
-                                 + "(expected rank 2 to 5: (N, C), (N, C, L), (N, C, H, W) or (N, C, D, H, W))")
+            throw CommandFailure(
+                "\(file): data of rank \(shape.count) (shape \(header.shape)) is not supported "
+                    + "(expected rank 2 to 5: (N, C), (N, C, L), (N, C, H, W) or (N, C, D, H, W))")
         }
         guard shape.count == rank else {
-            throw CommandFailure("\(file): data of rank \(shape.count) (shape \(header.shape)), expected rank \(rank) as the first batch")
+            throw CommandFailure(
+                "\(file): data of rank \(shape.count) (shape \(header.shape)), expected rank \(rank) as the first batch"
+            )
         }
         guard channels == maps else {
-            throw CommandFailure("\(file): array of shape \(header.shape) has \(channels) channels, expected \(maps) (from \(source))")
+            throw CommandFailure(
+                "\(file): array of shape \(header.shape) has \(channels) channels, expected \(maps) (from \(source))")
         }
     }
 }

@@ -3,11 +3,11 @@ import BatchNormCUDA
 import BatchNormKit
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A failure of a command, with a message ready for `bnkit: error: ...` and, for `--verbose`,
@@ -44,9 +44,9 @@ func withContext<T>(_ context: String, _ body: () throws -> T) throws -> T {
     do { return try body() } catch let error as CommandFailure {
         throw error
     } catch let error as FileIOError {
-        throw CommandFailure(error.description)  // names the path already
+        throw CommandFailure(error.description) // names the path already
     } catch let error as StateFileError where error.file != nil {
-        throw CommandFailure(error.description)  // names the path already
+        throw CommandFailure(error.description) // names the path already
     } catch {
         throw CommandFailure("\(context): \(error)")
     }
@@ -57,7 +57,8 @@ func withContext<T>(_ context: String, _ body: () throws -> T) throws -> T {
 /// `nlc`, `channels_last`, `channels_last_3d` (channels last).
 @Sendable func parseLayout(_ text: String) throws -> TensorLayout {
     guard let layout = TensorLayout(name: text) else {
-        throw ValidationError("expected ncdhw, nchw, ncl, nc, channels_first, ndhwc, nhwc, nlc, channels_last or channels_last_3d")
+        throw ValidationError(
+            "expected ncdhw, nchw, ncl, nc, channels_first, ndhwc, nhwc, nlc, channels_last or channels_last_3d")
     }
     return layout
 }
@@ -102,19 +103,26 @@ enum ComputeDevice: String, ExpressibleByArgument, CaseIterable {
 }
 
 /// The family member for data of `rank` (2: BatchNorm, ..., 5: BatchNorm3D), scale exactly 1.
-func makeModule(rank: Int, maps: Int, epsilon: Double, initFactor: Double = 1, minFactor: Double = 0.1,
-                inplace: Bool = false, backend: any BatchNormBackend = CPUBackend()) throws -> BatchNormND {
+func makeModule(
+    rank: Int, maps: Int, epsilon: Double, initFactor: Double = 1, minFactor: Double = 0.1,
+    inplace: Bool = false, backend: any BatchNormBackend = CPUBackend()
+) throws -> BatchNormND {
     guard let family = BatchNormND.familyMember(forDataRank: rank) else {
-        throw InputFailure("data of rank \(rank) is not supported (expected rank 2 to 5: (N, C), (N, C, L), (N, C, H, W) or (N, C, D, H, W))")
+        throw InputFailure(
+            "data of rank \(rank) is not supported (expected rank 2 to 5: (N, C), (N, C, L), (N, C, H, W) or (N, C, D, H, W))"
+        )
     }
     var generator = SeededGenerator(seed: 0)
-    return try family.init(maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: 0,
-                           inplace: inplace, backend: backend, using: &generator)
+    return try family.init(
+        maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: 0,
+        inplace: inplace, backend: backend, using: &generator)
 }
 
 /// Checks `--chunk-mb`: finite and > 0.
 func validateChunkMegabytes(_ chunkMegabytes: Double) throws {
-    guard chunkMegabytes > 0, chunkMegabytes.isFinite else { throw ValidationError("--chunk-mb must be > 0, got \(chunkMegabytes)") }
+    guard chunkMegabytes > 0, chunkMegabytes.isFinite else {
+        throw ValidationError("--chunk-mb must be > 0, got \(chunkMegabytes)")
+    }
 }
 
 /// Samples per chunk when a sample holds `sampleElements` values of `bytesPerElement` bytes,
@@ -127,7 +135,8 @@ func samplesPerChunk(sampleElements: Int, bytesPerElement: Int, chunkMegabytes: 
 
 /// Reads the header of a `.npy` file and checks that the file holds the data it announces.
 func readNumPyHeader(_ reader: FileReader) throws -> NumPyArrayHeader {
-    let header = try NumPyArrayHeader(parsing: try reader.read(at: 0, count: min(reader.size, NumPyArrayHeader.maximumHeaderLength)))
+    let header = try NumPyArrayHeader(
+        parsing: try reader.read(at: 0, count: min(reader.size, NumPyArrayHeader.maximumHeaderLength)))
     try header.checkDataSize(fileSize: reader.size)
     return header
 }
@@ -143,9 +152,10 @@ extension CommandFailure {
     /// A CUDA error in one short line; the list of paths tried in ``details``.
     init(cuda error: CUDAError) {
         if case .libraryNotFound(let library, let variable, let searched) = error {
-            self.init("CUDA unavailable: could not load \(library); \(searched.count) paths tried "
-                      + "(--verbose lists them); set \(variable) to its path",
-                      details: searched.map { "tried \($0)" })
+            self.init(
+                "CUDA unavailable: could not load \(library); \(searched.count) paths tried "
+                    + "(--verbose lists them); set \(variable) to its path",
+                details: searched.map { "tried \($0)" })
         } else {
             let lines = error.description.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
             self.init(lines[0], details: Array(lines.dropFirst()))
@@ -181,7 +191,9 @@ final class ProgressBar {
         guard percent != lastDrawn else { return }
         lastDrawn = percent
         let width = 30, filled = done * width / total
-        standardError("\r\(label) [\(String(repeating: "#", count: filled))\(String(repeating: " ", count: width - filled))] \(percent)% (\(done)/\(total))")
+        standardError(
+            "\r\(label) [\(String(repeating: "#", count: filled))\(String(repeating: " ", count: width - filled))] \(percent)% (\(done)/\(total))"
+        )
     }
 
     /// Ends the line.

@@ -24,10 +24,14 @@ struct ConvertCommand: ParsableCommand {
     @Argument(help: "Output state file.")
     var output: String
 
-    @Option(help: "Convert only the module with this name (key prefix; '' for bare keys or an unnamed PuzzleLib module).")
+    @Option(
+        help: "Convert only the module with this name (key prefix; '' for bare keys or an unnamed PuzzleLib module).")
     var prefix: String?
 
-    @Option(help: "Data rank of the PuzzleLib parameter shape (1, C, 1, ...) when the input has none: 2 (BatchNorm) to 5 (BatchNorm3D).")
+    @Option(
+        help:
+            "Data rank of the PuzzleLib parameter shape (1, C, 1, ...) when the input has none: 2 (BatchNorm) to 5 (BatchNorm3D)."
+    )
     var rank: Int = 5
 
     @Option(help: "Output format: safetensors or hdf5 (default: from the output's extension).")
@@ -49,11 +53,14 @@ struct ConvertCommand: ParsableCommand {
         let others = source.otherEntries()
         if prefix == nil, !others.isEmpty {
             let names = others.prefix(8).map(\.name).joined(separator: ", ") + (others.count > 8 ? ", ..." : "")
-            standardError("note: left out \(others.count) tensor\(others.count == 1 ? "" : "s") of no BatchNorm module: \(names)\n")
+            standardError(
+                "note: left out \(others.count) tensor\(others.count == 1 ? "" : "s") of no BatchNorm module: \(names)\n"
+            )
         }
         try withContext(output) { try StateFile.write(modules, toFile: output, format: outputFormat) }
-        print("converted \(modules.count) BatchNorm module\(modules.count == 1 ? "" : "s") (\(modules.map { "'\($0.name)'" }.joined(separator: ", "))) "
-              + "from \(source.format) to \(outputFormat); wrote \(output)")
+        print(
+            "converted \(modules.count) BatchNorm module\(modules.count == 1 ? "" : "s") (\(modules.map { "'\($0.name)'" }.joined(separator: ", "))) "
+                + "from \(source.format) to \(outputFormat); wrote \(output)")
     }
 }
 

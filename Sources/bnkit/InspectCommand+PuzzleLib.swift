@@ -5,14 +5,21 @@ extension InspectCommand {
     /// other datasets.
     func inspectPuzzleLib(_ stateFile: StateFile) throws {
         let count = stateFile.moduleNames.count
-        print("\(file): PuzzleLib HDF5, \(count) BatchNorm module\(count == 1 ? "" : "s"), \(stateFile.entries.count) datasets")
+        print(
+            "\(file): PuzzleLib HDF5, \(count) BatchNorm module\(count == 1 ? "" : "s"), \(stateFile.entries.count) datasets"
+        )
         for module in try stateFile.modules() {
             let family = module.rank.flatMap(BatchNormND.familyMember(forDataRank:)).map { " (\($0))" } ?? ""
-            print("\nBatchNorm module '\(module.name)': rank \(module.rank.map(String.init) ?? "?")\(family), \(module.state.maps) maps")
+            print(
+                "\nBatchNorm module '\(module.name)': rank \(module.rank.map(String.init) ?? "?")\(family), \(module.state.maps) maps"
+            )
             print(tableRow(["channel", "scale", "bias", "mean", "var"]))
             for c in 0..<module.state.maps {
                 let state = module.state
-                print(tableRow(["\(c)"] + [state.scale[c], state.bias[c], state.mean[c], state.var[c]].map { format(Double($0)) }))
+                print(
+                    tableRow(
+                        ["\(c)"]
+                            + [state.scale[c], state.bias[c], state.mean[c], state.var[c]].map { format(Double($0)) }))
             }
         }
         let others = stateFile.otherEntries()

@@ -23,7 +23,9 @@ struct InspectCommand: ParsableCommand {
     @Option(help: layoutHelp, transform: parseLayout)
     var layout: TensorLayout = .channelsFirst
 
-    @Option(name: .customLong("chunk-mb"), parsing: .unconditional, help: "Memory per chunk in MiB when reading a .npy file.")
+    @Option(
+        name: .customLong("chunk-mb"), parsing: .unconditional,
+        help: "Memory per chunk in MiB when reading a .npy file.")
     var chunkMegabytes: Double = 64
 
     func validate() throws {
@@ -35,13 +37,18 @@ struct InspectCommand: ParsableCommand {
         let prefix = try withContext(file) { try reader.read(at: 0, count: min(reader.size, 6)) }
         let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
         // A file shorter than the magic that begins like it (an empty x.npy too) is a cut .npy.
-        let looksLikeNumPy = prefix == magic || (prefix.count < 6 && magic.starts(with: prefix) && (!prefix.isEmpty || file.hasSuffix(".npy")))
+        let looksLikeNumPy =
+            prefix == magic
+            || (prefix.count < 6 && magic.starts(with: prefix) && (!prefix.isEmpty || file.hasSuffix(".npy")))
         if looksLikeNumPy {
             try withContext(file) { try inspectNumPy(reader) }
         } else {
-            let format = try withContext(file) { try StateFileFormat.detect(size: reader.size) { try reader.read(at: $0, count: $1) } }
+            let format = try withContext(file) {
+                try StateFileFormat.detect(size: reader.size) { try reader.read(at: $0, count: $1) }
+            }
             switch format {
-            case .safeTensors: try withContext(file) { try inspectSafeTensors(try SafeTensorsFile(contentsOfFile: file)) }
+            case .safeTensors:
+                try withContext(file) { try inspectSafeTensors(try SafeTensorsFile(contentsOfFile: file)) }
             case .puzzleLibHDF5: try withContext(file) { try inspectPuzzleLib(try StateFile(contentsOfFile: file)) }
             }
         }
@@ -66,11 +73,13 @@ struct InspectCommand: ParsableCommand {
             let values: [Double] = entry.floatValues().map { $0.map(Double.init) } ?? integers?.map(Double.init) ?? []
             // Integer tensors (num_batches_tracked) print their values as integers.
             func value(_ index: Int) -> String { integers.map { "\($0[index])" } ?? format(values[index]) }
-            var line = "  \(key.padding(keyWidth))  \(entry.dataType.rawValue.padding(7))  \("\(entry.shape)".padding(14))"
+            var line =
+                "  \(key.padding(keyWidth))  \(entry.dataType.rawValue.padding(7))  \("\(entry.shape)".padding(14))"
             if values.count == 1 {
                 line += "  value \(value(0))"
             } else if !values.isEmpty {
-                line += "  min \(value(values.indices.min { values[$0] < values[$1] }!))  max \(value(values.indices.max { values[$0] < values[$1] }!))"
+                line +=
+                    "  min \(value(values.indices.min { values[$0] < values[$1] }!))  max \(value(values.indices.max { values[$0] < values[$1] }!))"
                 line += "  mean \(format(values.reduce(0, +) / Double(values.count)))"
             }
             print(line.trimmingTrailingSpaces())
@@ -80,14 +89,20 @@ struct InspectCommand: ParsableCommand {
             .map { String($0.dropLast(suffix.count)).trimmingDot() }.sorted()
         for prefix in prefixes {
             guard let state = try? BatchNormState(safeTensors: safeTensors, prefix: prefix) else {
-                print("\nBatchNorm state '\(prefix)': incomplete (weight, bias, running_mean, running_var, num_batches_tracked expected)")
+                print(
+                    "\nBatchNorm state '\(prefix)': incomplete (weight, bias, running_mean, running_var, num_batches_tracked expected)"
+                )
                 continue
             }
-            print("\nBatchNorm state\(prefix.isEmpty ? "" : " '\(prefix)'"): \(state.maps) maps, num_batches_tracked \(state.numOfProps)")
+            print(
+                "\nBatchNorm state\(prefix.isEmpty ? "" : " '\(prefix)'"): \(state.maps) maps, num_batches_tracked \(state.numOfProps)"
+            )
             print(tableRow(["channel", "weight", "bias", "running_mean", "running_var"]))
             for c in 0..<state.maps {
-                let row = ["\(c)", format(Double(state.scale[c])), format(Double(state.bias[c])),
-                           format(Double(state.mean[c])), format(Double(state.var[c]))]
+                let row = [
+                    "\(c)", format(Double(state.scale[c])), format(Double(state.bias[c])),
+                    format(Double(state.mean[c])), format(Double(state.var[c])),
+                ]
                 print(tableRow(row))
             }
         }
@@ -96,13 +111,20 @@ struct InspectCommand: ParsableCommand {
     private func inspectNumPy(_ reader: FileReader) throws {
         let header = try readNumPyHeader(reader)
         let stored = header.needsConversion ? " ('\(header.descr)', read as \(header.dataType))" : ""
-        print("\(file): npy, shape \(header.shape), dtype \(header.dataType)\(stored), C order, data at byte \(header.dataOffset) (\(header.dataByteCount) bytes)")
+        print(
+            "\(file): npy, shape \(header.shape), dtype \(header.dataType)\(stored), C order, data at byte \(header.dataOffset) (\(header.dataByteCount) bytes)"
+        )
         let shape = Tensor.logicalShape(ofPhysical: header.shape, layout: layout)
         let channels = shape.count >= 2 ? shape[1] : 1
         if shape.count >= 2 {
-            print("logical (N, C, ...) shape \(shape) with --layout \(layout); channel axis \(layout == .channelsFirst || shape.count == 2 ? 1 : shape.count - 1) of the file")
+            print(
+                "logical (N, C, ...) shape \(shape) with --layout \(layout); channel axis \(layout == .channelsFirst || shape.count == 2 ? 1 : shape.count - 1) of the file"
+            )
         }
-        guard header.elementCount > 0 else { print("empty array"); return }
+        guard header.elementCount > 0 else {
+            print("empty array")
+            return
+        }
         // Per-channel count, mean and M2 merged chunk by chunk (Chan et al.), min and max.
         var moments = Array(repeating: ChannelMoments.empty, count: channels)
         var minimum = Array(repeating: Double.infinity, count: channels)
@@ -110,13 +132,15 @@ struct InspectCommand: ParsableCommand {
         let batch = shape.first ?? 1
         let sampleElements = shape.count >= 1 ? shape.dropFirst().reduce(1, *) : 1
         // The chunk is converted to float32 below, so the budget counts 4 bytes per value.
-        let perChunk = samplesPerChunk(sampleElements: sampleElements, bytesPerElement: 4, chunkMegabytes: chunkMegabytes)
+        let perChunk = samplesPerChunk(
+            sampleElements: sampleElements, bytesPerElement: 4, chunkMegabytes: chunkMegabytes)
         let spatial = shape.count > 2 ? shape[2...].reduce(1, *) : 1
         var first = 0
         while first < batch {
             let count = min(perChunk, batch - first)
             let storage = TensorStorage(byteCount: count * sampleElements * header.dataType.byteCount)
-            try header.readElements(from: reader, first: first * sampleElements, count: count * sampleElements, into: storage.rawAddress)
+            try header.readElements(
+                from: reader, first: first * sampleElements, count: count * sampleElements, into: storage.rawAddress)
             let chunkShape = shape.isEmpty ? [] : [count] + shape.dropFirst()
             var chunk = try Tensor(shape: chunkShape, layout: layout, dataType: header.dataType, sharing: storage)
             if chunk.dataType != .float32 { chunk = chunk.converted(to: layout, dataType: .float32) }
@@ -124,18 +148,22 @@ struct InspectCommand: ParsableCommand {
             let geometry = ChannelGeometry(shape: shape.count >= 2 ? chunkShape : [chunk.elementCount])
             for c in 0..<channels {
                 var sum = 0.0
-                for n in 0..<count { for s in 0..<spatial {
-                    let value = Double(values[geometry.offset(n: n, c: c, s: s, layout: layout)])
-                    sum += value
-                    minimum[c] = min(minimum[c], value)
-                    maximum[c] = max(maximum[c], value)
-                } }
+                for n in 0..<count {
+                    for s in 0..<spatial {
+                        let value = Double(values[geometry.offset(n: n, c: c, s: s, layout: layout)])
+                        sum += value
+                        minimum[c] = min(minimum[c], value)
+                        maximum[c] = max(maximum[c], value)
+                    }
+                }
                 let m = Double(count * spatial), mean = sum / m
                 var m2 = 0.0
-                for n in 0..<count { for s in 0..<spatial {
-                    let d = Double(values[geometry.offset(n: n, c: c, s: s, layout: layout)]) - mean
-                    m2 += d * d
-                } }
+                for n in 0..<count {
+                    for s in 0..<spatial {
+                        let d = Double(values[geometry.offset(n: n, c: c, s: s, layout: layout)]) - mean
+                        m2 += d * d
+                    }
+                }
                 moments[c] = moments[c].merged(with: ChannelMoments(count: m, mean: mean, m2: m2))
             }
             first += count
@@ -143,8 +171,10 @@ struct InspectCommand: ParsableCommand {
         }
         print(tableRow(["channel", "count", "mean", "std", "min", "max"]))
         for c in 0..<channels {
-            let row = ["\(shape.count >= 2 ? "\(c)" : "all")", "\(Int(moments[c].count))", format(moments[c].mean),
-                       format((moments[c].m2 / moments[c].count).squareRoot()), format(minimum[c]), format(maximum[c])]
+            let row = [
+                "\(shape.count >= 2 ? "\(c)" : "all")", "\(Int(moments[c].count))", format(moments[c].mean),
+                format((moments[c].m2 / moments[c].count).squareRoot()), format(minimum[c]), format(maximum[c]),
+            ]
             print(tableRow(row))
         }
     }

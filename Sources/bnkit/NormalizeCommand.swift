@@ -43,8 +43,9 @@ struct NormalizeCommand: ParsableCommand {
 
     @OptionGroup var options: StateOptions
 
-    @Option(name: .customLong("chunk-mb"), parsing: .unconditional,
-            help: "Memory per chunk in MiB, fractions allowed (at least one sample is processed at a time).")
+    @Option(
+        name: .customLong("chunk-mb"), parsing: .unconditional,
+        help: "Memory per chunk in MiB, fractions allowed (at least one sample is processed at a time).")
     var chunkMegabytes: Double = 64
 
     @Flag(help: "Fail, writing nothing, when an output is NaN or infinite.")
@@ -70,11 +71,14 @@ struct NormalizeCommand: ParsableCommand {
         let shape = Tensor.logicalShape(ofPhysical: header.shape, layout: options.layout)
         let state = try readState(path: state, prefix: options.prefix, rank: shape.count)
         guard shape[1] == state.maps else {
-            throw CommandFailure("\(input): array of shape \(header.shape) (\(options.layout)) has \(shape[1]) channels, the state has \(state.maps) maps")
+            throw CommandFailure(
+                "\(input): array of shape \(header.shape) (\(options.layout)) has \(shape[1]) channels, the state has \(state.maps) maps"
+            )
         }
         let backend: any BatchNormBackend = device == .cuda ? try CUDABackend() : CPUBackend()
         let module = try withContext(input) {
-            try makeModule(rank: shape.count, maps: state.maps, epsilon: options.epsilon, inplace: true, backend: backend)
+            try makeModule(
+                rank: shape.count, maps: state.maps, epsilon: options.epsilon, inplace: true, backend: backend)
         }
         try withContext(self.state) { try module.load(state) }
         module.evalMode()
@@ -82,8 +86,9 @@ struct NormalizeCommand: ParsableCommand {
 
         let batch = shape[0]
         let sampleElements = shape.dropFirst().reduce(1, *)
-        let perChunk = samplesPerChunk(sampleElements: sampleElements, bytesPerElement: header.dataType.byteCount,
-                                       chunkMegabytes: chunkMegabytes)
+        let perChunk = samplesPerChunk(
+            sampleElements: sampleElements, bytesPerElement: header.dataType.byteCount,
+            chunkMegabytes: chunkMegabytes)
         let writer = try AtomicFileWriter(path: output)
         try writer.write(try NumPyArrayHeader(shape: header.shape, dataType: header.dataType).encoded())
         let progress = ProgressBar(total: batch, label: "normalize")
@@ -94,12 +99,14 @@ struct NormalizeCommand: ParsableCommand {
             let chunkShape = [count] + shape.dropFirst()
             let storage = TensorStorage(byteCount: count * sampleElements * header.dataType.byteCount)
             try withContext(input) {
-                try header.readElements(from: reader, first: first * sampleElements, count: count * sampleElements,
-                                        into: storage.rawAddress)
+                try header.readElements(
+                    from: reader, first: first * sampleElements, count: count * sampleElements,
+                    into: storage.rawAddress)
             }
-            let chunk = try Tensor(shape: chunkShape, layout: options.layout, dataType: header.dataType, sharing: storage)
-            let result = try module(chunk)  // in place, in the file's dtype: result shares `storage`
-            module.reset()  // drop the references to the chunk
+            let chunk = try Tensor(
+                shape: chunkShape, layout: options.layout, dataType: header.dataType, sharing: storage)
+            let result = try module(chunk) // in place, in the file's dtype: result shares `storage`
+            module.reset() // drop the references to the chunk
             nonFinite.add(result, firstElement: first * sampleElements)
             try writer.write(result.storage.rawAddress, count: result.storage.byteCount)
             first += count
@@ -109,16 +116,18 @@ struct NormalizeCommand: ParsableCommand {
         progress.finish()
         let elements = batch * sampleElements
         if checkFinite, let firstIndex = nonFinite.firstIndex {
-            throw CommandFailure("\(input): \(nonFinite.count) of \(elements) outputs are not finite (NaN or ±Inf; the first "
-                                 + "at element \(firstIndex) of the file); --check-finite: \(output) not written")
+            throw CommandFailure(
+                "\(input): \(nonFinite.count) of \(elements) outputs are not finite (NaN or ±Inf; the first "
+                    + "at element \(firstIndex) of the file); --check-finite: \(output) not written")
         }
         try writer.commit()
         guard !quiet else { return }
         let seconds = BenchCommand.now() - start
         let bytes = Double(header.dataByteCount + elements * header.dataType.byteCount)
-        print("normalized \(elements) elements (\(header.shape), \(header.dataType)) in \(chunks) chunk\(chunks == 1 ? "" : "s") "
-              + "in \(BenchCommand.format(seconds, 3)) s (\(BenchCommand.format(bytes / max(seconds, 1e-9) / 1e9, 2)) GB/s read and written); "
-              + "non-finite outputs: \(nonFinite.count); wrote \(output)")
+        print(
+            "normalized \(elements) elements (\(header.shape), \(header.dataType)) in \(chunks) chunk\(chunks == 1 ? "" : "s") "
+                + "in \(BenchCommand.format(seconds, 3)) s (\(BenchCommand.format(bytes / max(seconds, 1e-9) / 1e9, 2)) GB/s read and written); "
+                + "non-finite outputs: \(nonFinite.count); wrote \(output)")
     }
 }
 

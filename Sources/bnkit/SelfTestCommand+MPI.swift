@@ -19,13 +19,18 @@ extension SelfTestCommand {
             throw ExitCode(Self.skippedExitCode)
         }
         if group.rank == 0 {
-            print("mpi: \(group.implementation) (\(group.libraryPath)), \(group.size) rank\(group.size == 1 ? "" : "s")")
+            print(
+                "mpi: \(group.implementation) (\(group.libraryPath)), \(group.size) rank\(group.size == 1 ? "" : "s")")
         }
         let checks: [(String, () throws -> [String])] =
             SynchronizedComparison.standardCases(size: group.size, seed: seed).map { comparison in
                 ("\(comparison)", { try comparison.run(group: group) })
-            } + [("errors: NaN, wrong maps, wrong grad shape, global M < 2; evaluation silent",
-                  { try SynchronizedComparison.errorChecks(group: group, seed: seed) })]
+            } + [
+                (
+                    "errors: NaN, wrong maps, wrong grad shape, global M < 2; evaluation silent",
+                    { try SynchronizedComparison.errorChecks(group: group, seed: seed) }
+                )
+            ]
         var passed = 0, failed = 0
         for (name, check) in checks {
             let failures: [String]
@@ -39,7 +44,9 @@ extension SelfTestCommand {
                 print(failing.isEmpty ? "PASS  \(name)" : "FAIL  \(name) (ranks \(failing); details on their stderr)")
             }
         }
-        if group.rank == 0 { print("\(passed) passed, \(failed) failed (\(group.size) rank\(group.size == 1 ? "" : "s"))") }
+        if group.rank == 0 {
+            print("\(passed) passed, \(failed) failed (\(group.size) rank\(group.size == 1 ? "" : "s"))")
+        }
         if failed > 0 { throw ExitCode.failure }
     }
 }

@@ -50,7 +50,10 @@ struct SelfTestCommand: ParsableCommand {
     @Flag(help: "Without a GPU, one SKIPPED line per case and every path searched, instead of one line per suite.")
     var verbose = false
 
-    @Flag(help: "Under mpirun: synchronized statistics across the ranks against one module on the concatenated batch (exit 77 without MPI).")
+    @Flag(
+        help:
+            "Under mpirun: synchronized statistics across the ranks against one module on the concatenated batch (exit 77 without MPI)."
+    )
     var mpi = false
 
     func validate() throws {
@@ -91,7 +94,11 @@ struct SelfTestCommand: ParsableCommand {
             var suites: [(name: String, count: Int)] = []
             for testCase in cases {
                 let name = "\(testCase.path.rawValue) \(testCase.dataType)"
-                if let index = suites.firstIndex(where: { $0.name == name }) { suites[index].count += 1 } else { suites.append((name, 1)) }
+                if let index = suites.firstIndex(where: { $0.name == name }) {
+                    suites[index].count += 1
+                } else {
+                    suites.append((name, 1))
+                }
             }
             for suite in suites { print("SKIPPED  \(suite.name): \(suite.count) cases, no CUDA") }
         }
@@ -114,11 +121,14 @@ struct SelfTestCommand: ParsableCommand {
         for architecture in architectures {
             do {
                 let outcome = try CUDAKernelCompilation.compile(architectures: [architecture], nvrtc: nvrtc)[0]
-                let missing = outcome.isCUBIN ? [] : CUDAKernelSource.entryPoints.filter { !outcome.entryPoints.contains($0) }
+                let missing =
+                    outcome.isCUBIN ? [] : CUDAKernelSource.entryPoints.filter { !outcome.entryPoints.contains($0) }
                 let ok = missing.isEmpty
-                print("\(ok ? "PASS" : "FAIL")  \(architecture): \(outcome.byteCount) bytes of "
-                      + "\(outcome.isCUBIN ? "CUBIN" : "PTX, \(outcome.entryPoints.count) entry points")"
-                      + (missing.isEmpty ? "" : ", missing \(missing)") + (outcome.log.isEmpty ? "" : "\n\(outcome.log)"))
+                print(
+                    "\(ok ? "PASS" : "FAIL")  \(architecture): \(outcome.byteCount) bytes of "
+                        + "\(outcome.isCUBIN ? "CUBIN" : "PTX, \(outcome.entryPoints.count) entry points")"
+                        + (missing.isEmpty ? "" : ", missing \(missing)")
+                        + (outcome.log.isEmpty ? "" : "\n\(outcome.log)"))
                 if ok { passed += 1 } else { failed += 1 }
             } catch {
                 print("FAIL  \(architecture): \(error)")

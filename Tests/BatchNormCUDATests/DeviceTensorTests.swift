@@ -9,8 +9,9 @@ struct DeviceTensorTests {
     @Test func roundTripKeepsShapeLayoutTypeAndValues() throws {
         let device = try CUDADevice.shared()
         for dataType in TensorDataType.allCases {
-            let host = try Tensor((0..<60).map { Float($0) / 4 }, shape: [2, 3, 10], layout: .channelsLast,
-                                  dataType: dataType)
+            let host = try Tensor(
+                (0..<60).map { Float($0) / 4 }, shape: [2, 3, 10], layout: .channelsLast,
+                dataType: dataType)
             let onDevice = try DeviceTensor(host, on: device)
             let back = try onDevice.toHost()
             #expect(back.shape == host.shape && back.layout == host.layout && back.dataType == host.dataType)
@@ -32,8 +33,9 @@ struct DeviceTensorTests {
         #expect(try bn.state() == before)
         #expect(bn.numOfProps == 0)
         // Finite input whose variance overflows the Float running statistics (the host's rule).
-        let huge = try DeviceTensor(Tensor((0..<48).map { $0 % 2 == 0 ? 1e20 : -1e20 }, shape: [2, 2, 2, 2, 3]),
-                                    on: device)
+        let huge = try DeviceTensor(
+            Tensor((0..<48).map { $0 % 2 == 0 ? 1e20 : -1e20 }, shape: [2, 2, 2, 2, 3]),
+            on: device)
         #expect(throws: BatchNormError.self) { try bn.forward(huge) }
         #expect(try bn.state() == before)
         // Backward without a device forward.
@@ -42,7 +44,9 @@ struct DeviceTensorTests {
         let wrongRank = try DeviceTensor(zeros: [2, 2, 3], on: device)
         #expect(throws: BatchNormError.self) { try bn.forward(wrongRank) }
         let wrongMaps = try DeviceTensor(zeros: [2, 3, 1, 1, 2], on: device)
-        #expect(throws: BatchNormError.mapsMismatch(argument: "data", expected: 2, actual: 3)) { try bn.forward(wrongMaps) }
+        #expect(throws: BatchNormError.mapsMismatch(argument: "data", expected: 2, actual: 3)) {
+            try bn.forward(wrongMaps)
+        }
         // M = 1.
         let single = try DeviceTensor(zeros: [1, 2, 1, 1, 1], on: device)
         #expect(throws: BatchNormError.self) { try bn.forward(single) }
@@ -63,7 +67,8 @@ struct DeviceTensorTests {
         let expected = try Tensor.arange(shape: [2, 2, 2, 2, 2])
         for n in 0..<2 {
             for c in 0..<2 {
-                let got = result[n, c, 1, 1, 1], want = scale[c] * expected[n, c, 1, 1, 1] / Float((1 + 1e-5).squareRoot())
+                let got = result[n, c, 1, 1, 1],
+                    want = scale[c] * expected[n, c, 1, 1, 1] / Float((1 + 1e-5).squareRoot())
                 #expect(abs(got - want) <= 1e-5 * abs(want) + 1e-6)
             }
         }

@@ -11,7 +11,9 @@ let cudaAvailable: Bool = {
 
 /// The GPU against the CPU backend and the `Double` reference: the cases of
 /// `bnkit selftest` (without the huge ones). Reported as skipped without a GPU.
-@Suite(.enabled(if: cudaAvailable, "SKIPPED: no CUDA driver/GPU/NVRTC (run `bnkit selftest --device cuda` on a GPU machine)"))
+@Suite(
+    .enabled(
+        if: cudaAvailable, "SKIPPED: no CUDA driver/GPU/NVRTC (run `bnkit selftest --device cuda` on a GPU machine)"))
 struct GPUComparisonTests {
     @Test(arguments: CUDASelfTest.cases(randomCount: 2, seed: 7, small: true))
     func gpuMatchesReferenceAndCPU(_ testCase: CUDASelfTestCase) throws {
@@ -48,6 +50,6 @@ struct GPUComparisonTests {
         let runs = try device.time(repetitions: 3, warmUp: 1) { _ = try DeviceTensor(zeros: [1 << 20], on: device) }
         #expect(runs.count == 3 && runs.allSatisfy { $0 >= 0 })
         let bandwidth = try device.measureCopyBandwidth(byteCount: 64 << 20, repetitions: 3)
-        #expect(bandwidth > 1)   // GB/s
+        #expect(bandwidth > 1) // GB/s
     }
 }

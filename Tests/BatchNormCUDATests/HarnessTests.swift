@@ -18,17 +18,18 @@ import Testing
     @Test func caseListCoversTheRequiredKinds() {
         let cases = CUDASelfTest.cases()
         #expect(cases.contains { $0.arange && $0.shape == [5, 3, 10, 10, 10] })
-        #expect(cases.contains { $0.shape.count > 1 && $0.shape[1] == 1 })                 // C = 1
-        #expect(cases.contains { $0.shape.dropFirst(2).reduce(1, *) >= 500_000 })          // huge spatial
-        #expect(cases.contains { $0.shape.count > 1 && $0.shape[1] >= 256 })               // many channels
-        #expect(cases.contains { $0.shape.contains { $0 > 1 && $0 % 2 == 1 } })            // odd sizes
+        #expect(cases.contains { $0.shape.count > 1 && $0.shape[1] == 1 }) // C = 1
+        #expect(cases.contains { $0.shape.dropFirst(2).reduce(1, *) >= 500_000 }) // huge spatial
+        #expect(cases.contains { $0.shape.count > 1 && $0.shape[1] >= 256 }) // many channels
+        #expect(cases.contains { $0.shape.contains { $0 > 1 && $0 % 2 == 1 } }) // odd sizes
         for layout in TensorLayout.allCases { #expect(cases.contains { $0.layout == layout }) }
         for dataType in TensorDataType.allCases { #expect(cases.contains { $0.dataType == dataType }) }
         for path in CUDASelfTestCase.Path.allCases { #expect(cases.contains { $0.path == path }) }
     }
 
     @Test func unsupportedStandInCasesFailVisibly() {
-        let testCase = CUDASelfTestCase(shape: [2, 3, 4], layout: .channelsFirst, dataType: .float16, path: .hostBackend)
+        let testCase = CUDASelfTestCase(
+            shape: [2, 3, 4], layout: .channelsFirst, dataType: .float16, path: .hostBackend)
         let result = CUDASelfTest.runWithCPUStandIn(testCase)
         #expect(!result.passed)
         #expect(result.line.hasPrefix("FAIL"))

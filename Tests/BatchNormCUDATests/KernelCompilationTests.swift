@@ -9,8 +9,9 @@ import Testing
 @Suite struct KernelCompilationTests {
     static let nvrtc = try? NVRTC()
 
-    @Test(.enabled(if: nvrtc != nil, "SKIPPED: no libnvrtc found (set BNKIT_NVRTC_PATH to compile the kernels)"),
-          arguments: ["compute_90", "compute_80", "compute_75"])
+    @Test(
+        .enabled(if: nvrtc != nil, "SKIPPED: no libnvrtc found (set BNKIT_NVRTC_PATH to compile the kernels)"),
+        arguments: ["compute_90", "compute_80", "compute_75"])
     func kernelsCompileToPTXWithEveryEntryPoint(architecture: String) throws {
         let nvrtc = try #require(Self.nvrtc)
         let outcome = try CUDAKernelCompilation.compile(architectures: [architecture], nvrtc: nvrtc)[0]
@@ -19,8 +20,9 @@ import Testing
         #expect(outcome.log.isEmpty || !outcome.log.contains("warning"), "\(outcome.log)")
     }
 
-    @Test(.enabled(if: nvrtc?.producesCUBIN ?? false, "SKIPPED: no libnvrtc with CUBIN output found"),
-          arguments: ["sm_90", "sm_80"])
+    @Test(
+        .enabled(if: nvrtc?.producesCUBIN ?? false, "SKIPPED: no libnvrtc with CUBIN output found"),
+        arguments: ["sm_90", "sm_80"])
     func kernelsAssembleToCUBIN(architecture: String) throws {
         let nvrtc = try #require(Self.nvrtc)
         let outcome = try CUDAKernelCompilation.compile(architectures: [architecture], nvrtc: nvrtc)[0]

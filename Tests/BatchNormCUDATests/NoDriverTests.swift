@@ -1,8 +1,10 @@
-@testable import BatchNormCUDA
 import BatchNormKit
 import Testing
+
+@testable import BatchNormCUDA
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The path every machine without CUDA takes: clear errors naming what was searched, the
@@ -35,11 +37,15 @@ import Glibc
     }
 
     @Test func defaultSearchCoversLoaderPathCudaHomeAndUsrLocalCuda() {
-        let search = CUDALibrarySearch(environment: ["CUDA_HOME": "/opt/cuda-home", "CUDA_PATH": "/opt/cuda-path",
-                                                     "LD_LIBRARY_PATH": "/opt/ld-one::/opt/ld-two"])
+        let search = CUDALibrarySearch(environment: [
+            "CUDA_HOME": "/opt/cuda-home", "CUDA_PATH": "/opt/cuda-path",
+            "LD_LIBRARY_PATH": "/opt/ld-one::/opt/ld-two",
+        ])
         let directories = search.nvrtcDirectories
-        for expected in ["/opt/cuda-home/lib64", "/opt/cuda-home/targets/x86_64-linux/lib", "/opt/cuda-path/lib64",
-                         "/opt/ld-one", "/opt/ld-two", "/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib"] {
+        for expected in [
+            "/opt/cuda-home/lib64", "/opt/cuda-home/targets/x86_64-linux/lib", "/opt/cuda-path/lib64",
+            "/opt/ld-one", "/opt/ld-two", "/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib",
+        ] {
             #expect(directories.contains(expected), "missing \(expected)")
         }
         #expect(Array(search.nvrtcCandidates.prefix(3)) == ["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12"])
@@ -53,19 +59,26 @@ import Glibc
         var template = Array("/tmp/bnkit-nvrtc-XXXXXX".utf8CString)
         let directory = try #require(mkdtemp(&template).map { String(cString: $0) })
         defer {
-            for name in ["libnvrtc.so.11.2", "libnvrtc.so.12.4.99", "libnvrtc.so.12.10.1", "libnvrtc-builtins.so.12.4",
-                         "libnvrtc.alt.so.12"] { unlink("\(directory)/\(name)") }
+            for name in [
+                "libnvrtc.so.11.2", "libnvrtc.so.12.4.99", "libnvrtc.so.12.10.1", "libnvrtc-builtins.so.12.4",
+                "libnvrtc.alt.so.12",
+            ] { unlink("\(directory)/\(name)") }
             rmdir(directory)
         }
-        for name in ["libnvrtc.so.11.2", "libnvrtc.so.12.4.99", "libnvrtc.so.12.10.1", "libnvrtc-builtins.so.12.4",
-                     "libnvrtc.alt.so.12"] {
+        for name in [
+            "libnvrtc.so.11.2", "libnvrtc.so.12.4.99", "libnvrtc.so.12.10.1", "libnvrtc-builtins.so.12.4",
+            "libnvrtc.alt.so.12",
+        ] {
             let file = fopen("\(directory)/\(name)", "w")
             fputs("not a shared library", file)
             fclose(file)
         }
         let search = CUDALibrarySearch(environment: ["BNKIT_NVRTC_PATH": directory])
-        #expect(search.nvrtcCandidates == ["\(directory)/libnvrtc.so.12.10.1", "\(directory)/libnvrtc.so.12.4.99",
-                                           "\(directory)/libnvrtc.so.11.2", "\(directory)/libnvrtc.so"])
+        #expect(
+            search.nvrtcCandidates == [
+                "\(directory)/libnvrtc.so.12.10.1", "\(directory)/libnvrtc.so.12.4.99",
+                "\(directory)/libnvrtc.so.11.2", "\(directory)/libnvrtc.so",
+            ])
         let error = try #require(throws: CUDAError.self) { try NVRTC(search: search) }
         guard case .libraryNotFound(_, _, let searched) = error else {
             Issue.record("unexpected error \(error)")
@@ -100,14 +113,19 @@ import Glibc
         #expect(CUDAResultName.name(of: 100) == "CUDA_ERROR_NO_DEVICE")
         #expect(CUDAResultName.name(of: 700) == "CUDA_ERROR_ILLEGAL_ADDRESS")
         #expect(CUDAResultName.name(of: 12345) == "CUresult(12345)")
-        let error = CUDAError.driver(function: "cuInit", code: 100, name: "CUDA_ERROR_NO_DEVICE",
-                                     message: "no CUDA-capable device is detected")
+        let error = CUDAError.driver(
+            function: "cuInit", code: 100, name: "CUDA_ERROR_NO_DEVICE",
+            message: "no CUDA-capable device is detected")
         #expect(error.description == "cuInit failed: CUDA_ERROR_NO_DEVICE (100): no CUDA-capable device is detected")
         #expect(error.meansUnavailable)
-        #expect(!CUDAError.driver(function: "cuLaunchKernel", code: 700, name: "CUDA_ERROR_ILLEGAL_ADDRESS",
-                                  message: "").meansUnavailable)
-        #expect(CUDAError.nvrtc(function: "nvrtcCompileProgram", code: 6, name: "NVRTC_ERROR_COMPILATION")
-            .description.contains("NVRTC_ERROR_COMPILATION"))
+        #expect(
+            !CUDAError.driver(
+                function: "cuLaunchKernel", code: 700, name: "CUDA_ERROR_ILLEGAL_ADDRESS",
+                message: ""
+            ).meansUnavailable)
+        #expect(
+            CUDAError.nvrtc(function: "nvrtcCompileProgram", code: 6, name: "NVRTC_ERROR_COMPILATION")
+                .description.contains("NVRTC_ERROR_COMPILATION"))
     }
 
     @Test func kernelGeometryDispatch() {
@@ -130,15 +148,16 @@ import Glibc
         #expect(CUDAKernelSource.entryPoints.count == 20)
         #expect(Set(CUDAKernelSource.entryPoints).count == 20)
         for name in CUDAKernelSource.entryPoints {
-            let base = name.dropLast(4)   // "_f32" / "_f16"
+            let base = name.dropLast(4) // "_f32" / "_f16"
             #expect(source.contains("\(base)_##SUFFIX("), "no definition of \(name)")
         }
         // The block geometry is read from the embedded source's #define lines.
         #expect(source.contains("\n#define BN_THREADS \(CUDAKernelSource.threadsPerBlock)\n"))
         #expect(source.contains("\n#define BN_CHUNK \(CUDAKernelSource.chunkLength)\n"))
         #expect(source.contains("\n#define BN_ROWS_PER_THREAD \(CUDAKernelSource.rowsPerThread)\n"))
-        #expect(CUDAKernelSource.threadsPerBlock.nonzeroBitCount == 1 && CUDAKernelSource.threadsPerBlock >= 32,
-                "threads per block must be a power of two of at least one warp")
+        #expect(
+            CUDAKernelSource.threadsPerBlock.nonzeroBitCount == 1 && CUDAKernelSource.threadsPerBlock >= 32,
+            "threads per block must be a power of two of at least one warp")
         #expect(!source.contains("#include"), "the kernels need no CUDA headers")
     }
 

@@ -7,7 +7,8 @@ import Testing
 /// The device-tensor path with a process group (host-staged: moments and sums come to the
 /// host, are all-gathered and merged, and the coefficients go back), two members on threads
 /// sharing one device. Needs a CUDA driver or Tools/KernelEmulation's stand-in.
-@Suite(.enabled(if: cudaAvailable, "SKIPPED: no CUDA driver/GPU/NVRTC (use Tools/KernelEmulation/build_fake_driver.sh)"))
+@Suite(
+    .enabled(if: cudaAvailable, "SKIPPED: no CUDA driver/GPU/NVRTC (use Tools/KernelEmulation/build_fake_driver.sh)"))
 struct SynchronizedDeviceTests {
     /// Per-member outcomes: the replicated state, the rank's y and dx, all-gathers made.
     struct Outcome: Sendable {
@@ -53,10 +54,14 @@ struct SynchronizedDeviceTests {
             let shape = [batches[member.rank], maps] + spatial
             var outcome = Outcome()
             for _ in 0..<3 {
-                let y = try bn.forward(DeviceTensor(Tensor(slice(x, rank: member.rank), shape: shape, layout: layout),
-                                                    on: device))
-                let dx = try bn.backward(DeviceTensor(Tensor(slice(g, rank: member.rank), shape: shape, layout: layout),
-                                                      on: device))
+                let y = try bn.forward(
+                    DeviceTensor(
+                        Tensor(slice(x, rank: member.rank), shape: shape, layout: layout),
+                        on: device))
+                let dx = try bn.backward(
+                    DeviceTensor(
+                        Tensor(slice(g, rank: member.rank), shape: shape, layout: layout),
+                        on: device))
                 outcome.y = try y.toHost().scalars
                 outcome.dx = try dx?.toHost().scalars ?? []
             }
@@ -105,8 +110,9 @@ struct SynchronizedDeviceTests {
     }
 
     private func expectClose(_ actual: [Float], _ expected: [Float], _ tolerance: Double, _ what: String) {
-        let floor = max((expected.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(max(1, expected.count)))
-            .squareRoot(), 1e-30)
+        let floor = max(
+            (expected.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(max(1, expected.count)))
+                .squareRoot(), 1e-30)
         let error = ReferenceComparison.maximumRelativeError(actual, expected.map(Double.init), floor: floor)
         #expect(actual.count == expected.count && error <= tolerance, "\(what): relative error \(error)")
     }

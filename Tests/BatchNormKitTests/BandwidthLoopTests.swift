@@ -1,8 +1,10 @@
-@testable import BatchNormKit
 import CBatchNormKernels
 import Testing
+
+@testable import BatchNormKit
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The bandwidth loops of the bench roofline (`bnk_bandwidth_read`, `bnk_bandwidth_read_write`)
@@ -49,18 +51,23 @@ import Glibc
         let capacity = count * 4 + 128
         let source = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
         let destination = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
-        defer { source.deallocate(); destination.deallocate() }
+        defer {
+            source.deallocate()
+            destination.deallocate()
+        }
         let x = Self.values(count)
         let expected = x.map { 2 * $0 + 1 }
         for level in Self.levels {
             for streaming: Int32 in [0, 1] {
                 for (xOffset, yOffset) in Self.offsets {
                     let remainder = (xOffset + yOffset) % 4
-                    let label = "\(level), streaming \(streaming), offsets \(xOffset)/\(yOffset), \(count) floats + \(remainder) bytes"
+                    let label =
+                        "\(level), streaming \(streaming), offsets \(xOffset)/\(yOffset), \(count) floats + \(remainder) bytes"
                     _ = x.withUnsafeBytes { memcpy(source + xOffset, $0.baseAddress!, $0.count) }
-                    memset(destination, 0x5A, capacity)   // a sentinel before and after y
-                    bnk_bandwidth_read_write(level.rawValue, source + xOffset, destination + yOffset, count * 4 + remainder,
-                                             streaming)
+                    memset(destination, 0x5A, capacity) // a sentinel before and after y
+                    bnk_bandwidth_read_write(
+                        level.rawValue, source + xOffset, destination + yOffset, count * 4 + remainder,
+                        streaming)
                     var y = [Float](repeating: 0, count: count)
                     _ = y.withUnsafeMutableBytes { memcpy($0.baseAddress!, destination + yOffset, $0.count) }
                     #expect(y == expected, "\(label)")
@@ -74,8 +81,10 @@ import Glibc
 
     /// The tests above run every supported level; on a CPU without AVX-512 its instance is
     /// compiled only, and this says so.
-    @Test(.enabled(if: KernelLevel.supported >= .avx512,
-                   "SKIPPED: this CPU has no AVX-512: the AVX-512 bandwidth loops are compiled only"))
+    @Test(
+        .enabled(
+            if: KernelLevel.supported >= .avx512,
+            "SKIPPED: this CPU has no AVX-512: the AVX-512 bandwidth loops are compiled only"))
     func avx512LoopsAreChecked() {
         #expect(Self.levels.contains(.avx512))
         for count in [17, 129, 4099] {

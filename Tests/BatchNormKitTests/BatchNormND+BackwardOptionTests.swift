@@ -8,7 +8,9 @@ import Testing
 @Suite("BatchNormND backward options")
 struct BatchNormNDBackwardOptionTests {
     /// Two identical modules after one identical training forward.
-    static func twins(rank: Rank, layout: TensorLayout, affine: Bool = true) throws -> (BatchNormND, BatchNormND, Tensor) {
+    static func twins(rank: Rank, layout: TensorLayout, affine: Bool = true) throws -> (
+        BatchNormND, BatchNormND, Tensor
+    ) {
         var generator = SeededGenerator(seed: 31)
         let shape = [3, 2] + Array([3, 2, 2].prefix(rank.rawValue - 2))
         let a = try rank.makeModule(maps: 2, sscale: 0.5, affine: affine, using: &generator)
@@ -55,8 +57,8 @@ struct BatchNormNDBackwardOptionTests {
         let (bn, _, g) = try Self.twins(rank: .batchNorm3D, layout: layout)
         try bn.backward(g)
         let dscale = try bn.scaleGrad.scalars.map(Double.init), dbias = try bn.biasGrad.scalars.map(Double.init)
-        try bn.backward(g, scale: 2, momentum: 0.5)    // 2d + 0.5d = 2.5d
-        try bn.backward(g, scale: -1, momentum: 3)     // −d + 7.5d = 6.5d
+        try bn.backward(g, scale: 2, momentum: 0.5) // 2d + 0.5d = 2.5d
+        try bn.backward(g, scale: -1, momentum: 3) // −d + 7.5d = 6.5d
         expectClose(try bn.scaleGrad.scalars, dscale.map { 6.5 * $0 }, tolerance: 1e-6, "scaleGrad")
         expectClose(try bn.biasGrad.scalars, dbias.map { 6.5 * $0 }, tolerance: 1e-6, "biasGrad")
         try bn.zeroGradParams()

@@ -5,8 +5,10 @@ import Testing
 /// A module after two training steps and one backward, so that running statistics,
 /// `numOfProps`, saved tensors and parameter gradients all hold non-trivial values that a
 /// throwing call could disturb.
-func trainedModule(rank: Rank, layout: TensorLayout = .channelsFirst, maps: Int = 3, name: String? = "bn",
-                   inplace: Bool = false) throws -> (module: BatchNormND, shape: [Int]) {
+func trainedModule(
+    rank: Rank, layout: TensorLayout = .channelsFirst, maps: Int = 3, name: String? = "bn",
+    inplace: Bool = false
+) throws -> (module: BatchNormND, shape: [Int]) {
     var generator = SeededGenerator(seed: 42)
     let bn = try rank.makeModule(maps: maps, name: name, inplace: inplace, using: &generator)
     let shape = [2, maps] + Array([3, 2, 2].prefix(rank.rawValue - 2))
@@ -29,15 +31,21 @@ struct BatchNormNDErrorTests {
         let r = rank.rawValue
         for wrong in [shape + [2], Array(shape.dropLast()), [6]] where wrong.count != r {
             let data = try Tensor(zeros: wrong, layout: layout)
-            expectError(.rankMismatch(argument: "data", expected: r, actual: wrong.count, shape: wrong),
-                        mentioning: ["data", "\(r)-d", "\(wrong.count)-d", "\(wrong)"], module: bn) { _ = try bn(data) }
-            expectError(.rankMismatch(argument: "grad", expected: r, actual: wrong.count, shape: wrong),
-                        mentioning: ["grad", "\(r)-d", "\(wrong.count)-d", "\(wrong)"], module: bn) { try bn.backward(data) }
+            expectError(
+                .rankMismatch(argument: "data", expected: r, actual: wrong.count, shape: wrong),
+                mentioning: ["data", "\(r)-d", "\(wrong.count)-d", "\(wrong)"], module: bn
+            ) { _ = try bn(data) }
+            expectError(
+                .rankMismatch(argument: "grad", expected: r, actual: wrong.count, shape: wrong),
+                mentioning: ["grad", "\(r)-d", "\(wrong.count)-d", "\(wrong)"], module: bn
+            ) { try bn.backward(data) }
         }
         bn.evalMode()
         let data = try Tensor(zeros: shape + [1], layout: layout)
-        expectError(.rankMismatch(argument: "data", expected: r, actual: r + 1, shape: shape + [1]),
-                    mentioning: ["\(r)-d", "\(r + 1)-d"], module: bn) { _ = try bn(data) }
+        expectError(
+            .rankMismatch(argument: "data", expected: r, actual: r + 1, shape: shape + [1]),
+            mentioning: ["\(r)-d", "\(r + 1)-d"], module: bn
+        ) { _ = try bn(data) }
     }
 
     @Test(arguments: allRanksAndLayouts)
@@ -47,10 +55,14 @@ struct BatchNormNDErrorTests {
             var wrong = shape
             wrong[1] = maps
             let data = try Tensor(zeros: wrong, layout: layout)
-            expectError(.mapsMismatch(argument: "data", expected: 3, actual: maps),
-                        mentioning: ["data", "\(maps) maps", "expected: 3"], module: bn) { _ = try bn(data) }
-            expectError(.mapsMismatch(argument: "grad", expected: 3, actual: maps),
-                        mentioning: ["grad", "\(maps) maps", "expected: 3"], module: bn) { try bn.backward(data) }
+            expectError(
+                .mapsMismatch(argument: "data", expected: 3, actual: maps),
+                mentioning: ["data", "\(maps) maps", "expected: 3"], module: bn
+            ) { _ = try bn(data) }
+            expectError(
+                .mapsMismatch(argument: "grad", expected: 3, actual: maps),
+                mentioning: ["grad", "\(maps) maps", "expected: 3"], module: bn
+            ) { try bn.backward(data) }
         }
     }
 
@@ -58,11 +70,17 @@ struct BatchNormNDErrorTests {
     func gradientShapeDiffersFromData(rank: Rank, layout: TensorLayout) throws {
         let (bn, shape) = try trainedModule(rank: rank, layout: layout)
         var shapes = [[shape[0] + 1] + shape.dropFirst()]
-        if shape.count > 2 { var other = shape; other[other.count - 1] += 2; shapes.append(other) }
+        if shape.count > 2 {
+            var other = shape
+            other[other.count - 1] += 2
+            shapes.append(other)
+        }
         for wrong in shapes {
             let grad = try Tensor(zeros: wrong, layout: layout)
-            expectError(.shapeMismatch(argument: "grad", expected: shape, actual: wrong),
-                        mentioning: ["grad", "\(wrong)", "expected: \(shape)"], module: bn) { try bn.backward(grad) }
+            expectError(
+                .shapeMismatch(argument: "grad", expected: shape, actual: wrong),
+                mentioning: ["grad", "\(wrong)", "expected: \(shape)"], module: bn
+            ) { try bn.backward(grad) }
             expectError(.shapeMismatch(argument: "grad", expected: shape, actual: wrong), mentioning: [], module: bn) {
                 try bn.backward(grad, updParamGrads: true, updGrad: false)
             }
@@ -71,8 +89,10 @@ struct BatchNormNDErrorTests {
         bn.evalMode()
         _ = try bn(try Tensor.ones(shape: shape, layout: layout))
         let grad = try Tensor(zeros: shapes[0], layout: layout)
-        expectError(.shapeMismatch(argument: "grad", expected: shape, actual: shapes[0]), mentioning: ["\(shapes[0])"],
-                    module: bn) { try bn.backward(grad) }
+        expectError(
+            .shapeMismatch(argument: "grad", expected: shape, actual: shapes[0]), mentioning: ["\(shapes[0])"],
+            module: bn
+        ) { try bn.backward(grad) }
     }
 
     /// All ranks: for rank 2 both layouts store the same bytes, but the gradient must still
@@ -82,8 +102,10 @@ struct BatchNormNDErrorTests {
         let (bn, shape) = try trainedModule(rank: rank, layout: layout)
         let other: TensorLayout = layout == .channelsFirst ? .channelsLast : .channelsFirst
         let grad = try Tensor.ones(shape: shape, layout: other)
-        expectError(.layoutMismatch(argument: "grad", expected: layout, actual: other),
-                    mentioning: ["grad", "layout \(other)", "expected: \(layout)"], module: bn) { try bn.backward(grad) }
+        expectError(
+            .layoutMismatch(argument: "grad", expected: layout, actual: other),
+            mentioning: ["grad", "layout \(other)", "expected: \(layout)"], module: bn
+        ) { try bn.backward(grad) }
     }
 
     /// The CPU backend takes every data type, but a gradient must have the forward input's.
@@ -92,8 +114,10 @@ struct BatchNormNDErrorTests {
         let (bn, shape) = try trainedModule(rank: rank, layout: layout)
         for type in [TensorDataType.float16, .bfloat16] {
             let half = try Tensor(zeros: shape, layout: layout, dataType: type)
-            expectError(.dataTypeMismatch(argument: "grad", expected: "float32", actual: type.rawValue),
-                        mentioning: ["grad", type.rawValue, "float32"], module: bn) { try bn.backward(half) }
+            expectError(
+                .dataTypeMismatch(argument: "grad", expected: "float32", actual: type.rawValue),
+                mentioning: ["grad", type.rawValue, "float32"], module: bn
+            ) { try bn.backward(half) }
         }
     }
 
@@ -138,7 +162,7 @@ struct BatchNormNDErrorTests {
 
         let x = try randomTensor(shape: shape, layout: layout, using: &generator)
         let g = try randomTensor(shape: shape, layout: layout, using: &generator)
-        try trained.load(state)   // same starting point, gradients zeroed
+        try trained.load(state) // same starting point, gradients zeroed
         let y = try empty(x), expectedY = try trained(x)
         #expect(bits(y.scalars) == bits(expectedY.scalars))
         #expect(try empty.state() == trained.state() && empty.numOfProps == 3)
@@ -164,7 +188,9 @@ struct BatchNormNDErrorTests {
             try fresh.backward(g)
         }
         fresh.evalMode()
-        expectError(.backwardBeforeForward(name: "fresh"), mentioning: fragments, module: fresh) { try fresh.backward(g) }
+        expectError(.backwardBeforeForward(name: "fresh"), mentioning: fragments, module: fresh) {
+            try fresh.backward(g)
+        }
 
         // trainMode() and evalMode() drop the saved tensors: backward needs a new forward.
         let (bn, trainedShape) = try trainedModule(rank: rank, layout: layout)
@@ -192,12 +218,16 @@ struct BatchNormNDErrorTests {
     func tooFewValuesPerChannel(rank: Rank, layout: TensorLayout) throws {
         let (bn, _) = try trainedModule(rank: rank, layout: layout)
         let k = rank.rawValue - 2
-        var shapes: [(shape: [Int], m: Int)] = [([1, 3] + Array(repeating: 1, count: k), 1), ([0, 3] + Array(repeating: 2, count: k), 0)]
+        var shapes: [(shape: [Int], m: Int)] = [
+            ([1, 3] + Array(repeating: 1, count: k), 1), ([0, 3] + Array(repeating: 2, count: k), 0),
+        ]
         if k > 0 { shapes.append(([2, 3] + [0] + Array(repeating: 4, count: k - 1), 0)) }
         for (shape, m) in shapes {
             let x = try Tensor.ones(shape: shape, layout: layout)
-            expectError(.tooFewValuesPerChannel(expected: "at least 2", actual: m, shape: shape),
-                        mentioning: ["at least 2", "got \(m)", "\(shape)"], module: bn) { _ = try bn(x) }
+            expectError(
+                .tooFewValuesPerChannel(expected: "at least 2", actual: m, shape: shape),
+                mentioning: ["at least 2", "got \(m)", "\(shape)"], module: bn
+            ) { _ = try bn(x) }
         }
         // One value per channel is fine in evaluation mode: no batch statistics are needed.
         let state = try bn.state()
@@ -206,8 +236,9 @@ struct BatchNormNDErrorTests {
         let single = try randomTensor(shape: shapes[0].shape, layout: layout, using: &generator)
         let y = try bn(single)
         let reference = ReferenceBatchNorm(state: state)
-        expectClose(y.scalars, reference.evaluationForward(doubles(single), shape: single.shape),
-                    tolerance: Tolerance.output, "evaluation with M = 1")
+        expectClose(
+            y.scalars, reference.evaluationForward(doubles(single), shape: single.shape),
+            tolerance: Tolerance.output, "evaluation with M = 1")
     }
 
     /// NaN, +Inf or −Inf in one channel: `nonFiniteStatistics` names that channel, and the
@@ -221,7 +252,10 @@ struct BatchNormNDErrorTests {
                 let x = try randomTensor(shape: shape, layout: layout, using: &generator)
                 var index = Array(repeating: 0, count: shape.count)
                 index[1] = 1
-                if position == 1 { index[0] = shape[0] - 1; if shape.count > 2 { index[shape.count - 1] = shape.last! - 1 } }
+                if position == 1 {
+                    index[0] = shape[0] - 1
+                    if shape.count > 2 { index[shape.count - 1] = shape.last! - 1 }
+                }
                 try x.setValue(bad, at: index)
                 let before = ModuleSnapshot(bn)
                 do {
@@ -271,8 +305,10 @@ struct BatchNormNDErrorTests {
         var generator = SeededGenerator(seed: 3)
         let x = try randomTensor(shape: shape, layout: .channelsLast, using: &generator)
         let original = bits(x.scalars)
-        expectError(.inplaceInTraining(name: "inplaceBN"), mentioning: ["inplaceBN", "inplace", "train mode", "evaluation"],
-                    module: bn) { _ = try bn(x) }
+        expectError(
+            .inplaceInTraining(name: "inplaceBN"), mentioning: ["inplaceBN", "inplace", "train mode", "evaluation"],
+            module: bn
+        ) { _ = try bn(x) }
         #expect(bits(x.scalars) == original, "the input must be untouched")
         #expect(bn.numOfProps == 0)
         bn.evalMode()
@@ -283,10 +319,14 @@ struct BatchNormNDErrorTests {
     }
 
     @Test func invalidInitArguments() throws {
-        func expectInvalid(_ name: String, _ expected: String, _ actual: String,
-                           sourceLocation: SourceLocation = #_sourceLocation, _ make: () throws -> BatchNormND) {
-            expectError(.invalidArgument(name: name, expected: expected, actual: actual),
-                        mentioning: [name, expected, actual], sourceLocation: sourceLocation) { _ = try make() }
+        func expectInvalid(
+            _ name: String, _ expected: String, _ actual: String,
+            sourceLocation: SourceLocation = #_sourceLocation, _ make: () throws -> BatchNormND
+        ) {
+            expectError(
+                .invalidArgument(name: name, expected: expected, actual: actual),
+                mentioning: [name, expected, actual], sourceLocation: sourceLocation
+            ) { _ = try make() }
         }
         let finite = "a finite value >= 0"
         expectInvalid("maps", ">= 1", "0") { try BatchNorm3D(maps: 0) }
@@ -301,15 +341,19 @@ struct BatchNormNDErrorTests {
         expectInvalid("minFactor", unit, "-0.1") { try BatchNorm3D(maps: 3, minFactor: -0.1) }
         expectInvalid("minFactor", unit, "1.5") { try BatchNorm3D(maps: 3, minFactor: 1.5) }
         expectInvalid("sscale", finite, "-0.01") { try BatchNorm3D(maps: 3, sscale: -0.01) }
-        expectError(.invalidArgument(name: "class", expected: "BatchNorm, BatchNorm1D, BatchNorm2D or BatchNorm3D",
-                                     actual: "BatchNormND"), mentioning: ["BatchNormND", "BatchNorm3D"]) {
+        expectError(
+            .invalidArgument(
+                name: "class", expected: "BatchNorm, BatchNorm1D, BatchNorm2D or BatchNorm3D",
+                actual: "BatchNormND"), mentioning: ["BatchNormND", "BatchNorm3D"]
+        ) {
             _ = try BatchNormND(maps: 3)
         }
         // The boundaries are valid: the smallest positive epsilon, factors 0 and 1, sscale 0
         // (scale exactly 1).
         var generator = SeededGenerator(seed: 1)
-        let edge = try BatchNorm3D(maps: 1, epsilon: .leastNonzeroMagnitude, initFactor: 0, minFactor: 1, sscale: 0,
-                                   using: &generator)
+        let edge = try BatchNorm3D(
+            maps: 1, epsilon: .leastNonzeroMagnitude, initFactor: 0, minFactor: 1, sscale: 0,
+            using: &generator)
         #expect(try edge.scale.scalars == [1])
     }
 
@@ -325,27 +369,37 @@ struct BatchNormNDErrorTests {
             case "mean": state.mean = Array(repeating: 0, count: count)
             default: state.var = Array(repeating: 1, count: count)
             }
-            expectError(.parameterCountMismatch(parameter: label, expected: 3, actual: count),
-                        mentioning: [label, "\(count) values", "expected: 3"], module: bn) { try bn.load(state) }
+            expectError(
+                .parameterCountMismatch(parameter: label, expected: 3, actual: count),
+                mentioning: [label, "\(count) values", "expected: 3"], module: bn
+            ) { try bn.load(state) }
         }
         var negative = good
         negative.numOfProps = -1
-        expectError(.invalidArgument(name: "numOfProps", expected: ">= 0", actual: "-1"),
-                    mentioning: ["numOfProps", ">= 0", "-1"], module: bn) { try bn.load(negative) }
+        expectError(
+            .invalidArgument(name: "numOfProps", expected: ">= 0", actual: "-1"),
+            mentioning: ["numOfProps", ">= 0", "-1"], module: bn
+        ) { try bn.load(negative) }
         var negativeVariance = good
         negativeVariance.var[1] = -0.5
-        expectError(.invalidArgument(name: "var[1]", expected: "a finite value >= 0", actual: "-0.5"),
-                    mentioning: ["var[1]", ">= 0", "-0.5"], module: bn) { try bn.load(negativeVariance) }
+        expectError(
+            .invalidArgument(name: "var[1]", expected: "a finite value >= 0", actual: "-0.5"),
+            mentioning: ["var[1]", ">= 0", "-0.5"], module: bn
+        ) { try bn.load(negativeVariance) }
         var notFinite = good
         notFinite.scale[2] = .nan
-        expectError(.invalidArgument(name: "scale[2]", expected: "a finite value", actual: "nan"),
-                    mentioning: ["scale[2]", "finite", "nan"], module: bn) { try bn.load(notFinite) }
+        expectError(
+            .invalidArgument(name: "scale[2]", expected: "a finite value", actual: "nan"),
+            mentioning: ["scale[2]", "finite", "nan"], module: bn
+        ) { try bn.load(notFinite) }
 
         // A failed load leaves an empty module empty.
         var generator = SeededGenerator(seed: 1)
         let empty = try rank.makeModule(maps: 2, empty: true, using: &generator)
-        expectError(.parameterCountMismatch(parameter: "scale", expected: 2, actual: 3), mentioning: ["scale"],
-                    module: empty) { try empty.load(good) }
+        expectError(
+            .parameterCountMismatch(parameter: "scale", expected: 2, actual: 3), mentioning: ["scale"],
+            module: empty
+        ) { try empty.load(good) }
         #expect(throws: BatchNormError.emptyModule(name: nil)) { _ = try empty.state() }
     }
 }

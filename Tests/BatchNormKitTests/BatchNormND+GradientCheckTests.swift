@@ -72,7 +72,9 @@ struct BatchNormNDGradientCheckTests {
     /// Storage-order values in logical order.
     static func logicalOrder(_ derivatives: [Double], like tensor: Tensor) throws -> [Double] {
         let geometry = ChannelGeometry(shape: tensor.shape)
-        return (0..<tensor.elementCount).map { derivatives[geometry.storageOffset(ofLogical: $0, layout: tensor.layout)] }
+        return (0..<tensor.elementCount).map {
+            derivatives[geometry.storageOffset(ofLogical: $0, layout: tensor.layout)]
+        }
     }
 
     @Test(arguments: allRanksAndLayouts)
@@ -92,7 +94,9 @@ struct BatchNormNDGradientCheckTests {
         // scale·invstd·g) is far outside the tolerance.
         let invstd = bn.saveinvvar!.scalars, scale = try bn.scale.scalars
         let spatial = ChannelGeometry(shape: x.shape).spatial, maps = x.shape[1]
-        let naive = w.scalars.enumerated().map { i, g in Float(Double(g * scale[(i / spatial) % maps] * invstd[(i / spatial) % maps])) }
+        let naive = w.scalars.enumerated().map { i, g in
+            Float(Double(g * scale[(i / spatial) % maps] * invstd[(i / spatial) % maps]))
+        }
         #expect(ReferenceComparison.maximumRelativeError(naive, numericDx, floor: rootMeanSquare(numericDx)) > 0.05)
     }
 
@@ -104,7 +108,8 @@ struct BatchNormNDGradientCheckTests {
         _ = try bn(x)
         let dx = try #require(try bn.backward(w))
         expectClose(dx.scalars, numericDx, tolerance: Self.evaluationTolerance, "evaluation dx")
-        #expect(try bn.scaleGrad.scalars.allSatisfy { $0 == 0 } && bn.biasGrad.scalars.allSatisfy { $0 == 0 },
-                "evaluation backward accumulates no parameter gradients")
+        #expect(
+            try bn.scaleGrad.scalars.allSatisfy { $0 == 0 } && bn.biasGrad.scalars.allSatisfy { $0 == 0 },
+            "evaluation backward accumulates no parameter gradients")
     }
 }

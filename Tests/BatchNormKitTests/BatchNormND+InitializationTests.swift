@@ -14,7 +14,8 @@ struct BatchNormNDInitializationTests {
         for tensor in [try bn.scale, try bn.bias, try bn.mean, try bn.var, try bn.scaleGrad, try bn.biasGrad] {
             #expect(tensor.shape == shape && tensor.layout == .channelsFirst && tensor.dataType == .float32)
         }
-        #expect(try bn.bias.scalars == [0, 0, 0, 0] && bn.mean.scalars == [0, 0, 0, 0] && bn.var.scalars == [1, 1, 1, 1])
+        #expect(
+            try bn.bias.scalars == [0, 0, 0, 0] && bn.mean.scalars == [0, 0, 0, 0] && bn.var.scalars == [1, 1, 1, 1])
         #expect(try bn.scaleGrad.scalars == [0, 0, 0, 0] && bn.biasGrad.scalars == [0, 0, 0, 0])
         #expect(bn.isTraining && bn.numOfProps == 0 && bn.inData == nil && bn.data == nil && bn.grad == nil)
         #expect(bn.savemean == nil && bn.saveinvvar == nil)

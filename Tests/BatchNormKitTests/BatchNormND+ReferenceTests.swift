@@ -42,7 +42,8 @@ struct TrainingScenario: CustomTestStringConvertible, Sendable {
 
     var testDescription: String {
         "\(rank.testDescription) \(shape) \(layout) steps \(steps) factor \(initFactor)/\(minFactor)"
-            + (epsilon == 1e-5 ? "" : " epsilon \(epsilon)") + (affine ? "" : " affine: false") + (offset == 0 ? "" : " offset \(offset)")
+            + (epsilon == 1e-5 ? "" : " epsilon \(epsilon)") + (affine ? "" : " affine: false")
+            + (offset == 0 ? "" : " offset \(offset)")
     }
 
     /// `(scale, momentum)` handed to `backward` at step `k`: plain, accumulating, scaled.
@@ -56,16 +57,18 @@ struct TrainingScenario: CustomTestStringConvertible, Sendable {
     func run() throws {
         var generator = SeededGenerator(seed: seed)
         let maps = shape[1]
-        let bn = try rank.makeModule(maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor,
-                                     sscale: 0.3, affine: affine, using: &generator)
+        let bn = try rank.makeModule(
+            maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor,
+            sscale: 0.3, affine: affine, using: &generator)
         let initial = try bn.state()
         #expect(initial.mean == Array(repeating: 0, count: maps))
         #expect(initial.var == Array(repeating: 1, count: maps))
         #expect(initial.bias == Array(repeating: 0, count: maps))
         if !affine { #expect(initial.scale == Array(repeating: 1, count: maps)) }
         #expect(try bn.scale.shape == [1, maps] + Array(repeating: 1, count: rank.rawValue - 2))
-        var reference = ReferenceBatchNorm(state: initial, epsilon: bn.epsilon, initFactor: initFactor,
-                                           minFactor: minFactor, affine: affine)
+        var reference = ReferenceBatchNorm(
+            state: initial, epsilon: bn.epsilon, initFactor: initFactor,
+            minFactor: minFactor, affine: affine)
         let learnRate: Float = 0.05
 
         for step in 1...steps {
@@ -79,20 +82,24 @@ struct TrainingScenario: CustomTestStringConvertible, Sendable {
             #expect(bn.numOfProps == step && reference.numOfProps == step, "\(label): numOfProps")
             let savemean = try #require(bn.savemean), saveinvvar = try #require(bn.saveinvvar)
             #expect(savemean.shape == (try bn.mean.shape) && saveinvvar.shape == savemean.shape)
-            expectClose(savemean.scalars, reference.savedMean, tolerance: Tolerance.savedStatistics,
-                        "\(label): savemean")
-            expectClose(saveinvvar.scalars, reference.savedInvstd, tolerance: Tolerance.savedStatistics,
-                        "\(label): saveinvvar")
+            expectClose(
+                savemean.scalars, reference.savedMean, tolerance: Tolerance.savedStatistics,
+                "\(label): savemean")
+            expectClose(
+                saveinvvar.scalars, reference.savedInvstd, tolerance: Tolerance.savedStatistics,
+                "\(label): saveinvvar")
             #expect(bn.inData?.sharesStorage(with: x) == true && bn.data?.sharesStorage(with: y) == true)
 
             let g = try randomTensor(shape: shape, layout: layout, using: &generator)
             let (gradientScale, momentum) = Self.backwardArguments(step: step)
             let dx = try #require(try bn.backward(g, scale: gradientScale, momentum: momentum))
-            let expectedDx = reference.backward(doubles(g), shape: shape, training: true,
-                                                scale: Double(gradientScale), momentum: Double(momentum))
+            let expectedDx = reference.backward(
+                doubles(g), shape: shape, training: true,
+                scale: Double(gradientScale), momentum: Double(momentum))
             #expect(dx.shape == shape && dx.layout == layout && bn.grad?.sharesStorage(with: dx) == true)
-            expectClose(dx.scalars, expectedDx, tolerance: Tolerance.inputGradient,
-                        floor: inputGradientFloor(g, reference: reference), "\(label): dx")
+            expectClose(
+                dx.scalars, expectedDx, tolerance: Tolerance.inputGradient,
+                floor: inputGradientFloor(g, reference: reference), "\(label): dx")
             try expectParameters(of: bn, match: reference, label)
 
             if step % 4 == 0 {
@@ -134,12 +141,15 @@ struct TrainingScenario: CustomTestStringConvertible, Sendable {
     /// Scale, bias and their gradients against the reference; exactly 1, 0, 0, 0 without `affine`.
     func expectParameters(of bn: BatchNormND, match reference: ReferenceBatchNorm, _ label: String) throws {
         if affine {
-            expectClose(try bn.scale.scalars, reference.scale, tolerance: Tolerance.parameterGradient, "\(label): scale")
+            expectClose(
+                try bn.scale.scalars, reference.scale, tolerance: Tolerance.parameterGradient, "\(label): scale")
             expectClose(try bn.bias.scalars, reference.bias, tolerance: Tolerance.parameterGradient, "\(label): bias")
-            expectClose(try bn.scaleGrad.scalars, reference.scaleGrad, tolerance: Tolerance.parameterGradient,
-                        "\(label): scaleGrad")
-            expectClose(try bn.biasGrad.scalars, reference.biasGrad, tolerance: Tolerance.parameterGradient,
-                        "\(label): biasGrad")
+            expectClose(
+                try bn.scaleGrad.scalars, reference.scaleGrad, tolerance: Tolerance.parameterGradient,
+                "\(label): scaleGrad")
+            expectClose(
+                try bn.biasGrad.scalars, reference.biasGrad, tolerance: Tolerance.parameterGradient,
+                "\(label): biasGrad")
         } else {
             #expect(try bn.scale.scalars.allSatisfy { $0 == 1 }, "\(label): scale must stay exactly 1")
             #expect(try bn.bias.scalars.allSatisfy { $0 == 0 }, "\(label): bias must stay exactly 0")
@@ -153,8 +163,10 @@ struct TrainingScenario: CustomTestStringConvertible, Sendable {
     /// The reference is first synchronized with the module's `Float` state: the running
     /// statistics were already checked above, and `x − mean` amplifies their last-bit
     /// rounding by `|mean| / σ` (10⁴ for offset data), which would hide the formula under test.
-    func checkEvaluation(of bn: BatchNormND, reference: inout ReferenceBatchNorm,
-                         using generator: inout SeededGenerator) throws {
+    func checkEvaluation(
+        of bn: BatchNormND, reference: inout ReferenceBatchNorm,
+        using generator: inout SeededGenerator
+    ) throws {
         let label = "\(testDescription), evaluation"
         let trained = try bn.state()
         reference.scale = trained.scale.map(Double.init)
@@ -164,24 +176,27 @@ struct TrainingScenario: CustomTestStringConvertible, Sendable {
         let gradientsBefore = (bits(try bn.scaleGrad.scalars), bits(try bn.biasGrad.scalars))
 
         bn.evalMode()
-        #expect(!bn.isTraining && bn.inData == nil && bn.data == nil && bn.grad == nil && bn.savemean == nil
-                    && bn.saveinvvar == nil, "\(label): evalMode must drop saved tensors")
+        #expect(
+            !bn.isTraining && bn.inData == nil && bn.data == nil && bn.grad == nil && bn.savemean == nil
+                && bn.saveinvvar == nil, "\(label): evalMode must drop saved tensors")
         let x = try randomTensor(shape: shape, layout: layout, offset: offset, using: &generator)
         let original = doubles(x)
         let y = try bn(x)
-        expectClose(y.scalars, reference.evaluationForward(original, shape: shape), tolerance: Tolerance.output,
-                    "\(label): y")
+        expectClose(
+            y.scalars, reference.evaluationForward(original, shape: shape), tolerance: Tolerance.output,
+            "\(label): y")
         #expect(!y.sharesStorage(with: x) && doubles(x) == original, "\(label): input must be left alone")
         #expect(try bn.state() == trained, "\(label): evaluation must not touch the state")
 
         // In place: a second module with the same state writes y into x's storage.
         var unused = SeededGenerator(seed: 0)
-        let inplaceModule = try rank.makeModule(maps: shape[1], epsilon: epsilon, initFactor: initFactor,
-                                                minFactor: minFactor, affine: affine, inplace: true, using: &unused)
+        let inplaceModule = try rank.makeModule(
+            maps: shape[1], epsilon: epsilon, initFactor: initFactor,
+            minFactor: minFactor, affine: affine, inplace: true, using: &unused)
         try inplaceModule.load(trained)
         inplaceModule.evalMode()
         let shared = x.copy()
-        let alias = shared   // a copy of the struct: the same storage
+        let alias = shared // a copy of the struct: the same storage
         let inplaceY = try inplaceModule(shared)
         #expect(inplaceY.sharesStorage(with: shared) && alias.sharesStorage(with: inplaceY), "\(label): inplace")
         #expect(bits(shared.scalars) == bits(y.scalars), "\(label): inplace input must now hold y")
@@ -190,10 +205,12 @@ struct TrainingScenario: CustomTestStringConvertible, Sendable {
         // Evaluation backward: dx = g·scale/sqrt(var + ε), parameter gradients untouched.
         let g = try randomTensor(shape: shape, layout: layout, using: &generator)
         let dx = try #require(try bn.backward(g))
-        expectClose(dx.scalars, reference.backward(doubles(g), shape: shape, training: false),
-                    tolerance: Tolerance.inputGradient, "\(label): dx")
-        #expect((bits(try bn.scaleGrad.scalars), bits(try bn.biasGrad.scalars)) == gradientsBefore,
-                "\(label): evaluation backward must not change parameter gradients")
+        expectClose(
+            dx.scalars, reference.backward(doubles(g), shape: shape, training: false),
+            tolerance: Tolerance.inputGradient, "\(label): dx")
+        #expect(
+            (bits(try bn.scaleGrad.scalars), bits(try bn.biasGrad.scalars)) == gradientsBefore,
+            "\(label): evaluation backward must not change parameter gradients")
         let inplaceDx = try #require(try inplaceModule.backward(g, scale: 3, momentum: 0.5))
         #expect(bits(inplaceDx.scalars) == bits(dx.scalars), "\(label): inplace evaluation backward")
         #expect(try inplaceModule.scaleGrad.scalars.allSatisfy { $0 == 0 })
@@ -208,15 +225,16 @@ func testShapes(for rank: Rank, randomCount: Int, seed: UInt64) -> [[Int]] {
     let k = rank.rawValue - 2
     let odd = [7, 3, 5]
     var shapes: [[Int]] = [
-        [3, 1] + Array(odd.prefix(k)),                  // C = 1
-        [4, 3] + Array(repeating: 1, count: k),         // spatial = 1, N > 1
-        [3, 5] + Array(odd.reversed().prefix(k)),       // odd sizes
-        [2, 2] + Array(repeating: 1, count: k),         // M = 2, the smallest valid batch
+        [3, 1] + Array(odd.prefix(k)), // C = 1
+        [4, 3] + Array(repeating: 1, count: k), // spatial = 1, N > 1
+        [3, 5] + Array(odd.reversed().prefix(k)), // odd sizes
+        [2, 2] + Array(repeating: 1, count: k), // M = 2, the smallest valid batch
     ]
-    if k > 0 { shapes.append([1, 3] + [9] + Array(odd.prefix(k - 1))) }   // N = 1, spatial > 1
+    if k > 0 { shapes.append([1, 3] + [9] + Array(odd.prefix(k - 1))) } // N = 1, spatial > 1
     var generator = SeededGenerator(seed: seed)
     while shapes.count < 5 + randomCount {
-        let shape = [Int.random(in: 1...4, using: &generator), Int.random(in: 1...5, using: &generator)]
+        let shape =
+            [Int.random(in: 1...4, using: &generator), Int.random(in: 1...5, using: &generator)]
             + (0..<k).map { _ in Int.random(in: 1...6, using: &generator) }
         if ChannelGeometry(shape: shape).valuesPerChannel >= 2 { shapes.append(shape) }
     }
@@ -238,16 +256,20 @@ struct BatchNormNDReferenceTests {
     @Test(arguments: allRanksAndLayouts)
     func nonDefaultFactorSchedule(rank: Rank, layout: TensorLayout) throws {
         let shape = [3, 4] + Array([5, 2, 3].prefix(rank.rawValue - 2))
-        try TrainingScenario(rank: rank, shape: rank == .batchNorm ? [9, 4] : shape, layout: layout,
-                             initFactor: 0.8, minFactor: 0.15, seed: 7).run()
+        try TrainingScenario(
+            rank: rank, shape: rank == .batchNorm ? [9, 4] : shape, layout: layout,
+            initFactor: 0.8, minFactor: 0.15, seed: 7
+        ).run()
     }
 
     /// `affine: false`: scale exactly 1, bias 0, gradients stay zero, updateParams changes nothing.
     @Test(arguments: allRanksAndLayouts)
     func withoutAffineParameters(rank: Rank, layout: TensorLayout) throws {
         let shape = [4, 3] + Array([3, 4, 2].prefix(rank.rawValue - 2))
-        try TrainingScenario(rank: rank, shape: rank == .batchNorm ? [10, 3] : shape, layout: layout,
-                             affine: false, seed: 11).run()
+        try TrainingScenario(
+            rank: rank, shape: rank == .batchNorm ? [10, 3] : shape, layout: layout,
+            affine: false, seed: 11
+        ).run()
     }
 
     /// `ε = 0.5`, comparable to the variances (0.25 to 9): a misplaced or missing `ε` in
@@ -256,8 +278,10 @@ struct BatchNormNDReferenceTests {
     @Test(arguments: allRanksAndLayouts)
     func largeEpsilon(rank: Rank, layout: TensorLayout) throws {
         let shape = [3, 2] + Array([4, 3, 2].prefix(rank.rawValue - 2))
-        try TrainingScenario(rank: rank, shape: rank == .batchNorm ? [12, 2] : shape, layout: layout, steps: 4,
-                             epsilon: 0.5, seed: 23).run()
+        try TrainingScenario(
+            rank: rank, shape: rank == .batchNorm ? [12, 2] : shape, layout: layout, steps: 4,
+            epsilon: 0.5, seed: 23
+        ).run()
     }
 
     /// Data far from zero, `10⁴ + mean[c] + sd[c]·z`: statistics in `Double` and the
@@ -266,20 +290,23 @@ struct BatchNormNDReferenceTests {
     @Test(arguments: allRanksAndLayouts)
     func largeOffsetKeepsFullAccuracy(rank: Rank, layout: TensorLayout) throws {
         let shape = [3, 3] + Array([4, 5, 3].prefix(rank.rawValue - 2))
-        try TrainingScenario(rank: rank, shape: rank == .batchNorm ? [40, 3] : shape, layout: layout,
-                             steps: 12, offset: 1e4, seed: 13).run()
+        try TrainingScenario(
+            rank: rank, shape: rank == .batchNorm ? [40, 3] : shape, layout: layout,
+            steps: 12, offset: 1e4, seed: 13
+        ).run()
     }
 
     /// Planes longer than `CPUBackend.blockLength` (4096), so several statistics blocks merge per
     /// (n, c) in channels-first and several row blocks per item in channels-last.
     @Test(arguments: allRanksAndLayouts)
     func severalBlocksPerPlane(rank: Rank, layout: TensorLayout) throws {
-        let shape: [Int] = switch rank {
-        case .batchNorm: [9000, 2]
-        case .batchNorm1D: [2, 2, 4999]
-        case .batchNorm2D: [1, 3, 67, 65]
-        case .batchNorm3D: [2, 2, 9, 23, 21]
-        }
+        let shape: [Int] =
+            switch rank {
+            case .batchNorm: [9000, 2]
+            case .batchNorm1D: [2, 2, 4999]
+            case .batchNorm2D: [1, 3, 67, 65]
+            case .batchNorm3D: [2, 2, 9, 23, 21]
+            }
         try TrainingScenario(rank: rank, shape: shape, layout: layout, steps: 3, offset: 100, seed: 17).run()
     }
 
@@ -314,20 +341,22 @@ struct BatchNormNDReferenceTests {
         let dx = try #require(try bn.backward(g))
         let expected = reference.backward(doubles(g), shape: shape, training: true)
         expectClose(dx.scalars, expected, tolerance: Tolerance.inputGradient, "dx of constant channels")
-        expectClose(try bn.scaleGrad.scalars, reference.scaleGrad, tolerance: Tolerance.parameterGradient, floor: 1,
-                    "scaleGrad (0: x̂ = 0)")
+        expectClose(
+            try bn.scaleGrad.scalars, reference.scaleGrad, tolerance: Tolerance.parameterGradient, floor: 1,
+            "scaleGrad (0: x̂ = 0)")
         expectClose(try bn.biasGrad.scalars, reference.biasGrad, tolerance: Tolerance.parameterGradient, "biasGrad")
     }
 
     /// More than `CPUBackend.parallelThreshold` (65536) elements: threads engage.
     @Test(arguments: allRanksAndLayouts)
     func aboveTheParallelThreshold(rank: Rank, layout: TensorLayout) throws {
-        let shape: [Int] = switch rank {
-        case .batchNorm: [16500, 4]
-        case .batchNorm1D: [3, 5, 4400]
-        case .batchNorm2D: [2, 3, 110, 101]
-        case .batchNorm3D: [2, 3, 9, 40, 31]
-        }
+        let shape: [Int] =
+            switch rank {
+            case .batchNorm: [16500, 4]
+            case .batchNorm1D: [3, 5, 4400]
+            case .batchNorm2D: [2, 3, 110, 101]
+            case .batchNorm3D: [2, 3, 9, 40, 31]
+            }
         try TrainingScenario(rank: rank, shape: shape, layout: layout, steps: 2, seed: 19).run()
     }
 }
@@ -343,11 +372,13 @@ struct FactorScheduleTests {
     func cumulativeThenExponentialAverage(layout: TensorLayout) throws {
         var generator = SeededGenerator(seed: 3)
         let bn = try BatchNorm3D(maps: 2, using: &generator)
-        let shape = [2, 2, 1, 2, 3]   // M = 12 values per channel
+        let shape = [2, 2, 1, 2, 3] // M = 12 values per channel
         var expectedMean = [0.0, 0.0]
         for k in 1...13 {
             var values = [Float]()
-            for _ in 0..<2 { for c in 0..<2 { for s in 0..<6 { values.append(Float(k * (c + 1)) + (s % 2 == 0 ? 1 : -1)) } } }
+            for _ in 0..<2 {
+                for c in 0..<2 { for s in 0..<6 { values.append(Float(k * (c + 1)) + (s % 2 == 0 ? 1 : -1)) } }
+            }
             _ = try bn(try Tensor(values, shape: shape, layout: layout))
             for c in 0..<2 {
                 let mu = Double(k * (c + 1))
@@ -356,8 +387,9 @@ struct FactorScheduleTests {
             expectClose(try bn.mean.scalars, expectedMean, tolerance: 1e-6, floor: 0, "step \(k): mean")
             // Every batch has σ² = 1: the unbiased running variance is M/(M−1) from the first step on.
             expectClose(try bn.var.scalars, [12.0 / 11, 12.0 / 11], tolerance: 1e-6, floor: 0, "step \(k): var")
-            expectClose(bn.saveinvvar!.scalars, Array(repeating: 1 / (1 + 1e-5).squareRoot(), count: 2),
-                        tolerance: 1e-7, floor: 0, "step \(k): saveinvvar")
+            expectClose(
+                bn.saveinvvar!.scalars, Array(repeating: 1 / (1 + 1e-5).squareRoot(), count: 2),
+                tolerance: 1e-7, floor: 0, "step \(k): saveinvvar")
             #expect(bn.numOfProps == k)
         }
         // 5.5 after 10 cumulative steps, then 6.05, 6.645 and 7.2805.

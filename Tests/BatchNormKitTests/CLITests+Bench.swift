@@ -10,7 +10,8 @@ extension CLITests {
     @Test func benchJSONRowsCarryTheRoofline() throws {
         let run = try Self.bnkit(Self.benchArguments + ["--json"])
         Self.succeeds(run)
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(run.standardOutput.utf8)) as? [String: Any])
+        let object = try #require(
+            try JSONSerialization.jsonObject(with: Data(run.standardOutput.utf8)) as? [String: Any])
         let rows = try #require(object["rows"] as? [[String: Any]])
         #expect(Set(rows.compactMap { $0["op"] as? String }) == ["train", "eval", "backward"])
         for row in rows {
@@ -37,7 +38,8 @@ extension CLITests {
             let roofline = try #require(Double(fields[fields.count - 3]), "\(row)")
             #expect(roofline > 0 && roofline.isFinite && fields.last == "%", "\(row)")
         }
-        #expect(lines.contains { $0.hasPrefix("  2x4x16x16x16 ncdhw float32") && $0.contains("read+write") },
-                "\(run.standardOutput)")
+        #expect(
+            lines.contains { $0.hasPrefix("  2x4x16x16x16 ncdhw float32") && $0.contains("read+write") },
+            "\(run.standardOutput)")
     }
 }

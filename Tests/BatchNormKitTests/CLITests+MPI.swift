@@ -23,7 +23,8 @@ extension CLITests {
         Self.succeeds(run)
         #expect(run.standardOutput.contains("on 1 rank (3 synchronized steps"), "\(run.standardOutput)")
         let single = try BatchNormState(safeTensors: SafeTensorsFile(contentsOfFile: directory + "/single.safetensors"))
-        let synchronized = try BatchNormState(safeTensors: SafeTensorsFile(contentsOfFile: directory + "/mpi.safetensors"))
+        let synchronized = try BatchNormState(
+            safeTensors: SafeTensorsFile(contentsOfFile: directory + "/mpi.safetensors"))
         #expect(synchronized == single)
     }
 }

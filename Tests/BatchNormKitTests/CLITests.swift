@@ -20,14 +20,18 @@ import Testing
         var candidates: [String] = []
         if let path = ProcessInfo.processInfo.environment["BNKIT_EXECUTABLE"] { candidates.append(path) }
         // The resource bundle and the test executable live in the build-products folder.
-        candidates.append(URL(fileURLWithPath: Bundle.module.bundlePath).deletingLastPathComponent().appendingPathComponent("bnkit").path)
-        var url = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
-                      ?? Bundle.main.executablePath ?? CommandLine.arguments[0])
-        for _ in 0..<4 {  // macOS: .../debug/X.xctest/Contents/MacOS/X
+        candidates.append(
+            URL(fileURLWithPath: Bundle.module.bundlePath).deletingLastPathComponent().appendingPathComponent("bnkit")
+                .path)
+        var url = URL(
+            fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+                ?? Bundle.main.executablePath ?? CommandLine.arguments[0])
+        for _ in 0..<4 { // macOS: .../debug/X.xctest/Contents/MacOS/X
             url.deleteLastPathComponent()
             candidates.append(url.appendingPathComponent("bnkit").path)
         }
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         candidates += ["debug", "release"].map { root.appendingPathComponent(".build/\($0)/bnkit").path }
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
     }()
@@ -35,7 +39,12 @@ import Testing
     /// Runs bnkit with `arguments`.
     static func bnkit(_ arguments: [String]) throws -> Run {
         guard let executable else {
-            throw CocoaError(.fileNoSuchFile, userInfo: [NSLocalizedDescriptionKey: "bnkit executable not found next to the test products; build it or set BNKIT_EXECUTABLE"])
+            throw CocoaError(
+                .fileNoSuchFile,
+                userInfo: [
+                    NSLocalizedDescriptionKey:
+                        "bnkit executable not found next to the test products; build it or set BNKIT_EXECUTABLE"
+                ])
         }
         // Output goes to files, not pipes: no deadlock whatever its size.
         let directory = try StateFixtures.temporaryDirectory()
@@ -54,9 +63,10 @@ import Testing
         process.waitUntilExit()
         try output.close()
         try error.close()
-        return Run(status: process.terminationStatus,
-                   standardOutput: String(decoding: try FileReader.readAll(path: outputPath), as: UTF8.self),
-                   standardError: String(decoding: try FileReader.readAll(path: errorPath), as: UTF8.self))
+        return Run(
+            status: process.terminationStatus,
+            standardOutput: String(decoding: try FileReader.readAll(path: outputPath), as: UTF8.self),
+            standardError: String(decoding: try FileReader.readAll(path: errorPath), as: UTF8.self))
     }
 
     /// Expects exit status 0 and an empty stderr.
@@ -86,8 +96,10 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let input = StateFixtures.path("state_torch_bn3d_c3_input\(suffix).npy")
         let output = directory + "/out.npy"
-        let run = try Self.bnkit(["normalize", input, "--state", StateFixtures.path(StateFixtures.torchStateName), "-o", output,
-                                  "--layout", layout == .channelsFirst ? "ncdhw" : "ndhwc", "--chunk-mb", "0.001"])
+        let run = try Self.bnkit([
+            "normalize", input, "--state", StateFixtures.path(StateFixtures.torchStateName), "-o", output,
+            "--layout", layout == .channelsFirst ? "ncdhw" : "ndhwc", "--chunk-mb", "0.001",
+        ])
         Self.succeeds(run)
         let result = try Tensor(contentsOfNPYFile: output, fileLayout: layout)
         let bn = try BatchNorm3D(maps: 3, empty: true)
@@ -96,7 +108,8 @@ import Testing
         let expected = try bn(try Tensor(contentsOfNPYFile: input, fileLayout: layout))
         #expect(result.shape == expected.shape)
         #expect(StateFixtures.maximumRelativeError(result.scalars, expected.scalars) <= 1e-6)
-        let torch = try Tensor(contentsOfNPYFile: StateFixtures.path("state_torch_bn3d_c3_output\(suffix).npy"), fileLayout: layout)
+        let torch = try Tensor(
+            contentsOfNPYFile: StateFixtures.path("state_torch_bn3d_c3_output\(suffix).npy"), fileLayout: layout)
         #expect(StateFixtures.maximumRelativeError(result.scalars, torch.scalars) <= 1e-5)
         // Same physical shape and header as the input file.
         let header = try NumPyArrayHeader(parsing: FileReader.readAll(path: output))
@@ -110,15 +123,18 @@ import Testing
         let data = try Tensor.normal(shape: [7, 3, 2, 3, 5], mean: 3, standardDeviation: 2, using: &generator)
             .converted(to: .channelsFirst, dataType: .float16)
         try data.writeNPY(toFile: directory + "/in.npy")
-        let run = try Self.bnkit(["normalize", directory + "/in.npy", "--state", StateFixtures.path("state_torch_model_prefixed.safetensors"),
-                                  "--prefix", "layer1.bn", "--output", directory + "/out.npy", "--chunk-mb", "0.0003"])
+        let run = try Self.bnkit([
+            "normalize", directory + "/in.npy", "--state", StateFixtures.path("state_torch_model_prefixed.safetensors"),
+            "--prefix", "layer1.bn", "--output", directory + "/out.npy", "--chunk-mb", "0.0003",
+        ])
         Self.succeeds(run)
         let result = try Tensor(contentsOfNPYFile: directory + "/out.npy")
         #expect(result.dataType == .float16 && result.shape == [7, 3, 2, 3, 5])
         let bn = try BatchNorm3D(maps: 3, name: "layer1.bn", empty: true)
         try bn.loadState(fromFile: StateFixtures.path("state_torch_model_prefixed.safetensors"))
         bn.evalMode()
-        let expected = try bn(data.converted(to: .channelsFirst, dataType: .float32)).converted(to: .channelsFirst, dataType: .float16)
+        let expected = try bn(data.converted(to: .channelsFirst, dataType: .float32)).converted(
+            to: .channelsFirst, dataType: .float16)
         #expect(StateFixtures.maximumRelativeError(result.scalars, expected.scalars, floor: 1e-2) <= 1e-3)
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory).sorted() == ["in.npy", "out.npy"])
     }
@@ -129,12 +145,17 @@ import Testing
         let directory = try StateFixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let batches = (0..<3).map { StateFixtures.path("state_calibrate_batch\($0).npy") }
-        let run = try Self.bnkit(["calibrate"] + batches + ["--maps", "3", "--state", StateFixtures.path(StateFixtures.torchStateName),
-                                                            "-o", directory + "/calibrated.safetensors"])
+        let run = try Self.bnkit(
+            ["calibrate"] + batches + [
+                "--maps", "3", "--state", StateFixtures.path(StateFixtures.torchStateName),
+                "-o", directory + "/calibrated.safetensors",
+            ])
         Self.succeeds(run)
         #expect(run.standardOutput.contains("num_batches_tracked 3"))
-        let state = try BatchNormState(safeTensors: SafeTensorsFile(contentsOfFile: directory + "/calibrated.safetensors"))
-        let expected = try BatchNormState(safeTensors: SafeTensorsFile(contentsOfFile: StateFixtures.path("state_calibrate_expected.safetensors")))
+        let state = try BatchNormState(
+            safeTensors: SafeTensorsFile(contentsOfFile: directory + "/calibrated.safetensors"))
+        let expected = try BatchNormState(
+            safeTensors: SafeTensorsFile(contentsOfFile: StateFixtures.path("state_calibrate_expected.safetensors")))
         #expect(state.numOfProps == 3)
         #expect(state.scale == expected.scale && state.bias == expected.bias)
         #expect(StateFixtures.maximumRelativeError(state.mean, expected.mean) <= 1e-6)
@@ -142,7 +163,8 @@ import Testing
 
         // The library, step by step, gives the same file.
         let bn = try BatchNorm3D(maps: 3, minFactor: 0, empty: true)
-        var initial = try BatchNormState(safeTensors: SafeTensorsFile(contentsOfFile: StateFixtures.path(StateFixtures.torchStateName)))
+        var initial = try BatchNormState(
+            safeTensors: SafeTensorsFile(contentsOfFile: StateFixtures.path(StateFixtures.torchStateName)))
         initial.mean = [0, 0, 0]
         initial.var = [1, 1, 1]
         initial.numOfProps = 0
@@ -150,10 +172,13 @@ import Testing
         for batch in batches { _ = try bn(try Tensor(contentsOfNPYFile: batch)) }
         #expect(try bn.state() == state)
 
-        let continued = try Self.bnkit(["calibrate", batches[0], "--maps", "3", "--state", directory + "/calibrated.safetensors",
-                                        "--continue", "-o", directory + "/continued.safetensors"])
+        let continued = try Self.bnkit([
+            "calibrate", batches[0], "--maps", "3", "--state", directory + "/calibrated.safetensors",
+            "--continue", "-o", directory + "/continued.safetensors",
+        ])
         Self.succeeds(continued)
-        let next = try BatchNormState(safeTensors: SafeTensorsFile(contentsOfFile: directory + "/continued.safetensors"))
+        let next = try BatchNormState(
+            safeTensors: SafeTensorsFile(contentsOfFile: directory + "/continued.safetensors"))
         #expect(next.numOfProps == 4)
         _ = try bn(try Tensor(contentsOfNPYFile: batches[0]))
         #expect(next == (try bn.state()))
@@ -162,17 +187,23 @@ import Testing
     @Test func inspectShowsKeysShapesDtypesAndChannels() throws {
         let state = try Self.bnkit(["inspect", StateFixtures.path("state_torch_model_prefixed.safetensors")])
         Self.succeeds(state)
-        for fragment in ["layer1.bn.running_var", "conv.weight", "[3, 1, 3, 3, 3]", "I64", "F32", "metadata format = pt",
-                         "BatchNorm state 'layer1.bn': 3 maps, num_batches_tracked 4", "running_mean"] {
+        for fragment in [
+            "layer1.bn.running_var", "conv.weight", "[3, 1, 3, 3, 3]", "I64", "F32", "metadata format = pt",
+            "BatchNorm state 'layer1.bn': 3 maps, num_batches_tracked 4", "running_mean",
+        ] {
             #expect(state.standardOutput.contains(fragment), "\(fragment) in \(state.standardOutput)")
         }
-        let array = try Self.bnkit(["inspect", StateFixtures.path("state_torch_bn3d_c3_input_ndhwc.npy"), "--layout", "ndhwc"])
+        let array = try Self.bnkit([
+            "inspect", StateFixtures.path("state_torch_bn3d_c3_input_ndhwc.npy"), "--layout", "ndhwc",
+        ])
         Self.succeeds(array)
         #expect(array.standardOutput.contains("shape [2, 4, 5, 6, 3], dtype float32"))
         // Per-channel mean and std over every axis but the channel axis.
         let tensor = try Tensor(contentsOfNPYFile: StateFixtures.path("state_torch_bn3d_c3_input.npy"))
         let values = tensor.scalars
-        let rows = array.standardOutput.split(separator: "\n").filter { $0.hasPrefix("  ") && $0.dropFirst(2).first?.isNumber == true }
+        let rows = array.standardOutput.split(separator: "\n").filter {
+            $0.hasPrefix("  ") && $0.dropFirst(2).first?.isNumber == true
+        }
         #expect(rows.count == 3)
         for (c, row) in rows.enumerated() {
             var channel: [Double] = []
@@ -196,7 +227,9 @@ import Testing
         let input = StateFixtures.path("state_torch_bn3d_c3_input.npy")
         let state = StateFixtures.path(StateFixtures.torchStateName)
         let output = directory + "/out.npy"
-        Self.fails(try Self.bnkit(["normalize", directory + "/missing.npy", "--state", state, "-o", output]), mentioning: "missing.npy")
+        Self.fails(
+            try Self.bnkit(["normalize", directory + "/missing.npy", "--state", state, "-o", output]),
+            mentioning: "missing.npy")
         // Without a GPU, --device cuda fails with one line naming what was missing; with one it
         // must agree with the CPU (checked here so the test means something on both machines).
         let cuda = try Self.bnkit(["normalize", input, "--state", state, "-o", output, "--device", "cuda"])
@@ -204,22 +237,32 @@ import Testing
             let cpuOutput = directory + "/cpu.npy"
             Self.succeeds(try Self.bnkit(["normalize", input, "--state", state, "-o", cpuOutput]))
             let (gpu, cpu) = (try Tensor(contentsOfNPYFile: output), try Tensor(contentsOfNPYFile: cpuOutput))
-            #expect(ReferenceComparison.maximumRelativeError(gpu.scalars, cpu.scalars.map(Double.init), floor: 1e-3) < 1e-5)
+            #expect(
+                ReferenceComparison.maximumRelativeError(gpu.scalars, cpu.scalars.map(Double.init), floor: 1e-3) < 1e-5)
         } else {
             Self.fails(cuda, mentioning: "CUDA unavailable")
         }
         let truncated = directory + "/truncated.safetensors"
-        try AtomicFileWriter.write(Array(try StateFixtures.bytes(StateFixtures.torchStateName).dropLast(5)), to: truncated)
-        Self.fails(try Self.bnkit(["normalize", input, "--state", truncated, "-o", output]), mentioning: "truncated.safetensors")
-        Self.fails(try Self.bnkit(["normalize", input, "--state", StateFixtures.path("state_swift_golden.safetensors"), "-o", output]),
-                   mentioning: "has 3 channels, the state has 4 maps")
-        Self.fails(try Self.bnkit(["normalize", StateFixtures.path("state_npy_int32.npy"), "--state", state, "-o", output]),
-                   mentioning: "'<i4'")
+        try AtomicFileWriter.write(
+            Array(try StateFixtures.bytes(StateFixtures.torchStateName).dropLast(5)), to: truncated)
+        Self.fails(
+            try Self.bnkit(["normalize", input, "--state", truncated, "-o", output]),
+            mentioning: "truncated.safetensors")
+        Self.fails(
+            try Self.bnkit([
+                "normalize", input, "--state", StateFixtures.path("state_swift_golden.safetensors"), "-o", output,
+            ]),
+            mentioning: "has 3 channels, the state has 4 maps")
+        Self.fails(
+            try Self.bnkit(["normalize", StateFixtures.path("state_npy_int32.npy"), "--state", state, "-o", output]),
+            mentioning: "'<i4'")
         Self.fails(try Self.bnkit(["normalize", input, "--state", state]), mentioning: "--output")
-        Self.fails(try Self.bnkit(["calibrate", input, "--maps", "4", "-o", directory + "/x.safetensors"]), mentioning: "maps")
+        Self.fails(
+            try Self.bnkit(["calibrate", input, "--maps", "4", "-o", directory + "/x.safetensors"]), mentioning: "maps")
         Self.fails(try Self.bnkit(["inspect", StateFixtures.path("state_npy_fortran.npy")]), mentioning: "Fortran")
         Self.fails(try Self.bnkit(["inspect", directory]), mentioning: "not a regular file")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["truncated.safetensors"])  // nothing written
+        // Nothing written
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["truncated.safetensors"])
     }
 
     @Test(arguments: ["normalize", "calibrate", "inspect"])

@@ -22,8 +22,9 @@ struct CPUBackendThreadingTests {
     /// Bit patterns of everything a short training and evaluation run produces.
     static func results(threads: Int?, rank: Rank, shape: [Int], layout: TensorLayout) throws -> [String: [UInt32]] {
         var generator = SeededGenerator(seed: 2024)
-        let bn = try rank.makeModule(maps: shape[1], sscale: 0.2, backend: CPUBackend(threadCount: threads),
-                                     using: &generator)
+        let bn = try rank.makeModule(
+            maps: shape[1], sscale: 0.2, backend: CPUBackend(threadCount: threads),
+            using: &generator)
         var results = [String: [UInt32]]()
         for step in 1...2 {
             let x = try randomTensor(shape: shape, layout: layout, offset: 50, using: &generator)
@@ -66,7 +67,7 @@ struct CPUBackendThreadingTests {
     @Test(arguments: TensorLayout.allCases)
     func backendReductionsAreBitwiseIdentical(layout: TensorLayout) throws {
         var generator = SeededGenerator(seed: 5)
-        let shape = [3, 4, 5, 30, 40]   // 72000 elements, 6000 per plane: two blocks each
+        let shape = [3, 4, 5, 30, 40] // 72000 elements, 6000 per plane: two blocks each
         let x = try randomTensor(shape: shape, layout: layout, offset: 1e3, using: &generator)
         let g = try randomTensor(shape: shape, layout: layout, using: &generator)
         let single = CPUBackend(threadCount: 1)
@@ -86,6 +87,7 @@ struct CPUBackendThreadingTests {
         #expect(CPUBackend(threadCount: -3).threadCount == 1)
         #expect(CPUBackend(threadCount: 7).threadCount == 7)
         #expect(CPUBackend().threadCount == CPUBackend.onlineProcessorCount)
-        #expect(CPUBackend(threadCount: 1).name == "cpu (1 thread)" && CPUBackend(threadCount: 3).name == "cpu (3 threads)")
+        #expect(
+            CPUBackend(threadCount: 1).name == "cpu (1 thread)" && CPUBackend(threadCount: 3).name == "cpu (3 threads)")
     }
 }

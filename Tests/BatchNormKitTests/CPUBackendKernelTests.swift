@@ -11,22 +11,22 @@ import Testing
 @Suite struct CPUBackendKernelTests {
     /// Shapes aimed at kernel paths (rank 2 to 5; BatchNorm to BatchNorm3D).
     static let shapes: [[Int]] = [
-        [2, 3, 5, 7, 11],      // odd extents: vector loops with scalar tails everywhere
-        [3, 17, 1, 1, 1],      // spatial size 1 (channels-first runs the row kernels)
-        [7, 5],                // rank 2 (N, C)
-        [2, 3, 20000],         // planes of several statistics blocks (4096) and gradient blocks (16384), with tails
-        [1, 33, 3, 5, 7],      // C = 33: pattern period lcm(33, 16) = 528
-        [2, 100, 2, 3, 5],     // C = 100: period 400
-        [2, 257, 1, 2, 3],     // C = 257: lcm too long, vectors over 16-channel groups, channel 256 scalar
-        [4, 16, 2, 3, 3],      // C = 16: vector width
-        [2, 1, 3, 3, 3],       // one channel
-        [1, 4100, 1, 1, 2],    // C = 4100: lcm too long (P = C), 15 rows per channels-last block
-        [2, 65600],            // C > channels-last block (65536 values): one row per block
-        [5, 2, 3, 3, 3],       // C = 2: base period 16 (4 register sets), a partial last chunk of 7 rows
-        [3, 16, 1, 3, 5],      // C = 16: 45 chunks, one left over after the sets of 4
-        [3, 32, 1, 3, 5],      // C = 32: base period 32 (2 register sets), one chunk left over
-        [2, 7, 3, 5, 11],      // C = 7: base period 112, apply coefficients in registers, reductions not
-        [2, 128, 1, 3, 5],     // C = 128: the longest base period applied from registers
+        [2, 3, 5, 7, 11], // odd extents: vector loops with scalar tails everywhere
+        [3, 17, 1, 1, 1], // spatial size 1 (channels-first runs the row kernels)
+        [7, 5], // rank 2 (N, C)
+        [2, 3, 20000], // planes of several statistics blocks (4096) and gradient blocks (16384), with tails
+        [1, 33, 3, 5, 7], // C = 33: pattern period lcm(33, 16) = 528
+        [2, 100, 2, 3, 5], // C = 100: period 400
+        [2, 257, 1, 2, 3], // C = 257: lcm too long, vectors over 16-channel groups, channel 256 scalar
+        [4, 16, 2, 3, 3], // C = 16: vector width
+        [2, 1, 3, 3, 3], // one channel
+        [1, 4100, 1, 1, 2], // C = 4100: lcm too long (P = C), 15 rows per channels-last block
+        [2, 65600], // C > channels-last block (65536 values): one row per block
+        [5, 2, 3, 3, 3], // C = 2: base period 16 (4 register sets), a partial last chunk of 7 rows
+        [3, 16, 1, 3, 5], // C = 16: 45 chunks, one left over after the sets of 4
+        [3, 32, 1, 3, 5], // C = 32: base period 32 (2 register sets), one chunk left over
+        [2, 7, 3, 5, 11], // C = 7: base period 112, apply coefficients in registers, reductions not
+        [2, 128, 1, 3, 5], // C = 128: the longest base period applied from registers
     ]
 
     static func module(rank: Int, maps: Int, threads: Int, inplace: Bool = false) throws -> BatchNormND {
@@ -56,10 +56,12 @@ import Testing
         let x = try Tensor.normal(shape: shape, mean: 100, standardDeviation: 0.5, layout: layout, using: &generator)
         let g = try Tensor.normal(shape: shape, mean: 0.25, standardDeviation: 1, layout: layout, using: &generator)
         let bn = try Self.module(rank: shape.count, maps: shape[1], threads: 2)
-        try bn.load(BatchNormState(scale: (0..<shape[1]).map { 1 + Float($0 % 5) / 10 },
-                                   bias: (0..<shape[1]).map { Float($0 % 3) - 1 },
-                                   mean: Array(repeating: 0.5, count: shape[1]),
-                                   var: Array(repeating: 2, count: shape[1]), numOfProps: 3))
+        try bn.load(
+            BatchNormState(
+                scale: (0..<shape[1]).map { 1 + Float($0 % 5) / 10 },
+                bias: (0..<shape[1]).map { Float($0 % 3) - 1 },
+                mean: Array(repeating: 0.5, count: shape[1]),
+                var: Array(repeating: 2, count: shape[1]), numOfProps: 3))
         var reference = ReferenceBatchNorm(state: try bn.state())
         let xValues = x.scalars.map(Double.init), gValues = g.scalars.map(Double.init)
 
@@ -69,16 +71,21 @@ import Testing
         #expect(Self.relativeError(y.scalars, expectedY) <= 2e-6)
         #expect(ReferenceComparison.maximumRelativeError(try bn.mean.scalars, reference.mean, floor: 1e-3) <= 1e-6)
         #expect(ReferenceComparison.maximumRelativeError(try bn.var.scalars, reference.variance, floor: 1e-3) <= 1e-6)
-        #expect(ReferenceComparison.maximumRelativeError(bn.saveinvvar!.scalars, reference.savedInvstd, floor: 0) <= 1e-6)
+        #expect(
+            ReferenceComparison.maximumRelativeError(bn.saveinvvar!.scalars, reference.savedInvstd, floor: 0) <= 1e-6)
 
         let dx = try #require(try bn.backward(g))
         let expectedDX = reference.backward(gValues, shape: shape, training: true)
         #expect(dx.layout == layout)
         #expect(Self.relativeError(dx.scalars, expectedDX) <= 1e-5)
-        #expect(ReferenceComparison.maximumRelativeError(try bn.scaleGrad.scalars, reference.scaleGrad,
-                                                         floor: Self.spread(reference.scaleGrad)) <= 1e-5)
-        #expect(ReferenceComparison.maximumRelativeError(try bn.biasGrad.scalars, reference.biasGrad,
-                                                         floor: Self.spread(reference.biasGrad)) <= 1e-5)
+        #expect(
+            ReferenceComparison.maximumRelativeError(
+                try bn.scaleGrad.scalars, reference.scaleGrad,
+                floor: Self.spread(reference.scaleGrad)) <= 1e-5)
+        #expect(
+            ReferenceComparison.maximumRelativeError(
+                try bn.biasGrad.scalars, reference.biasGrad,
+                floor: Self.spread(reference.biasGrad)) <= 1e-5)
     }
 
     @Test(arguments: shapes, TensorLayout.allCases)
@@ -86,10 +93,11 @@ import Testing
         var generator = SeededGenerator(seed: UInt64(shape.reduce(1, *)))
         let x = try Tensor.normal(shape: shape, mean: -3, standardDeviation: 2, layout: layout, using: &generator)
         let g = try Tensor.normal(shape: shape, layout: layout, using: &generator)
-        let state = BatchNormState(scale: (0..<shape[1]).map { 0.5 + Float($0 % 7) / 4 },
-                                   bias: (0..<shape[1]).map { Float($0 % 4) / 2 },
-                                   mean: (0..<shape[1]).map { -3 + Float($0 % 3) / 5 },
-                                   var: (0..<shape[1]).map { 4 + Float($0 % 2) }, numOfProps: 10)
+        let state = BatchNormState(
+            scale: (0..<shape[1]).map { 0.5 + Float($0 % 7) / 4 },
+            bias: (0..<shape[1]).map { Float($0 % 4) / 2 },
+            mean: (0..<shape[1]).map { -3 + Float($0 % 3) / 5 },
+            var: (0..<shape[1]).map { 4 + Float($0 % 2) }, numOfProps: 10)
         let reference = ReferenceBatchNorm(state: state)
         let xValues = x.scalars.map(Double.init)
         let expectedY = reference.evaluationForward(xValues, shape: shape)
@@ -102,8 +110,12 @@ import Testing
         #expect(Self.relativeError(y.scalars, expectedY) <= 2e-6)
         var backwardReference = reference
         let dx = try #require(try bn.backward(g))
-        #expect(Self.relativeError(dx.scalars, backwardReference.backward(g.scalars.map(Double.init), shape: shape,
-                                                                         training: false)) <= 2e-6)
+        #expect(
+            Self.relativeError(
+                dx.scalars,
+                backwardReference.backward(
+                    g.scalars.map(Double.init), shape: shape,
+                    training: false)) <= 2e-6)
 
         // In place: the input's storage receives the same values.
         let inplace = try Self.module(rank: shape.count, maps: shape[1], threads: 2, inplace: true)
@@ -118,11 +130,11 @@ import Testing
     /// Large enough to run on several threads (above the single-thread threshold), with
     /// blocks that do not divide the extents.
     static let parallelShapes: [[Int]] = [
-        [2, 3, 40, 41, 7],     // S = 11480: statistics blocks of 4096 with a tail
-        [3, 17, 9, 11, 13],    // C = 17 channels-last
-        [5000, 13],            // S = 1
-        [2, 3, 40000],         // several gradient blocks per plane
-        [4, 64, 5, 7, 9],      // C = 64
+        [2, 3, 40, 41, 7], // S = 11480: statistics blocks of 4096 with a tail
+        [3, 17, 9, 11, 13], // C = 17 channels-last
+        [5000, 13], // S = 1
+        [2, 3, 40000], // several gradient blocks per plane
+        [4, 64, 5, 7, 9], // C = 64
     ]
 
     @Test(arguments: parallelShapes, TensorLayout.allCases)
@@ -131,16 +143,20 @@ import Testing
         let x = try Tensor.normal(shape: shape, mean: 7, standardDeviation: 3, layout: layout, using: &generator)
         let g = try Tensor.normal(shape: shape, layout: layout, using: &generator)
 
-        func run(threads: Int) throws -> (moments: [ChannelMoments], sums: [GradientSums], y: [Float], dx: [Float],
-                                          mean: [Float], variance: [Float], scaleGrad: [Float]) {
+        func run(threads: Int) throws -> (
+            moments: [ChannelMoments], sums: [GradientSums], y: [Float], dx: [Float],
+            mean: [Float], variance: [Float], scaleGrad: [Float]
+        ) {
             let backend = CPUBackend(threadCount: threads)
             let moments = try backend.collectStatistics(of: x)
             let sums = try backend.reduceGradient(g, input: x, mean: moments.map(\.mean))
             let bn = try Self.module(rank: shape.count, maps: shape[1], threads: threads)
             let y = try bn(x)
             let dx = try #require(try bn.backward(g))
-            return (moments, sums, y.scalars, dx.scalars, try bn.mean.scalars, try bn.var.scalars,
-                    try bn.scaleGrad.scalars)
+            return (
+                moments, sums, y.scalars, dx.scalars, try bn.mean.scalars, try bn.var.scalars,
+                try bn.scaleGrad.scalars
+            )
         }
         let single = try run(threads: 1)
         for threads in [2, 3, 8] {
@@ -164,7 +180,9 @@ import Testing
         for tensor in [first, last] {
             let moments = try CPUBackend(threadCount: 2).collectStatistics(of: tensor)
             for c in 0..<channels {
-                let channel = (0..<shape[0]).flatMap { n in (0..<spatial).map { values[(n * channels + c) * spatial + $0] } }
+                let channel = (0..<shape[0]).flatMap { n in
+                    (0..<spatial).map { values[(n * channels + c) * spatial + $0] }
+                }
                 let mean = channel.reduce(0, +) / Double(channel.count)
                 let m2 = channel.reduce(0) { $0 + ($1 - mean) * ($1 - mean) }
                 #expect(moments[c].count == Double(channel.count))
@@ -190,7 +208,7 @@ import Testing
         // next (so its buffer can be recycled); a copy the caller still holds must not be
         // reused.
         var generator = SeededGenerator(seed: 21)
-        let shape = [2, 4, 16, 16, 16]  // 128 KiB: a recycled size
+        let shape = [2, 4, 16, 16, 16] // 128 KiB: a recycled size
         let x1 = try Tensor.normal(shape: shape, using: &generator)
         let x2 = try Tensor.normal(shape: shape, mean: 5, using: &generator)
         let g = try Tensor.normal(shape: shape, using: &generator)
@@ -207,7 +225,7 @@ import Testing
     }
 
     @Test func recycledStorageIsZeroedWhenAskedFor() throws {
-        let shape = [4, 4, 64, 64, 16]  // 4 MiB: a recycled size
+        let shape = [4, 4, 64, 64, 16] // 4 MiB: a recycled size
         do {
             let filled = try Tensor.full(7, shape: shape)
             #expect(filled[3, 3, 63, 63, 15] == 7)
@@ -222,6 +240,14 @@ final class ResultBox: @unchecked Sendable {
     private var values: [[ChannelMoments]]
     private let lock = DispatchSemaphore(value: 1)
     init(count: Int) { values = Array(repeating: [], count: count) }
-    func set(_ index: Int, _ value: [ChannelMoments]) { lock.wait(); values[index] = value; lock.signal() }
-    func get(_ index: Int) -> [ChannelMoments] { lock.wait(); defer { lock.signal() }; return values[index] }
+    func set(_ index: Int, _ value: [ChannelMoments]) {
+        lock.wait()
+        values[index] = value
+        lock.signal()
+    }
+    func get(_ index: Int) -> [ChannelMoments] {
+        lock.wait()
+        defer { lock.signal() }
+        return values[index]
+    }
 }

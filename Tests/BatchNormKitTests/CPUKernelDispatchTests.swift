@@ -1,7 +1,9 @@
-@testable import BatchNormKit
 import Testing
+
+@testable import BatchNormKit
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The run-time kernel dispatch: every kernel level the machine supports (the C kernels
@@ -17,8 +19,10 @@ import Glibc
 
     /// Per channel, in `Double` from the logical values: `(mean, Σ(x − mean)²)`, and for
     /// `g`: `(Σg, Σg·(x − mean))`.
-    static func reference(x: [Float], g: [Float], shape: [Int]) -> (mean: [Double], m2: [Double], sumG: [Double],
-                                                                   sumGX: [Double]) {
+    static func reference(x: [Float], g: [Float], shape: [Int]) -> (
+        mean: [Double], m2: [Double], sumG: [Double],
+        sumGX: [Double]
+    ) {
         let channels = shape[1], spatial = shape.dropFirst(2).reduce(1, *)
         let count = Double(x.count / channels)
         var mean = [Double](repeating: 0, count: channels), m2 = mean, sumG = mean, sumGX = mean
@@ -42,15 +46,15 @@ import Glibc
     /// backend run them.
     @Test func defaultLevelIsTheBestSupported() throws {
         #if arch(x86_64) && os(Linux)
-        let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        let words = Set(flags.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).map(String.init))
-        if ["avx512f", "avx512dq", "avx512vl", "avx512bw", "f16c"].allSatisfy(words.contains) {
-            #expect(KernelLevel.supported == (words.contains("avx512_bf16") ? .avx512BFloat16 : .avx512))
-        } else if ["avx2", "fma", "f16c"].allSatisfy(words.contains) {
-            #expect(KernelLevel.supported == .avx2)
-        }
+            let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+            let words = Set(flags.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).map(String.init))
+            if ["avx512f", "avx512dq", "avx512vl", "avx512bw", "f16c"].allSatisfy(words.contains) {
+                #expect(KernelLevel.supported == (words.contains("avx512_bf16") ? .avx512BFloat16 : .avx512))
+            } else if ["avx2", "fma", "f16c"].allSatisfy(words.contains) {
+                #expect(KernelLevel.supported == .avx2)
+            }
         #else
-        #expect(KernelLevel.supported == .generic)
+            #expect(KernelLevel.supported == .generic)
         #endif
         if getenv("BNKIT_CPU_DISPATCH") == nil {
             #expect(KernelLevel.selected == KernelLevel.supported)
@@ -73,11 +77,13 @@ import Glibc
             inputMultiplier: (0..<channels).map { 1 + Float($0 % 5) / 8 },
             shift: (0..<channels).map { 100 + Float($0 % 4) / 16 },
             offset: (0..<channels).map { Float($0 % 7) - 3 })
-        let forward = ChannelCoefficients(inputMultiplier: coefficients.inputMultiplier, shift: coefficients.shift,
-                                          offset: coefficients.offset)
-        let evaluation = ChannelCoefficients(gradientMultiplier: coefficients.gradientMultiplier,
-                                             inputMultiplier: Array(repeating: 0, count: channels),
-                                             shift: Array(repeating: 0, count: channels), offset: coefficients.offset)
+        let forward = ChannelCoefficients(
+            inputMultiplier: coefficients.inputMultiplier, shift: coefficients.shift,
+            offset: coefficients.offset)
+        let evaluation = ChannelCoefficients(
+            gradientMultiplier: coefficients.gradientMultiplier,
+            inputMultiplier: Array(repeating: 0, count: channels),
+            shift: Array(repeating: 0, count: channels), offset: coefficients.offset)
 
         var outputs = [KernelLevel: [[Float]]]()
         for level in Self.levels {
@@ -90,8 +96,9 @@ import Glibc
                 let sums = try backend.reduceGradient(g, input: x, mean: mean)
                 let floor = Double(x.elementCount / channels).squareRoot()
                 #expect(Self.relativeError(sums.map(\.gradient), expected.sumG, floor: floor) <= 1e-12, "\(level) Σg")
-                #expect(Self.relativeError(sums.map(\.gradientTimesCentered), expected.sumGX, floor: floor) <= 1e-10,
-                        "\(level) Σg·(x − μ)")
+                #expect(
+                    Self.relativeError(sums.map(\.gradientTimesCentered), expected.sumGX, floor: floor) <= 1e-10,
+                    "\(level) Σg·(x − μ)")
 
                 let y = try Tensor(zeros: shape, layout: layout)
                 try backend.normalize(x, into: y, coefficients: forward)
@@ -127,12 +134,15 @@ import Glibc
     /// channels-last: its first row); an outlier there (10⁴ standard deviations from the
     /// mean) costs that block's M2 at most about ε·((x₀ − μ)/σ)² ≈ 1e-8 relative (measured:
     /// about 1e-12 over the whole tensor), far below what Float32 outputs can show.
-    @Test(arguments: [[4, 3, 6, 10, 10], [2, 64, 4, 9, 9], [2, 256, 2, 6, 6], [1, 2, 3, 40, 40]],
-          TensorLayout.allCases)
+    @Test(
+        arguments: [[4, 3, 6, 10, 10], [2, 64, 4, 9, 9], [2, 256, 2, 6, 6], [1, 2, 3, 40, 40]],
+        TensorLayout.allCases)
     func statisticsSurviveAnOutlierInTheShift(shape: [Int], layout: TensorLayout) throws {
         var generator = SeededGenerator(seed: 23)
-        var values = try Tensor.normal(shape: shape, mean: 3, standardDeviation: 1, layout: layout,
-                                       using: &generator).scalars
+        var values = try Tensor.normal(
+            shape: shape, mean: 3, standardDeviation: 1, layout: layout,
+            using: &generator
+        ).scalars
         let channels = shape[1], spatial = shape.dropFirst(2).reduce(1, *)
         // x[0, c, 0, 0, 0] for every c: the first value of block 0 of plane (0, c)
         // channels-first, row 0 of the storage (the first row of block 0) channels-last.
@@ -166,8 +176,9 @@ import Glibc
             for threads in [2, 3, 8] {
                 let backend = CPUBackend(threadCount: threads, kernelLevel: level)
                 #expect(try backend.collectStatistics(of: x) == moments, "\(level), \(threads) threads")
-                #expect(try backend.reduceGradient(g, input: x, mean: moments.map(\.mean)) == sums,
-                        "\(level), \(threads) threads")
+                #expect(
+                    try backend.reduceGradient(g, input: x, mean: moments.map(\.mean)) == sums,
+                    "\(level), \(threads) threads")
             }
         }
     }

@@ -26,7 +26,7 @@ import Testing
 
     /// Nine modules on nine threads at once give the results of the same modules run alone.
     @Test func nineModulesOnNineThreadsAreBitwiseIdenticalToSequentialRuns() throws {
-        let seeds: [UInt64] = (0..<9).map { UInt64($0 % 3) }  // three modules of each seed
+        let seeds: [UInt64] = (0..<9).map { UInt64($0 % 3) } // three modules of each seed
         let expected = try (0..<3).map { try Self.run(seed: UInt64($0)) }
         let results = Results(count: seeds.count)
         DispatchQueue.concurrentPerform(iterations: seeds.count) { index in
@@ -43,6 +43,14 @@ private final class Results: @unchecked Sendable {
     private var values: [[[UInt32]]]
     private let lock = DispatchSemaphore(value: 1)
     init(count: Int) { values = Array(repeating: [], count: count) }
-    func set(_ index: Int, _ value: [[UInt32]]) { lock.wait(); values[index] = value; lock.signal() }
-    func get(_ index: Int) -> [[UInt32]] { lock.wait(); defer { lock.signal() }; return values[index] }
+    func set(_ index: Int, _ value: [[UInt32]]) {
+        lock.wait()
+        values[index] = value
+        lock.signal()
+    }
+    func get(_ index: Int) -> [[UInt32]] {
+        lock.wait()
+        defer { lock.signal() }
+        return values[index]
+    }
 }

@@ -28,17 +28,23 @@ import Testing
         }
     }
 
-    static func replacing(_ bytes: [UInt8], _ target: String, with replacement: String, using generator: inout SeededGenerator) -> [UInt8] {
+    static func replacing(
+        _ bytes: [UInt8], _ target: String, with replacement: String, using generator: inout SeededGenerator
+    ) -> [UInt8] {
         let pattern = Array(target.utf8)
         var matches: [Int] = []
         if bytes.count >= pattern.count {
-            for i in 0...(bytes.count - pattern.count) where bytes[i..<(i + pattern.count)].elementsEqual(pattern) { matches.append(i) }
+            for i in 0...(bytes.count - pattern.count) where bytes[i..<(i + pattern.count)].elementsEqual(pattern) {
+                matches.append(i)
+            }
         }
         guard let at = matches.randomElement(using: &generator) else { return bytes }
         return Array(bytes[..<at]) + Array(replacement.utf8) + Array(bytes[(at + pattern.count)...])
     }
 
-    static func flipBits(_ bytes: inout [UInt8], in range: Range<Int>, count: Int, using generator: inout SeededGenerator) {
+    static func flipBits(
+        _ bytes: inout [UInt8], in range: Range<Int>, count: Int, using generator: inout SeededGenerator
+    ) {
         guard !range.isEmpty else { return }
         for _ in 0..<count {
             let index = Int.random(in: range, using: &generator)
@@ -46,45 +52,54 @@ import Testing
         }
     }
 
-    static let hostileNumbers = ["0", "1", "-1", "7", "8", "9", "12", "16", "4294967296", "9223372036854775807",
-                                 "9223372036854775808", "99999999999999999999", "1e3", "2.5", "-0", "00", "1E400"]
+    static let hostileNumbers = [
+        "0", "1", "-1", "7", "8", "9", "12", "16", "4294967296", "9223372036854775807",
+        "9223372036854775808", "99999999999999999999", "1e3", "2.5", "-0", "00", "1E400",
+    ]
 
     static func mutateSafeTensors(_ seed: [UInt8], kind: Int, using generator: inout SeededGenerator) -> [UInt8] {
         var bytes = seed
         var parts = SafeTensorsParts(seed)
         switch kind {
-        case 0:  // truncation
+        case 0: // truncation
             return Array(seed.prefix(Int.random(in: 0..<seed.count, using: &generator)))
-        case 1:  // bit flips anywhere
+        case 1: // bit flips anywhere
             flipBits(&bytes, in: 0..<bytes.count, count: Int.random(in: 1...8, using: &generator), using: &generator)
             return bytes
-        case 2:  // bit flips in the header text
-            flipBits(&bytes, in: 8..<(8 + parts.header.count), count: Int.random(in: 1...3, using: &generator), using: &generator)
+        case 2: // bit flips in the header text
+            flipBits(
+                &bytes, in: 8..<(8 + parts.header.count), count: Int.random(in: 1...3, using: &generator),
+                using: &generator)
             return bytes
-        case 3:  // bogus header lengths, huge ones included
-            let candidates: [UInt64] = [0, 1, 2, 7, UInt64(parts.header.count) - 1, UInt64(parts.header.count) + 1,
-                                        UInt64(seed.count - 8), UInt64(seed.count - 7), UInt64(seed.count), 100_000_000,
-                                        100_000_001, 1 << 32, 1 << 62, 1 << 63, UInt64.max, UInt64.max - 7,
-                                        UInt64.random(in: 0...UInt64.max, using: &generator),
-                                        UInt64.random(in: 0...UInt64(2 * seed.count), using: &generator)]
+        case 3: // bogus header lengths, huge ones included
+            let candidates: [UInt64] = [
+                0, 1, 2, 7, UInt64(parts.header.count) - 1, UInt64(parts.header.count) + 1,
+                UInt64(seed.count - 8), UInt64(seed.count - 7), UInt64(seed.count), 100_000_000,
+                100_000_001, 1 << 32, 1 << 62, 1 << 63, UInt64.max, UInt64.max - 7,
+                UInt64.random(in: 0...UInt64.max, using: &generator),
+                UInt64.random(in: 0...UInt64(2 * seed.count), using: &generator),
+            ]
             let length = candidates.randomElement(using: &generator)!
             withUnsafeBytes(of: length.littleEndian) { for k in 0..<8 { bytes[k] = $0[k] } }
             return bytes
-        case 4:  // a number of the header replaced by a hostile one
+        case 4: // a number of the header replaced by a hostile one
             let digits = parts.header.indices.filter { (0x30...0x39).contains(parts.header[$0]) }
             guard let at = digits.randomElement(using: &generator) else { return bytes }
             var end = at
             while end < parts.header.count, (0x30...0x39).contains(parts.header[end]) { end += 1 }
             parts.header.replaceSubrange(at..<end, with: Array(hostileNumbers.randomElement(using: &generator)!.utf8))
             return parts.bytes
-        case 5:  // overlapping tensors: one entry's offsets copied onto another's
+        case 5: // overlapping tensors: one entry's offsets copied onto another's
             let text = String(decoding: parts.header, as: UTF8.self)
-            let offsets = text.split(separator: "\"data_offsets\":").dropFirst().map { String($0.prefix { $0 != "]" }) + "]" }
+            let offsets = text.split(separator: "\"data_offsets\":").dropFirst().map {
+                String($0.prefix { $0 != "]" }) + "]"
+            }
             guard offsets.count >= 2 else { return bytes }
             let source = offsets.randomElement(using: &generator)!, target = offsets.randomElement(using: &generator)!
-            parts.header = replacing(parts.header, "\"data_offsets\":" + target, with: "\"data_offsets\":" + source, using: &generator)
+            parts.header = replacing(
+                parts.header, "\"data_offsets\":" + target, with: "\"data_offsets\":" + source, using: &generator)
             return parts.bytes
-        case 6:  // misaligned tensors: offsets shifted by a few bytes
+        case 6: // misaligned tensors: offsets shifted by a few bytes
             let text = String(decoding: parts.header, as: UTF8.self)
             let offsets = text.split(separator: "\"data_offsets\":[").dropFirst().map { $0.prefix { $0 != "]" } }
             guard let pair = offsets.randomElement(using: &generator) else { return bytes }
@@ -94,19 +109,23 @@ import Testing
             let shifted = "\(numbers[0] + shift),\(numbers[1] + (Bool.random(using: &generator) ? shift : 0))"
             parts.header = replacing(parts.header, "[" + pair + "]", with: "[" + shifted + "]", using: &generator)
             return parts.bytes
-        case 7:  // non-UTF-8 bytes inside the header
-            let invalid: [[UInt8]] = [[0xFF], [0xC0, 0x80], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80], [0xE2, 0x82], [0x80], [0x00]]
+        case 7: // non-UTF-8 bytes inside the header
+            let invalid: [[UInt8]] = [
+                [0xFF], [0xC0, 0x80], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80], [0xE2, 0x82], [0x80], [0x00],
+            ]
             let at = Int.random(in: 1..<parts.header.count, using: &generator)
             parts.header.insert(contentsOf: invalid.randomElement(using: &generator)!, at: at)
             return parts.bytes
-        case 8:  // deeply nested JSON, balanced or not
+        case 8: // deeply nested JSON, balanced or not
             let depth = [10, 63, 64, 65, 100, 1000, 5000].randomElement(using: &generator)!
             let open = Bool.random(using: &generator) ? "[" : "{\"a\":"
             let close = open == "[" ? "]" : "}"
-            let body = String(repeating: open, count: depth) + "1" + String(repeating: close, count: Int.random(in: (depth - 1)...depth, using: &generator))
+            let body =
+                String(repeating: open, count: depth) + "1"
+                + String(repeating: close, count: Int.random(in: (depth - 1)...depth, using: &generator))
             parts.header = Array(("{\"x\":" + body + "}").utf8)
             return parts.bytes
-        case 9:  // a header byte range deleted or duplicated
+        case 9: // a header byte range deleted or duplicated
             let start = Int.random(in: 0..<parts.header.count, using: &generator)
             let end = min(parts.header.count, start + Int.random(in: 1...12, using: &generator))
             if Bool.random(using: &generator) {
@@ -115,25 +134,31 @@ import Testing
                 parts.header.insert(contentsOf: parts.header[start..<end], at: start)
             }
             return parts.bytes
-        case 10:  // a JSON punctuation character planted
+        case 10: // a JSON punctuation character planted
             let at = Int.random(in: 0..<parts.header.count, using: &generator)
             parts.header[at] = Array("{}[]\",:0123456789-eE. \\u".utf8).randomElement(using: &generator)!
             return parts.bytes
-        case 11:  // another dtype
-            let replacement = ["F16", "BF16", "F64", "I64", "U8", "BOOL", "X32", "", "f32", "F8_E4M3"].randomElement(using: &generator)!
+        case 11: // another dtype
+            let replacement = ["F16", "BF16", "F64", "I64", "U8", "BOOL", "X32", "", "f32", "F8_E4M3"].randomElement(
+                using: &generator)!
             parts.header = replacing(parts.header, "\"F32\"", with: "\"" + replacement + "\"", using: &generator)
             return parts.bytes
-        case 12:  // another shape
-            let replacement = ["[]", "[1]", "[4]", "[2]", "[3,1]", "[1,3]", "[0]", "[-3]", "[3.0]", "[\"3\"]",
-                               "[4294967296,4294967296]", "[9223372036854775807]", "{}", "null"].randomElement(using: &generator)!
-            parts.header = replacing(parts.header, "\"shape\":[" + (Bool.random(using: &generator) ? "3]" : "]"),
-                                     with: "\"shape\":" + replacement, using: &generator)
+        case 12: // another shape
+            let replacement = [
+                "[]", "[1]", "[4]", "[2]", "[3,1]", "[1,3]", "[0]", "[-3]", "[3.0]", "[\"3\"]",
+                "[4294967296,4294967296]", "[9223372036854775807]", "{}", "null",
+            ].randomElement(using: &generator)!
+            parts.header = replacing(
+                parts.header, "\"shape\":[" + (Bool.random(using: &generator) ? "3]" : "]"),
+                with: "\"shape\":" + replacement, using: &generator)
             return parts.bytes
-        default:  // data bytes appended or removed
+        default: // data bytes appended or removed
             if Bool.random(using: &generator), !parts.data.isEmpty {
                 parts.data.removeLast(Int.random(in: 1...min(8, parts.data.count), using: &generator))
             } else {
-                parts.data += (0..<Int.random(in: 1...8, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                parts.data += (0..<Int.random(in: 1...8, using: &generator)).map { _ in
+                    UInt8.random(in: 0...255, using: &generator)
+                }
             }
             return parts.bytes
         }
@@ -164,7 +189,8 @@ import Testing
             }
             parsed += 1
             // A successful parse is a consistent file: sizes match, and it survives a re-serialization.
-            for (key, entry) in file.tensors where entry.bytes.count != entry.shape.reduce(entry.dataType.byteCount, *) {
+            for (key, entry) in file.tensors where entry.bytes.count != entry.shape.reduce(entry.dataType.byteCount, *)
+            {
                 Issue.record("iteration \(iteration): '\(key)' has \(entry.bytes.count) bytes for shape \(entry.shape)")
             }
             if (try? SafeTensorsFile(parsing: file.serialized())) != file {
@@ -176,19 +202,23 @@ import Testing
             do {
                 try module.loadState(from: file, prefix: seed.prefix)
                 let expected = try BatchNormState(safeTensors: file, prefix: seed.prefix, maps: seed.maps)
-                if !Self.identical(try module.state(), expected) { Issue.record("iteration \(iteration): loaded state differs from the file") }
+                if !Self.identical(try module.state(), expected) {
+                    Issue.record("iteration \(iteration): loaded state differs from the file")
+                }
                 loaded += 1
                 try module.load(before)
             } catch is StateFileError {
                 // A well-formed file that holds no valid state (a missing key, NaN, a negative variance).
-                if !Self.identical(try module.state(), before) { Issue.record("iteration \(iteration): failed load changed the module") }
+                if !Self.identical(try module.state(), before) {
+                    Issue.record("iteration \(iteration): failed load changed the module")
+                }
             } catch {
                 Issue.record("iteration \(iteration): unexpected error type \(type(of: error)): \(error)")
             }
         }
         #expect(thrown + parsed == Self.iterations)
         #expect(thrown > Self.iterations / 2)
-        #expect(loaded > 100)  // bit flips in the data still give valid files
+        #expect(loaded > 100) // bit flips in the data still give valid files
     }
 
     /// Bitwise equality (NaN payloads from bit flips included).
@@ -203,7 +233,8 @@ import Testing
         var bytes = seed
         let version = seed[6]
         let prefixLength = version == 1 ? 10 : 12
-        let headerLength = version == 1 ? Int(seed[8]) | Int(seed[9]) << 8 : Int(seed[8]) | Int(seed[9]) << 8 | Int(seed[10]) << 16
+        let headerLength =
+            version == 1 ? Int(seed[8]) | Int(seed[9]) << 8 : Int(seed[8]) | Int(seed[9]) << 8 | Int(seed[10]) << 16
         var dict = Array(seed[prefixLength..<(prefixLength + headerLength)])
         var data = Array(seed[(prefixLength + headerLength)...])
         func rebuilt() -> [UInt8] {
@@ -216,47 +247,60 @@ import Testing
             return result + dict + data
         }
         switch kind {
-        case 0:  // truncation
+        case 0: // truncation
             return Array(seed.prefix(Int.random(in: 0..<seed.count, using: &generator)))
-        case 1:  // bit flips anywhere
+        case 1: // bit flips anywhere
             flipBits(&bytes, in: 0..<bytes.count, count: Int.random(in: 1...8, using: &generator), using: &generator)
             return bytes
-        case 2:  // bit flips in magic, version, length and dict
-            flipBits(&bytes, in: 0..<(prefixLength + headerLength), count: Int.random(in: 1...3, using: &generator), using: &generator)
+        case 2: // bit flips in magic, version, length and dict
+            flipBits(
+                &bytes, in: 0..<(prefixLength + headerLength), count: Int.random(in: 1...3, using: &generator),
+                using: &generator)
             return bytes
-        case 3:  // bogus header lengths
-            let length = [0, 1, headerLength - 1, headerLength + 1, 0xFFFF, 0xFFFF_FFFF, 0x7FFF_FFFF,
-                          Int.random(in: 0...0xFFFF_FFFF, using: &generator)].randomElement(using: &generator)!
+        case 3: // bogus header lengths
+            let length = [
+                0, 1, headerLength - 1, headerLength + 1, 0xFFFF, 0xFFFF_FFFF, 0x7FFF_FFFF,
+                Int.random(in: 0...0xFFFF_FFFF, using: &generator),
+            ].randomElement(using: &generator)!
             for k in 0..<(prefixLength - 8) { bytes[8 + k] = UInt8((length >> (8 * k)) & 0xFF) }
             return bytes
-        case 4:  // another version
+        case 4: // another version
             bytes[6] = [0, 1, 2, 3, 4, 255].randomElement(using: &generator)!
             bytes[7] = [0, 0, 0, 1].randomElement(using: &generator)!
             return bytes
-        case 5:  // another shape
-            let shape = ["()", "(2,)", "(24,)", "(2, 3, 4)", "(4, 3, 2)", "(2, 3, 5)", "(0, 3, 4)", "(-2, 3, 4)", "(2 3 4)",
-                         "(99999999999999999999,)", "(4294967296, 4294967296)", "(2, 3, 4L)", "((2,),)", "[2, 3, 4]", "(,)"]
-                .randomElement(using: &generator)!
+        case 5: // another shape
+            let shape = [
+                "()", "(2,)", "(24,)", "(2, 3, 4)", "(4, 3, 2)", "(2, 3, 5)", "(0, 3, 4)", "(-2, 3, 4)", "(2 3 4)",
+                "(99999999999999999999,)", "(4294967296, 4294967296)", "(2, 3, 4L)", "((2,),)", "[2, 3, 4]", "(,)",
+            ]
+            .randomElement(using: &generator)!
             dict = replacing(dict, "(2, 3, 4)", with: shape, using: &generator)
             return rebuilt()
-        case 6:  // another dtype
-            let descr = ["<f2", "<f4", ">f4", "<f8", "<i4", "|u1", "<c8", "", "<f4'", "f4", "=f4", "<U3", "|O"].randomElement(using: &generator)!
-            dict = replacing(dict, dict.contains(UInt8(ascii: "2")) && seed[prefixLength + 12] == UInt8(ascii: "2") ? "<f2" : "<f4",
-                             with: descr, using: &generator)
+        case 6: // another dtype
+            let descr = ["<f2", "<f4", ">f4", "<f8", "<i4", "|u1", "<c8", "", "<f4'", "f4", "=f4", "<U3", "|O"]
+                .randomElement(using: &generator)!
+            dict = replacing(
+                dict, dict.contains(UInt8(ascii: "2")) && seed[prefixLength + 12] == UInt8(ascii: "2") ? "<f2" : "<f4",
+                with: descr, using: &generator)
             return rebuilt()
-        case 7:  // Fortran order, or a non-boolean
-            dict = replacing(dict, "False", with: ["True", "1", "None", "false", "Fals"].randomElement(using: &generator)!, using: &generator)
+        case 7: // Fortran order, or a non-boolean
+            dict = replacing(
+                dict, "False", with: ["True", "1", "None", "false", "Fals"].randomElement(using: &generator)!,
+                using: &generator)
             return rebuilt()
-        case 8:  // non-ASCII / non-UTF-8 bytes in the dict
+        case 8: // non-ASCII / non-UTF-8 bytes in the dict
             let invalid: [[UInt8]] = [[0xFF], [0xC3, 0xA9], [0xED, 0xA0, 0x80], [0xC0, 0x80], [0x80], [0x00]]
-            dict.insert(contentsOf: invalid.randomElement(using: &generator)!, at: Int.random(in: 0..<dict.count, using: &generator))
+            dict.insert(
+                contentsOf: invalid.randomElement(using: &generator)!,
+                at: Int.random(in: 0..<dict.count, using: &generator))
             return rebuilt()
-        case 9:  // nested parentheses or braces
+        case 9: // nested parentheses or braces
             let depth = [2, 50, 5000].randomElement(using: &generator)!
-            dict = Array(("{'descr': '<f4', 'fortran_order': False, 'shape': " + String(repeating: "(", count: depth)
-                          + "2" + String(repeating: ")", count: depth) + ", }\n").utf8)
+            dict = Array(
+                ("{'descr': '<f4', 'fortran_order': False, 'shape': " + String(repeating: "(", count: depth)
+                    + "2" + String(repeating: ")", count: depth) + ", }\n").utf8)
             return rebuilt()
-        case 10:  // a dict byte range deleted, duplicated or replaced with punctuation
+        case 10: // a dict byte range deleted, duplicated or replaced with punctuation
             let start = Int.random(in: 0..<dict.count, using: &generator)
             let end = min(dict.count, start + Int.random(in: 1...8, using: &generator))
             switch Int.random(in: 0..<3, using: &generator) {
@@ -265,14 +309,16 @@ import Testing
             default: dict[start] = Array("{}()'\":,TF0123456789L\\ \n".utf8).randomElement(using: &generator)!
             }
             return rebuilt()
-        case 11:  // magic corrupted
+        case 11: // magic corrupted
             bytes[Int.random(in: 0..<6, using: &generator)] = UInt8.random(in: 0...255, using: &generator)
             return bytes
-        default:  // data bytes appended or removed
+        default: // data bytes appended or removed
             if Bool.random(using: &generator), !data.isEmpty {
                 data.removeLast(Int.random(in: 1...min(8, data.count), using: &generator))
             } else {
-                data += (0..<Int.random(in: 1...8, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                data += (0..<Int.random(in: 1...8, using: &generator)).map { _ in
+                    UInt8.random(in: 0...255, using: &generator)
+                }
             }
             return rebuilt()
         }
@@ -288,7 +334,9 @@ import Testing
             if header.isBigEndian { element.reverse() }
             if width == 8 {
                 let bits = element.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
-                withUnsafeBytes(of: Float(Double(bitPattern: bits)).bitPattern.littleEndian) { result.append(contentsOf: $0) }
+                withUnsafeBytes(of: Float(Double(bitPattern: bits)).bitPattern.littleEndian) {
+                    result.append(contentsOf: $0)
+                }
             } else {
                 result += element
             }
@@ -297,7 +345,8 @@ import Testing
     }
 
     @Test func mutatedNumPyFilesThrowOrLoadCorrectly() throws {
-        let seeds = try ["state_npy_f4_v1.npy", "state_npy_f2_v1.npy", "state_npy_f4_v2.npy", "state_npy_f4_v3.npy"].map(StateFixtures.bytes)
+        let seeds = try ["state_npy_f4_v1.npy", "state_npy_f2_v1.npy", "state_npy_f4_v2.npy", "state_npy_f4_v3.npy"]
+            .map(StateFixtures.bytes)
         var generator = SeededGenerator(seed: 42)
         var thrown = 0, loaded = 0
         for iteration in 0..<Self.iterations {
@@ -308,7 +357,8 @@ import Testing
                 let header = try NumPyArrayHeader(parsing: mutated)
                 // A successful read holds exactly the file's data bytes (decoded for a
                 // big-endian or float64 file).
-                let stored = Array(UnsafeRawBufferPointer(start: tensor.storage.rawAddress, count: tensor.storage.byteCount))
+                let stored = Array(
+                    UnsafeRawBufferPointer(start: tensor.storage.rawAddress, count: tensor.storage.byteCount))
                 if tensor.shape != header.shape || stored != Self.littleEndianElements(mutated, header) {
                     Issue.record("iteration \(iteration): tensor does not hold the file's data")
                 }
@@ -336,15 +386,19 @@ import Testing
             parts.header = Array(json.utf8)
             return parts.bytes
         }
-        let rejected = [#"{"a":}"#, #"{"a":1,}"#, #"{"a" 1}"#, #"{'a':1}"#, #"{"a":01}"#, #"{"a":1.}"#, #"{"a":-}"#,
-                        #"{"a":"\ud800"}"#, #"{"a":"\udc00"}"#, "{\"a\":\"\u{1}\"}", #"{"a":"\x"}"#, #"{"a":tru}"#,
-                        #"{"a":1}x"#, #"{"a":[1,2}"#, #"{"a":"unterminated}"#, #"{"__metadata__":{"k":1}}"#,
-                        #"{"__metadata__":[]}"#, #"{"t":{"dtype":"F32","shape":[0],"data_offsets":[0,0],"extra":1}}"#]
+        let rejected = [
+            #"{"a":}"#, #"{"a":1,}"#, #"{"a" 1}"#, #"{'a':1}"#, #"{"a":01}"#, #"{"a":1.}"#, #"{"a":-}"#,
+            #"{"a":"\ud800"}"#, #"{"a":"\udc00"}"#, "{\"a\":\"\u{1}\"}", #"{"a":"\x"}"#, #"{"a":tru}"#,
+            #"{"a":1}x"#, #"{"a":[1,2}"#, #"{"a":"unterminated}"#, #"{"__metadata__":{"k":1}}"#,
+            #"{"__metadata__":[]}"#, #"{"t":{"dtype":"F32","shape":[0],"data_offsets":[0,0],"extra":1}}"#,
+        ]
         for json in rejected {
             #expect(throws: SafeTensorsError.self, "\(json)") { try SafeTensorsFile(parsing: header(json)) }
         }
-        let accepted = [#"{}"#, #"{ }  "#, #"{"__metadata__":{"a":"\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00"}}"#,
-                        #"{"t":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}"#]
+        let accepted = [
+            #"{}"#, #"{ }  "#, #"{"__metadata__":{"a":"\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00"}}"#,
+            #"{"t":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}"#,
+        ]
         for json in accepted {
             #expect(throws: Never.self, "\(json)") { try SafeTensorsFile(parsing: header(json)) }
         }

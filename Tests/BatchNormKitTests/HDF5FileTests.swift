@@ -17,13 +17,16 @@ import Testing
         let modules = try #require(root["modules"] as? [[String: Any]])
         return try modules.map { module in
             func values(_ key: String) throws -> [Float] { try #require(module[key] as? [Double]).map { Float($0) } }
-            return ExpectedModule(name: try #require(module["name"] as? String), rank: try #require(module["rank"] as? Int),
-                                  scale: try values("scale"), bias: try values("bias"), mean: try values("mean"),
-                                  variance: try values("var"))
+            return ExpectedModule(
+                name: try #require(module["name"] as? String), rank: try #require(module["rank"] as? Int),
+                scale: try values("scale"), bias: try values("bias"), mean: try values("mean"),
+                variance: try values("var"))
         }
     }
 
-    static let fixtures = ["puzzlelib_container", "puzzlelib_unnamed", "puzzlelib_float16", "puzzlelib_many", "puzzlelib_storage"]
+    static let fixtures = [
+        "puzzlelib_container", "puzzlelib_unnamed", "puzzlelib_float16", "puzzlelib_many", "puzzlelib_storage",
+    ]
 
     @Test(arguments: fixtures) func readsEveryDatasetOfAnH5pyFile(_ fixture: String) throws {
         let file = try HDF5File(contentsOfFile: StateFixtures.path(fixture + ".hdf"))
@@ -36,12 +39,16 @@ import Testing
                 let index = try #require(try file.integerValues(of: link).first)
                 let parameter = try #require(file.dataset("params/\(index)"))
                 #expect(parameter.shape == shape)
-                #expect(try file.floatValues(of: parameter).map(\.bitPattern) == values.map(\.bitPattern), "\(module.name).\(field)")
+                #expect(
+                    try file.floatValues(of: parameter).map(\.bitPattern) == values.map(\.bitPattern),
+                    "\(module.name).\(field)")
             }
             for (field, values) in [("mean", module.mean), ("var", module.variance)] {
                 let attribute = try #require(file.dataset("attrs/\(module.name).\(field)"))
                 #expect(attribute.shape == shape)
-                #expect(try file.floatValues(of: attribute).map(\.bitPattern) == values.map(\.bitPattern), "\(module.name).\(field)")
+                #expect(
+                    try file.floatValues(of: attribute).map(\.bitPattern) == values.map(\.bitPattern),
+                    "\(module.name).\(field)")
             }
         }
     }

@@ -1,6 +1,7 @@
-@testable import BatchNormKit
 import BatchNormReference
 import Testing
+
+@testable import BatchNormKit
 
 /// float16 and bfloat16 data on the CPU: the conversions of every kernel level against
 /// Swift's `Float16` and an independent bfloat16 rounding, every op in both layouts against
@@ -21,13 +22,18 @@ import Testing
             var vector = [Float](repeating: 0, count: patterns.count), scalar = vector
             Self.convert(patterns, from: .float16, to: &vector, .float32, level: level)
             for index in stride(from: 0, to: patterns.count, by: 1) where index % 97 == 0 || index < 40 {
-                Self.convert(Array(patterns[index...index]), from: .float16, to: &scalar[index...index], .float32,
-                             level: level)
+                Self.convert(
+                    Array(patterns[index...index]), from: .float16, to: &scalar[index...index], .float32,
+                    level: level)
                 #expect(scalar[index].bitPattern == vector[index].bitPattern, "\(level) scalar tail \(index)")
             }
             for (bits, value) in zip(patterns, vector) {
                 let expected = Float(Float16(bitPattern: bits))
-                if expected.isNaN { #expect(value.isNaN) } else { #expect(value.bitPattern == expected.bitPattern, "\(level) \(bits)") }
+                if expected.isNaN {
+                    #expect(value.isNaN)
+                } else {
+                    #expect(value.bitPattern == expected.bitPattern, "\(level) \(bits)")
+                }
             }
         }
     }
@@ -36,11 +42,13 @@ import Testing
     /// overflow boundary at 65520, ties), plus specials.
     static let narrowingInputs: [Float] = {
         var generator = SeededGenerator(seed: 99)
-        var values: [Float] = [0, -0, 1, -1, 65504, 65519.996, 65520, -65520, 1e9, .infinity, -.infinity, .nan,
-                               .leastNonzeroMagnitude, -.leastNormalMagnitude, .greatestFiniteMagnitude,
-                               Float(bitPattern: 0x3380_0000), Float(bitPattern: 0x3300_0000),   // 2⁻²⁴, 2⁻²⁵ (tie)
-                               Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000),   // bfloat16 ties
-                               Float(bitPattern: 0x7F7F_FFFF), Float(bitPattern: 0x0080_0000)]
+        var values: [Float] = [
+            0, -0, 1, -1, 65504, 65519.996, 65520, -65520, 1e9, .infinity, -.infinity, .nan,
+            .leastNonzeroMagnitude, -.leastNormalMagnitude, .greatestFiniteMagnitude,
+            Float(bitPattern: 0x3380_0000), Float(bitPattern: 0x3300_0000), // 2⁻²⁴, 2⁻²⁵ (tie)
+            Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000), // bfloat16 ties
+            Float(bitPattern: 0x7F7F_FFFF), Float(bitPattern: 0x0080_0000),
+        ]
         for _ in 0..<40_000 {
             let bits = UInt32.random(in: 0...UInt32.max, using: &generator)
             // Exponents 2⁻³⁰ … 2³⁰ mostly, some anywhere.
@@ -82,7 +90,9 @@ import Testing
                 } else {
                     #expect(half[index] == expected.bitPattern, "\(level) float16 of \(value) (\(value.bitPattern))")
                 }
-                #expect(bfloat[index] == Self.referenceBFloat16(value), "\(level) bfloat16 of \(value) (\(value.bitPattern))")
+                #expect(
+                    bfloat[index] == Self.referenceBFloat16(value),
+                    "\(level) bfloat16 of \(value) (\(value.bitPattern))")
             }
             // The scalar tail rounds as the vector loop does.
             var single: [UInt16] = [0]
@@ -95,14 +105,17 @@ import Testing
         }
     }
 
-    static func convert<Source, Destination>(_ source: [Source], from: TensorDataType,
-                                             to destination: inout Destination, _ to: TensorDataType,
-                                             level: KernelLevel)
+    static func convert<Source, Destination>(
+        _ source: [Source], from: TensorDataType,
+        to destination: inout Destination, _ to: TensorDataType,
+        level: KernelLevel
+    )
     where Destination: MutableCollection, Destination: ContiguousMutableBytes {
         source.withUnsafeBytes { input in
             destination.withContiguousMutableBytes { output in
-                ElementConversion.convert(input.baseAddress!, from: from, to: output.baseAddress!, to,
-                                          count: source.count, level: level)
+                ElementConversion.convert(
+                    input.baseAddress!, from: from, to: output.baseAddress!, to,
+                    count: source.count, level: level)
             }
         }
     }
@@ -121,7 +134,7 @@ import Testing
         #expect(half.scalars == values.map { Float(Float16($0)) })
         // Element access, in the logical index.
         #expect(bfloat[2, 4, 1, 2, 6] == Float(bitPattern: UInt32(Self.referenceBFloat16(values.last!)) << 16))
-        bfloat[0, 1, 0, 0, 0] = 1.00390625   // 1 + 2⁻⁸: a tie, rounds to even (1.0)
+        bfloat[0, 1, 0, 0, 0] = 1.00390625 // 1 + 2⁻⁸: a tie, rounds to even (1.0)
         #expect(bfloat[0, 1, 0, 0, 0] == 1)
         try half.setValue(70000, at: [0, 0, 0, 0, 1])
         #expect(try half.value(at: [0, 0, 0, 0, 1]) == .infinity)
@@ -154,14 +167,19 @@ import Testing
         return abs(Double(actual) - Double(rounded)) <= max(ulp, floor) * (1 + 1e-9)
     }
 
-    static func expectWithinOneUnit(_ actual: Tensor, _ expected: [Double], _ what: String,
-                                    sourceLocation: SourceLocation = #_sourceLocation) {
+    static func expectWithinOneUnit(
+        _ actual: Tensor, _ expected: [Double], _ what: String,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) {
         let scale = CPUBackendKernelTests.spread(expected)
         let values = actual.scalars
-        let bad = (0..<values.count).filter { !withinOneUnit(values[$0], expected[$0], type: actual.dataType, scale: scale) }
+        let bad = (0..<values.count).filter {
+            !withinOneUnit(values[$0], expected[$0], type: actual.dataType, scale: scale)
+        }
         let first = bad.first.map { "\(values[$0]) vs \(expected[$0]) at \($0)" } ?? ""
-        #expect(bad.isEmpty, "\(what) \(actual.dataType): \(bad.count) elements off, first \(first)",
-                sourceLocation: sourceLocation)
+        #expect(
+            bad.isEmpty, "\(what) \(actual.dataType): \(bad.count) elements off, first \(first)",
+            sourceLocation: sourceLocation)
     }
 
     @Test(arguments: CPUBackendKernelTests.shapes, TensorLayout.allCases)
@@ -173,10 +191,11 @@ import Testing
             let g = try Tensor.normal(shape: shape, mean: 0.25, standardDeviation: 1, layout: layout, using: &generator)
                 .converted(to: layout, dataType: type)
             let maps = shape[1]
-            let state = BatchNormState(scale: (0..<maps).map { 1 + Float($0 % 5) / 10 },
-                                       bias: (0..<maps).map { Float($0 % 3) - 1 },
-                                       mean: (0..<maps).map { 2 + Float($0 % 3) / 5 },
-                                       var: (0..<maps).map { 3 + Float($0 % 2) }, numOfProps: 3)
+            let state = BatchNormState(
+                scale: (0..<maps).map { 1 + Float($0 % 5) / 10 },
+                bias: (0..<maps).map { Float($0 % 3) - 1 },
+                mean: (0..<maps).map { 2 + Float($0 % 3) / 5 },
+                var: (0..<maps).map { 3 + Float($0 % 2) }, numOfProps: 3)
             let xValues = x.scalars.map(Double.init), gValues = g.scalars.map(Double.init)
 
             // Statistics of the half input: to 1e-6 relative (they are accumulated in Double).
@@ -193,14 +212,19 @@ import Testing
             #expect(y.dataType == type && y.layout == layout)
             Self.expectWithinOneUnit(y, reference.trainingForward(xValues, shape: shape), "training y")
             #expect(ReferenceComparison.maximumRelativeError(try bn.mean.scalars, reference.mean, floor: 1e-3) <= 1e-6)
-            #expect(ReferenceComparison.maximumRelativeError(try bn.var.scalars, reference.variance, floor: 1e-3) <= 1e-6)
+            #expect(
+                ReferenceComparison.maximumRelativeError(try bn.var.scalars, reference.variance, floor: 1e-3) <= 1e-6)
             let dx = try #require(try bn.backward(g))
             #expect(dx.dataType == type && dx.layout == layout)
             Self.expectWithinOneUnit(dx, reference.backward(gValues, shape: shape, training: true), "training dx")
-            #expect(ReferenceComparison.maximumRelativeError(try bn.scaleGrad.scalars, reference.scaleGrad,
-                                                             floor: CPUBackendKernelTests.spread(reference.scaleGrad)) <= 1e-5)
-            #expect(ReferenceComparison.maximumRelativeError(try bn.biasGrad.scalars, reference.biasGrad,
-                                                             floor: CPUBackendKernelTests.spread(reference.biasGrad)) <= 1e-5)
+            #expect(
+                ReferenceComparison.maximumRelativeError(
+                    try bn.scaleGrad.scalars, reference.scaleGrad,
+                    floor: CPUBackendKernelTests.spread(reference.scaleGrad)) <= 1e-5)
+            #expect(
+                ReferenceComparison.maximumRelativeError(
+                    try bn.biasGrad.scalars, reference.biasGrad,
+                    floor: CPUBackendKernelTests.spread(reference.biasGrad)) <= 1e-5)
 
             // Evaluation forward (also in place) and backward.
             let evaluation = ReferenceBatchNorm(state: state)
@@ -210,8 +234,9 @@ import Testing
             let yEval = try eval(x)
             Self.expectWithinOneUnit(yEval, evaluation.evaluationForward(xValues, shape: shape), "evaluation y")
             var evaluationBackward = evaluation
-            Self.expectWithinOneUnit(try #require(try eval.backward(g)),
-                                     evaluationBackward.backward(gValues, shape: shape, training: false), "evaluation dx")
+            Self.expectWithinOneUnit(
+                try #require(try eval.backward(g)),
+                evaluationBackward.backward(gValues, shape: shape, training: false), "evaluation dx")
             let inplace = try CPUBackendKernelTests.module(rank: shape.count, maps: maps, threads: 2, inplace: true)
             try inplace.load(state)
             inplace.evalMode()
@@ -233,16 +258,19 @@ import Testing
             gradientMultiplier: (0..<channels).map { 0.5 + Float($0 % 3) },
             inputMultiplier: (0..<channels).map { 1 + Float($0 % 5) / 8 },
             shift: (0..<channels).map { 3 + Float($0 % 4) / 16 }, offset: (0..<channels).map { Float($0 % 7) - 3 })
-        let forward = ChannelCoefficients(inputMultiplier: coefficients.inputMultiplier, shift: coefficients.shift,
-                                          offset: coefficients.offset)
+        let forward = ChannelCoefficients(
+            inputMultiplier: coefficients.inputMultiplier, shift: coefficients.shift,
+            offset: coefficients.offset)
         let y = try Tensor(zeros: x.shape, layout: x.layout, dataType: x.dataType)
         try backend.normalize(x, into: y, coefficients: forward)
         let dx = try Tensor(zeros: x.shape, layout: x.layout, dataType: x.dataType)
         try backend.applyGradient(g, input: x, into: dx, coefficients: coefficients)
         let bits = { (tensor: Tensor) in tensor.scalars.map { UInt64($0.bitPattern) } }
-        return ["mean": moments.map(\.mean.bitPattern), "m2": moments.map(\.m2.bitPattern),
-                "sumG": sums.map(\.gradient.bitPattern), "sumGX": sums.map(\.gradientTimesCentered.bitPattern),
-                "y": bits(y), "dx": bits(dx)]
+        return [
+            "mean": moments.map(\.mean.bitPattern), "m2": moments.map(\.m2.bitPattern),
+            "sumG": sums.map(\.gradient.bitPattern), "sumGX": sums.map(\.gradientTimesCentered.bitPattern),
+            "y": bits(y), "dx": bits(dx),
+        ]
     }
 
     @Test(arguments: CPUKernelDispatchTests.shapes, TensorLayout.allCases)
@@ -251,7 +279,8 @@ import Testing
             var generator = SeededGenerator(seed: 31)
             let x = try Tensor.normal(shape: shape, mean: -20, standardDeviation: 4, layout: layout, using: &generator)
                 .converted(to: layout, dataType: type)
-            let g = try Tensor.normal(shape: shape, layout: layout, using: &generator).converted(to: layout, dataType: type)
+            let g = try Tensor.normal(shape: shape, layout: layout, using: &generator).converted(
+                to: layout, dataType: type)
             let expected = try Self.results(x, g, backend: CPUBackend(threadCount: 1, kernelLevel: .generic))
             for level in Self.levels {
                 for threads in [1, 2, 3] {
@@ -269,17 +298,23 @@ import Testing
 /// an AMD Zen 3 with AVX2 and F16C) they are compiled but cannot run, and these tests say
 /// so as skipped instead of passing.
 @Suite struct AVX512LevelTests {
-    @Test(.enabled(if: KernelLevel.supported >= .avx512,
-                   "SKIPPED: this CPU has no AVX-512 (F/DQ/VL/BW): those kernels are compiled only"))
+    @Test(
+        .enabled(
+            if: KernelLevel.supported >= .avx512,
+            "SKIPPED: this CPU has no AVX-512 (F/DQ/VL/BW): those kernels are compiled only"))
     func avx512KernelsMatchTheBaseline() throws {
-        try HalfPrecisionTests().everyLevelAndThreadCountGivesTheSameBits(shape: [2, 7, 3, 5, 11], layout: .channelsLast)
+        try HalfPrecisionTests().everyLevelAndThreadCountGivesTheSameBits(
+            shape: [2, 7, 3, 5, 11], layout: .channelsLast)
         #expect(HalfPrecisionTests.levels.contains(.avx512))
     }
 
-    @Test(.enabled(if: KernelLevel.supported >= .avx512BFloat16,
-                   "SKIPPED: this CPU has no AVX512-BF16: the vcvtneps2bf16 path is compiled only"))
+    @Test(
+        .enabled(
+            if: KernelLevel.supported >= .avx512BFloat16,
+            "SKIPPED: this CPU has no AVX512-BF16: the vcvtneps2bf16 path is compiled only"))
     func avx512BFloat16KernelsMatchTheBaseline() throws {
-        try HalfPrecisionTests().everyLevelAndThreadCountGivesTheSameBits(shape: [2, 3, 5, 7, 11], layout: .channelsFirst)
+        try HalfPrecisionTests().everyLevelAndThreadCountGivesTheSameBits(
+            shape: [2, 3, 5, 7, 11], layout: .channelsFirst)
         #expect(HalfPrecisionTests.levels.contains(.avx512BFloat16))
     }
 }
@@ -307,8 +342,10 @@ extension ArraySlice: ContiguousMutableBytes {
     @Test(arguments: TensorDataType.allCases, TensorLayout.allCases)
     func safeTensorsEntriesRoundTrip(type: TensorDataType, layout: TensorLayout) throws {
         var generator = SeededGenerator(seed: 12)
-        let tensor = try Tensor.normal(shape: [2, 3, 4, 5], mean: 1, standardDeviation: 3, layout: layout,
-                                       using: &generator).converted(to: layout, dataType: type)
+        let tensor = try Tensor.normal(
+            shape: [2, 3, 4, 5], mean: 1, standardDeviation: 3, layout: layout,
+            using: &generator
+        ).converted(to: layout, dataType: type)
         let entry = SafeTensorsFile.Entry(tensor: tensor)
         #expect(entry.dataType.rawValue == ["float32": "F32", "float16": "F16", "bfloat16": "BF16"][type.rawValue])
         #expect(entry.shape == [2, 3, 4, 5] && entry.bytes.count == tensor.elementCount * type.byteCount)

@@ -5,8 +5,10 @@ import Testing
 
 /// Runs `body` once per member, each on its own thread (members block in all-gathers, so
 /// they must not share a bounded pool), and returns the results in rank order.
-func onMembers<T: Sendable>(_ members: [LocalProcessGroup],
-                            _ body: @escaping @Sendable (LocalProcessGroup) throws -> T) -> [Result<T, any Error>] {
+func onMembers<T: Sendable>(
+    _ members: [LocalProcessGroup],
+    _ body: @escaping @Sendable (LocalProcessGroup) throws -> T
+) -> [Result<T, any Error>] {
     let results = MemberResults<T>(count: members.count)
     let done = DispatchGroup()
     for member in members {
@@ -73,7 +75,9 @@ final class MemberResults<T: Sendable>: @unchecked Sendable {
     @Test func emptyBatchAloneStillThrowsTooFewValues() throws {
         let bn = try BatchNorm3D(maps: 2)
         let before = ModuleSnapshot(bn)
-        #expect(throws: BatchNormError.tooFewValuesPerChannel(expected: "at least 2", actual: 0, shape: [0, 2, 1, 1, 3])) {
+        #expect(
+            throws: BatchNormError.tooFewValuesPerChannel(expected: "at least 2", actual: 0, shape: [0, 2, 1, 1, 3])
+        ) {
             try bn(Tensor(zeros: [0, 2, 1, 1, 3]))
         }
         #expect(ModuleSnapshot(bn) == before)

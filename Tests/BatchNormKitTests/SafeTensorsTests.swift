@@ -27,19 +27,27 @@ import Testing
         #expect(bn.numOfProps == 4)
         bn.evalMode()
         let suffix = layout == .channelsFirst ? "" : "_ndhwc"
-        let input = try Tensor(contentsOfNPYFile: StateFixtures.path("state_torch_bn3d_c3_input\(suffix).npy"), fileLayout: layout)
-        let expected = try Tensor(contentsOfNPYFile: StateFixtures.path("state_torch_bn3d_c3_output\(suffix).npy"), fileLayout: layout)
+        let input = try Tensor(
+            contentsOfNPYFile: StateFixtures.path("state_torch_bn3d_c3_input\(suffix).npy"), fileLayout: layout)
+        let expected = try Tensor(
+            contentsOfNPYFile: StateFixtures.path("state_torch_bn3d_c3_output\(suffix).npy"), fileLayout: layout)
         #expect(input.shape == [2, 3, 4, 5, 6] && input.layout == layout)
         let output = try bn(input)
         #expect(StateFixtures.maximumRelativeError(output.scalars, expected.scalars) <= 1e-5)
     }
 
     @Test func convertsFloat64Float16AndBFloat16Parameters() throws {
-        let reference = try BatchNormState(safeTensors: SafeTensorsFile(contentsOfFile: StateFixtures.path(StateFixtures.torchStateName)))
+        let reference = try BatchNormState(
+            safeTensors: SafeTensorsFile(contentsOfFile: StateFixtures.path(StateFixtures.torchStateName)))
         for (suffix, tolerance) in [("f64", 0.0), ("f16", 1e-3), ("bf16", 8e-3)] {
-            let state = try BatchNormState(safeTensors: SafeTensorsFile(contentsOfFile: StateFixtures.path("state_torch_bn3d_c3_\(suffix).safetensors")))
+            let state = try BatchNormState(
+                safeTensors: SafeTensorsFile(
+                    contentsOfFile: StateFixtures.path("state_torch_bn3d_c3_\(suffix).safetensors")))
             #expect(state.numOfProps == 4)
-            for (a, b) in [(state.scale, reference.scale), (state.bias, reference.bias), (state.mean, reference.mean), (state.var, reference.var)] {
+            for (a, b) in [
+                (state.scale, reference.scale), (state.bias, reference.bias), (state.mean, reference.mean),
+                (state.var, reference.var),
+            ] {
                 #expect(StateFixtures.maximumRelativeError(a, b, floor: 1) <= tolerance, "\(suffix)")
             }
         }
@@ -49,8 +57,9 @@ import Testing
         let file = try SafeTensorsFile(contentsOfFile: StateFixtures.path("state_torch_model_prefixed.safetensors"))
         #expect(file.metadata == ["format": "pt"])
         let bn = try BatchNorm3D(maps: 3, name: "layer1.bn", empty: true)
-        try bn.loadState(from: file)  // prefix defaults to the name
-        let bare = try BatchNormState(safeTensors: SafeTensorsFile(contentsOfFile: StateFixtures.path(StateFixtures.torchStateName)))
+        try bn.loadState(from: file) // prefix defaults to the name
+        let bare = try BatchNormState(
+            safeTensors: SafeTensorsFile(contentsOfFile: StateFixtures.path(StateFixtures.torchStateName)))
         #expect(try bn.state() == bare)
         let unnamed = try BatchNorm3D(maps: 3)
         #expect(throws: StateFileError(.missingModule(name: "", modules: ["layer1.bn"]))) {
@@ -63,13 +72,16 @@ import Testing
     @Test func roundTripsThroughBytesAndFiles() throws {
         var generator = SeededGenerator(seed: 3)
         let bn = try BatchNorm3D(maps: 5, sscale: 0.5, using: &generator)
-        for _ in 0..<3 { _ = try bn(try Tensor.normal(shape: [2, 5, 2, 3, 3], mean: 4, standardDeviation: 2, using: &generator)) }
+        for _ in 0..<3 {
+            _ = try bn(try Tensor.normal(shape: [2, 5, 2, 3, 3], mean: 4, standardDeviation: 2, using: &generator))
+        }
         let directory = try StateFixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = directory + "/bn.safetensors"
         try bn.saveState(toFile: path)
-        try bn.saveState(toFile: path)  // replacing an existing file
-        #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["bn.safetensors"])  // no temporary left
+        try bn.saveState(toFile: path) // replacing an existing file
+        // No temporary left
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["bn.safetensors"])
         let restored = try BatchNorm3D(maps: 5, empty: true)
         try restored.loadState(fromFile: path)
         #expect(try restored.state() == bn.state())
@@ -115,8 +127,9 @@ import Testing
         bn.evalMode()
         let output = try bn(try Tensor.ones(shape: [1, 4, 1, 1, 2]))
         let expected = (0..<4).map { c in
-            Float(Double(Self.goldenState.scale[c]) * (1 - Double(Self.goldenState.mean[c]))
-                  / (Double(Self.goldenState.var[c]) + 1e-5).squareRoot() + Double(Self.goldenState.bias[c]))
+            Float(
+                Double(Self.goldenState.scale[c]) * (1 - Double(Self.goldenState.mean[c]))
+                    / (Double(Self.goldenState.var[c]) + 1e-5).squareRoot() + Double(Self.goldenState.bias[c]))
         }
         #expect(StateFixtures.maximumRelativeError(output.scalars, expected.flatMap { [$0, $0] }) <= 1e-6)
     }
@@ -147,33 +160,53 @@ import Testing
             return file
         }
         let cases: [(SafeTensorsFile, StateFileError.Problem)] = [
-            (modified { $0.tensors["running_var"] = nil },
-             .missingKey(key: "running_var", available: ["bias", "num_batches_tracked", "running_mean", "weight"])),
-            (modified { $0.tensors["weight"] = .init(float32: [1, 2, 3, 4], shape: [2, 2]) },
-             .shapeMismatch(key: "weight", expected: "[C] with C >= 1", actual: [2, 2])),
-            (modified { $0.tensors["bias"] = .init(float32: [1, 2, 3], shape: [3]) },
-             .mapsMismatch(key: "bias", expected: 4, actual: 3)),
-            (modified { $0.tensors["running_mean"] = .init(int64: [1, 2, 3, 4], shape: [4]) },
-             .dataTypeMismatch(key: "running_mean", expected: "F32 (or F16, BF16, F64)", actual: "I64")),
-            (modified { $0.tensors["num_batches_tracked"] = .init(float32: [3], shape: []) },
-             .dataTypeMismatch(key: "num_batches_tracked", expected: "I64", actual: "F32")),
-            (modified { $0.tensors["num_batches_tracked"] = .init(int64: [3, 4], shape: [2]) },
-             .shapeMismatch(key: "num_batches_tracked", expected: "[] or [1]", actual: [2])),
-            (modified { $0.tensors["num_batches_tracked"] = .init(int64: [-1], shape: []) },
-             .invalidValue(key: "num_batches_tracked", expected: ">= 0", actual: "-1")),
-            (modified { $0.tensors["weight"] = try! .init(dataType: .uint8, shape: [4], bytes: [1, 2, 3, 4]) },
-             .dataTypeMismatch(key: "weight", expected: "F32 (or F16, BF16, F64)", actual: "U8")),
-            (modified { $0.tensors["running_var"] = .init(float32: [1, -2, 3, 4], shape: [4]) },
-             .negativeVariance(key: "running_var", index: 1, value: -2)),
-            (modified { $0.tensors["running_mean"] = .init(float32: [1, 2, .infinity, 4], shape: [4]) },
-             .nonFiniteValue(key: "running_mean", index: 2, value: .infinity)),
+            (
+                modified { $0.tensors["running_var"] = nil },
+                .missingKey(key: "running_var", available: ["bias", "num_batches_tracked", "running_mean", "weight"])
+            ),
+            (
+                modified { $0.tensors["weight"] = .init(float32: [1, 2, 3, 4], shape: [2, 2]) },
+                .shapeMismatch(key: "weight", expected: "[C] with C >= 1", actual: [2, 2])
+            ),
+            (
+                modified { $0.tensors["bias"] = .init(float32: [1, 2, 3], shape: [3]) },
+                .mapsMismatch(key: "bias", expected: 4, actual: 3)
+            ),
+            (
+                modified { $0.tensors["running_mean"] = .init(int64: [1, 2, 3, 4], shape: [4]) },
+                .dataTypeMismatch(key: "running_mean", expected: "F32 (or F16, BF16, F64)", actual: "I64")
+            ),
+            (
+                modified { $0.tensors["num_batches_tracked"] = .init(float32: [3], shape: []) },
+                .dataTypeMismatch(key: "num_batches_tracked", expected: "I64", actual: "F32")
+            ),
+            (
+                modified { $0.tensors["num_batches_tracked"] = .init(int64: [3, 4], shape: [2]) },
+                .shapeMismatch(key: "num_batches_tracked", expected: "[] or [1]", actual: [2])
+            ),
+            (
+                modified { $0.tensors["num_batches_tracked"] = .init(int64: [-1], shape: []) },
+                .invalidValue(key: "num_batches_tracked", expected: ">= 0", actual: "-1")
+            ),
+            (
+                modified { $0.tensors["weight"] = try! .init(dataType: .uint8, shape: [4], bytes: [1, 2, 3, 4]) },
+                .dataTypeMismatch(key: "weight", expected: "F32 (or F16, BF16, F64)", actual: "U8")
+            ),
+            (
+                modified { $0.tensors["running_var"] = .init(float32: [1, -2, 3, 4], shape: [4]) },
+                .negativeVariance(key: "running_var", index: 1, value: -2)
+            ),
+            (
+                modified { $0.tensors["running_mean"] = .init(float32: [1, 2, .infinity, 4], shape: [4]) },
+                .nonFiniteValue(key: "running_mean", index: 2, value: .infinity)
+            ),
         ]
         for (file, problem) in cases {
             let expected = StateFileError(problem)
             #expect(throws: expected) { try bn.loadState(from: SafeTensorsFile(parsing: file.serialized())) }
             #expect("\(expected)".contains("'\(expected.key ?? "")'"))
             #expect(try bn.state() == before)
-            #expect(bn.savemean != nil)  // saved tensors not dropped either
+            #expect(bn.savemean != nil) // saved tensors not dropped either
         }
         let empty = try BatchNorm3D(maps: 4, empty: true)
         #expect(throws: StateFileError.self) { try empty.loadState(from: cases[0].0) }
@@ -186,7 +219,9 @@ import Testing
             withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { bytes.append(contentsOf: $0) }
             return try SafeTensorsFile(parsing: bytes + Array(header.utf8) + data)
         }
-        #expect(throws: SafeTensorsError.truncatedHeaderLength(byteCount: 3)) { try SafeTensorsFile(parsing: [1, 2, 3]) }
+        #expect(throws: SafeTensorsError.truncatedHeaderLength(byteCount: 3)) {
+            try SafeTensorsFile(parsing: [1, 2, 3])
+        }
         #expect(throws: SafeTensorsError.headerTooLarge(length: .max, limit: 100_000_000)) {
             try SafeTensorsFile(parsing: Array(repeating: 0xFF, count: 16))
         }
@@ -200,8 +235,9 @@ import Testing
             try parse(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0])
         }
         #expect(throws: SafeTensorsError.overlappingOrGap(key: "b", expectedBegin: 4, actualBegin: 2)) {
-            try parse(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F16","shape":[1],"data_offsets":[2,4]}}"#,
-                      data: [0, 0, 0, 0])
+            try parse(
+                #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F16","shape":[1],"data_offsets":[2,4]}}"#,
+                data: [0, 0, 0, 0])
         }
         #expect(throws: SafeTensorsError.bufferSizeMismatch(expected: 4, actual: 6)) {
             try parse(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0, 0, 0])

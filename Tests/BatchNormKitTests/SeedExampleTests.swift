@@ -30,8 +30,9 @@ import Testing
         let bn = try BatchNorm3D(maps: 3, using: &generator)
         var reference = ReferenceBatchNorm(state: try bn.state())
         let y = try bn(data)
-        expectClose(y.scalars, reference.trainingForward(original, shape: shape), tolerance: Tolerance.output,
-                    "training y")
+        expectClose(
+            y.scalars, reference.trainingForward(original, shape: shape), tolerance: Tolerance.output,
+            "training y")
         #expect(bn.savemean!.scalars == [6499.5, 7499.5, 8499.5] && bn.numOfProps == 1)
         #expect(try bn.mean.scalars == [6499.5, 7499.5, 8499.5], "factor 1 on the first pass: mean = μ")
 
@@ -43,8 +44,9 @@ import Testing
         let evaluationReference = ReferenceBatchNorm(state: try bn.state())
         let expected = evaluationReference.evaluationForward(original, shape: shape)
         expectClose(data.scalars, expected, tolerance: Tolerance.output, "data after inplace evaluation")
-        #expect(abs(data[0, 0, 0, 0, 0] - Float(-6499.5 / (18086950.64 + 1e-5).squareRoot()) * (try bn.scale.scalars[0]))
-                    < 1e-5)
+        #expect(
+            abs(data[0, 0, 0, 0, 0] - Float(-6499.5 / (18086950.64 + 1e-5).squareRoot()) * (try bn.scale.scalars[0]))
+                < 1e-5)
         #expect(try evaluation.state() == bn.state(), "evaluation leaves the state alone")
     }
 

@@ -31,7 +31,7 @@ import Testing
     /// by the fixture script), and the Double reference, to float32 accuracy.
     @Test func evaluationOfAPuzzleLibModuleMatchesNumPy() throws {
         let bn = try BatchNorm3D(maps: 3, empty: true)
-        try bn.loadState(fromFile: StateFixtures.path("puzzlelib_unnamed.hdf"))  // unnamed: links ".scale", ".bias"
+        try bn.loadState(fromFile: StateFixtures.path("puzzlelib_unnamed.hdf")) // unnamed: links ".scale", ".bias"
         bn.evalMode()
         let input = try Tensor(contentsOfNPYFile: StateFixtures.path("puzzlelib_unnamed_input.npy"))
         let expected = try Tensor(contentsOfNPYFile: StateFixtures.path("puzzlelib_unnamed_output.npy"))
@@ -46,7 +46,8 @@ import Testing
         #expect(throws: StateFileError(file: path, .missingModule(name: "seq.bn9", modules: modules))) {
             try bn.loadState(fromFile: path)
         }
-        #expect("\(StateFileError(file: path, .missingModule(name: "seq.bn9", modules: modules)))".contains("'seq.bn1d'"))
+        #expect(
+            "\(StateFileError(file: path, .missingModule(name: "seq.bn9", modules: modules)))".contains("'seq.bn1d'"))
         let prefixed = StateFixtures.path("state_torch_model_prefixed.safetensors")
         #expect(throws: StateFileError(file: prefixed, .missingModule(name: "", modules: ["layer1.bn"]))) {
             try BatchNorm3D(maps: 3).loadState(fromFile: prefixed)
@@ -74,7 +75,10 @@ import Testing
             ("a.npy", try StateFixtures.bytes("state_npy_f4_v1.npy"), "a NumPy array (.npy)"),
             ("a.json", Array("  {\"weight\": [1, 2]}".utf8), "JSON text"),
             ("a.safetensors", [], "nothing (an empty file)"),
-            ("a.pt", Array("PK".utf8) + [3, 4, 0, 0, 0, 0, 0, 0], "a ZIP archive (a PyTorch .pt/.pth checkpoint is one: convert it with safetensors.torch.save_file)"),
+            (
+                "a.pt", Array("PK".utf8) + [3, 4, 0, 0, 0, 0, 0, 0],
+                "a ZIP archive (a PyTorch .pt/.pth checkpoint is one: convert it with safetensors.torch.save_file)"
+            ),
             ("a.bin", [1, 2, 3], "unknown bytes (3 bytes starting 01 02 03)"),
         ]
         for item in cases {
@@ -105,7 +109,10 @@ import Testing
         try AtomicFileWriter.write(original, to: safeTensors)
         let headerLength = Int(original[0]) | Int(original[1]) << 8
         #expect(truncate(safeTensors, size) == 0)
-        #expect(throws: SafeTensorsError.bufferSizeMismatch(expected: original.count - 8 - headerLength, actual: Int(size) - 8 - headerLength)) {
+        #expect(
+            throws: SafeTensorsError.bufferSizeMismatch(
+                expected: original.count - 8 - headerLength, actual: Int(size) - 8 - headerLength)
+        ) {
             try BatchNorm3D(maps: 3).loadState(fromFile: safeTensors)
         }
     }
@@ -132,15 +139,23 @@ import Testing
                     for format in StateFileFormat.allCases {
                         let bn = try family.init(maps: 3, sscale: 0.5, affine: affine, name: name, using: &generator)
                         let shape = [4, 3] + Array(repeating: 2, count: rank - 2)
-                        for _ in 0..<2 { _ = try bn(try Tensor.normal(shape: shape, mean: 3, standardDeviation: 2, using: &generator)) }
-                        let path = directory + "/state-\(rank)-\(affine)-\(name ?? "")." + (format == .puzzleLibHDF5 ? "hdf" : "safetensors")
+                        for _ in 0..<2 {
+                            _ = try bn(
+                                try Tensor.normal(shape: shape, mean: 3, standardDeviation: 2, using: &generator))
+                        }
+                        let path =
+                            directory + "/state-\(rank)-\(affine)-\(name ?? "")."
+                            + (format == .puzzleLibHDF5 ? "hdf" : "safetensors")
                         try bn.saveState(toFile: path)
                         #expect(try StateFile(contentsOfFile: path).format == format)
-                        let restored = try family.init(maps: 3, affine: affine, name: name, empty: true, using: &generator)
+                        let restored = try family.init(
+                            maps: 3, affine: affine, name: name, empty: true, using: &generator)
                         try restored.loadState(fromFile: path)
                         var expected = try bn.state()
                         if format == .puzzleLibHDF5 { expected.numOfProps = 0 }
-                        #expect(try restored.state() == expected, "rank \(rank), affine \(affine), name \(name ?? "nil"), \(format)")
+                        #expect(
+                            try restored.state() == expected,
+                            "rank \(rank), affine \(affine), name \(name ?? "nil"), \(format)")
                         bn.evalMode()
                         restored.evalMode()
                         let batch = try Tensor.normal(shape: shape, using: &generator)
@@ -156,7 +171,9 @@ import Testing
     @Test func aNonAffineModuleRejectsScaleAndBiasOtherThanOneAndZero() throws {
         let bn = try BatchNorm3D(maps: 3, affine: false)
         let before = try bn.state()
-        var file = BatchNormState(scale: [2, 3, 4], bias: [10, 20, 30], mean: [0, 0, 0], var: [1, 1, 1], numOfProps: 0).safeTensors()
+        var file = BatchNormState(
+            scale: [2, 3, 4], bias: [10, 20, 30], mean: [0, 0, 0], var: [1, 1, 1], numOfProps: 0
+        ).safeTensors()
         #expect(throws: StateFileError(.nonAffineParameter(key: "weight", index: 0, expected: 1, actual: 2))) {
             try bn.loadState(from: file)
         }
@@ -164,8 +181,12 @@ import Testing
         #expect(throws: StateFileError(.nonAffineParameter(key: "bias", index: 0, expected: 0, actual: 10))) {
             try bn.loadState(from: file)
         }
-        #expect(throws: BatchNormError.invalidArgument(name: "scale[0]", expected: "1.0 (the module is not affine)", actual: "2.0")) {
-            try bn.load(BatchNormState(scale: [2, 3, 4], bias: [0, 0, 0], mean: [0, 0, 0], var: [1, 1, 1], numOfProps: 0))
+        #expect(
+            throws: BatchNormError.invalidArgument(
+                name: "scale[0]", expected: "1.0 (the module is not affine)", actual: "2.0")
+        ) {
+            try bn.load(
+                BatchNormState(scale: [2, 3, 4], bias: [0, 0, 0], mean: [0, 0, 0], var: [1, 1, 1], numOfProps: 0))
         }
         #expect(try bn.state() == before)
         // A PuzzleLib module with scale != 1 loaded into a non-affine module names its params dataset.
@@ -173,7 +194,10 @@ import Testing
         let fixed = try BatchNorm3D(maps: 4, affine: false, name: "seq.bn1")
         #expect(throws: StateFileError.self) { try fixed.loadState(fromFile: path) }
         do { try fixed.loadState(fromFile: path) } catch let error as StateFileError {
-            guard case .nonAffineParameter(let key, 0, 1, _) = error.problem else { Issue.record("\(error)"); return }
+            guard case .nonAffineParameter(let key, 0, 1, _) = error.problem else {
+                Issue.record("\(error)")
+                return
+            }
             #expect(key.hasPrefix("params/") && key.hasSuffix("(seq.bn1.scale)"))
         }
         // PuzzleLib's own affine=False module (scale 1, bias 0) loads.
@@ -197,7 +221,10 @@ import Testing
         #expect(file.dataset("links/seq.bn1.scale")?.dataType == .integer(byteCount: 8, signed: true, bigEndian: false))
         #expect(file.dataset("attrs/seq.bn0d.var")?.shape == [1, 6])
         let slashed = StateFile.Module(name: "a/b", state: try source.module("seq.bn1").state)
-        #expect(throws: StateFileError(.invalidValue(key: "a/b", expected: "a PuzzleLib module name without '/' or NUL", actual: "'a/b'"))) {
+        #expect(
+            throws: StateFileError(
+                .invalidValue(key: "a/b", expected: "a PuzzleLib module name without '/' or NUL", actual: "'a/b'"))
+        ) {
             try StateFile.serialized([slashed], format: .puzzleLibHDF5)
         }
     }
@@ -206,7 +233,12 @@ import Testing
     @Test func unsupportedHDF5FeaturesAreNamed() throws {
         var bytes = try StateFixtures.bytes("puzzlelib_unnamed.hdf")
         bytes[8] = 2
-        #expect(throws: HDF5Error.unsupported(feature: "superblock version 2 (written with libver 'v108' or later; expected version 0 or 1, libver 'earliest')")) {
+        #expect(
+            throws: HDF5Error.unsupported(
+                feature:
+                    "superblock version 2 (written with libver 'v108' or later; expected version 0 or 1, libver 'earliest')"
+            )
+        ) {
             try StateFile(parsing: bytes)
         }
         bytes = try StateFixtures.bytes("puzzlelib_container.hdf")

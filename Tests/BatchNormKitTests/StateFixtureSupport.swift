@@ -6,7 +6,7 @@ enum StateFixtures {
     /// The copied `Fixtures` folder of the test bundle.
     static var directory: String {
         if let path = Bundle.module.path(forResource: "Fixtures", ofType: nil) { return path }
-        return sourceDirectory  // fall back to the source tree
+        return sourceDirectory // fall back to the source tree
     }
 
     /// `Tests/BatchNormKitTests/Fixtures` in the source tree (for regenerating golden files).

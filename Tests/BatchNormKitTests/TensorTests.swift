@@ -34,10 +34,15 @@ struct TensorTests {
         #expect(first.scalars == values && last.scalars == values)
         #expect(Array(UnsafeBufferPointer(start: first.storage.floats, count: 12)) == values)
         // (n, s, c) order: n = 0 holds c0s0 c1s0 c2s0 c0s1 c1s1 c2s1 = 0 2 4 1 3 5.
-        #expect(Array(UnsafeBufferPointer(start: last.storage.floats, count: 12)) == [0, 2, 4, 1, 3, 5, 6, 8, 10, 7, 9, 11])
-        for n in 0..<2 { for c in 0..<3 { for s in 0..<2 {
-            #expect(first[n, c, s] == last[n, c, s] && first[n, c, s] == Float(n * 6 + c * 2 + s))
-        } } }
+        #expect(
+            Array(UnsafeBufferPointer(start: last.storage.floats, count: 12)) == [0, 2, 4, 1, 3, 5, 6, 8, 10, 7, 9, 11])
+        for n in 0..<2 {
+            for c in 0..<3 {
+                for s in 0..<2 {
+                    #expect(first[n, c, s] == last[n, c, s] && first[n, c, s] == Float(n * 6 + c * 2 + s))
+                }
+            }
+        }
         // Rank 2: both layouts store the same bytes.
         let nc = try Tensor(values, shape: [4, 3], layout: .channelsLast)
         #expect(Array(UnsafeBufferPointer(start: nc.storage.floats, count: 12)) == values)
@@ -116,8 +121,9 @@ struct TensorTests {
         #expect(bits(last.scalars) == bits(x.scalars))
         #expect(last.storage.floats[1] == x[0, 1, 0, 0], "channels-last storage holds channel 1 second")
         let back = last.converted(to: .channelsFirst)
-        #expect(bits(Array(UnsafeBufferPointer(start: back.storage.floats, count: 120)))
-                    == bits(Array(UnsafeBufferPointer(start: x.storage.floats, count: 120))))
+        #expect(
+            bits(Array(UnsafeBufferPointer(start: back.storage.floats, count: 120)))
+                == bits(Array(UnsafeBufferPointer(start: x.storage.floats, count: 120))))
         let same = x.converted(to: .channelsFirst)
         #expect(!same.sharesStorage(with: x) && bits(same.scalars) == bits(x.scalars))
 
@@ -141,14 +147,15 @@ struct TensorTests {
         let x = try Tensor.arange(shape: [2, 3])
         #expect(x.description == "Tensor(shape: [2, 3], layout: ncdhw)\n[[0.0, 1.0, 2.0],\n [3.0, 4.0, 5.0]]")
         let y = try Tensor.arange(shape: [2, 2, 2], layout: .channelsLast)
-        #expect(y.description == """
-            Tensor(shape: [2, 2, 2], layout: ndhwc)
-            [[[0.0, 1.0],
-              [2.0, 3.0]],
+        #expect(
+            y.description == """
+                Tensor(shape: [2, 2, 2], layout: ndhwc)
+                [[[0.0, 1.0],
+                  [2.0, 3.0]],
 
-             [[4.0, 5.0],
-              [6.0, 7.0]]]
-            """)
+                 [[4.0, 5.0],
+                  [6.0, 7.0]]]
+                """)
         #expect(try Tensor([-1.5], shape: [1]).description == "Tensor(shape: [1], layout: ncdhw)\n[-1.5]")
     }
 
@@ -231,8 +238,9 @@ struct TensorTests {
         #expect(geometry.offset(n: 1, c: 2, s: 7, layout: .channelsLast) == (1 * 20 + 7) * 3 + 2)
         for logical in [0, 1, 19, 20, 59, 60, 119] {
             let (n, c, s) = (logical / 60, (logical / 20) % 3, logical % 20)
-            #expect(geometry.storageOffset(ofLogical: logical, layout: .channelsLast)
-                        == geometry.offset(n: n, c: c, s: s, layout: .channelsLast))
+            #expect(
+                geometry.storageOffset(ofLogical: logical, layout: .channelsLast)
+                    == geometry.offset(n: n, c: c, s: s, layout: .channelsLast))
             #expect(geometry.storageOffset(ofLogical: logical, layout: .channelsFirst) == logical)
         }
         let plain = ChannelGeometry(shape: [7, 4])

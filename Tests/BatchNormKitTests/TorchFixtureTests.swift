@@ -61,29 +61,36 @@ struct TorchFixture: Decodable {
     ]
 
     static func load(_ name: String) throws -> TorchFixture {
-        let url = try #require(Bundle.module.url(forResource: "torch_bn3d_\(name)", withExtension: "json",
-                                                 subdirectory: "Fixtures"),
-                               "fixture torch_bn3d_\(name).json missing from the test bundle")
+        let url = try #require(
+            Bundle.module.url(
+                forResource: "torch_bn3d_\(name)", withExtension: "json",
+                subdirectory: "Fixtures"),
+            "fixture torch_bn3d_\(name).json missing from the test bundle")
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         return try decoder.decode(TorchFixture.self, from: Data(contentsOf: url))
     }
 
     var initialState: BatchNormState {
-        BatchNormState(scale: initial.weight, bias: initial.bias, mean: initial.runningMean,
-                       var: initial.runningVar, numOfProps: 0)
+        BatchNormState(
+            scale: initial.weight, bias: initial.bias, mean: initial.runningMean,
+            var: initial.runningVar, numOfProps: 0)
     }
 }
 
 /// `max |a − e| / (|e| + rms(e))` over the array; `.infinity` for a NaN or a length mismatch.
 /// With `allowance`, `max(0, |a − e| − allowance)` replaces `|a − e|` element by element: the
 /// part of the difference explained by something checked separately.
-func torchRelativeError<A: BinaryFloatingPoint>(_ actual: [A], _ expected: [Double], allowance: [Double]? = nil) -> Double {
-    guard actual.count == expected.count, !expected.isEmpty, allowance.map({ $0.count == expected.count }) ?? true else {
+func torchRelativeError<A: BinaryFloatingPoint>(_ actual: [A], _ expected: [Double], allowance: [Double]? = nil)
+    -> Double
+{
+    guard actual.count == expected.count, !expected.isEmpty, allowance.map({ $0.count == expected.count }) ?? true
+    else {
         return .infinity
     }
-    let floor = max((expected.reduce(0) { $0 + $1 * $1 } / Double(expected.count)).squareRoot(),
-                    Double.leastNormalMagnitude)
+    let floor = max(
+        (expected.reduce(0) { $0 + $1 * $1 } / Double(expected.count)).squareRoot(),
+        Double.leastNormalMagnitude)
     var worst = 0.0
     for (i, (a, e)) in zip(actual, expected).enumerated() {
         let error = max(0, abs(Double(a) - e) - (allowance?[i] ?? 0)) / (abs(e) + floor)
@@ -117,8 +124,9 @@ struct ErrorTally {
     @Test func fixtureFolderHoldsExactlyTheListedCases() throws {
         let folder = try #require(Bundle.module.url(forResource: "Fixtures", withExtension: nil))
         let files = try FileManager.default.contentsOfDirectory(atPath: folder.path)
-        let names = Set(files.filter { $0.hasPrefix("torch_bn3d_") && $0.hasSuffix(".json") }
-            .map { String($0.dropLast(".json".count)) })
+        let names = Set(
+            files.filter { $0.hasPrefix("torch_bn3d_") && $0.hasSuffix(".json") }
+                .map { String($0.dropLast(".json".count)) })
         #expect(names == Set(TorchFixture.caseNames.map { "torch_bn3d_\($0)" }))
     }
 
@@ -148,8 +156,9 @@ struct ErrorTally {
         let fixture = try TorchFixture.load(name)
         let shape = fixture.shape
         var generator = SeededGenerator(seed: 1)
-        let bn = try BatchNorm3D(maps: shape[1], epsilon: fixture.epsilon, initFactor: fixture.initFactor,
-                                 minFactor: fixture.minFactor, using: &generator)
+        let bn = try BatchNorm3D(
+            maps: shape[1], epsilon: fixture.epsilon, initFactor: fixture.initFactor,
+            minFactor: fixture.minFactor, using: &generator)
         try bn.load(fixture.initialState)
         func tensor(_ values: [Float]) throws -> Tensor {
             try Tensor(values, shape: shape, layout: .channelsFirst).converted(to: layout)
@@ -179,8 +188,9 @@ struct ErrorTally {
                 let error = torchRelativeError(actual, reference)
                 ours.record(quantity, error)
                 torch32.record(quantity, torchRelativeError(try #require(torchFloat32), reference))
-                #expect(error <= Self.libraryTolerance,
-                        "\(name) [\(layout)] step \(stepNumber): \(quantity) relative error \(error)")
+                #expect(
+                    error <= Self.libraryTolerance,
+                    "\(name) [\(layout)] step \(stepNumber): \(quantity) relative error \(error)")
             }
         }
 
@@ -214,8 +224,11 @@ struct ErrorTally {
             dxOwnState.append(g * scale / (variance + epsilon).squareRoot())
             // |∂y/∂mean|·|Δmean| + |∂y/∂var|·|Δvar|, first order (the second is ~1e-16 here).
             let torchStd = (torchVariance[c] + epsilon).squareRoot()
-            yAllowance.append(abs(scale) / torchStd * (abs(mean - torchMean[c])
-                + abs(x - torchMean[c]) * abs(variance - torchVariance[c]) / (2 * (torchVariance[c] + epsilon))))
+            yAllowance.append(
+                abs(scale) / torchStd
+                    * (abs(mean - torchMean[c])
+                        + abs(x - torchMean[c]) * abs(variance - torchVariance[c]) / (2 * (torchVariance[c] + epsilon)))
+            )
         }
         let evalChecks: [(String, [Float], [Double], [Double]?)] = [
             // The module's arithmetic: exact evaluation with its own Float32 statistics.
@@ -234,9 +247,10 @@ struct ErrorTally {
         torch32.record("eval y", torchRelativeError(fixture.eval.float32.y, fixture.eval.float64.y))
         torch32.record("eval dx", torchRelativeError(fixture.eval.float32.gradInput, fixture.eval.float64.gradInput))
 
-        print("TorchFixture \(name) [\(layout)] BatchNorm3D vs torch float64: max \(String(format: "%.1e", ours.maximum)) "
-              + "(\(ours.summary)); torch float32 vs float64: max \(String(format: "%.1e", torch32.maximum)) "
-              + "(\(torch32.summary))")
+        print(
+            "TorchFixture \(name) [\(layout)] BatchNorm3D vs torch float64: max \(String(format: "%.1e", ours.maximum)) "
+                + "(\(ours.summary)); torch float32 vs float64: max \(String(format: "%.1e", torch32.maximum)) "
+                + "(\(torch32.summary))")
     }
 
     /// The `Double` reference against PyTorch's float64 run: both compute the same formulas
@@ -245,8 +259,9 @@ struct ErrorTally {
     func referenceMatchesTorchFloat64(_ name: String) throws {
         let fixture = try TorchFixture.load(name)
         let shape = fixture.shape
-        var reference = ReferenceBatchNorm(state: fixture.initialState, epsilon: fixture.epsilon,
-                                           initFactor: fixture.initFactor, minFactor: fixture.minFactor)
+        var reference = ReferenceBatchNorm(
+            state: fixture.initialState, epsilon: fixture.epsilon,
+            initFactor: fixture.initFactor, minFactor: fixture.minFactor)
         var tally = ErrorTally()
         for step in fixture.trainSteps {
             let y = reference.trainingForward(step.x.map(Double.init), shape: shape)
@@ -264,6 +279,8 @@ struct ErrorTally {
         tally.record("eval y", torchRelativeError(y, fixture.eval.float64.y))
         tally.record("eval dx", torchRelativeError(dx, fixture.eval.float64.gradInput))
         #expect(tally.maximum <= Self.referenceTolerance, "\(name): \(tally.summary)")
-        print("TorchFixture \(name) Double reference vs torch float64: max \(String(format: "%.1e", tally.maximum)) (\(tally.summary))")
+        print(
+            "TorchFixture \(name) Double reference vs torch float64: max \(String(format: "%.1e", tally.maximum)) (\(tally.summary))"
+        )
     }
 }

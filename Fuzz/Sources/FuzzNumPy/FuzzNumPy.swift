@@ -18,7 +18,8 @@ public func fuzzNumPy(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         }
         let again = try! Tensor(npyBytes: tensor.npyBytes(fileLayout: layout), fileLayout: layout)
         precondition(again.shape == tensor.shape && again.dataType == tensor.dataType)
-        precondition(zip(again.scalars, tensor.scalars).allSatisfy { $0.bitPattern == $1.bitPattern || ($0.isNaN && $1.isNaN) })
+        precondition(
+            zip(again.scalars, tensor.scalars).allSatisfy { $0.bitPattern == $1.bitPattern || ($0.isNaN && $1.isNaN) })
     }
     return 0
 }

@@ -45,13 +45,17 @@ extension BatchNormND {
         guard isTraining else {
             let parameters = try loadedParameters()
             try checkDeviceShape(of: data, argument: "data")
-            let output = inplace ? data
+            let output =
+                inplace
+                ? data
                 : try DeviceTensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType, on: device)
-            try device.enqueueApply(gradient: nil, input: data.buffer.address, output: output.buffer.address,
-                                    geometry: geometry, dataType: data.dataType,
-                                    coefficients: evaluationCoefficients(parameters: parameters))
-            commitForward(input: nil, output: nil,
-                          savedForward: DeviceForwardState(input: data, output: output, isTraining: false))
+            try device.enqueueApply(
+                gradient: nil, input: data.buffer.address, output: output.buffer.address,
+                geometry: geometry, dataType: data.dataType,
+                coefficients: evaluationCoefficients(parameters: parameters))
+            commitForward(
+                input: nil, output: nil,
+                savedForward: DeviceForwardState(input: data, output: output, isTraining: false))
             return output
         }
 
@@ -62,16 +66,22 @@ extension BatchNormND {
             try checkDeviceShape(of: data, argument: "data")
             guard !inplace else { throw BatchNormError.inplaceInTraining(name: name) }
             if processGroup == nil { try checkValuesPerChannel(valuesPerChannel, shape: data.shape) }
-            return (parameters, try device.channelMoments(of: data.buffer.address, geometry: geometry, dataType: data.dataType))
+            return (
+                parameters,
+                try device.channelMoments(of: data.buffer.address, geometry: geometry, dataType: data.dataType)
+            )
         }
         let finalized = try finalizeTraining(moments, count: count, shape: data.shape, parameters: parameters)
-        let output = try DeviceTensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType, on: device)
-        try device.enqueueApply(gradient: nil, input: data.buffer.address, output: output.buffer.address,
-                                geometry: geometry, dataType: data.dataType, coefficients: finalized.coefficients)
+        let output = try DeviceTensor(
+            uninitialized: data.shape, layout: data.layout, dataType: data.dataType, on: device)
+        try device.enqueueApply(
+            gradient: nil, input: data.buffer.address, output: output.buffer.address,
+            geometry: geometry, dataType: data.dataType, coefficients: finalized.coefficients)
         // Commit: nothing above changed the module.
         try commitTraining(finalized, parameters: parameters)
-        commitForward(input: nil, output: nil,
-                      savedForward: DeviceForwardState(input: data, output: output, isTraining: true))
+        commitForward(
+            input: nil, output: nil,
+            savedForward: DeviceForwardState(input: data, output: output, isTraining: true))
         return output
     }
 
@@ -92,19 +102,26 @@ extension BatchNormND {
     /// - Throws: the errors of the host `backward` (a device forward must come first) and
     ///   ``CUDAError``. The module is unchanged after any throw.
     @discardableResult
-    public func backward(_ grad: DeviceTensor, updParamGrads: Bool = true, updGrad: Bool = true,
-                         scale: Float = 1, momentum: Float = 0) throws -> DeviceTensor? {
+    public func backward(
+        _ grad: DeviceTensor, updParamGrads: Bool = true, updGrad: Bool = true,
+        scale: Float = 1, momentum: Float = 0
+    ) throws -> DeviceTensor? {
         let accumulate = updParamGrads && affine
         guard isTraining else {
             // Evaluation: dx = g·scale/sqrt(var + ε); no communication.
             let (parameters, _) = try backwardInputs(grad)
-            guard updGrad else { self.grad = nil; return nil }
-            let output = try DeviceTensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType,
-                                          on: grad.device)
-            try grad.device.enqueueApply(gradient: grad.buffer.address, input: nil, output: output.buffer.address,
-                                         geometry: KernelGeometry(shape: grad.shape, layout: grad.layout),
-                                         dataType: grad.dataType,
-                                         coefficients: evaluationGradientCoefficients(parameters: parameters))
+            guard updGrad else {
+                self.grad = nil
+                return nil
+            }
+            let output = try DeviceTensor(
+                uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType,
+                on: grad.device)
+            try grad.device.enqueueApply(
+                gradient: grad.buffer.address, input: nil, output: output.buffer.address,
+                geometry: KernelGeometry(shape: grad.shape, layout: grad.layout),
+                dataType: grad.dataType,
+                coefficients: evaluationGradientCoefficients(parameters: parameters))
             self.grad = nil
             return output
         }
@@ -120,19 +137,23 @@ extension BatchNormND {
         let (context, sums) = try mergeGradientSums {
             let (parameters, input) = try backwardInputs(grad)
             guard let saved = savedStatistics else { throw BatchNormError.backwardBeforeForward(name: name) }
-            let sums = try device.gradientSums(gradient: grad.buffer.address, input: input.buffer.address,
-                                               geometry: geometry, dataType: grad.dataType, mean: saved.mean)
+            let sums = try device.gradientSums(
+                gradient: grad.buffer.address, input: input.buffer.address,
+                geometry: geometry, dataType: grad.dataType, mean: saved.mean)
             return ((parameters, input, saved), sums)
         }
         let (parameters, input, saved) = context
         var output: DeviceTensor?
         if updGrad {
-            let result = try DeviceTensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType,
-                                          on: device)
-            try device.enqueueApply(gradient: grad.buffer.address, input: input.buffer.address,
-                                    output: result.buffer.address, geometry: geometry, dataType: grad.dataType,
-                                    coefficients: trainingGradientCoefficients(sums, saved: saved,
-                                                                               parameters: parameters))
+            let result = try DeviceTensor(
+                uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType,
+                on: device)
+            try device.enqueueApply(
+                gradient: grad.buffer.address, input: input.buffer.address,
+                output: result.buffer.address, geometry: geometry, dataType: grad.dataType,
+                coefficients: trainingGradientCoefficients(
+                    sums, saved: saved,
+                    parameters: parameters))
             output = result
         }
         if accumulate {
@@ -152,10 +173,12 @@ extension BatchNormND {
             throw BatchNormError.backwardBeforeForward(name: name)
         }
         let input = state.input
-        try checkGradient((grad.shape, grad.layout, grad.dataType), matches: (input.shape, input.layout, input.dataType))
+        try checkGradient(
+            (grad.shape, grad.layout, grad.dataType), matches: (input.shape, input.layout, input.dataType))
         guard grad.device === input.device else {
-            throw CUDAError.invalidArgument(name: "grad", expected: "a tensor on device \(input.device.ordinal)",
-                                            actual: "device \(grad.device.ordinal)")
+            throw CUDAError.invalidArgument(
+                name: "grad", expected: "a tensor on device \(input.device.ordinal)",
+                actual: "device \(grad.device.ordinal)")
         }
         return (parameters, input)
     }
@@ -163,11 +186,13 @@ extension BatchNormND {
     /// The module's shape check for a device tensor, plus the device check: a module whose
     /// ``BatchNormND/backend`` is a ``CUDABackend`` only takes tensors on that backend's device.
     private func checkDeviceShape(of tensor: DeviceTensor, argument: String) throws {
-        try checkShape(tensor.shape, dataType: tensor.dataType, argument: argument,
-                       supports: { $0 == .float32 || $0 == .float16 }, placement: "cuda")
+        try checkShape(
+            tensor.shape, dataType: tensor.dataType, argument: argument,
+            supports: { $0 == .float32 || $0 == .float16 }, placement: "cuda")
         if let cuda = backend as? CUDABackend, cuda.device !== tensor.device {
-            throw CUDAError.invalidArgument(name: argument, expected: "a tensor on device \(cuda.device.ordinal), the module's backend",
-                                            actual: "device \(tensor.device.ordinal)")
+            throw CUDAError.invalidArgument(
+                name: argument, expected: "a tensor on device \(cuda.device.ordinal), the module's backend",
+                actual: "device \(tensor.device.ordinal)")
         }
     }
 }

@@ -49,8 +49,9 @@ public struct CUDABackend: BatchNormBackend {
         let geometry = KernelGeometry(shape: input.shape, layout: input.layout)
         guard geometry.elementCount > 0 else { return }
         let x = try DeviceTensor(input, on: device)
-        try device.enqueueApply(gradient: nil, input: x.buffer.address, output: x.buffer.address, geometry: geometry,
-                                dataType: input.dataType, coefficients: coefficients)
+        try device.enqueueApply(
+            gradient: nil, input: x.buffer.address, output: x.buffer.address, geometry: geometry,
+            dataType: input.dataType, coefficients: coefficients)
         try x.copy(into: output)
     }
 
@@ -61,19 +62,23 @@ public struct CUDABackend: BatchNormBackend {
             return Array(repeating: GradientSums(gradient: 0, gradientTimesCentered: 0), count: geometry.channels)
         }
         let g = try DeviceTensor(gradient, on: device), x = try DeviceTensor(input, on: device)
-        return try device.gradientSums(gradient: g.buffer.address, input: x.buffer.address, geometry: geometry,
-                                       dataType: input.dataType, mean: mean)
+        return try device.gradientSums(
+            gradient: g.buffer.address, input: x.buffer.address, geometry: geometry,
+            dataType: input.dataType, mean: mean)
     }
 
     /// Backward apply on the GPU: `output = a·gradient + b·(input − shift) + offset`.
-    public func applyGradient(_ gradient: Tensor, input: Tensor, into output: Tensor,
-                              coefficients: ChannelCoefficients) throws {
+    public func applyGradient(
+        _ gradient: Tensor, input: Tensor, into output: Tensor,
+        coefficients: ChannelCoefficients
+    ) throws {
         let geometry = KernelGeometry(shape: gradient.shape, layout: gradient.layout)
         guard geometry.elementCount > 0 else { return }
         let g = try DeviceTensor(gradient, on: device)
         let x = coefficients.ignoresInput ? nil : try DeviceTensor(input, on: device)
-        try device.enqueueApply(gradient: g.buffer.address, input: x?.buffer.address, output: g.buffer.address,
-                                geometry: geometry, dataType: gradient.dataType, coefficients: coefficients)
+        try device.enqueueApply(
+            gradient: g.buffer.address, input: x?.buffer.address, output: g.buffer.address,
+            geometry: geometry, dataType: gradient.dataType, coefficients: coefficients)
         try g.copy(into: output)
     }
 }

@@ -1,4 +1,5 @@
 import SystemLibrary
+
 /// One NVIDIA GPU, reached through the CUDA driver API loaded at run time.
 ///
 /// A device owns the primary context of its ordinal, one stream on which every copy and
@@ -76,7 +77,9 @@ public final class CUDADevice: @unchecked Sendable {
         try driver.check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
         var stream: OpaquePointer?
         try driver.check(driver.cuStreamCreate(&stream, 1 /* CU_STREAM_NON_BLOCKING */), "cuStreamCreate")
-        guard let context, let stream else { throw CUDAError.nullHandle(function: "cuDevicePrimaryCtxRetain / cuStreamCreate", what: "context or stream") }
+        guard let context, let stream else {
+            throw CUDAError.nullHandle(function: "cuDevicePrimaryCtxRetain / cuStreamCreate", what: "context or stream")
+        }
         self.driver = driver
         self.ordinal = ordinal
         self.name = String(decoding: nameBytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -146,8 +149,11 @@ public final class CUDADevice: @unchecked Sendable {
         try lock.withLock {
             if let compiled { return compiled }
             try makeCurrent()
-            let kernels = try CUDAKernels(device: self, nvrtc: NVRTC(search: search,
-                                                                     maximumMajorVersion: driverVersion / 1000))
+            let kernels = try CUDAKernels(
+                device: self,
+                nvrtc: NVRTC(
+                    search: search,
+                    maximumMajorVersion: driverVersion / 1000))
             compiled = kernels
             return kernels
         }
@@ -210,7 +216,10 @@ public final class CUDADevice: @unchecked Sendable {
     public func emptyCache() throws {
         try synchronize()
         let blocks = lock.withLock {
-            defer { freeBlocks = [:]; cachedBytes = 0 }
+            defer {
+                freeBlocks = [:]
+                cachedBytes = 0
+            }
             return freeBlocks.values.flatMap { $0 }
         }
         for address in blocks { try driver.check(driver.cuMemFree(address), "cuMemFree") }
@@ -259,7 +268,8 @@ public final class CUDADevice: @unchecked Sendable {
     func launch(_ function: OpaquePointer, blocks: Int, threads: Int, arguments: [KernelArgument]) throws {
         guard blocks > 0 else { return }
         guard blocks <= Int(Int32.max) else {
-            throw CUDAError.invalidArgument(name: "grid size", expected: "at most \(Int32.max) blocks", actual: "\(blocks)")
+            throw CUDAError.invalidArgument(
+                name: "grid size", expected: "at most \(Int32.max) blocks", actual: "\(blocks)")
         }
         try makeCurrent()
         let storage = UnsafeMutableRawPointer.allocate(byteCount: 8 * max(arguments.count, 1), alignment: 8)

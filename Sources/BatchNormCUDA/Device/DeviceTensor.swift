@@ -34,8 +34,10 @@ public struct DeviceTensor: @unchecked Sendable {
     /// A tensor with undefined contents.
     /// - Throws: ``CUDAError/invalidArgument(name:expected:actual:)`` for a negative
     ///   dimension; allocation errors.
-    public init(uninitialized shape: [Int], layout: TensorLayout = .channelsFirst,
-                dataType: TensorDataType = .float32, on device: CUDADevice) throws {
+    public init(
+        uninitialized shape: [Int], layout: TensorLayout = .channelsFirst,
+        dataType: TensorDataType = .float32, on device: CUDADevice
+    ) throws {
         guard shape.allSatisfy({ $0 >= 0 }) else {
             throw CUDAError.invalidArgument(name: "shape", expected: "dimensions >= 0", actual: "\(shape)")
         }
@@ -46,8 +48,10 @@ public struct DeviceTensor: @unchecked Sendable {
     }
 
     /// A zero-filled tensor (the fill is enqueued on the device's stream).
-    public init(zeros shape: [Int], layout: TensorLayout = .channelsFirst, dataType: TensorDataType = .float32,
-                on device: CUDADevice) throws {
+    public init(
+        zeros shape: [Int], layout: TensorLayout = .channelsFirst, dataType: TensorDataType = .float32,
+        on device: CUDADevice
+    ) throws {
         try self.init(uninitialized: shape, layout: layout, dataType: dataType, on: device)
         try device.zero(buffer.address, byteCount: byteCount)
     }
@@ -70,8 +74,9 @@ public struct DeviceTensor: @unchecked Sendable {
     /// synchronizes the device's stream.
     public func copy(into host: Tensor) throws {
         guard host.shape == shape, host.layout == layout, host.dataType == dataType else {
-            throw CUDAError.invalidArgument(name: "host tensor", expected: "\(shape) \(layout) \(dataType)",
-                                            actual: "\(host.shape) \(host.layout) \(host.dataType)")
+            throw CUDAError.invalidArgument(
+                name: "host tensor", expected: "\(shape) \(layout) \(dataType)",
+                actual: "\(host.shape) \(host.layout) \(host.dataType)")
         }
         try device.copy(from: buffer.address, to: host.storage.rawAddress, byteCount: byteCount)
         try device.synchronize()
@@ -80,8 +85,9 @@ public struct DeviceTensor: @unchecked Sendable {
     /// Overwrites the tensor with a host tensor of the same shape, layout and data type (enqueued).
     public func copy(from host: Tensor) throws {
         guard host.shape == shape, host.layout == layout, host.dataType == dataType else {
-            throw CUDAError.invalidArgument(name: "host tensor", expected: "\(shape) \(layout) \(dataType)",
-                                            actual: "\(host.shape) \(host.layout) \(host.dataType)")
+            throw CUDAError.invalidArgument(
+                name: "host tensor", expected: "\(shape) \(layout) \(dataType)",
+                actual: "\(host.shape) \(host.layout) \(host.dataType)")
         }
         try device.copy(from: host.storage.rawAddress, to: buffer.address, byteCount: byteCount)
     }

@@ -1,4 +1,5 @@
 import SystemLibrary
+
 /// The CUDA driver API functions BatchNormCUDA uses, resolved with `dlsym` from `libcuda`.
 ///
 /// Handles (`CUcontext`, `CUmodule`, `CUfunction`, `CUstream`, `CUevent`) are opaque
@@ -19,9 +20,12 @@ final class CUDADriver: @unchecked Sendable {
     let cuCtxSetCurrent: @convention(c) (Handle) -> Result
     let cuModuleLoadData: @convention(c) (UnsafeMutablePointer<Handle>, UnsafeRawPointer) -> Result
     let cuModuleGetFunction: @convention(c) (UnsafeMutablePointer<Handle>, Handle, UnsafePointer<CChar>) -> Result
-    let cuLaunchKernel: @convention(c) (Handle, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, Handle,
-                                        UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
-                                        UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Result
+    let cuLaunchKernel:
+        @convention(c) (
+            Handle, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, Handle,
+            UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+            UnsafeMutablePointer<UnsafeMutableRawPointer?>?
+        ) -> Result
     let cuMemAlloc: @convention(c) (UnsafeMutablePointer<UInt64>, Int) -> Result
     let cuMemFree: @convention(c) (UInt64) -> Result
     let cuMemcpyHtoDAsync: @convention(c) (UInt64, UnsafeRawPointer, Int, Handle) -> Result
@@ -48,8 +52,9 @@ final class CUDADriver: @unchecked Sendable {
     /// Loads `libcuda` and resolves every function (the `_v2` entry points where the ABI has them).
     init(search: CUDALibrarySearch) throws {
         do {
-            let library = try DynamicLibrary.open("libcuda (the NVIDIA driver)", candidates: search.driverCandidates,
-                                                  environmentVariable: CUDALibrarySearch.driverPathVariable)
+            let library = try DynamicLibrary.open(
+                "libcuda (the NVIDIA driver)", candidates: search.driverCandidates,
+                environmentVariable: CUDALibrarySearch.driverPathVariable)
             self.library = library
             cuInit = try library.function("cuInit")
             cuDriverGetVersion = try library.function("cuDriverGetVersion")
@@ -85,8 +90,9 @@ final class CUDADriver: @unchecked Sendable {
     /// Throws ``CUDAError/driver(function:code:name:message:)`` unless `result` is `CUDA_SUCCESS`.
     func check(_ result: Result, _ function: StaticString) throws {
         guard result != 0 else { return }
-        throw CUDAError.driver(function: "\(function)", code: result, name: errorName(result),
-                               message: errorMessage(result))
+        throw CUDAError.driver(
+            function: "\(function)", code: result, name: errorName(result),
+            message: errorMessage(result))
     }
 
     /// `cuGetErrorName`, or the fallback table when the driver does not know the code.

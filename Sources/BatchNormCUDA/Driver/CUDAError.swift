@@ -65,9 +65,11 @@ public enum CUDAError: Error, Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .libraryNotFound, .missingSymbol, .noDevice: true
         case .driver(_, _, let name, _):
-            ["CUDA_ERROR_NO_DEVICE", "CUDA_ERROR_INSUFFICIENT_DRIVER", "CUDA_ERROR_NOT_INITIALIZED",
-             "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH", "CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE",
-             "CUDA_ERROR_OPERATING_SYSTEM", "CUDA_ERROR_NOT_SUPPORTED"].contains(name)
+            [
+                "CUDA_ERROR_NO_DEVICE", "CUDA_ERROR_INSUFFICIENT_DRIVER", "CUDA_ERROR_NOT_INITIALIZED",
+                "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH", "CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE",
+                "CUDA_ERROR_OPERATING_SYSTEM", "CUDA_ERROR_NOT_SUPPORTED",
+            ].contains(name)
         default: false
         }
     }

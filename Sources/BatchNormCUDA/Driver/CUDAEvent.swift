@@ -52,8 +52,9 @@ public final class CUDAEvent: @unchecked Sendable {
     public func elapsedMilliseconds(since start: CUDAEvent) throws -> Double {
         try synchronize()
         var milliseconds: Float = 0
-        try device.driver.check(device.driver.cuEventElapsedTime(&milliseconds, start.event, event),
-                                "cuEventElapsedTime")
+        try device.driver.check(
+            device.driver.cuEventElapsedTime(&milliseconds, start.event, event),
+            "cuEventElapsedTime")
         return Double(milliseconds)
     }
 }
@@ -88,7 +89,8 @@ extension CUDADevice {
         try copy(from: source.address, toDevice: destination.address, byteCount: byteCount)
         var times = [Double]()
         for _ in 0..<max(1, repetitions) {
-            times.append(try time { try copy(from: source.address, toDevice: destination.address, byteCount: byteCount) })
+            times.append(
+                try time { try copy(from: source.address, toDevice: destination.address, byteCount: byteCount) })
         }
         times.sort()
         let median = times[times.count / 2]

@@ -1,9 +1,9 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Where BatchNormCUDA looks for the CUDA driver (`libcuda`) and NVRTC (`libnvrtc`), both
@@ -28,8 +28,10 @@ public struct CUDALibrarySearch: Sendable, Equatable {
     /// Selects the device ordinal (default 0).
     public static let deviceVariable = "BNKIT_CUDA_DEVICE"
     /// The variables the search reads.
-    public static let variables = [driverPathVariable, nvrtcPathVariable, deviceVariable,
-                                   "CUDA_HOME", "CUDA_PATH", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "HOME"]
+    public static let variables = [
+        driverPathVariable, nvrtcPathVariable, deviceVariable,
+        "CUDA_HOME", "CUDA_PATH", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "HOME",
+    ]
 
     /// The environment the search reads (only ``variables`` matter).
     public var environment: [String: String]
@@ -59,8 +61,10 @@ public struct CUDALibrarySearch: Sendable, Equatable {
     /// Driver library candidates, in the order they are tried.
     public var driverCandidates: [String] {
         if let path = value(Self.driverPathVariable) { return [path] }
-        return ["libcuda.so.1", "libcuda.so", "/usr/lib/x86_64-linux-gnu/libcuda.so.1", "/usr/lib64/libcuda.so.1",
-                "/usr/lib/wsl/lib/libcuda.so.1", "/usr/local/cuda/compat/libcuda.so.1"]
+        return [
+            "libcuda.so.1", "libcuda.so", "/usr/lib/x86_64-linux-gnu/libcuda.so.1", "/usr/lib64/libcuda.so.1",
+            "/usr/lib/wsl/lib/libcuda.so.1", "/usr/local/cuda/compat/libcuda.so.1",
+        ]
     }
 
     /// Directories searched for `libnvrtc.so.*` after the loader path.
@@ -77,9 +81,13 @@ public struct CUDALibrarySearch: Sendable, Equatable {
         directories += ["/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib"]
         directories += Self.matches("/usr/local/cuda-*/targets/x86_64-linux/lib").reversed()
         // NVRTC from pip (`nvidia-cuda-nvrtc-cu12`, a dependency of PyTorch's CUDA wheels) or conda.
-        var pythonRoots = ["/usr/local/lib/python3*/dist-packages", "/usr/local/lib/python3*/site-packages",
-                           "/usr/lib/python3*/dist-packages", "/opt/conda/lib/python3*/site-packages"]
-        if let environment = value("VIRTUAL_ENV") { pythonRoots.insert("\(environment)/lib/python3*/site-packages", at: 0) }
+        var pythonRoots = [
+            "/usr/local/lib/python3*/dist-packages", "/usr/local/lib/python3*/site-packages",
+            "/usr/lib/python3*/dist-packages", "/opt/conda/lib/python3*/site-packages",
+        ]
+        if let environment = value("VIRTUAL_ENV") {
+            pythonRoots.insert("\(environment)/lib/python3*/site-packages", at: 0)
+        }
         if let home = value("HOME") { pythonRoots.append("\(home)/.local/lib/python3*/site-packages") }
         for root in pythonRoots {
             directories += Self.matches("\(root)/nvidia/cuda_nvrtc/lib").reversed()

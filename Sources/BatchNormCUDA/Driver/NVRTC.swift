@@ -1,10 +1,11 @@
 import SystemLibrary
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// NVRTC, the CUDA run-time compiler, loaded with `dlopen`: compiles CUDA C source to PTX
@@ -18,10 +19,13 @@ public final class NVRTC: @unchecked Sendable {
 
     private let library: DynamicLibrary
     private let nvrtcVersion: @convention(c) (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) -> Result
-    private let nvrtcCreateProgram: @convention(c) (UnsafeMutablePointer<Program>, UnsafePointer<CChar>,
-                                                    UnsafePointer<CChar>?, Int32,
-                                                    UnsafePointer<UnsafePointer<CChar>?>?,
-                                                    UnsafePointer<UnsafePointer<CChar>?>?) -> Result
+    private let nvrtcCreateProgram:
+        @convention(c) (
+            UnsafeMutablePointer<Program>, UnsafePointer<CChar>,
+            UnsafePointer<CChar>?, Int32,
+            UnsafePointer<UnsafePointer<CChar>?>?,
+            UnsafePointer<UnsafePointer<CChar>?>?
+        ) -> Result
     private let nvrtcCompileProgram: @convention(c) (Program, Int32, UnsafePointer<UnsafePointer<CChar>?>?) -> Result
     private let nvrtcDestroyProgram: @convention(c) (UnsafeMutablePointer<Program>) -> Result
     private let nvrtcGetProgramLogSize: @convention(c) (Program, UnsafeMutablePointer<Int>) -> Result
@@ -44,11 +48,14 @@ public final class NVRTC: @unchecked Sendable {
     ///   every path tried, or ``CUDAError/missingSymbol(library:symbol:)``.
     public init(search: CUDALibrarySearch = CUDALibrarySearch(), maximumMajorVersion: Int? = nil) throws {
         do {
-            library = try DynamicLibrary.open("libnvrtc (the CUDA run-time compiler)", candidates: search.nvrtcCandidates,
-                                              environmentVariable: CUDALibrarySearch.nvrtcPathVariable) { library in
+            library = try DynamicLibrary.open(
+                "libnvrtc (the CUDA run-time compiler)", candidates: search.nvrtcCandidates,
+                environmentVariable: CUDALibrarySearch.nvrtcPathVariable
+            ) { library in
                 guard let maximumMajorVersion,
-                      let version: @convention(c) (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) -> Int32
-                          = library.optionalFunction("nvrtcVersion") else { return nil }
+                    let version: @convention(c) (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) -> Int32 =
+                        library.optionalFunction("nvrtcVersion")
+                else { return nil }
                 var major: Int32 = 0, minor: Int32 = 0
                 guard version(&major, &minor) == 0, Int(major) > maximumMajorVersion else { return nil }
                 return "NVRTC \(major).\(minor) is newer than the driver's CUDA \(maximumMajorVersion)"

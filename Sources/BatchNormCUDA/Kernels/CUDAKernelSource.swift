@@ -27,9 +27,11 @@ public enum CUDAKernelSource {
 
     /// Names of every kernel entry point.
     public static let entryPoints: [String] = ["f32", "f16"].flatMap { suffix in
-        ["bn_stats_cf", "bn_stats_cl", "bn_reduce_cf", "bn_reduce_cl",
-         "bn_apply_cf_x", "bn_apply_cf_gx", "bn_apply_cf_g", "bn_apply_cl_x", "bn_apply_cl_gx", "bn_apply_cl_g"]
-            .map { "\($0)_\(suffix)" }
+        [
+            "bn_stats_cf", "bn_stats_cl", "bn_reduce_cf", "bn_reduce_cl",
+            "bn_apply_cf_x", "bn_apply_cf_gx", "bn_apply_cf_g", "bn_apply_cl_x", "bn_apply_cl_gx", "bn_apply_cl_g",
+        ]
+        .map { "\($0)_\(suffix)" }
     }
 
     /// NVRTC options used for every compilation. `--fmad=false` keeps the kernels' arithmetic
@@ -51,8 +53,8 @@ public enum CUDAKernelSource {
     }
 }
 
-private extension Substring {
-    func trimmingCharacters(in character: Character) -> Substring {
+extension Substring {
+    fileprivate func trimmingCharacters(in character: Character) -> Substring {
         var result = self
         while result.first == character { result = result.dropFirst() }
         while result.last == character { result = result.dropLast() }

@@ -30,18 +30,21 @@ final class CUDAKernels: @unchecked Sendable {
         var lastError: Error = CUDAError.compilation(architecture: "sm_\(capability)", log: "no compilation target")
         for target in targets {
             do {
-                let image = try nvrtc.compile(CUDAKernelSource.source, architecture: target,
-                                              options: CUDAKernelSource.compileOptions)
+                let image = try nvrtc.compile(
+                    CUDAKernelSource.source, architecture: target,
+                    options: CUDAKernelSource.compileOptions)
                 var module: OpaquePointer?
                 try image.bytes.withUnsafeBytes {
-                    try device.driver.check(device.driver.cuModuleLoadData(&module, $0.baseAddress!), "cuModuleLoadData")
+                    try device.driver.check(
+                        device.driver.cuModuleLoadData(&module, $0.baseAddress!), "cuModuleLoadData")
                 }
                 guard let module else { throw CUDAError.nullHandle(function: "cuModuleLoadData", what: "module") }
                 var functions = [String: OpaquePointer]()
                 for name in CUDAKernelSource.entryPoints {
                     var function: OpaquePointer?
-                    try device.driver.check(device.driver.cuModuleGetFunction(&function, module, name),
-                                            "cuModuleGetFunction")
+                    try device.driver.check(
+                        device.driver.cuModuleGetFunction(&function, module, name),
+                        "cuModuleGetFunction")
                     functions[name] = function
                 }
                 self.architecture = target
@@ -105,7 +108,8 @@ struct KernelGeometry {
     }
     /// Blocks of a statistics or reduce launch.
     var reductionBlocks: Int {
-        channelsFirst ? batch * channels * chunksPerPlane
+        channelsFirst
+            ? batch * channels * chunksPerPlane
             : rowBlocks * ((channels + threadsAcrossChannels - 1) / threadsAcrossChannels)
     }
     /// Partials written by a statistics or reduce launch.

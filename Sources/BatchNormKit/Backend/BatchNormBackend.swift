@@ -34,8 +34,9 @@ public protocol BatchNormBackend: Sendable {
 
     /// Writes `output = a·gradient + b·(input − shift) + offset` per channel; `input` is
     /// not read when ``ChannelCoefficients/ignoresInput``.
-    func applyGradient(_ gradient: Tensor, input: Tensor, into output: Tensor,
-                       coefficients: ChannelCoefficients) throws
+    func applyGradient(
+        _ gradient: Tensor, input: Tensor, into output: Tensor,
+        coefficients: ChannelCoefficients) throws
 
     /// Whether the training passes of a tensor are better run fused per channel
     /// (``collectStatisticsAndNormalize(_:into:coefficients:)`` and
@@ -67,7 +68,8 @@ public protocol BatchNormBackend: Sendable {
     /// - Throws: What ``collectStatistics(of:)`` and ``normalize(_:into:coefficients:)`` throw.
     func collectStatisticsAndNormalize(
         _ input: Tensor, into output: Tensor,
-        coefficients: @Sendable (_ channel: Int, ChannelMoments) -> ChannelCoefficients.Channel?) throws
+        coefficients: @Sendable (_ channel: Int, ChannelMoments) -> ChannelCoefficients.Channel?
+    ) throws
         -> [ChannelMoments]
 
     /// Reduce and apply of a training backward, channel by channel: computes each channel's
@@ -86,8 +88,10 @@ public protocol BatchNormBackend: Sendable {
     /// - Returns: The `C` sums.
     /// - Throws: What ``reduceGradient(_:input:mean:)`` and
     ///   ``applyGradient(_:input:into:coefficients:)`` throw.
-    func reduceGradientAndApply(_ gradient: Tensor, input: Tensor, mean: [Double], into output: Tensor,
-                                coefficients: @Sendable (_ channel: Int, GradientSums) -> ChannelCoefficients.Channel)
+    func reduceGradientAndApply(
+        _ gradient: Tensor, input: Tensor, mean: [Double], into output: Tensor,
+        coefficients: @Sendable (_ channel: Int, GradientSums) -> ChannelCoefficients.Channel
+    )
         throws -> [GradientSums]
 }
 
@@ -104,23 +108,31 @@ extension BatchNormBackend {
     /// channel has coefficients.
     public func collectStatisticsAndNormalize(
         _ input: Tensor, into output: Tensor,
-        coefficients: @Sendable (_ channel: Int, ChannelMoments) -> ChannelCoefficients.Channel?) throws
-        -> [ChannelMoments] {
+        coefficients: @Sendable (_ channel: Int, ChannelMoments) -> ChannelCoefficients.Channel?
+    ) throws
+        -> [ChannelMoments]
+    {
         try collectThenNormalize(input, into: output, coefficients: coefficients)
     }
 
     /// ``reduceGradient(_:input:mean:)``, then one ``applyGradient(_:input:into:coefficients:)``.
-    public func reduceGradientAndApply(_ gradient: Tensor, input: Tensor, mean: [Double], into output: Tensor,
-                                       coefficients: @Sendable (_ channel: Int, GradientSums) -> ChannelCoefficients.Channel)
-        throws -> [GradientSums] {
+    public func reduceGradientAndApply(
+        _ gradient: Tensor, input: Tensor, mean: [Double], into output: Tensor,
+        coefficients: @Sendable (_ channel: Int, GradientSums) -> ChannelCoefficients.Channel
+    )
+        throws -> [GradientSums]
+    {
         try reduceThenApply(gradient, input: input, mean: mean, into: output, coefficients: coefficients)
     }
 
     /// The unfused form of ``collectStatisticsAndNormalize(_:into:coefficients:)`` (also what
     /// a backend that fuses some tensors runs for the others).
-    func collectThenNormalize(_ input: Tensor, into output: Tensor,
-                              coefficients: (Int, ChannelMoments) -> ChannelCoefficients.Channel?) throws
-        -> [ChannelMoments] {
+    func collectThenNormalize(
+        _ input: Tensor, into output: Tensor,
+        coefficients: (Int, ChannelMoments) -> ChannelCoefficients.Channel?
+    ) throws
+        -> [ChannelMoments]
+    {
         let moments = try collectStatistics(of: input)
         var channels = [ChannelCoefficients.Channel]()
         for (c, moment) in moments.enumerated() {
@@ -132,8 +144,10 @@ extension BatchNormBackend {
     }
 
     /// The unfused form of ``reduceGradientAndApply(_:input:mean:into:coefficients:)``.
-    func reduceThenApply(_ gradient: Tensor, input: Tensor, mean: [Double], into output: Tensor,
-                         coefficients: (Int, GradientSums) -> ChannelCoefficients.Channel) throws -> [GradientSums] {
+    func reduceThenApply(
+        _ gradient: Tensor, input: Tensor, mean: [Double], into output: Tensor,
+        coefficients: (Int, GradientSums) -> ChannelCoefficients.Channel
+    ) throws -> [GradientSums] {
         let sums = try reduceGradient(gradient, input: input, mean: mean)
         let channels = sums.enumerated().map { coefficients($0.offset, $0.element) }
         try applyGradient(gradient, input: input, into: output, coefficients: ChannelCoefficients(channels))

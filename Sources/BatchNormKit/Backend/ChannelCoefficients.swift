@@ -49,8 +49,9 @@ public struct ChannelCoefficients: Equatable, Sendable {
     /// Coefficients from one ``Channel`` per channel (a forward apply ignores
     /// ``gradientMultiplier``).
     public init(_ channels: [Channel]) {
-        self.init(gradientMultiplier: channels.map(\.gradientMultiplier),
-                  inputMultiplier: channels.map(\.inputMultiplier), shift: channels.map(\.shift),
-                  offset: channels.map(\.offset))
+        self.init(
+            gradientMultiplier: channels.map(\.gradientMultiplier),
+            inputMultiplier: channels.map(\.inputMultiplier), shift: channels.map(\.shift),
+            offset: channels.map(\.offset))
     }
 }

@@ -29,8 +29,9 @@ public struct ChannelMoments: Equatable, Sendable {
         if count == 0 { return other }
         let total = count + other.count
         let delta = other.mean - mean
-        return ChannelMoments(count: total,
-                              mean: mean + delta * (other.count / total),
-                              m2: m2 + other.m2 + delta * delta * (count * other.count / total))
+        return ChannelMoments(
+            count: total,
+            mean: mean + delta * (other.count / total),
+            m2: m2 + other.m2 + delta * delta * (count * other.count / total))
     }
 }

@@ -19,10 +19,13 @@ extension CPUBackend {
     /// Apply (backward), one read of `g` and `x` and one write of `dx`:
     /// `dx[n,c,s] = a[c]·g[n,c,s] + b[c]·(x[n,c,s] − shift[c]) + offset[c]`;
     /// `x` is not read when every `b[c]` is 0 (`dx = a[c]·g + offset[c]`).
-    public func applyGradient(_ gradient: Tensor, input: Tensor, into output: Tensor,
-                              coefficients: ChannelCoefficients) throws {
-        applyChannelwise(gradient: gradient, input: coefficients.ignoresInput ? nil : input,
-                         output: output, coefficients: coefficients)
+    public func applyGradient(
+        _ gradient: Tensor, input: Tensor, into output: Tensor,
+        coefficients: ChannelCoefficients
+    ) throws {
+        applyChannelwise(
+            gradient: gradient, input: coefficients.ignoresInput ? nil : input,
+            output: output, coefficients: coefficients)
     }
 
     /// `out = a·g + b·(x − shift) + offset` over every element; a missing `g` or `x`
@@ -30,8 +33,10 @@ extension CPUBackend {
     ///
     /// Work is split into one contiguous range of storage per thread (whole rows in
     /// channels-last); each element's result does not depend on the split.
-    private func applyChannelwise(gradient: Tensor?, input: Tensor?, output: Tensor,
-                                  coefficients: ChannelCoefficients) {
+    private func applyChannelwise(
+        gradient: Tensor?, input: Tensor?, output: Tensor,
+        coefficients: ChannelCoefficients
+    ) {
         let geometry = ChannelGeometry(shape: output.shape)
         let (channels, spatial) = (geometry.channels, geometry.spatial)
         guard geometry.elementCount > 0 else { return }
@@ -41,8 +46,10 @@ extension CPUBackend {
         // a[c] is read only when there is a gradient.
         let a = gradient == nil ? b : coefficients.gradientMultiplier
 
-        let formula = Int32(gradient == nil ? BNK_APPLY_FORWARD
-                            : input == nil ? BNK_APPLY_GRADIENT : BNK_APPLY_GRADIENT_AND_INPUT)
+        let formula = Int32(
+            gradient == nil
+                ? BNK_APPLY_FORWARD
+                : input == nil ? BNK_APPLY_GRADIENT : BNK_APPLY_GRADIENT_AND_INPUT)
         // Pointers of terms the formula leaves out are never read; they point at the output.
         let gp = g ?? y, xp = x ?? y
         let streaming = streamingStores(tensors: 1 + (gradient == nil ? 0 : 1) + (input == nil ? 0 : 1), like: output)
@@ -58,8 +65,9 @@ extension CPUBackend {
                     let plane = position / spatial
                     let runEnd = min(end, (plane + 1) * spatial)
                     let c = plane % channels
-                    bnk_contiguous_apply(level, y.type, formula, streaming, gp[position], xp[position], y[position],
-                                         runEnd - position, a[c], b[c], shift[c], offset[c])
+                    bnk_contiguous_apply(
+                        level, y.type, formula, streaming, gp[position], xp[position], y[position],
+                        runEnd - position, a[c], b[c], shift[c], offset[c])
                     position = runEnd
                 }
             }
@@ -97,8 +105,9 @@ extension CPUBackend {
             parallelFor(periods, elements: geometry.elementCount) { range in
                 let start = range.lowerBound * period
                 let length = min(range.upperBound * rowsPerPeriod, rows) * channels - start
-                bnk_interleaved_apply(level, y.type, formula, streaming, gp[start], xp[start], y[start],
-                                      length, period, pattern.vectorPeriod, coefficients.base)
+                bnk_interleaved_apply(
+                    level, y.type, formula, streaming, gp[start], xp[start], y[start],
+                    length, period, pattern.vectorPeriod, coefficients.base)
             }
         }
     }
@@ -113,10 +122,11 @@ extension CPUBackend {
         let geometry = ChannelGeometry(shape: shape)
         guard layout == .channelsFirst, geometry.spatial > 1, geometry.elementCount > 0 else { return false }
         let read = backward ? 2 : 1
-        return tuning.fuses(channelBytes: 2 * read * geometry.valuesPerChannel * dataType.byteCount,
-                            workingSetBytes: (read + 1) * geometry.elementCount * dataType.byteCount,
-                            channels: geometry.channels,
-                            threads: threadWidth(geometry.channels, elements: geometry.elementCount))
+        return tuning.fuses(
+            channelBytes: 2 * read * geometry.valuesPerChannel * dataType.byteCount,
+            workingSetBytes: (read + 1) * geometry.elementCount * dataType.byteCount,
+            channels: geometry.channels,
+            threads: threadWidth(geometry.channels, elements: geometry.elementCount))
     }
 
     /// The `streaming` argument of the apply kernels for a pass over `tensors` tensors (inputs
@@ -145,15 +155,17 @@ extension CPUBackend {
 
         /// The kernel's arguments for coefficients `k` over `start ..< start + length`.
         func run(_ k: ChannelCoefficients.Channel, start: Int, length: Int) -> bnk_apply_run {
-            bnk_apply_run(formula: formula, streaming: streaming, g: g[start], x: x[start], out: y[start],
-                          n: length, a: k.gradientMultiplier, b: k.inputMultiplier, shift: k.shift,
-                          offset: k.offset)
+            bnk_apply_run(
+                formula: formula, streaming: streaming, g: g[start], x: x[start], out: y[start],
+                n: length, a: k.gradientMultiplier, b: k.inputMultiplier, shift: k.shift,
+                offset: k.offset)
         }
 
         /// Runs `r` alone (no reduction beside it).
         func callAsFunction(_ r: bnk_apply_run) {
-            bnk_contiguous_apply(level, y.type, r.formula, r.streaming, r.g, r.x, r.out, r.n, r.a, r.b, r.shift,
-                                 r.offset)
+            bnk_contiguous_apply(
+                level, y.type, r.formula, r.streaming, r.g, r.x, r.out, r.n, r.a, r.b, r.shift,
+                r.offset)
         }
     }
 }

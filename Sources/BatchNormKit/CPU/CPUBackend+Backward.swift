@@ -23,27 +23,35 @@ extension CPUBackend {
     /// bitwise, for any thread count), then writes
     /// `dx[n, c, ·] = a·g + b·(x − shift) + offset` for every `n` with
     /// `coefficients(c, sums)` while the channel's `g` and `x` are still in its cache.
-    public func reduceGradientAndApply(_ gradient: Tensor, input: Tensor, mean: [Double], into output: Tensor,
-                                       coefficients: @Sendable (_ channel: Int, GradientSums) -> ChannelCoefficients.Channel)
-        throws -> [GradientSums] {
+    public func reduceGradientAndApply(
+        _ gradient: Tensor, input: Tensor, mean: [Double], into output: Tensor,
+        coefficients: @Sendable (_ channel: Int, GradientSums) -> ChannelCoefficients.Channel
+    )
+        throws -> [GradientSums]
+    {
         let geometry = ChannelGeometry(shape: input.shape)
         guard geometry.elementCount > 0, input.layout == .channelsFirst, geometry.spatial > 1 else {
             return try reduceThenApply(gradient, input: input, mean: mean, into: output, coefficients: coefficients)
         }
-        let apply = PlaneApply(self, formula: Int32(BNK_APPLY_GRADIENT_AND_INPUT), gradient: gradient, input: input,
-                               output: output)
+        let apply = PlaneApply(
+            self, formula: Int32(BNK_APPLY_GRADIENT_AND_INPUT), gradient: gradient, input: input,
+            output: output)
         // The fusion's closures outlive nothing: `reduceGradient` returns after every channel is done.
         return withoutActuallyEscaping(coefficients) { coefficients in
-            reduceGradient(gradient, input: input, mean: mean,
-                           fusion: ChannelFusion(coefficients: { c, sums in coefficients(c, sums) },
-                                                 apply: apply))
+            reduceGradient(
+                gradient, input: input, mean: mean,
+                fusion: ChannelFusion(
+                    coefficients: { c, sums in coefficients(c, sums) },
+                    apply: apply))
         }
     }
 
     /// The blocks of ``reduceGradient(_:input:mean:)``, their kernel and their merge, with
     /// `fusion` as in ``reduce(_:elements:kernel:merge:fusion:)``.
-    private func reduceGradient(_ gradient: Tensor, input: Tensor, mean: [Double],
-                                fusion: ChannelFusion<GradientSums>?) -> [GradientSums] {
+    private func reduceGradient(
+        _ gradient: Tensor, input: Tensor, mean: [Double],
+        fusion: ChannelFusion<GradientSums>?
+    ) -> [GradientSums] {
         let geometry = ChannelGeometry(shape: input.shape)
         let zero = GradientSums(gradient: 0, gradientTimesCentered: 0)
         guard geometry.elementCount > 0 else { return Array(repeating: zero, count: geometry.channels) }
@@ -52,30 +60,36 @@ extension CPUBackend {
         let blocks = ReductionBlocks(geometry, layout: input.layout, planeLength: CPUBackend.gradientBlockLength)
         return mean.withUnsafeBufferPointer { mean in
             let mean = SharedPointer(mean.baseAddress!)
-            return reduce(blocks, elements: geometry.elementCount, kernel: { block in
-                switch blocks.partition {
-                case .planes:
-                    if let run = block.apply {
-                        bnk_contiguous_gradient_sums_and_apply(level, x.type, g[block.start], x[block.start],
-                                                               block.length, mean.base[block.channel], block.first,
-                                                               block.second, run)
-                    } else {
-                        bnk_contiguous_gradient_sums(level, x.type, g[block.start], x[block.start], block.length,
-                                                     mean.base[block.channel], block.first, block.second)
+            return reduce(
+                blocks, elements: geometry.elementCount,
+                kernel: { block in
+                    switch blocks.partition {
+                    case .planes:
+                        if let run = block.apply {
+                            bnk_contiguous_gradient_sums_and_apply(
+                                level, x.type, g[block.start], x[block.start],
+                                block.length, mean.base[block.channel], block.first,
+                                block.second, run)
+                        } else {
+                            bnk_contiguous_gradient_sums(
+                                level, x.type, g[block.start], x[block.start], block.length,
+                                mean.base[block.channel], block.first, block.second)
+                        }
+                    case let .rows(_, _, pattern):
+                        bnk_interleaved_gradient_sums(
+                            level, x.type, g[block.start], x[block.start], block.length,
+                            pattern.channels, pattern.period, pattern.vectorPeriod, mean.base,
+                            block.scratch, block.first, block.second)
                     }
-                case let .rows(_, _, pattern):
-                    bnk_interleaved_gradient_sums(level, x.type, g[block.start], x[block.start], block.length,
-                                                  pattern.channels, pattern.period, pattern.vectorPeriod, mean.base,
-                                                  block.scratch, block.first, block.second)
-                }
-            }, merge: { partials in
-                var total = zero
-                partials.forEach { _, sumG, sumGX in
-                    total.gradient += sumG
-                    total.gradientTimesCentered += sumGX
-                }
-                return total
-            }, fusion: fusion)
+                },
+                merge: { partials in
+                    var total = zero
+                    partials.forEach { _, sumG, sumGX in
+                        total.gradient += sumG
+                        total.gradientTimesCentered += sumGX
+                    }
+                    return total
+                }, fusion: fusion)
         }
     }
 }

@@ -65,21 +65,27 @@ extension CPUBackend {
     /// the cache and writes while the next channel streams in from memory, so reads and
     /// writes overlap as in a one-pass kernel. The thread's last channel is applied alone.
     /// The cache must hold two channels per thread.
-    func reduce<Result>(_ blocks: ReductionBlocks, elements: Int,
-                        kernel: @Sendable (ReductionBlock) -> Void,
-                        merge: @Sendable (ChannelPartials) -> Result,
-                        fusion: ChannelFusion<Result>? = nil) -> [Result] {
+    func reduce<Result>(
+        _ blocks: ReductionBlocks, elements: Int,
+        kernel: @Sendable (ReductionBlock) -> Void,
+        merge: @Sendable (ChannelPartials) -> Result,
+        fusion: ChannelFusion<Result>? = nil
+    ) -> [Result] {
         let slots = blocks.count * blocks.width
         let partials = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * max(1, slots))
         defer { partials.deallocate() }
         let first = SharedPointer(partials.baseAddress!), second = SharedPointer(partials.baseAddress! + slots)
         let width = blocks.width
-        @Sendable func run(_ index: Int, _ scratch: UnsafeMutablePointer<Double>?,
-                           apply: UnsafePointer<bnk_apply_run>? = nil) {
+        @Sendable func run(
+            _ index: Int, _ scratch: UnsafeMutablePointer<Double>?,
+            apply: UnsafePointer<bnk_apply_run>? = nil
+        ) {
             let (start, length, channel) = blocks.block(index)
-            kernel(ReductionBlock(start: start, length: length, channel: channel,
-                                  first: first.base + index * width, second: second.base + index * width,
-                                  scratch: scratch, apply: apply))
+            kernel(
+                ReductionBlock(
+                    start: start, length: length, channel: channel,
+                    first: first.base + index * width, second: second.base + index * width,
+                    scratch: scratch, apply: apply))
         }
         @Sendable func partialsOf(_ c: Int) -> ChannelPartials {
             ChannelPartials(blocks: blocks, channel: c, first: first.base, second: second.base)
@@ -89,8 +95,10 @@ extension CPUBackend {
             defer { results.deallocate() }
             let shared = SharedPointer(results.baseAddress!)
             let perChannel = blocks.planeBlocksPerChannel
-            @Sendable func applyRun(_ coefficients: ChannelCoefficients.Channel, channel c: Int,
-                                    block i: Int) -> bnk_apply_run {
+            @Sendable func applyRun(
+                _ coefficients: ChannelCoefficients.Channel, channel c: Int,
+                block i: Int
+            ) -> bnk_apply_run {
                 let (start, length, _) = blocks.block(blocks.planeBlock(ofChannel: c, i))
                 return fusion.apply.run(coefficients, start: start, length: length)
             }

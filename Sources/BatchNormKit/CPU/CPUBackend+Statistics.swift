@@ -35,8 +35,10 @@ extension CPUBackend {
     /// (``fusesChannels(shape:layout:dataType:backward:)``).
     public func collectStatisticsAndNormalize(
         _ input: Tensor, into output: Tensor,
-        coefficients: @Sendable (_ channel: Int, ChannelMoments) -> ChannelCoefficients.Channel?) throws
-        -> [ChannelMoments] {
+        coefficients: @Sendable (_ channel: Int, ChannelMoments) -> ChannelCoefficients.Channel?
+    ) throws
+        -> [ChannelMoments]
+    {
         let geometry = ChannelGeometry(shape: input.shape)
         guard geometry.elementCount > 0, input.layout == .channelsFirst, geometry.spatial > 1 else {
             return try collectThenNormalize(input, into: output, coefficients: coefficients)
@@ -50,35 +52,42 @@ extension CPUBackend {
 
     /// The blocks of ``collectStatistics(of:)``, their kernel and their merge, with
     /// `fusion` as in ``reduce(_:elements:kernel:merge:fusion:)``.
-    private func collect(_ input: Tensor, geometry: ChannelGeometry,
-                         fusion: ChannelFusion<ChannelMoments>?) -> [ChannelMoments] {
+    private func collect(
+        _ input: Tensor, geometry: ChannelGeometry,
+        fusion: ChannelFusion<ChannelMoments>?
+    ) -> [ChannelMoments] {
         let x = KernelData(input)
         let total = Double(geometry.valuesPerChannel)
         let level = kernelLevel.rawValue
         let blocks = ReductionBlocks(geometry, layout: input.layout, planeLength: CPUBackend.blockLength)
-        return reduce(blocks, elements: geometry.elementCount, kernel: { block in
-            switch blocks.partition {
-            case .planes:
-                if let run = block.apply {
-                    bnk_contiguous_moments_and_apply(level, x.type, x[block.start], block.length, block.first,
-                                                     block.second, run)
-                } else {
-                    bnk_contiguous_moments(level, x.type, x[block.start], block.length, block.first, block.second)
+        return reduce(
+            blocks, elements: geometry.elementCount,
+            kernel: { block in
+                switch blocks.partition {
+                case .planes:
+                    if let run = block.apply {
+                        bnk_contiguous_moments_and_apply(
+                            level, x.type, x[block.start], block.length, block.first,
+                            block.second, run)
+                    } else {
+                        bnk_contiguous_moments(level, x.type, x[block.start], block.length, block.first, block.second)
+                    }
+                case let .rows(_, _, pattern):
+                    bnk_interleaved_moments(
+                        level, x.type, x[block.start], block.length, pattern.channels,
+                        pattern.period, pattern.vectorPeriod, block.scratch, block.first, block.second)
                 }
-            case let .rows(_, _, pattern):
-                bnk_interleaved_moments(level, x.type, x[block.start], block.length, pattern.channels,
-                                        pattern.period, pattern.vectorPeriod, block.scratch, block.first, block.second)
-            }
-        }, merge: { partials in
-            var sum = 0.0
-            partials.forEach { count, mean, _ in sum += count * mean }
-            let mean = sum / total
-            var m2 = 0.0
-            partials.forEach { count, blockMean, blockM2 in
-                let delta = blockMean - mean
-                m2 += blockM2 + count * delta * delta
-            }
-            return ChannelMoments(count: total, mean: mean, m2: m2)
-        }, fusion: fusion)
+            },
+            merge: { partials in
+                var sum = 0.0
+                partials.forEach { count, mean, _ in sum += count * mean }
+                let mean = sum / total
+                var m2 = 0.0
+                partials.forEach { count, blockMean, blockM2 in
+                    let delta = blockMean - mean
+                    m2 += blockM2 + count * delta * delta
+                }
+                return ChannelMoments(count: total, mean: mean, m2: m2)
+            }, fusion: fusion)
     }
 }

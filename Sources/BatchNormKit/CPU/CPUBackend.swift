@@ -1,11 +1,12 @@
 import CBatchNormKernels
 import Dispatch
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The CPU implementation of ``BatchNormBackend``: all cores, statistics in `Double`.
@@ -105,9 +106,9 @@ public struct CPUBackend: BatchNormBackend {
             bnk_store_fence()
         }
         #if canImport(Glibc) || canImport(Musl)
-        WorkerPool.shared(width: threads).run(range)
+            WorkerPool.shared(width: threads).run(range)
         #else
-        DispatchQueue.concurrentPerform(iterations: threads, execute: range)
+            DispatchQueue.concurrentPerform(iterations: threads, execute: range)
         #endif
     }
 }

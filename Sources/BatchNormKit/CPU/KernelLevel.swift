@@ -1,10 +1,11 @@
 import CBatchNormKernels
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Which instance of the C kernels of `CBatchNormKernels` the CPU backend runs: the one
@@ -14,10 +15,10 @@ import Darwin
 /// AVX512-BF16, selected at run time. Every level runs the same source, so the same blocks
 /// in the same order, and rounds the same way: every level gives the same bits.
 enum KernelLevel: Int32, Comparable, Sendable, CaseIterable {
-    case generic = 0   // BNK_LEVEL_GENERIC
-    case avx2 = 1      // BNK_LEVEL_AVX2
-    case avx512 = 2    // BNK_LEVEL_AVX512
-    case avx512BFloat16 = 3   // BNK_LEVEL_AVX512_BF16
+    case generic = 0 // BNK_LEVEL_GENERIC
+    case avx2 = 1 // BNK_LEVEL_AVX2
+    case avx512 = 2 // BNK_LEVEL_AVX512
+    case avx512BFloat16 = 3 // BNK_LEVEL_AVX512_BF16
 
     static func < (lhs: KernelLevel, rhs: KernelLevel) -> Bool { lhs.rawValue < rhs.rawValue }
 

@@ -1,10 +1,11 @@
 import CBatchNormKernels
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The cache sizes of the running CPU, read once per process: from
@@ -45,8 +46,9 @@ struct CacheSizes: Equatable, Sendable {
         for index in 0..<8 {
             let directory = "/sys/devices/system/cpu/cpu0/cache/index\(index)/"
             guard let level = contents(of: directory + "level").flatMap({ Int($0) }),
-                  let type = contents(of: directory + "type"), type != "Instruction",
-                  let size = contents(of: directory + "size").flatMap(parseSize) else { continue }
+                let type = contents(of: directory + "type"), type != "Instruction",
+                let size = contents(of: directory + "size").flatMap(parseSize)
+            else { continue }
             if level == 2 { levelTwo = size }
             if level >= lastLevelLevel {
                 lastLevelLevel = level
@@ -55,13 +57,14 @@ struct CacheSizes: Equatable, Sendable {
             }
         }
         #if canImport(Glibc)
-        if levelTwo == 0 { levelTwo = max(0, sysconf(Int32(_SC_LEVEL2_CACHE_SIZE))) }
-        if lastLevel == 0 { lastLevel = max(0, sysconf(Int32(_SC_LEVEL3_CACHE_SIZE))) }
+            if levelTwo == 0 { levelTwo = max(0, sysconf(Int32(_SC_LEVEL2_CACHE_SIZE))) }
+            if lastLevel == 0 { lastLevel = max(0, sysconf(Int32(_SC_LEVEL3_CACHE_SIZE))) }
         #endif
         if levelTwo == 0 { levelTwo = 1 << 20 }
         if lastLevel == 0 { lastLevel = max(levelTwo, 32 << 20) }
-        return CacheSizes(levelTwo: levelTwo, lastLevel: lastLevel, lastLevelSharedBy: max(1, sharedBy),
-                          lastLevelKeepsTensors: Int(bnk_cpu_vendor()) != Int(BNK_VENDOR_INTEL))
+        return CacheSizes(
+            levelTwo: levelTwo, lastLevel: lastLevel, lastLevelSharedBy: max(1, sharedBy),
+            lastLevelKeepsTensors: Int(bnk_cpu_vendor()) != Int(BNK_VENDOR_INTEL))
     }
 
     /// The first line of a small text file, or `nil`.
@@ -114,9 +117,10 @@ struct MemoryTuning: Equatable, Sendable {
     var caches: CacheSizes
 
     /// What `CPUBackend(threadCount:)` uses: the environment's choices and the running CPU's caches.
-    static let selected = MemoryTuning(streamingStores: Choice(environment: "BNKIT_STREAMING_STORES"),
-                                       channelFusion: Choice(environment: "BNKIT_CHANNEL_FUSION"),
-                                       caches: .running)
+    static let selected = MemoryTuning(
+        streamingStores: Choice(environment: "BNKIT_STREAMING_STORES"),
+        channelFusion: Choice(environment: "BNKIT_CHANNEL_FUSION"),
+        caches: .running)
 
     /// Working-set bytes (every tensor a pass reads, plus its output) from which the pass's
     /// tensors do not stay in the cache from one step to the next: 3/4 of the cache that keeps

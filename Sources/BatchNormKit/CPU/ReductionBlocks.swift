@@ -34,8 +34,9 @@ struct ReductionBlocks: Sendable {
         } else {
             let rowsPerBlock = max(1, CPUBackend.rowBlockLength / geometry.channels)
             let totalRows = geometry.batch * geometry.spatial
-            partition = .rows(rowsPerBlock: rowsPerBlock, totalRows: totalRows,
-                              pattern: ChannelPattern(channels: geometry.channels))
+            partition = .rows(
+                rowsPerBlock: rowsPerBlock, totalRows: totalRows,
+                pattern: ChannelPattern(channels: geometry.channels))
             count = (totalRows + rowsPerBlock - 1) / rowsPerBlock
         }
     }
@@ -79,7 +80,7 @@ struct ReductionBlocks: Sendable {
         case let .planes(_, _, perPlane):
             var plane = c
             while plane * perPlane < count {
-                for index in plane * perPlane ..< (plane + 1) * perPlane { body(index, Double(block(index).length)) }
+                for index in plane * perPlane..<(plane + 1) * perPlane { body(index, Double(block(index).length)) }
                 plane += channels
             }
         case .rows:

@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import SystemLibrary
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 extension AtomicFileWriter {
     /// The temporary files of the writers of this process that are neither committed nor
@@ -35,11 +36,11 @@ extension AtomicFileWriter {
         static func rename(_ path: String, to destination: String) -> Int32 {
             lock.withLock {
                 #if canImport(Glibc)
-                let result = Glibc.rename(path, destination)
+                    let result = Glibc.rename(path, destination)
                 #elseif canImport(Musl)
-                let result = Musl.rename(path, destination)
+                    let result = Musl.rename(path, destination)
                 #else
-                let result = Darwin.rename(path, destination)
+                    let result = Darwin.rename(path, destination)
                 #endif
                 guard result == 0 else { return errno }
                 live.remove(path)
@@ -81,7 +82,8 @@ extension AtomicFileWriter {
                     }
                 }
                 guard let pid = processIdentifier(inTemporaryName: name), pid != me,
-                      kill(pid, 0) != 0, errno == ESRCH else { continue }
+                    kill(pid, 0) != 0, errno == ESRCH
+                else { continue }
                 var info = stat()
                 guard lstat(prefix + name, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { continue }
                 unlink(prefix + name)
@@ -93,15 +95,21 @@ extension AtomicFileWriter {
         static func processIdentifier(inTemporaryName name: String) -> pid_t? {
             let bytes = Array(name.utf8), marker = Array(".tmp-".utf8)
             guard bytes.first == UInt8(ascii: "."), bytes.count > marker.count + 1,
-                  let start = (1...(bytes.count - marker.count)).reversed().first(where: {
-                      $0 > 1 && Array(bytes[$0..<($0 + marker.count)]) == marker
-                  }) else { return nil }
-            let parts = bytes[(start + marker.count)...].split(separator: UInt8(ascii: "-"), omittingEmptySubsequences: false)
+                let start = (1...(bytes.count - marker.count)).reversed().first(where: {
+                    $0 > 1 && Array(bytes[$0..<($0 + marker.count)]) == marker
+                })
+            else { return nil }
+            let parts = bytes[(start + marker.count)...].split(
+                separator: UInt8(ascii: "-"), omittingEmptySubsequences: false)
             guard parts.count == 2, !parts[0].isEmpty, parts[0].count <= 10, parts[0].first != UInt8(ascii: "0"),
-                  parts[0].allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
-                  !parts[1].isEmpty,
-                  parts[1].allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) }),
-                  let pid = pid_t(String(decoding: parts[0], as: UTF8.self)) else { return nil }
+                parts[0].allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
+                !parts[1].isEmpty,
+                parts[1].allSatisfy({
+                    (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0)
+                        || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0)
+                }),
+                let pid = pid_t(String(decoding: parts[0], as: UTF8.self))
+            else { return nil }
             return pid
         }
     }

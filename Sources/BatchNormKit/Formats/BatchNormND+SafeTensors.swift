@@ -29,9 +29,12 @@ extension BatchNormState {
     /// - Throws: ``StateFileError`` naming the key: a missing module (listing the prefixes
     ///   the file holds) or key, a wrong shape, dtype or channel count, a negative counter, a
     ///   non-finite value or a negative variance.
-    public init(safeTensors file: SafeTensorsFile, prefix: String = "", maps: Int? = nil,
-                requireAffine: Bool = true) throws {
-        let record = try StateFileRecord(safeTensors: file, prefix: prefix, modules: StateFileRecord.moduleNames(safeTensors: file))
+    public init(
+        safeTensors file: SafeTensorsFile, prefix: String = "", maps: Int? = nil,
+        requireAffine: Bool = true
+    ) throws {
+        let record = try StateFileRecord(
+            safeTensors: file, prefix: prefix, modules: StateFileRecord.moduleNames(safeTensors: file))
         self = try record.state(maps: maps, rank: nil, affine: requireAffine)
     }
 
@@ -78,8 +81,9 @@ extension BatchNormND {
     ///   ``BatchNormState/init(safeTensors:prefix:maps:requireAffine:)`` with `maps` set to
     ///   the module's and `requireAffine` to ``affine``. The module is unchanged after a throw.
     public func loadState(from file: SafeTensorsFile, prefix: String? = nil) throws {
-        let state = try BatchNormState(safeTensors: file, prefix: prefix ?? stateKeyPrefix, maps: maps,
-                                       requireAffine: affine)
+        let state = try BatchNormState(
+            safeTensors: file, prefix: prefix ?? stateKeyPrefix, maps: maps,
+            requireAffine: affine)
         try load(state)
     }
 }
@@ -108,7 +112,8 @@ extension StateFileRecord {
                 return Field(key: key, values: nil, maps: 0)
             }
             guard let values = entry.floatValues() else {
-                throw StateFileError(.dataTypeMismatch(key: key, expected: "F32 (or F16, BF16, F64)", actual: entry.dataType.rawValue))
+                throw StateFileError(
+                    .dataTypeMismatch(key: key, expected: "F32 (or F16, BF16, F64)", actual: entry.dataType.rawValue))
             }
             guard entry.shape.count == 1, entry.shape[0] >= 1 else {
                 throw StateFileError(.shapeMismatch(key: key, expected: "[C] with C >= 1", actual: entry.shape))

@@ -22,8 +22,9 @@ extension BatchNormND {
     ///   variance, a non-affine module's scale or bias); ``SafeTensorsError`` or
     ///   ``HDF5Error`` for a malformed file. The module is unchanged after a throw.
     public func loadState(fromFile path: String, prefix: String? = nil) throws {
-        let module = try StateFile(contentsOfFile: path).module(prefix ?? stateKeyPrefix, maps: maps, rank: dataRank,
-                                                                affine: affine)
+        let module = try StateFile(contentsOfFile: path).module(
+            prefix ?? stateKeyPrefix, maps: maps, rank: dataRank,
+            affine: affine)
         try load(module.state)
     }
 
@@ -44,7 +45,8 @@ extension BatchNormND {
     /// - Throws: ``BatchNormError/emptyModule(name:)``, ``FileIOError``, ``StateFileError``
     ///   for an HDF5 module name holding `/`; the destination is unchanged on failure.
     public func saveState(toFile path: String, format: StateFileFormat? = nil, prefix: String? = nil) throws {
-        let module = StateFile.Module(name: prefix ?? stateKeyPrefix, state: try state(), rank: dataRank, affine: affine)
+        let module = StateFile.Module(
+            name: prefix ?? stateKeyPrefix, state: try state(), rank: dataRank, affine: affine)
         try StateFile.write([module], toFile: path, format: format)
     }
 }

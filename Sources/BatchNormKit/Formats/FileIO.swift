@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import SystemLibrary
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// An error from the operating system while reading or writing a file.
 public struct FileIOError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -80,8 +81,9 @@ public final class FileReader {
                 throw FileIOError(path: path, operation: "read", code: errno)
             }
             if result == 0 {
-                throw FileIOError(path: path, operation: "read", code: 0,
-                                  detail: "file ends at byte \(offset + done), expected \(offset + count) bytes")
+                throw FileIOError(
+                    path: path, operation: "read", code: 0,
+                    detail: "file ends at byte \(offset + done), expected \(offset + count) bytes")
             }
             done += result
         }
@@ -142,7 +144,9 @@ public final class AtomicFileWriter {
         TemporaryFiles.removeStale(in: directory, prefix: prefix)
         let (descriptor, code) = TemporaryFiles.create(temporaryPath)
         self.descriptor = descriptor
-        guard descriptor >= 0 else { throw FileIOError(path: path, operation: "create a temporary file for", code: code) }
+        guard descriptor >= 0 else {
+            throw FileIOError(path: path, operation: "create a temporary file for", code: code)
+        }
     }
 
     deinit {
@@ -189,7 +193,9 @@ public final class AtomicFileWriter {
         guard code == 0 else { throw FileIOError(path: path, operation: "rename", code: code) }
         committed = true
         let directory = open(Self.split(path).directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard directory >= 0 else { throw FileIOError(path: Self.split(path).directory, operation: "open", code: errno) }
+        guard directory >= 0 else {
+            throw FileIOError(path: Self.split(path).directory, operation: "open", code: errno)
+        }
         defer { close(directory) }
         guard fsync(directory) == 0 else {
             throw FileIOError(path: Self.split(path).directory, operation: "fsync", code: errno)
@@ -216,10 +222,10 @@ public final class AtomicFileWriter {
 @inline(__always)
 private func systemWrite(_ descriptor: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
     #if canImport(Glibc)
-    Glibc.write(descriptor, buffer, count)
+        Glibc.write(descriptor, buffer, count)
     #elseif canImport(Musl)
-    Musl.write(descriptor, buffer, count)
+        Musl.write(descriptor, buffer, count)
     #else
-    Darwin.write(descriptor, buffer, count)
+        Darwin.write(descriptor, buffer, count)
     #endif
 }

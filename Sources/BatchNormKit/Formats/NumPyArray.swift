@@ -152,18 +152,27 @@ public struct NumPyArrayHeader: Equatable, Sendable {
         var parser = PythonDictParser(bytes: text)
         let dictionary = try parser.parseHeader()
         guard dictionary.count == 3, case .string(let descr)? = dictionary["descr"],
-              case .bool(let fortran)? = dictionary["fortran_order"], case .tuple(let shape)? = dictionary["shape"] else {
+            case .bool(let fortran)? = dictionary["fortran_order"], case .tuple(let shape)? = dictionary["shape"]
+        else {
             throw NumPyArrayError.invalidHeader(
-                reason: "expected exactly the keys 'descr' (a string), 'fortran_order' (a bool) and 'shape' (a tuple), got \(dictionary.keys.sorted())")
+                reason:
+                    "expected exactly the keys 'descr' (a string), 'fortran_order' (a bool) and 'shape' (a tuple), got \(dictionary.keys.sorted())"
+            )
         }
         guard !fortran else { throw NumPyArrayError.fortranOrder }
         guard descr.utf8.count == 3, let order = descr.first, "<=>".contains(order) else {
             throw NumPyArrayError.unsupportedDataType(descr: descr)
         }
         switch descr.dropFirst() {
-        case "f2": dataType = .float16; storedByteCount = 2
-        case "f4": dataType = .float32; storedByteCount = 4
-        case "f8": dataType = .float32; storedByteCount = 8
+        case "f2":
+            dataType = .float16
+            storedByteCount = 2
+        case "f4":
+            dataType = .float32
+            storedByteCount = 4
+        case "f8":
+            dataType = .float32
+            storedByteCount = 8
         default: throw NumPyArrayError.unsupportedDataType(descr: descr)
         }
         isBigEndian = order == ">"
@@ -229,7 +238,9 @@ extension NumPyArrayHeader {
     /// little-endian `float16`/`float32`; big-endian elements are byte-swapped and `float64`
     /// rounded to nearest `float32`, through a bounded buffer (1 MiB).
     /// - Throws: ``FileIOError`` on an I/O error or a short file.
-    public func readElements(from file: FileReader, first: Int, count: Int, into destination: UnsafeMutableRawPointer) throws {
+    public func readElements(from file: FileReader, first: Int, count: Int, into destination: UnsafeMutableRawPointer)
+        throws
+    {
         let offset = dataOffset + first * storedByteCount
         guard needsConversion else {
             return try file.read(at: offset, count: count * storedByteCount, into: destination)
@@ -290,7 +301,9 @@ struct PythonDictParser {
 
     private mutating func expect(_ character: Character) throws {
         skipSpaces()
-        guard position < bytes.count, bytes[position] == character.asciiValue! else { throw fail("expected '\(character)'") }
+        guard position < bytes.count, bytes[position] == character.asciiValue! else {
+            throw fail("expected '\(character)'")
+        }
         position += 1
     }
 
@@ -321,8 +334,12 @@ struct PythonDictParser {
         guard position < bytes.count else { throw fail("unexpected end of header") }
         switch bytes[position] {
         case UInt8(ascii: "'"), UInt8(ascii: "\""): return .string(try parseString())
-        case UInt8(ascii: "T"): try literal("True"); return .bool(true)
-        case UInt8(ascii: "F"): try literal("False"); return .bool(false)
+        case UInt8(ascii: "T"):
+            try literal("True")
+            return .bool(true)
+        case UInt8(ascii: "F"):
+            try literal("False")
+            return .bool(false)
         case UInt8(ascii: "("): return .tuple(try parseTuple())
         default: throw fail("unexpected value")
         }
@@ -338,7 +355,8 @@ struct PythonDictParser {
 
     private mutating func parseString() throws -> String {
         skipSpaces()
-        guard position < bytes.count, bytes[position] == UInt8(ascii: "'") || bytes[position] == UInt8(ascii: "\"") else {
+        guard position < bytes.count, bytes[position] == UInt8(ascii: "'") || bytes[position] == UInt8(ascii: "\"")
+        else {
             throw fail("expected a quoted string")
         }
         let quote = bytes[position]
@@ -370,7 +388,7 @@ struct PythonDictParser {
                 position += 1
             }
             guard position > start else { throw fail("expected a non-negative integer") }
-            if position < bytes.count, bytes[position] == UInt8(ascii: "L") { position += 1 }  // Python 2 long
+            if position < bytes.count, bytes[position] == UInt8(ascii: "L") { position += 1 } // Python 2 long
             values.append(value)
             if peek(",") { position += 1 } else { break }
         }

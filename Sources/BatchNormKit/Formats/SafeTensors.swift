@@ -210,7 +210,9 @@ public struct SafeTensorsFile: Equatable, Sendable {
 
         /// Element `index` as a little-endian unsigned integer of `T`'s width.
         private func load<T: FixedWidthInteger>(_: T.Type, at index: Int) -> T {
-            bytes.withUnsafeBytes { T(littleEndian: $0.loadUnaligned(fromByteOffset: index * MemoryLayout<T>.size, as: T.self)) }
+            bytes.withUnsafeBytes {
+                T(littleEndian: $0.loadUnaligned(fromByteOffset: index * MemoryLayout<T>.size, as: T.self))
+            }
         }
 
         /// Bytes of a tensor of `shape` and `dataType`, by the shape rule of ``TensorShape``
@@ -238,7 +240,9 @@ public struct SafeTensorsFile: Equatable, Sendable {
     /// - Parameter bytes: The whole file.
     /// - Throws: A ``SafeTensorsError`` for truncated, corrupted or malformed data; never traps.
     public init(parsing bytes: [UInt8]) throws {
-        let layout = try Self.parseHeader(fileSize: bytes.count) { offset, count in Array(bytes[offset..<(offset + count)]) }
+        let layout = try Self.parseHeader(fileSize: bytes.count) { offset, count in
+            Array(bytes[offset..<(offset + count)])
+        }
         try self.init(layout) { offset, count in Array(bytes[offset..<(offset + count)]) }
     }
 
@@ -266,7 +270,8 @@ public struct SafeTensorsFile: Equatable, Sendable {
         let buffer = try read(layout.bufferStart, layout.entries.last?.end ?? 0)
         var tensors: [String: Entry] = [:]
         for item in layout.entries {
-            tensors[item.key] = Entry(unchecked: item.dataType, shape: item.shape, bytes: Array(buffer[item.begin..<item.end]))
+            tensors[item.key] = Entry(
+                unchecked: item.dataType, shape: item.shape, bytes: Array(buffer[item.begin..<item.end]))
         }
         self.init(tensors: tensors, metadata: layout.metadata)
     }
@@ -305,11 +310,13 @@ public struct SafeTensorsFile: Equatable, Sendable {
         for (key, value) in members {
             if key == "__metadata__" {
                 guard case .object(let pairs) = value else {
-                    throw SafeTensorsError.invalidHeader(reason: "__metadata__ must be an object, got \(value.kindName)")
+                    throw SafeTensorsError.invalidHeader(
+                        reason: "__metadata__ must be an object, got \(value.kindName)")
                 }
                 for (name, text) in pairs {
                     guard case .string(let string) = text else {
-                        throw SafeTensorsError.invalidHeader(reason: "__metadata__ value '\(name)' must be a string, got \(text.kindName)")
+                        throw SafeTensorsError.invalidHeader(
+                            reason: "__metadata__ value '\(name)' must be a string, got \(text.kindName)")
                     }
                     metadata[name] = string
                 }
@@ -322,7 +329,8 @@ public struct SafeTensorsFile: Equatable, Sendable {
         var expectedBegin = 0
         for item in layout {
             guard item.begin == expectedBegin else {
-                throw SafeTensorsError.overlappingOrGap(key: item.key, expectedBegin: expectedBegin, actualBegin: item.begin)
+                throw SafeTensorsError.overlappingOrGap(
+                    key: item.key, expectedBegin: expectedBegin, actualBegin: item.begin)
             }
             expectedBegin = item.end
         }
@@ -334,7 +342,8 @@ public struct SafeTensorsFile: Equatable, Sendable {
 
     /// Validates one `{"dtype", "shape", "data_offsets"}` entry.
     private static func parseEntry(key: String, value: JSONValue, bufferSize: Int) throws
-        -> (key: String, dataType: SafeTensorsDataType, shape: [Int], begin: Int, end: Int) {
+        -> (key: String, dataType: SafeTensorsDataType, shape: [Int], begin: Int, end: Int)
+    {
         guard case .object(let fields) = value else {
             throw SafeTensorsError.invalidEntry(key: key, reason: "expected an object, got \(value.kindName)")
         }
@@ -343,7 +352,8 @@ public struct SafeTensorsFile: Equatable, Sendable {
             switch field {
             case "dtype":
                 guard case .string(let name) = fieldValue else {
-                    throw SafeTensorsError.invalidEntry(key: key, reason: "dtype must be a string, got \(fieldValue.kindName)")
+                    throw SafeTensorsError.invalidEntry(
+                        key: key, reason: "dtype must be a string, got \(fieldValue.kindName)")
                 }
                 dtypeName = name
             case "shape":
@@ -361,7 +371,8 @@ public struct SafeTensorsFile: Equatable, Sendable {
             throw SafeTensorsError.unknownDataType(key: key, dataType: dtypeName)
         }
         guard offsets.count == 2 else {
-            throw SafeTensorsError.invalidEntry(key: key, reason: "data_offsets must hold 2 integers, got \(offsets.count)")
+            throw SafeTensorsError.invalidEntry(
+                key: key, reason: "data_offsets must hold 2 integers, got \(offsets.count)")
         }
         let (begin, end) = (offsets[0], offsets[1])
         guard begin <= end else {
@@ -410,14 +421,16 @@ public struct SafeTensorsFile: Equatable, Sendable {
         var first = true
         if !metadata.isEmpty {
             header += "\"__metadata__\":{"
-            header += metadata.keys.sorted().map { "\(Self.quoted($0)):\(Self.quoted(metadata[$0]!))" }.joined(separator: ",")
+            header += metadata.keys.sorted().map { "\(Self.quoted($0)):\(Self.quoted(metadata[$0]!))" }.joined(
+                separator: ",")
             header += "}"
             first = false
         }
         for key in tensors.keys.sorted() {
             let entry = tensors[key]!, (begin, end) = offsets[key]!
             header += (first ? "" : ",") + Self.quoted(key)
-            header += ":{\"dtype\":\"\(entry.dataType.rawValue)\",\"shape\":[\(entry.shape.map(String.init).joined(separator: ","))],"
+            header +=
+                ":{\"dtype\":\"\(entry.dataType.rawValue)\",\"shape\":[\(entry.shape.map(String.init).joined(separator: ","))],"
             header += "\"data_offsets\":[\(begin),\(end)]}"
             first = false
         }

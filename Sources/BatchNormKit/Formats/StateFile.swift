@@ -95,7 +95,9 @@ public struct StateFile {
         switch content {
         case .safeTensors(let file):
             format = .safeTensors
-            entries = file.tensors.keys.sorted().map { Entry(name: $0, shape: file.tensors[$0]!.shape, dataType: file.tensors[$0]!.dataType.rawValue) }
+            entries = file.tensors.keys.sorted().map {
+                Entry(name: $0, shape: file.tensors[$0]!.shape, dataType: file.tensors[$0]!.dataType.rawValue)
+            }
             moduleNames = StateFileRecord.moduleNames(safeTensors: file)
         case .hdf5(let file):
             format = .puzzleLibHDF5
@@ -140,12 +142,14 @@ public struct StateFile {
         do {
             let record: StateFileRecord
             switch content {
-            case .safeTensors(let file): record = try StateFileRecord(safeTensors: file, prefix: name, modules: moduleNames)
+            case .safeTensors(let file):
+                record = try StateFileRecord(safeTensors: file, prefix: name, modules: moduleNames)
             case .hdf5(let file): record = try StateFileRecord(puzzleLib: file, name: name, modules: moduleNames)
             }
             let affine = affine ?? (record.scale.values != nil || record.bias.values != nil)
-            return Module(name: name, state: try record.state(maps: maps, rank: rank, affine: affine), rank: record.rank,
-                          affine: affine)
+            return Module(
+                name: name, state: try record.state(maps: maps, rank: rank, affine: affine), rank: record.rank,
+                affine: affine)
         } catch var error as StateFileError {
             error.file = path
             throw error
@@ -182,12 +186,15 @@ public struct StateFile {
         case .safeTensors:
             var file = SafeTensorsFile()
             for module in modules {
-                file.tensors.merge(module.state.safeTensors(prefix: module.name, includeAffine: module.affine).tensors) { $1 }
+                file.tensors.merge(module.state.safeTensors(prefix: module.name, includeAffine: module.affine).tensors)
+                { $1 }
             }
             return file.serialized()
         case .puzzleLibHDF5:
             if let bad = modules.first(where: { $0.name.contains("/") || $0.name.utf8.contains(0) }) {
-                throw StateFileError(.invalidValue(key: bad.name, expected: "a PuzzleLib module name without '/' or NUL", actual: "'\(bad.name)'"))
+                throw StateFileError(
+                    .invalidValue(
+                        key: bad.name, expected: "a PuzzleLib module name without '/' or NUL", actual: "'\(bad.name)'"))
             }
             return StateFileRecord.puzzleLibFile(modules)
         }

@@ -50,8 +50,8 @@ public struct StateFileError: Error, Equatable, Sendable, CustomStringConvertibl
         switch problem {
         case .notAStateFile, .missingModule: nil
         case .missingKey(let key, _), .shapeMismatch(let key, _, _), .mapsMismatch(let key, _, _),
-             .rankMismatch(let key, _, _), .dataTypeMismatch(let key, _, _), .nonFiniteValue(let key, _, _),
-             .negativeVariance(let key, _, _), .nonAffineParameter(let key, _, _, _), .invalidValue(let key, _, _):
+            .rankMismatch(let key, _, _), .dataTypeMismatch(let key, _, _), .nonFiniteValue(let key, _, _),
+            .negativeVariance(let key, _, _), .nonAffineParameter(let key, _, _, _), .invalidValue(let key, _, _):
             key
         }
     }
@@ -64,7 +64,8 @@ public struct StateFileError: Error, Equatable, Sendable, CustomStringConvertibl
             text = "not a state file: it holds \(contents) (expected safetensors or PuzzleLib HDF5)"
         case .missingModule(let name, let modules):
             let listed = modules.isEmpty ? "none" : Self.list(modules.map { "'\($0)'" })
-            text = "no BatchNorm module \(name.isEmpty ? "with bare keys (prefix '')" : "'\(name)'") (modules in the file: \(listed))"
+            text =
+                "no BatchNorm module \(name.isEmpty ? "with bare keys (prefix '')" : "'\(name)'") (modules in the file: \(listed))"
         case .missingKey(let key, let available):
             text = "missing key '\(key)' (available: \(available.isEmpty ? "none" : Self.list(available)))"
         case .shapeMismatch(let key, let expected, let actual):
@@ -80,7 +81,8 @@ public struct StateFileError: Error, Equatable, Sendable, CustomStringConvertibl
         case .negativeVariance(let key, let index, let value):
             text = "'\(key)'[\(index)] is \(value) (expected a variance >= 0)"
         case .nonAffineParameter(let key, let index, let expected, let actual):
-            text = "'\(key)'[\(index)] is \(actual) (expected: \(expected), the module is not affine and never applies it)"
+            text =
+                "'\(key)'[\(index)] is \(actual) (expected: \(expected), the module is not affine and never applies it)"
         case .invalidValue(let key, let expected, let actual):
             text = "'\(key)' must be \(expected), got \(actual)"
         }
@@ -89,6 +91,8 @@ public struct StateFileError: Error, Equatable, Sendable, CustomStringConvertibl
 
     /// The first 20 items joined with ", ", and how many more.
     private static func list(_ items: [String]) -> String {
-        items.count <= 20 ? items.joined(separator: ", ") : items.prefix(20).joined(separator: ", ") + ", ... (\(items.count - 20) more)"
+        items.count <= 20
+            ? items.joined(separator: ", ")
+            : items.prefix(20).joined(separator: ", ") + ", ... (\(items.count - 20) more)"
     }
 }

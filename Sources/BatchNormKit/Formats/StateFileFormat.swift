@@ -33,7 +33,9 @@ public enum StateFileFormat: String, Sendable, CaseIterable, CustomStringConvert
     /// - Throws: ``StateFileError/Problem/notAStateFile(contents:)`` saying what the bytes are
     ///   instead (a NumPy array, JSON text, a ZIP archive such as a PyTorch `.pt` file, a
     ///   Python pickle, an empty file, or unknown bytes), or the `read` function's errors.
-    public static func detect(size: Int, read: (_ offset: Int, _ count: Int) throws -> [UInt8]) throws -> StateFileFormat {
+    public static func detect(size: Int, read: (_ offset: Int, _ count: Int) throws -> [UInt8]) throws
+        -> StateFileFormat
+    {
         let head = try read(0, min(size, 16))
         var offset = 0
         while size >= 8, offset <= size - 8 {
@@ -43,7 +45,9 @@ public enum StateFileFormat: String, Sendable, CaseIterable, CustomStringConvert
         if head.count >= 9 {
             var length: UInt64 = 0
             for k in 0..<8 { length |= UInt64(head[k]) << (8 * UInt64(k)) }
-            if length <= UInt64(SafeTensorsFile.maximumHeaderLength), head[8] == UInt8(ascii: "{") { return .safeTensors }
+            if length <= UInt64(SafeTensorsFile.maximumHeaderLength), head[8] == UInt8(ascii: "{") {
+                return .safeTensors
+            }
         }
         throw StateFileError(.notAStateFile(contents: describe(head, size: size)))
     }
@@ -52,13 +56,19 @@ public enum StateFileFormat: String, Sendable, CaseIterable, CustomStringConvert
     static func describe(_ head: [UInt8], size: Int) -> String {
         if size == 0 { return "nothing (an empty file)" }
         if head.starts(with: [0x93] + Array("NUMPY".utf8)) { return "a NumPy array (.npy)" }
-        if head.starts(with: Array("PK".utf8) + [3, 4]) { return "a ZIP archive (a PyTorch .pt/.pth checkpoint is one: convert it with safetensors.torch.save_file)" }
+        if head.starts(with: Array("PK".utf8) + [3, 4]) {
+            return "a ZIP archive (a PyTorch .pt/.pth checkpoint is one: convert it with safetensors.torch.save_file)"
+        }
         if head.count >= 2, head[0] == 0x80, (2...5).contains(head[1]) { return "a Python pickle" }
         if head.starts(with: [0x1F, 0x8B]) { return "gzip-compressed data" }
-        if let first = head.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }), first == UInt8(ascii: "{") || first == UInt8(ascii: "[") {
+        if let first = head.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }),
+            first == UInt8(ascii: "{") || first == UInt8(ascii: "[")
+        {
             return "JSON text"
         }
-        let hex = head.prefix(8).map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }
+        let hex = head.prefix(8).map {
+            String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16)
+        }
         return "unknown bytes (\(size) bytes starting \(hex.joined(separator: " ")))"
     }
 }

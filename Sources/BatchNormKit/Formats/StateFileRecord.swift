@@ -36,17 +36,21 @@ struct StateFileRecord {
         guard let meanValues = mean.values, let varianceValues = variance.values else {
             throw StateFileError(.missingKey(key: mean.values == nil ? mean.key : variance.key, available: []))
         }
-        let state = BatchNormState(scale: scale.values ?? Array(repeating: 1, count: expectedMaps),
-                                   bias: bias.values ?? Array(repeating: 0, count: expectedMaps),
-                                   mean: meanValues, var: varianceValues, numOfProps: numOfProps)
+        let state = BatchNormState(
+            scale: scale.values ?? Array(repeating: 1, count: expectedMaps),
+            bias: bias.values ?? Array(repeating: 0, count: expectedMaps),
+            mean: meanValues, var: varianceValues, numOfProps: numOfProps)
         if let invalid = state.firstInvalidValue(affine: affine) {
-            let field = [BatchNormState.Field.scale: scale, .bias: bias, .mean: mean, .variance: variance][invalid.field]!
+            let field = [BatchNormState.Field.scale: scale, .bias: bias, .mean: mean, .variance: variance][
+                invalid.field]!
             let value = invalid.value
             switch invalid.problem {
             case .nonFinite: throw StateFileError(.nonFiniteValue(key: field.key, index: invalid.index, value: value))
-            case .negativeVariance: throw StateFileError(.negativeVariance(key: field.key, index: invalid.index, value: value))
+            case .negativeVariance:
+                throw StateFileError(.negativeVariance(key: field.key, index: invalid.index, value: value))
             case .notIdentity(let expected):
-                throw StateFileError(.nonAffineParameter(key: field.key, index: invalid.index, expected: expected, actual: value))
+                throw StateFileError(
+                    .nonAffineParameter(key: field.key, index: invalid.index, expected: expected, actual: value))
             }
         }
         return state

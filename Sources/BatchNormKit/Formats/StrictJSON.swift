@@ -30,7 +30,8 @@ enum JSONValue: Equatable, Sendable {
         case let (.number(a), .number(b)): a == b
         case let (.string(a), .string(b)): a == b
         case let (.array(a), .array(b)): a == b
-        case let (.object(a), .object(b)): a.count == b.count && zip(a, b).allSatisfy { $0.key == $1.key && $0.value == $1.value }
+        case let (.object(a), .object(b)):
+            a.count == b.count && zip(a, b).allSatisfy { $0.key == $1.key && $0.value == $1.value }
         default: false
         }
     }
@@ -91,13 +92,25 @@ struct StrictJSONParser {
         let n = bytes.count
         while i < n {
             let b0 = bytes[i]
-            if b0 < 0x80 { i += 1; continue }
+            if b0 < 0x80 {
+                i += 1
+                continue
+            }
             let length: Int, minimum: UInt32
             var scalar: UInt32
             switch b0 {
-            case 0xC2...0xDF: length = 2; minimum = 0x80; scalar = UInt32(b0 & 0x1F)
-            case 0xE0...0xEF: length = 3; minimum = 0x800; scalar = UInt32(b0 & 0x0F)
-            case 0xF0...0xF4: length = 4; minimum = 0x10000; scalar = UInt32(b0 & 0x07)
+            case 0xC2...0xDF:
+                length = 2
+                minimum = 0x80
+                scalar = UInt32(b0 & 0x1F)
+            case 0xE0...0xEF:
+                length = 3
+                minimum = 0x800
+                scalar = UInt32(b0 & 0x0F)
+            case 0xF0...0xF4:
+                length = 4
+                minimum = 0x10000
+                scalar = UInt32(b0 & 0x07)
             default: return i
             }
             guard i + length <= n else { return i }
@@ -126,9 +139,15 @@ struct StrictJSONParser {
         case UInt8(ascii: "{"): return try parseObject(depth: depth + 1)
         case UInt8(ascii: "["): return try parseArray(depth: depth + 1)
         case UInt8(ascii: "\""): return .string(try parseString())
-        case UInt8(ascii: "t"): try expectLiteral("true"); return .bool(true)
-        case UInt8(ascii: "f"): try expectLiteral("false"); return .bool(false)
-        case UInt8(ascii: "n"): try expectLiteral("null"); return .null
+        case UInt8(ascii: "t"):
+            try expectLiteral("true")
+            return .bool(true)
+        case UInt8(ascii: "f"):
+            try expectLiteral("false")
+            return .bool(false)
+        case UInt8(ascii: "n"):
+            try expectLiteral("null")
+            return .null
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
         default: throw fail("unexpected character, expected a value")
         }
@@ -145,7 +164,7 @@ struct StrictJSONParser {
 
     private mutating func parseObject(depth: Int) throws -> JSONValue {
         guard depth <= Self.maximumDepth else { throw fail("nesting deeper than \(Self.maximumDepth)") }
-        position += 1  // {
+        position += 1 // {
         var members: [(key: String, value: JSONValue)] = []
         var keys = Set<String>()
         skipWhitespace()
@@ -170,15 +189,21 @@ struct StrictJSONParser {
             members.append((key, try parseValue(depth: depth)))
             skipWhitespace()
             guard position < bytes.count else { throw fail("unterminated object") }
-            if bytes[position] == UInt8(ascii: ",") { position += 1; continue }
-            if bytes[position] == UInt8(ascii: "}") { position += 1; return .object(members) }
+            if bytes[position] == UInt8(ascii: ",") {
+                position += 1
+                continue
+            }
+            if bytes[position] == UInt8(ascii: "}") {
+                position += 1
+                return .object(members)
+            }
             throw fail("expected ',' or '}'")
         }
     }
 
     private mutating func parseArray(depth: Int) throws -> JSONValue {
         guard depth <= Self.maximumDepth else { throw fail("nesting deeper than \(Self.maximumDepth)") }
-        position += 1  // [
+        position += 1 // [
         var elements: [JSONValue] = []
         skipWhitespace()
         if position < bytes.count, bytes[position] == UInt8(ascii: "]") {
@@ -190,8 +215,14 @@ struct StrictJSONParser {
             elements.append(try parseValue(depth: depth))
             skipWhitespace()
             guard position < bytes.count else { throw fail("unterminated array") }
-            if bytes[position] == UInt8(ascii: ",") { position += 1; continue }
-            if bytes[position] == UInt8(ascii: "]") { position += 1; return .array(elements) }
+            if bytes[position] == UInt8(ascii: ",") {
+                position += 1
+                continue
+            }
+            if bytes[position] == UInt8(ascii: "]") {
+                position += 1
+                return .array(elements)
+            }
             throw fail("expected ',' or ']'")
         }
     }
@@ -215,7 +246,7 @@ struct StrictJSONParser {
     }
 
     private mutating func parseString() throws -> String {
-        position += 1  // opening quote
+        position += 1 // opening quote
         var utf8: [UInt8] = []
         while true {
             guard position < bytes.count else { throw fail("unterminated string") }
@@ -223,7 +254,7 @@ struct StrictJSONParser {
             switch b {
             case UInt8(ascii: "\""):
                 position += 1
-                return String(decoding: utf8, as: UTF8.self)  // valid: checked up front
+                return String(decoding: utf8, as: UTF8.self) // valid: checked up front
             case UInt8(ascii: "\\"):
                 position += 1
                 guard position < bytes.count else { throw fail("unterminated escape") }
@@ -242,7 +273,8 @@ struct StrictJSONParser {
                     var code = try parseHex4()
                     if (0xD800...0xDBFF).contains(code) {
                         guard position + 2 <= bytes.count, bytes[position] == UInt8(ascii: "\\"),
-                              bytes[position + 1] == UInt8(ascii: "u") else {
+                            bytes[position + 1] == UInt8(ascii: "u")
+                        else {
                             throw fail("unpaired high surrogate")
                         }
                         position += 2

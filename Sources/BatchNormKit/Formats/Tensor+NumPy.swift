@@ -44,8 +44,9 @@ extension Tensor {
                 storage.rawAddress.copyMemory(from: source, byteCount: header.dataByteCount)
             }
         }
-        try self.init(shape: Self.logicalShape(ofPhysical: header.shape, layout: fileLayout), layout: fileLayout,
-                      dataType: header.dataType, sharing: storage)
+        try self.init(
+            shape: Self.logicalShape(ofPhysical: header.shape, layout: fileLayout), layout: fileLayout,
+            dataType: header.dataType, sharing: storage)
     }
 
     /// Reads a `.npy` file (see ``init(npyBytes:fileLayout:)``): the header first, and the
@@ -53,12 +54,14 @@ extension Tensor {
     /// - Throws: ``FileIOError``, ``NumPyArrayError``.
     public init(contentsOfNPYFile path: String, fileLayout: TensorLayout = .channelsFirst) throws {
         let file = try FileReader(path: path)
-        let header = try NumPyArrayHeader(parsing: try file.read(at: 0, count: min(file.size, NumPyArrayHeader.maximumHeaderLength)))
+        let header = try NumPyArrayHeader(
+            parsing: try file.read(at: 0, count: min(file.size, NumPyArrayHeader.maximumHeaderLength)))
         try header.checkDataSize(fileSize: file.size)
         let storage = TensorStorage(byteCount: header.elementCount * header.dataType.byteCount)
         try header.readElements(from: file, first: 0, count: header.elementCount, into: storage.rawAddress)
-        try self.init(shape: Self.logicalShape(ofPhysical: header.shape, layout: fileLayout), layout: fileLayout,
-                      dataType: header.dataType, sharing: storage)
+        try self.init(
+            shape: Self.logicalShape(ofPhysical: header.shape, layout: fileLayout), layout: fileLayout,
+            dataType: header.dataType, sharing: storage)
     }
 
     /// The bytes of a `.npy` file (version 1.0, C order, little-endian, `'<f4'` or `'<f2'` after the tensor's
@@ -69,10 +72,12 @@ extension Tensor {
     /// - Throws: ``NumPyArrayError/noNumPyDataType(_:)`` for a ``TensorDataType/bfloat16``
     ///   tensor (NumPy has no bfloat16 dtype).
     public func npyBytes(fileLayout: TensorLayout = .channelsFirst) throws -> [UInt8] {
-        let header = try NumPyArrayHeader(shape: Self.physicalShape(ofLogical: shape, layout: fileLayout), dataType: dataType)
+        let header = try NumPyArrayHeader(
+            shape: Self.physicalShape(ofLogical: shape, layout: fileLayout), dataType: dataType)
         let source = layout == fileLayout || rank <= 2 ? self : converted(to: fileLayout)
         var result = header.encoded()
-        result.append(contentsOf: UnsafeRawBufferPointer(start: source.storage.rawAddress, count: source.storage.byteCount))
+        result.append(
+            contentsOf: UnsafeRawBufferPointer(start: source.storage.rawAddress, count: source.storage.byteCount))
         return result
     }
 

@@ -6,16 +6,20 @@ extension Tensor {
     ///
     /// - Throws: ``StateFileError`` with ``StateFileError/Problem/dataTypeMismatch(key:expected:actual:)``
     ///   (naming `key`) for any other dtype.
-    public init(safeTensorsEntry entry: SafeTensorsFile.Entry, key: String = "",
-                layout: TensorLayout = .channelsFirst) throws {
+    public init(
+        safeTensorsEntry entry: SafeTensorsFile.Entry, key: String = "",
+        layout: TensorLayout = .channelsFirst
+    ) throws {
         let dataType: TensorDataType
         switch entry.dataType {
         case .float32: dataType = .float32
         case .float16: dataType = .float16
         case .bfloat16: dataType = .bfloat16
         default:
-            throw StateFileError(.dataTypeMismatch(key: key, expected: "F32, F16 or BF16 data",
-                                                   actual: entry.dataType.rawValue))
+            throw StateFileError(
+                .dataTypeMismatch(
+                    key: key, expected: "F32, F16 or BF16 data",
+                    actual: entry.dataType.rawValue))
         }
         let storage = TensorStorage(byteCount: entry.bytes.count)
         entry.bytes.withUnsafeBytes { bytes in
@@ -31,12 +35,14 @@ extension SafeTensorsFile.Entry {
     /// `F16` or `BF16`, as PyTorch saves `float32`, `float16` and `bfloat16` tensors.
     public init(tensor: Tensor) {
         let logical = tensor.layout == .channelsFirst ? tensor : tensor.converted(to: .channelsFirst)
-        let dataType: SafeTensorsDataType = switch tensor.dataType {
-        case .float32: .float32
-        case .float16: .float16
-        case .bfloat16: .bfloat16
-        }
-        self.init(unchecked: dataType, shape: tensor.shape,
-                  bytes: Array(UnsafeRawBufferPointer(start: logical.storage.rawAddress, count: logical.storage.byteCount)))
+        let dataType: SafeTensorsDataType =
+            switch tensor.dataType {
+            case .float32: .float32
+            case .float16: .float16
+            case .bfloat16: .bfloat16
+            }
+        self.init(
+            unchecked: dataType, shape: tensor.shape,
+            bytes: Array(UnsafeRawBufferPointer(start: logical.storage.rawAddress, count: logical.storage.byteCount)))
     }
 }

@@ -29,17 +29,23 @@ extension BatchNormND {
     /// `dx` and the parameter gradients use the global sums and `M`, so they are identical
     /// on every rank (<doc:SynchronizedStatistics>).
     @discardableResult
-    public func backward(_ grad: Tensor, updParamGrads: Bool = true, updGrad: Bool = true,
-                         scale: Float = 1, momentum: Float = 0) throws -> Tensor? {
+    public func backward(
+        _ grad: Tensor, updParamGrads: Bool = true, updGrad: Bool = true,
+        scale: Float = 1, momentum: Float = 0
+    ) throws -> Tensor? {
         let accumulate = updParamGrads && affine
         guard isTraining else {
             // Evaluation: dx = g·scale/sqrt(var + ε); no parameter gradients, no communication.
             let (parameters, input) = try backwardInputs(grad)
-            guard updGrad else { self.grad = nil; return nil }
+            guard updGrad else {
+                self.grad = nil
+                return nil
+            }
             releasePreviousGradient()
             let output = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
-            try backend.applyGradient(grad, input: input, into: output,
-                                      coefficients: evaluationGradientCoefficients(parameters: parameters))
+            try backend.applyGradient(
+                grad, input: input, into: output,
+                coefficients: evaluationGradientCoefficients(parameters: parameters))
             self.grad = output
             return output
         }
@@ -56,15 +62,18 @@ extension BatchNormND {
             let (parameters, input) = try backwardInputs(grad)
             guard let saved = savedStatistics else { throw BatchNormError.backwardBeforeForward(name: name) }
             guard updGrad, processGroup == nil,
-                  backend.fusesChannels(shape: grad.shape, layout: grad.layout, dataType: grad.dataType,
-                                        backward: true) else {
+                backend.fusesChannels(
+                    shape: grad.shape, layout: grad.layout, dataType: grad.dataType,
+                    backward: true)
+            else {
                 return ((parameters, input, saved), try backend.reduceGradient(grad, input: input, mean: saved.mean))
             }
             releasePreviousGradient()
             let result = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
             let finalizer = GradientFinalizer(saved: saved, scale: parameters.scale.scalars)
-            let sums = try backend.reduceGradientAndApply(grad, input: input, mean: saved.mean, into: result,
-                                                          coefficients: finalizer.coefficients)
+            let sums = try backend.reduceGradientAndApply(
+                grad, input: input, mean: saved.mean, into: result,
+                coefficients: finalizer.coefficients)
             fusedOutput = result
             return ((parameters, input, saved), sums)
         }
@@ -73,9 +82,11 @@ extension BatchNormND {
         if updGrad && fusedOutput == nil {
             releasePreviousGradient()
             let result = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
-            try backend.applyGradient(grad, input: input, into: result,
-                                      coefficients: trainingGradientCoefficients(sums, saved: saved,
-                                                                                 parameters: parameters))
+            try backend.applyGradient(
+                grad, input: input, into: result,
+                coefficients: trainingGradientCoefficients(
+                    sums, saved: saved,
+                    parameters: parameters))
             output = result
         }
         // Commit: accumulate parameter gradients (dscale = invstd·Σg(x−μ), dbias = Σg).
@@ -93,7 +104,8 @@ extension BatchNormND {
         let parameters = try loadedParameters()
         try checkShape(of: grad, argument: "grad")
         guard let input = inData else { throw BatchNormError.backwardBeforeForward(name: name) }
-        try checkGradient((grad.shape, grad.layout, grad.dataType), matches: (input.shape, input.layout, input.dataType))
+        try checkGradient(
+            (grad.shape, grad.layout, grad.dataType), matches: (input.shape, input.layout, input.dataType))
         return (parameters, input)
     }
 

@@ -76,10 +76,12 @@ package struct TrainingFinalizer: Sendable {
         }
         let inverse = 1 / (variance + epsilon).squareRoot()
         let b = Double(scale[c]) * inverse
-        let coefficients = ChannelCoefficients.Channel(inputMultiplier: Float(b), shift: Float(mu),
-                                                       offset: Float(Double(bias[c]) - b * (mu - Double(Float(mu)))))
-        return Channel(mean: mu, invstd: inverse, runningMean: newMean, runningVariance: newVariance,
-                       coefficients: coefficients)
+        let coefficients = ChannelCoefficients.Channel(
+            inputMultiplier: Float(b), shift: Float(mu),
+            offset: Float(Double(bias[c]) - b * (mu - Double(Float(mu)))))
+        return Channel(
+            mean: mu, invstd: inverse, runningMean: newMean, runningVariance: newVariance,
+            coefficients: coefficients)
     }
 }
 
@@ -99,7 +101,8 @@ package struct GradientFinalizer: Sendable {
         let center = Float(saved.mean[c])
         return ChannelCoefficients.Channel(
             gradientMultiplier: Float(gradientMultiplier), inputMultiplier: Float(inputMultiplier), shift: center,
-            offset: Float(-gradientMultiplier * sums.gradient / count - inputMultiplier * (saved.mean[c] - Double(center))))
+            offset: Float(
+                -gradientMultiplier * sums.gradient / count - inputMultiplier * (saved.mean[c] - Double(center))))
     }
 }
 
@@ -120,8 +123,10 @@ extension BatchNormND {
     /// - Throws: ``BatchNormError/rankMismatch(argument:expected:actual:shape:)``,
     ///   ``BatchNormError/mapsMismatch(argument:expected:actual:)`` or
     ///   ``BatchNormError/dataTypeMismatch(argument:expected:actual:)``.
-    package func checkShape(_ shape: [Int], dataType: TensorDataType, argument: String,
-                            supports: (TensorDataType) -> Bool, placement: String) throws {
+    package func checkShape(
+        _ shape: [Int], dataType: TensorDataType, argument: String,
+        supports: (TensorDataType) -> Bool, placement: String
+    ) throws {
         guard shape.count == dataRank else {
             throw BatchNormError.rankMismatch(argument: argument, expected: dataRank, actual: shape.count, shape: shape)
         }
@@ -130,8 +135,9 @@ extension BatchNormND {
         }
         guard supports(dataType) else {
             let supported = TensorDataType.allCases.filter(supports).map(\.rawValue).joined(separator: " or ")
-            throw BatchNormError.dataTypeMismatch(argument: argument, expected: "\(supported) on \(placement)",
-                                                  actual: dataType.rawValue)
+            throw BatchNormError.dataTypeMismatch(
+                argument: argument, expected: "\(supported) on \(placement)",
+                actual: dataType.rawValue)
         }
     }
 
@@ -155,16 +161,19 @@ extension BatchNormND {
     /// - Throws: ``BatchNormError/tooFewValuesPerChannel(expected:actual:shape:)`` when
     ///   `M < 2`; ``BatchNormError/nonFiniteStatistics(channel:mean:variance:)`` for the first
     ///   channel ``TrainingFinalizer/channel(_:_:)`` rejects.
-    package func finalizeTraining(_ moments: [ChannelMoments], count: Int, shape: [Int],
-                                  parameters: Parameters) throws -> TrainingFinalization {
+    package func finalizeTraining(
+        _ moments: [ChannelMoments], count: Int, shape: [Int],
+        parameters: Parameters
+    ) throws -> TrainingFinalization {
         try checkValuesPerChannel(count, shape: shape)
         let finalizer = trainingFinalizer(count: count, parameters: parameters)
         var mean = [Double](), invstd = [Double](), runningMean = [Float](), runningVariance = [Float]()
         var coefficients = [ChannelCoefficients.Channel]()
         for c in 0..<maps {
             guard let channel = finalizer.channel(c, moments[c]) else {
-                throw BatchNormError.nonFiniteStatistics(channel: c, mean: moments[c].mean,
-                                                         variance: moments[c].m2 / Double(count))
+                throw BatchNormError.nonFiniteStatistics(
+                    channel: c, mean: moments[c].mean,
+                    variance: moments[c].m2 / Double(count))
             }
             mean.append(channel.mean)
             invstd.append(channel.invstd)
@@ -180,10 +189,11 @@ extension BatchNormND {
     /// The per-channel finalize of a training forward over `count` values per channel.
     package func trainingFinalizer(count: Int, parameters: Parameters) -> TrainingFinalizer {
         let propagation = numOfProps + 1
-        return TrainingFinalizer(propagation: propagation, count: Double(count),
-                                 factor: max(initFactor / Double(propagation), minFactor), epsilon: epsilon,
-                                 oldMean: parameters.mean.scalars, oldVariance: parameters.variance.scalars,
-                                 scale: parameters.scale.scalars, bias: parameters.bias.scalars)
+        return TrainingFinalizer(
+            propagation: propagation, count: Double(count),
+            factor: max(initFactor / Double(propagation), minFactor), epsilon: epsilon,
+            oldMean: parameters.mean.scalars, oldVariance: parameters.variance.scalars,
+            scale: parameters.scale.scalars, bias: parameters.bias.scalars)
     }
 
     /// Commit of a training forward: stores the running statistics, ``numOfProps``,
@@ -220,21 +230,25 @@ extension BatchNormND {
     /// The evaluation forward's coefficients: `y = b·(x − mean) + β` with
     /// ``evaluationMultiplier(parameters:)``.
     package func evaluationCoefficients(parameters: Parameters) -> ChannelCoefficients {
-        ChannelCoefficients(inputMultiplier: evaluationMultiplier(parameters: parameters),
-                            shift: parameters.mean.scalars, offset: parameters.bias.scalars)
+        ChannelCoefficients(
+            inputMultiplier: evaluationMultiplier(parameters: parameters),
+            shift: parameters.mean.scalars, offset: parameters.bias.scalars)
     }
 
     /// The evaluation backward's coefficients: `dx = a·g` with
     /// ``evaluationMultiplier(parameters:)``.
     package func evaluationGradientCoefficients(parameters: Parameters) -> ChannelCoefficients {
         let zero = [Float](repeating: 0, count: maps)
-        return ChannelCoefficients(gradientMultiplier: evaluationMultiplier(parameters: parameters),
-                                   inputMultiplier: zero, shift: zero, offset: zero)
+        return ChannelCoefficients(
+            gradientMultiplier: evaluationMultiplier(parameters: parameters),
+            inputMultiplier: zero, shift: zero, offset: zero)
     }
 
     /// Finalize of a training backward: ``GradientFinalizer/coefficients(_:_:)`` of every channel.
-    package func trainingGradientCoefficients(_ sums: [GradientSums], saved: SavedStatistics,
-                                              parameters: Parameters) -> ChannelCoefficients {
+    package func trainingGradientCoefficients(
+        _ sums: [GradientSums], saved: SavedStatistics,
+        parameters: Parameters
+    ) -> ChannelCoefficients {
         let finalizer = GradientFinalizer(saved: saved, scale: parameters.scale.scalars)
         return ChannelCoefficients(sums.enumerated().map { finalizer.coefficients($0.offset, $0.element) })
     }
@@ -242,12 +256,15 @@ extension BatchNormND {
     /// Commit of a training backward's parameter gradients:
     /// `scaleGrad ← scale·invstd·Σg(x−μ) + momentum·scaleGrad`,
     /// `biasGrad ← scale·Σg + momentum·biasGrad`.
-    package func accumulateParameterGradients(_ sums: [GradientSums], saved: SavedStatistics, parameters: Parameters,
-                                              scale: Float, momentum: Float) {
+    package func accumulateParameterGradients(
+        _ sums: [GradientSums], saved: SavedStatistics, parameters: Parameters,
+        scale: Float, momentum: Float
+    ) {
         let scaleGrad = parameters.scaleGrad.storage.floats, biasGrad = parameters.biasGrad.storage.floats
         for c in 0..<maps {
-            scaleGrad[c] = Float(Double(scale) * saved.invstd[c] * sums[c].gradientTimesCentered
-                                 + Double(momentum) * Double(scaleGrad[c]))
+            scaleGrad[c] = Float(
+                Double(scale) * saved.invstd[c] * sums[c].gradientTimesCentered
+                    + Double(momentum) * Double(scaleGrad[c]))
             biasGrad[c] = Float(Double(scale) * sums[c].gradient + Double(momentum) * Double(biasGrad[c]))
         }
     }
@@ -256,8 +273,10 @@ extension BatchNormND {
     /// - Throws: ``BatchNormError/shapeMismatch(argument:expected:actual:)``,
     ///   ``BatchNormError/layoutMismatch(argument:expected:actual:)`` or
     ///   ``BatchNormError/dataTypeMismatch(argument:expected:actual:)``.
-    package func checkGradient(_ grad: (shape: [Int], layout: TensorLayout, dataType: TensorDataType),
-                               matches input: (shape: [Int], layout: TensorLayout, dataType: TensorDataType)) throws {
+    package func checkGradient(
+        _ grad: (shape: [Int], layout: TensorLayout, dataType: TensorDataType),
+        matches input: (shape: [Int], layout: TensorLayout, dataType: TensorDataType)
+    ) throws {
         guard grad.shape == input.shape else {
             throw BatchNormError.shapeMismatch(argument: "grad", expected: input.shape, actual: grad.shape)
         }
@@ -265,8 +284,9 @@ extension BatchNormND {
             throw BatchNormError.layoutMismatch(argument: "grad", expected: input.layout, actual: grad.layout)
         }
         guard grad.dataType == input.dataType else {
-            throw BatchNormError.dataTypeMismatch(argument: "grad", expected: input.dataType.rawValue,
-                                                  actual: grad.dataType.rawValue)
+            throw BatchNormError.dataTypeMismatch(
+                argument: "grad", expected: input.dataType.rawValue,
+                actual: grad.dataType.rawValue)
         }
     }
 }

@@ -28,8 +28,9 @@ extension BatchNormND {
 
     /// ``checkShape(_:dataType:argument:supports:placement:)`` for a host tensor on ``backend``.
     func checkShape(of tensor: Tensor, argument: String) throws {
-        try checkShape(tensor.shape, dataType: tensor.dataType, argument: argument, supports: backend.supports,
-                       placement: backend.name)
+        try checkShape(
+            tensor.shape, dataType: tensor.dataType, argument: argument, supports: backend.supports,
+            placement: backend.name)
     }
 
     /// Validate and collect (backend), merge (across ``processGroup`` when set), finalize and
@@ -48,8 +49,11 @@ extension BatchNormND {
             // Alone, M < 2 is known before reading the data; in a group only the global M counts.
             guard processGroup == nil else { return (parameters, try backend.collectStatistics(of: data)) }
             try checkValuesPerChannel(valuesPerChannel, shape: data.shape)
-            guard backend.fusesChannels(shape: data.shape, layout: data.layout, dataType: data.dataType,
-                                        backward: false) else {
+            guard
+                backend.fusesChannels(
+                    shape: data.shape, layout: data.layout, dataType: data.dataType,
+                    backward: false)
+            else {
                 return (parameters, try backend.collectStatistics(of: data))
             }
             // Finalize can still throw after the apply, so the previous output is kept (not
@@ -80,7 +84,8 @@ extension BatchNormND {
     /// `y = scale·(x − mean)/sqrt(var + ε) + bias` with the running statistics.
     private func evaluationForward(_ data: Tensor, parameters: Parameters) throws -> Tensor {
         if !inplace { releasePreviousOutputs() }
-        let output = inplace ? data : try Tensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType)
+        let output =
+            inplace ? data : try Tensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType)
         try backend.normalize(data, into: output, coefficients: evaluationCoefficients(parameters: parameters))
         commitForward(input: data, output: output, savedForward: nil)
         return output

@@ -26,7 +26,8 @@ public struct BatchNormState: Equatable, Sendable {
 
     /// The per-channel lists, for ``firstInvalidValue(affine:)``.
     enum Field: String, CaseIterable {
-        case scale, bias, mean, variance = "var"
+        case scale, bias, mean
+        case variance = "var"
     }
 
     /// Why a value is invalid.
@@ -64,8 +65,9 @@ extension BatchNormND {
     /// - Throws: ``BatchNormError/emptyModule(name:)`` before a state is loaded.
     public func state() throws -> BatchNormState {
         let parameters = try loadedParameters()
-        return BatchNormState(scale: parameters.scale.scalars, bias: parameters.bias.scalars,
-                              mean: parameters.mean.scalars, var: parameters.variance.scalars, numOfProps: numOfProps)
+        return BatchNormState(
+            scale: parameters.scale.scalars, bias: parameters.bias.scalars,
+            mean: parameters.mean.scalars, var: parameters.variance.scalars, numOfProps: numOfProps)
     }
 
     /// Replaces the state; an `empty` module becomes usable. Parameter gradients are zeroed
@@ -85,16 +87,19 @@ extension BatchNormND {
             throw BatchNormError.invalidArgument(name: "numOfProps", expected: ">= 0", actual: "\(state.numOfProps)")
         }
         if let invalid = state.firstInvalidValue(affine: affine) {
-            let expected = switch invalid.problem {
-            case .nonFinite: "a finite value"
-            case .negativeVariance: "a finite value >= 0"
-            case .notIdentity(let identity): "\(identity) (the module is not affine)"
-            }
-            throw BatchNormError.invalidArgument(name: "\(invalid.field.rawValue)[\(invalid.index)]", expected: expected,
-                                                 actual: "\(invalid.value)")
+            let expected =
+                switch invalid.problem {
+                case .nonFinite: "a finite value"
+                case .negativeVariance: "a finite value >= 0"
+                case .notIdentity(let identity): "\(identity) (the module is not affine)"
+                }
+            throw BatchNormError.invalidArgument(
+                name: "\(invalid.field.rawValue)[\(invalid.index)]", expected: expected,
+                actual: "\(invalid.value)")
         }
-        parameters = try Parameters(shape: [1, maps] + Array(repeating: 1, count: dataRank - 2), scale: state.scale,
-                                    bias: state.bias, mean: state.mean, variance: state.var)
+        parameters = try Parameters(
+            shape: [1, maps] + Array(repeating: 1, count: dataRank - 2), scale: state.scale,
+            bias: state.bias, mean: state.mean, variance: state.var)
         numOfProps = state.numOfProps
         reset()
     }
@@ -113,7 +118,8 @@ extension BatchNormND {
     /// - Throws: ``BatchNormError/emptyModule(name:)`` before a state is loaded.
     public func updateParams(learnRate: Float) throws {
         let parameters = try loadedParameters()
-        for (parameter, gradient) in [(parameters.scale, parameters.scaleGrad), (parameters.bias, parameters.biasGrad)] {
+        for (parameter, gradient) in [(parameters.scale, parameters.scaleGrad), (parameters.bias, parameters.biasGrad)]
+        {
             for c in 0..<maps { parameter.storage.floats[c] += learnRate * gradient.storage.floats[c] }
         }
     }

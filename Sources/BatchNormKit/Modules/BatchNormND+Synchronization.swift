@@ -9,7 +9,8 @@
 /// The status slot of a synchronized message: why a rank's local step failed, in a form
 /// the other ranks can name (``BatchNormError/peerFailed(rank:reason:)``).
 enum PeerFailure: Int, CaseIterable {
-    case rank = 1, maps, dataType, shape, layout, emptyModule, backwardBeforeForward, inplaceInTraining
+    case rank = 1
+    case maps, dataType, shape, layout, emptyModule, backwardBeforeForward, inplaceInTraining
     case nonFiniteStatistics, other
 
     init(_ error: any Error) {
@@ -56,7 +57,8 @@ extension BatchNormND {
     ///   for its local moments), else ``BatchNormError/peerFailed(rank:reason:)`` for the
     ///   lowest failing rank, or the group's ``ProcessGroupError``.
     package func mergeMoments<Context>(localCount: Int, _ collect: () throws -> (Context, [ChannelMoments])) throws
-        -> (context: Context, moments: [ChannelMoments], count: Int) {
+        -> (context: Context, moments: [ChannelMoments], count: Int)
+    {
         guard let group = processGroup else {
             let (context, moments) = try collect()
             return (context, moments, localCount)
@@ -64,19 +66,23 @@ extension BatchNormND {
         let local = Result { () throws -> (Context, [ChannelMoments]) in
             let (context, moments) = try collect()
             for (channel, moment) in moments.enumerated() where !moment.mean.isFinite || !moment.m2.isFinite {
-                throw BatchNormError.nonFiniteStatistics(channel: channel, mean: moment.mean,
-                                                         variance: moment.m2 / moment.count)
+                throw BatchNormError.nonFiniteStatistics(
+                    channel: channel, mean: moment.mean,
+                    variance: moment.m2 / moment.count)
             }
             return (context, moments)
         }
-        let messages = try exchange(over: group, width: 3, local: local.map { $0.1.flatMap { [$0.count, $0.mean, $0.m2] } })
+        let messages = try exchange(
+            over: group, width: 3, local: local.map { $0.1.flatMap { [$0.count, $0.mean, $0.m2] } })
         let (context, _) = try local.get()
         var merged = [ChannelMoments](repeating: .empty, count: maps)
         for message in messages {
             for c in 0..<maps {
                 let base = message.startIndex + 3 * c
-                merged[c] = merged[c].merged(with: ChannelMoments(count: message[base], mean: message[base + 1],
-                                                                  m2: message[base + 2]))
+                merged[c] = merged[c].merged(
+                    with: ChannelMoments(
+                        count: message[base], mean: message[base + 1],
+                        m2: message[base + 2]))
             }
         }
         let count = messages.reduce(0) { $0 + Int($1[$1.startIndex]) }
@@ -87,11 +93,13 @@ extension BatchNormND {
     /// ``processGroup``, one all-gather of `[status, Σg, Σg·(x − μ)] × C` summed in rank order.
     /// - Throws: As ``mergeMoments(localCount:_:)``.
     package func mergeGradientSums<Context>(_ reduce: () throws -> (Context, [GradientSums])) throws
-        -> (context: Context, sums: [GradientSums]) {
+        -> (context: Context, sums: [GradientSums])
+    {
         guard let group = processGroup else { return try reduce() }
         let local = Result { try reduce() }
-        let messages = try exchange(over: group, width: 2,
-                                    local: local.map { $0.1.flatMap { [$0.gradient, $0.gradientTimesCentered] } })
+        let messages = try exchange(
+            over: group, width: 2,
+            local: local.map { $0.1.flatMap { [$0.gradient, $0.gradientTimesCentered] } })
         let (context, _) = try local.get()
         var sums = [GradientSums](repeating: GradientSums(gradient: 0, gradientTimesCentered: 0), count: maps)
         for message in messages {
@@ -109,16 +117,19 @@ extension BatchNormND {
     /// local error first, else ``BatchNormError/peerFailed(rank:reason:)`` for the lowest
     /// failing rank.
     private func exchange(over group: any ProcessGroup, width: Int, local: Result<[Double], any Error>) throws
-        -> [ArraySlice<Double>] {
+        -> [ArraySlice<Double>]
+    {
         let length = width * maps
-        let message: [Double] = switch local {
-        case .success(let values): [0] + values
-        case .failure(let error): [Double(PeerFailure(error).rawValue)] + [Double](repeating: 0, count: length)
-        }
+        let message: [Double] =
+            switch local {
+            case .success(let values): [0] + values
+            case .failure(let error): [Double(PeerFailure(error).rawValue)] + [Double](repeating: 0, count: length)
+            }
         let gathered = try group.allGather(message)
         guard gathered.count == group.size * (length + 1) else {
-            throw ProcessGroupError.lengthMismatch(rank: group.rank, expected: group.size * (length + 1),
-                                                   actual: gathered.count)
+            throw ProcessGroupError.lengthMismatch(
+                rank: group.rank, expected: group.size * (length + 1),
+                actual: gathered.count)
         }
         if case .failure(let error) = local { throw error }
         let messages = (0..<group.size).map { gathered[($0 * (length + 1))..<(($0 + 1) * (length + 1))] }

@@ -106,13 +106,16 @@ public class BatchNormND: Module {
     /// - Throws: ``BatchNormError/invalidArgument(name:expected:actual:)`` for `maps < 1`,
     ///   `epsilon` not finite and positive, `initFactor` or `minFactor` outside `[0, 1]`, a
     ///   negative or non-finite `sscale`, or when called on `BatchNormND` itself.
-    public required init(maps: Int, epsilon: Double = 1e-5, initFactor: Double = 1.0, minFactor: Double = 0.1,
-                sscale: Double = 0.01, affine: Bool = true, name: String? = nil, empty: Bool = false,
-                inplace: Bool = false, backend: any BatchNormBackend = CPUBackend(),
-                processGroup: (any ProcessGroup)? = nil, using generator: inout some RandomNumberGenerator) throws {
+    public required init(
+        maps: Int, epsilon: Double = 1e-5, initFactor: Double = 1.0, minFactor: Double = 0.1,
+        sscale: Double = 0.01, affine: Bool = true, name: String? = nil, empty: Bool = false,
+        inplace: Bool = false, backend: any BatchNormBackend = CPUBackend(),
+        processGroup: (any ProcessGroup)? = nil, using generator: inout some RandomNumberGenerator
+    ) throws {
         guard let spatialDimensions = Self.spatialDimensions else {
-            throw BatchNormError.invalidArgument(name: "class", expected: "BatchNorm, BatchNorm1D, BatchNorm2D or BatchNorm3D",
-                                                 actual: "BatchNormND")
+            throw BatchNormError.invalidArgument(
+                name: "class", expected: "BatchNorm, BatchNorm1D, BatchNorm2D or BatchNorm3D",
+                actual: "BatchNormND")
         }
         guard maps >= 1 else {
             throw BatchNormError.invalidArgument(name: "maps", expected: ">= 1", actual: "\(maps)")
@@ -143,20 +146,24 @@ public class BatchNormND: Module {
             affine ? Float(1 + sscale * generator.nextStandardNormal()) : 1
         }
         let shape = [1, maps] + Array(repeating: 1, count: spatialDimensions)
-        parameters = try Parameters(shape: shape, scale: scale, bias: Array(repeating: 0, count: maps),
-                                    mean: Array(repeating: 0, count: maps), variance: Array(repeating: 1, count: maps))
+        parameters = try Parameters(
+            shape: shape, scale: scale, bias: Array(repeating: 0, count: maps),
+            mean: Array(repeating: 0, count: maps), variance: Array(repeating: 1, count: maps))
     }
 
     /// Creates a module whose initial scale is drawn from the system's random source.
     /// Same parameters and errors as ``init(maps:epsilon:initFactor:minFactor:sscale:affine:name:empty:inplace:backend:processGroup:using:)``.
-    public convenience init(maps: Int, epsilon: Double = 1e-5, initFactor: Double = 1.0, minFactor: Double = 0.1,
-                            sscale: Double = 0.01, affine: Bool = true, name: String? = nil, empty: Bool = false,
-                            inplace: Bool = false, backend: any BatchNormBackend = CPUBackend(),
-                            processGroup: (any ProcessGroup)? = nil) throws {
+    public convenience init(
+        maps: Int, epsilon: Double = 1e-5, initFactor: Double = 1.0, minFactor: Double = 0.1,
+        sscale: Double = 0.01, affine: Bool = true, name: String? = nil, empty: Bool = false,
+        inplace: Bool = false, backend: any BatchNormBackend = CPUBackend(),
+        processGroup: (any ProcessGroup)? = nil
+    ) throws {
         var generator = SystemRandomNumberGenerator()
-        try self.init(maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: sscale,
-                      affine: affine, name: name, empty: empty, inplace: inplace, backend: backend,
-                      processGroup: processGroup, using: &generator)
+        try self.init(
+            maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: sscale,
+            affine: affine, name: name, empty: empty, inplace: inplace, backend: backend,
+            processGroup: processGroup, using: &generator)
     }
 
     /// The rank of the data the module accepts: `2 + spatialDimensions`.

@@ -59,7 +59,8 @@ public final class LocalProcessGroup: ProcessGroup, @unchecked Sendable {
             throw ProcessGroupError.invalidArgument(name: "count", expected: ">= 1", actual: "\(count)")
         }
         if let timeout, !(timeout > 0 && timeout.isFinite) {
-            throw ProcessGroupError.invalidArgument(name: "timeout", expected: "a finite value > 0", actual: "\(timeout)")
+            throw ProcessGroupError.invalidArgument(
+                name: "timeout", expected: "a finite value > 0", actual: "\(timeout)")
         }
         let rendezvous = Rendezvous(size: count, timeout: timeout)
         return (0..<count).map { LocalProcessGroup(rank: $0, rendezvous: rendezvous) }

@@ -1,8 +1,9 @@
 import SystemLibrary
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 /// The processes of an MPI job (`MPI_COMM_WORLD`), with MPI opened at run time: nothing MPI
@@ -95,17 +96,19 @@ public final class MPIProcessGroup: ProcessGroup, @unchecked Sendable {
     ///   ``ProcessGroupError/invalidArgument(name:expected:actual:)`` beyond `Int32.max` values.
     public func allGather(_ values: [Double]) throws -> [Double] {
         guard values.count <= Int(Int32.max) / size else {
-            throw ProcessGroupError.invalidArgument(name: "values", expected: "at most \(Int(Int32.max) / size) values",
-                                                    actual: "\(values.count)")
+            throw ProcessGroupError.invalidArgument(
+                name: "values", expected: "at most \(Int(Int32.max) / size) values",
+                actual: "\(values.count)")
         }
         var gathered = [Double](repeating: 0, count: values.count * size)
         try lock.withLock {
             gathers += 1
             let code = values.withUnsafeBytes { send in
                 gathered.withUnsafeMutableBytes { receive in
-                    mpi.allgather(send.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(values.count), mpi.double,
-                                  receive.baseAddress ?? UnsafeMutableRawPointer(bitPattern: 1), Int32(values.count),
-                                  mpi.double, mpi.commWorld)
+                    mpi.allgather(
+                        send.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(values.count), mpi.double,
+                        receive.baseAddress ?? UnsafeMutableRawPointer(bitPattern: 1), Int32(values.count),
+                        mpi.double, mpi.commWorld)
                 }
             }
             try mpi.check(code, "MPI_Allgather")
@@ -128,13 +131,17 @@ package final class MPILibrary: @unchecked Sendable {
 
     let initialized: @convention(c) (UnsafeMutablePointer<Int32>) -> Int32
     let finalized: @convention(c) (UnsafeMutablePointer<Int32>) -> Int32
-    let initThread: @convention(c) (UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>?,
-                                    Int32, UnsafeMutablePointer<Int32>) -> Int32
+    let initThread:
+        @convention(c) (
+            UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>?,
+            Int32, UnsafeMutablePointer<Int32>
+        ) -> Int32
     let finalize: @convention(c) () -> Int32
     let commRank: @convention(c) (Handle, UnsafeMutablePointer<Int32>) -> Int32
     let commSize: @convention(c) (Handle, UnsafeMutablePointer<Int32>) -> Int32
     let commSetErrhandler: @convention(c) (Handle, Handle) -> Int32
-    let allgather: @convention(c) (UnsafeRawPointer?, Int32, Handle, UnsafeMutableRawPointer?, Int32, Handle, Handle) -> Int32
+    let allgather:
+        @convention(c) (UnsafeRawPointer?, Int32, Handle, UnsafeMutableRawPointer?, Int32, Handle, Handle) -> Int32
     let errorString: @convention(c) (Int32, UnsafeMutablePointer<CChar>, UnsafeMutablePointer<Int32>) -> Int32
 
     /// `MPI_THREAD_SERIALIZED` (2 in both Open MPI and MPICH).
@@ -191,14 +198,17 @@ package final class MPILibrary: @unchecked Sendable {
     /// Opens the first of `candidates` that is an MPI library of a known ABI. Loaded with
     /// `RTLD_GLOBAL`: Open MPI's plug-ins resolve its symbols from the global scope.
     package static func load(candidates: [String] = candidates(environment: currentEnvironment()))
-        throws(ProcessGroupError) -> MPILibrary {
+        throws(ProcessGroupError) -> MPILibrary
+    {
         var bindings: MPILibrary?
         do {
             let library = try DynamicLibrary.open(
                 "libmpi", candidates: candidates,
                 environmentVariable: MPIProcessGroup.libraryVariable, global: true
             ) { library in
-                guard library.address(of: "MPI_Init_thread") != nil else { return "no MPI_Init_thread: not an MPI library" }
+                guard library.address(of: "MPI_Init_thread") != nil else {
+                    return "no MPI_Init_thread: not an MPI library"
+                }
                 do {
                     bindings = try MPILibrary(library: library)
                     return nil
@@ -207,8 +217,9 @@ package final class MPILibrary: @unchecked Sendable {
                 }
             }
             if let bindings, bindings.library === library { return bindings }
-            throw DynamicLibraryError.notFound(library: "libmpi", environmentVariable: MPIProcessGroup.libraryVariable,
-                                               searched: [library.path])
+            throw DynamicLibraryError.notFound(
+                library: "libmpi", environmentVariable: MPIProcessGroup.libraryVariable,
+                searched: [library.path])
         } catch let DynamicLibraryError.notFound(_, variable, searched) {
             throw .mpiUnavailable(environmentVariable: variable, searched: searched)
         } catch {
@@ -226,8 +237,10 @@ package final class MPILibrary: @unchecked Sendable {
         guard code != 0 else { return }
         var buffer = [CChar](repeating: 0, count: 1024)
         var length: Int32 = 0
-        let message = errorString(code, &buffer, &length) == 0
-            ? String(decoding: buffer.prefix(Int(max(0, min(length, 1023)))).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let message =
+            errorString(code, &buffer, &length) == 0
+            ? String(
+                decoding: buffer.prefix(Int(max(0, min(length, 1023)))).map { UInt8(bitPattern: $0) }, as: UTF8.self)
             : "unknown error"
         throw .mpiFailed(function: function, code: Int(code), message: message)
     }

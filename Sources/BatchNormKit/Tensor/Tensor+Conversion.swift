@@ -19,8 +19,10 @@ extension TensorDataType {
 enum ElementConversion {
     /// Converts `count` elements of type `from` at `source` to type `to` at `destination`
     /// (which must not overlap it), with the kernels of `level` (every level gives the same bits).
-    static func convert(_ source: UnsafeRawPointer, from: TensorDataType, to destination: UnsafeMutableRawPointer,
-                        _ to: TensorDataType, count: Int, level: KernelLevel = .selected) {
+    static func convert(
+        _ source: UnsafeRawPointer, from: TensorDataType, to destination: UnsafeMutableRawPointer,
+        _ to: TensorDataType, count: Int, level: KernelLevel = .selected
+    ) {
         guard count > 0 else { return }
         if from == to {
             destination.copyMemory(from: source, byteCount: count * from.byteCount)
@@ -45,18 +47,26 @@ enum ElementConversion {
 
     /// Copies the elements of `geometry` (each `byteCount` bytes) from `source`, stored in
     /// `from` order, to `destination` in `to` order. The buffers must not overlap.
-    static func permute(_ source: UnsafeRawPointer, from: TensorLayout, to destination: UnsafeMutableRawPointer,
-                        _ to: TensorLayout, geometry: ChannelGeometry, byteCount: Int) {
+    static func permute(
+        _ source: UnsafeRawPointer, from: TensorLayout, to destination: UnsafeMutableRawPointer,
+        _ to: TensorLayout, geometry: ChannelGeometry, byteCount: Int
+    ) {
         switch byteCount {
-        case 2: permute(source.assumingMemoryBound(to: UInt16.self), from: from,
-                        to: destination.assumingMemoryBound(to: UInt16.self), to, geometry: geometry)
-        default: permute(source.assumingMemoryBound(to: UInt32.self), from: from,
-                         to: destination.assumingMemoryBound(to: UInt32.self), to, geometry: geometry)
+        case 2:
+            permute(
+                source.assumingMemoryBound(to: UInt16.self), from: from,
+                to: destination.assumingMemoryBound(to: UInt16.self), to, geometry: geometry)
+        default:
+            permute(
+                source.assumingMemoryBound(to: UInt32.self), from: from,
+                to: destination.assumingMemoryBound(to: UInt32.self), to, geometry: geometry)
         }
     }
 
-    private static func permute<T>(_ source: UnsafePointer<T>, from: TensorLayout, to destination: UnsafeMutablePointer<T>,
-                                   _ to: TensorLayout, geometry: ChannelGeometry) {
+    private static func permute<T>(
+        _ source: UnsafePointer<T>, from: TensorLayout, to destination: UnsafeMutablePointer<T>,
+        _ to: TensorLayout, geometry: ChannelGeometry
+    ) {
         let (batch, channels, spatial) = (geometry.batch, geometry.channels, geometry.spatial)
         guard from != to && channels > 1 && spatial > 1 else {
             destination.update(from: source, count: geometry.elementCount)

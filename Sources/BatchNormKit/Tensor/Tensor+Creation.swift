@@ -38,9 +38,11 @@ extension Tensor {
     ///   - layout: Storage order.
     ///   - generator: The random source, for example a ``SeededGenerator``.
     /// - Throws: ``TensorError/invalidShape(shape:)`` for a negative or overflowing shape.
-    public static func normal(shape: [Int], mean: Float = 0, standardDeviation: Float = 1,
-                              layout: TensorLayout = .channelsFirst,
-                              using generator: inout some RandomNumberGenerator) throws -> Tensor {
+    public static func normal(
+        shape: [Int], mean: Float = 0, standardDeviation: Float = 1,
+        layout: TensorLayout = .channelsFirst,
+        using generator: inout some RandomNumberGenerator
+    ) throws -> Tensor {
         let count = try elementCount(of: shape)
         var values = [Float]()
         values.reserveCapacity(count)
@@ -52,10 +54,13 @@ extension Tensor {
 
     /// Samples of `Normal(mean, standardDeviation)` from the system's random source.
     /// - Throws: ``TensorError/invalidShape(shape:)`` for a negative or overflowing shape.
-    public static func normal(shape: [Int], mean: Float = 0, standardDeviation: Float = 1,
-                              layout: TensorLayout = .channelsFirst) throws -> Tensor {
+    public static func normal(
+        shape: [Int], mean: Float = 0, standardDeviation: Float = 1,
+        layout: TensorLayout = .channelsFirst
+    ) throws -> Tensor {
         var generator = SystemRandomNumberGenerator()
-        return try normal(shape: shape, mean: mean, standardDeviation: standardDeviation,
-                          layout: layout, using: &generator)
+        return try normal(
+            shape: shape, mean: mean, standardDeviation: standardDeviation,
+            layout: layout, using: &generator)
     }
 }

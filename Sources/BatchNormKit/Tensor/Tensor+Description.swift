@@ -15,7 +15,9 @@ extension Tensor: CustomStringConvertible {
             let extent = shape[axis]
             var shown = Array(0..<extent)
             if summarize && extent > 6 { shown = [0, 1, 2, -1, extent - 3, extent - 2, extent - 1] }
-            let separator = axis == shape.count - 1 ? ", " : "," + String(repeating: "\n", count: shape.count - axis - 1) + indent + " "
+            let separator =
+                axis == shape.count - 1
+                ? ", " : "," + String(repeating: "\n", count: shape.count - axis - 1) + indent + " "
             let parts = shown.map { index in
                 index < 0 ? "..." : render(axis: axis + 1, offset: offset + index * strides[axis], indent: indent + " ")
             }

@@ -36,8 +36,9 @@ public struct Tensor: @unchecked Sendable {
     ///   of the non-zero dimensions in bytes overflows `Int` (such as `[0, 3, 1 << 32, 1 << 32]`).
     public init(zeros shape: [Int], layout: TensorLayout = .channelsFirst, dataType: TensorDataType = .float32) throws {
         let count = try Tensor.elementCount(of: shape, dataType: dataType)
-        self.init(shape: shape, layout: layout, dataType: dataType,
-                  storage: TensorStorage(byteCount: count * dataType.byteCount))
+        self.init(
+            shape: shape, layout: layout, dataType: dataType,
+            storage: TensorStorage(byteCount: count * dataType.byteCount))
     }
 
     /// Creates a tensor from values in logical row-major order.
@@ -53,8 +54,10 @@ public struct Tensor: @unchecked Sendable {
     ///     ``TensorDataType/float16`` and ``TensorDataType/bfloat16``.
     /// - Throws: ``TensorError/invalidShape(shape:)`` or
     ///   ``TensorError/elementCountMismatch(expected:actual:)``.
-    public init(_ values: [Float], shape: [Int], layout: TensorLayout = .channelsFirst,
-                dataType: TensorDataType = .float32) throws {
+    public init(
+        _ values: [Float], shape: [Int], layout: TensorLayout = .channelsFirst,
+        dataType: TensorDataType = .float32
+    ) throws {
         let count = try Tensor.elementCount(of: shape, dataType: dataType)
         guard values.count == count else {
             throw TensorError.elementCountMismatch(expected: count, actual: values.count)
@@ -69,7 +72,8 @@ public struct Tensor: @unchecked Sendable {
             }
             let permuted = UnsafeMutableRawPointer.allocate(byteCount: count * 4, alignment: 64)
             defer { permuted.deallocate() }
-            ElementConversion.permute(logical, from: .channelsFirst, to: permuted, layout, geometry: geometry, byteCount: 4)
+            ElementConversion.permute(
+                logical, from: .channelsFirst, to: permuted, layout, geometry: geometry, byteCount: 4)
             ElementConversion.convert(permuted, from: .float32, to: storage.rawAddress, dataType, count: count)
         }
     }
@@ -78,8 +82,10 @@ public struct Tensor: @unchecked Sendable {
     ///
     /// - Throws: ``TensorError/invalidShape(shape:)`` or
     ///   ``TensorError/elementCountMismatch(expected:actual:)`` (counted in elements).
-    public init(shape: [Int], layout: TensorLayout, dataType: TensorDataType = .float32,
-                sharing storage: TensorStorage) throws {
+    public init(
+        shape: [Int], layout: TensorLayout, dataType: TensorDataType = .float32,
+        sharing storage: TensorStorage
+    ) throws {
         let count = try Tensor.elementCount(of: shape, dataType: dataType)
         guard storage.byteCount == count * dataType.byteCount else {
             throw TensorError.elementCountMismatch(expected: count, actual: storage.byteCount / dataType.byteCount)
@@ -90,8 +96,9 @@ public struct Tensor: @unchecked Sendable {
     /// A tensor whose elements are not initialized, for outputs a kernel overwrites entirely.
     init(uninitialized shape: [Int], layout: TensorLayout, dataType: TensorDataType) throws {
         let count = try Tensor.elementCount(of: shape, dataType: dataType)
-        self.init(shape: shape, layout: layout, dataType: dataType,
-                  storage: TensorStorage(uninitializedByteCount: count * dataType.byteCount))
+        self.init(
+            shape: shape, layout: layout, dataType: dataType,
+            storage: TensorStorage(uninitializedByteCount: count * dataType.byteCount))
     }
 
     init(shape: [Int], layout: TensorLayout, dataType: TensorDataType, storage: TensorStorage) {
@@ -134,17 +141,20 @@ public struct Tensor: @unchecked Sendable {
     public func converted(to layout: TensorLayout, dataType: TensorDataType? = nil) -> Tensor {
         let dataType = dataType ?? self.dataType
         let count = elementCount
-        let result = Tensor(shape: shape, layout: layout, dataType: dataType,
-                            storage: TensorStorage(uninitializedByteCount: count * dataType.byteCount))
+        let result = Tensor(
+            shape: shape, layout: layout, dataType: dataType,
+            storage: TensorStorage(uninitializedByteCount: count * dataType.byteCount))
         if layout == self.layout {
-            ElementConversion.convert(storage.rawAddress, from: self.dataType, to: result.storage.rawAddress, dataType,
-                                      count: count)
+            ElementConversion.convert(
+                storage.rawAddress, from: self.dataType, to: result.storage.rawAddress, dataType,
+                count: count)
             return result
         }
         // Convert in this layout, then permute elements of the new type.
         let converted = dataType == self.dataType ? self : self.converted(to: self.layout, dataType: dataType)
-        ElementConversion.permute(converted.storage.rawAddress, from: self.layout, to: result.storage.rawAddress, layout,
-                                  geometry: ChannelGeometry(shape: shape), byteCount: dataType.byteCount)
+        ElementConversion.permute(
+            converted.storage.rawAddress, from: self.layout, to: result.storage.rawAddress, layout,
+            geometry: ChannelGeometry(shape: shape), byteCount: dataType.byteCount)
         return result
     }
 

@@ -20,7 +20,10 @@ enum TensorShape {
         var hasZeroExtent = false
         for extent in shape {
             guard extent >= 0 else { throw .negativeExtent }
-            if extent == 0 { hasZeroExtent = true; continue }
+            if extent == 0 {
+                hasZeroExtent = true
+                continue
+            }
             let (product, overflow) = nonZeroBytes.multipliedReportingOverflow(by: extent)
             guard !overflow else { throw .overflow }
             nonZeroBytes = product
@@ -33,7 +36,8 @@ enum TensorShape {
     static func reason(_ violation: Violation) -> String {
         switch violation {
         case .negativeExtent: "has a negative dimension"
-        case .overflow: "is too large: the product of its non-zero dimensions times the element size exceeds \(Int.max) bytes"
+        case .overflow:
+            "is too large: the product of its non-zero dimensions times the element size exceeds \(Int.max) bytes"
         }
     }
 }

@@ -1,12 +1,13 @@
 import BatchNormKit
 import BatchNormReference
 import Testing
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 // Shared helpers of the BatchNormKit test suite: the four module classes by rank, seeded
@@ -15,7 +16,10 @@ import Darwin
 
 /// The four members of the `BatchNormND` family, by the rank of the data they accept.
 enum Rank: Int, CaseIterable, Sendable, CustomTestStringConvertible {
-    case batchNorm = 2, batchNorm1D = 3, batchNorm2D = 4, batchNorm3D = 5
+    case batchNorm = 2
+    case batchNorm1D = 3
+    case batchNorm2D = 4
+    case batchNorm3D = 5
 
     var testDescription: String {
         switch self {
@@ -27,10 +31,12 @@ enum Rank: Int, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 
     /// Creates the family member accepting this rank.
-    func makeModule(maps: Int, epsilon: Double = 1e-5, initFactor: Double = 1, minFactor: Double = 0.1,
-                    sscale: Double = 0.01, affine: Bool = true, name: String? = nil, empty: Bool = false,
-                    inplace: Bool = false, backend: any BatchNormBackend = CPUBackend(),
-                    using generator: inout SeededGenerator) throws -> BatchNormND {
+    func makeModule(
+        maps: Int, epsilon: Double = 1e-5, initFactor: Double = 1, minFactor: Double = 0.1,
+        sscale: Double = 0.01, affine: Bool = true, name: String? = nil, empty: Bool = false,
+        inplace: Bool = false, backend: any BatchNormBackend = CPUBackend(),
+        using generator: inout SeededGenerator
+    ) throws -> BatchNormND {
         try BatchNormND.familyMember(forDataRank: rawValue)!.init(
             maps: maps, epsilon: epsilon, initFactor: initFactor, minFactor: minFactor, sscale: sscale, affine: affine,
             name: name, empty: empty, inplace: inplace, backend: backend, using: &generator)
@@ -55,8 +61,10 @@ extension RandomNumberGenerator {
 /// Seeded test data in logical order: channel `c` of `x` is `offset + mean[c] + sd[c]·z`
 /// with per-channel `mean[c] ∈ [−2, 2]` and `sd[c] ∈ [0.5, 3]` drawn first, so channels
 /// differ visibly and a channel mix-up in a kernel shows.
-func randomTensor(shape: [Int], layout: TensorLayout, offset: Double = 0,
-                  using generator: inout SeededGenerator) throws -> Tensor {
+func randomTensor(
+    shape: [Int], layout: TensorLayout, offset: Double = 0,
+    using generator: inout SeededGenerator
+) throws -> Tensor {
     let geometry = ChannelGeometry(shape: shape)
     let means = (0..<geometry.channels).map { _ in Double.random(in: -2...2, using: &generator) }
     let deviations = (0..<geometry.channels).map { _ in Double.random(in: 0.5...3, using: &generator) }
@@ -92,16 +100,20 @@ func rootMeanSquare(_ values: [Double]) -> Double {
 /// `max |a − e| / (|e| + floor) <= tolerance`, `floor` from ``comparisonFloor(_:)``
 /// (the RMS of `expected`) unless given. With `BN_TEST_VERBOSE` set in the environment,
 /// every comparison prints its error (`ERRSTAT <what> <error>`), for reviewing tolerances.
-func expectClose(_ actual: [Float], _ expected: [Double], tolerance: Double, floor: Double? = nil,
-                 _ what: @autoclosure () -> String, sourceLocation: SourceLocation = #_sourceLocation) {
-    #expect(actual.count == expected.count, "\(what()): \(actual.count) values, expected \(expected.count)",
-            sourceLocation: sourceLocation)
+func expectClose(
+    _ actual: [Float], _ expected: [Double], tolerance: Double, floor: Double? = nil,
+    _ what: @autoclosure () -> String, sourceLocation: SourceLocation = #_sourceLocation
+) {
+    #expect(
+        actual.count == expected.count, "\(what()): \(actual.count) values, expected \(expected.count)",
+        sourceLocation: sourceLocation)
     guard actual.count == expected.count else { return }
     let floor = floor ?? comparisonFloor(expected)
     let error = ReferenceComparison.maximumRelativeError(actual, expected, floor: floor)
     if getenv("BN_TEST_VERBOSE") != nil { print("ERRSTAT \(what()) \(error)") }
-    #expect(error <= tolerance, "\(what()): max relative error \(error) > \(tolerance) (floor \(floor))",
-            sourceLocation: sourceLocation)
+    #expect(
+        error <= tolerance, "\(what()): max relative error \(error) > \(tolerance) (floor \(floor))",
+        sourceLocation: sourceLocation)
 }
 
 /// Bit patterns of `Float` values, for exact comparisons that also distinguish `-0` and NaNs.
@@ -139,8 +151,10 @@ struct ModuleSnapshot: Equatable {
 /// Expects `body` to throw exactly `expected`, whose `description` contains every one of
 /// `fragments` (the expected and actual values it must name), and `module` (when given)
 /// to be unchanged afterwards.
-func expectError(_ expected: BatchNormError, mentioning fragments: [String], module: BatchNormND? = nil,
-                 sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void) {
+func expectError(
+    _ expected: BatchNormError, mentioning fragments: [String], module: BatchNormND? = nil,
+    sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void
+) {
     let before = module.map(ModuleSnapshot.init)
     do {
         try body()
@@ -148,9 +162,10 @@ func expectError(_ expected: BatchNormError, mentioning fragments: [String], mod
     } catch let error as BatchNormError {
         #expect(error == expected, sourceLocation: sourceLocation)
         for fragment in fragments {
-            #expect(error.description.contains(fragment),
-                    "description \"\(error.description)\" does not mention \"\(fragment)\"",
-                    sourceLocation: sourceLocation)
+            #expect(
+                error.description.contains(fragment),
+                "description \"\(error.description)\" does not mention \"\(fragment)\"",
+                sourceLocation: sourceLocation)
         }
     } catch {
         Issue.record("expected \(expected), got \(error)", sourceLocation: sourceLocation)

@@ -18,8 +18,9 @@ struct HDF5Source {
     /// `count` bytes at `offset`, for `structure` (named in the error when they are not in the file).
     func read(at offset: Int, count: Int, structure: @autoclosure () -> String) throws -> [UInt8] {
         guard offset >= 0, count >= 0, offset <= size, count <= size - offset else {
-            throw HDF5Error.corrupt(structure: structure(),
-                                   reason: "\(count) bytes at offset \(offset) run past the end of the file (\(size) bytes)")
+            throw HDF5Error.corrupt(
+                structure: structure(),
+                reason: "\(count) bytes at offset \(offset) run past the end of the file (\(size) bytes)")
         }
         return try reader(offset, count)
     }
@@ -105,7 +106,10 @@ struct HDF5Cursor {
     mutating func expectSignature(_ signature: String) throws {
         let found = try take(4, "signature")
         guard found == Array(signature.utf8) else {
-            throw corrupt("signature", "is \(found.map { $0 >= 0x20 && $0 < 0x7F ? String(UnicodeScalar($0)) : "\\x\(String($0, radix: 16))" }.joined()), expected \(signature)")
+            throw corrupt(
+                "signature",
+                "is \(found.map { $0 >= 0x20 && $0 < 0x7F ? String(UnicodeScalar($0)) : "\\x\(String($0, radix: 16))" }.joined()), expected \(signature)"
+            )
         }
     }
 }

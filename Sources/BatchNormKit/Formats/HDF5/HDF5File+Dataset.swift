@@ -36,14 +36,17 @@ enum HDF5DatasetMessages {
         let dataType = try datatype(try message(0x03, "datatype"), path: path)
         let storage: Result<HDF5Storage, HDF5Error>
         do {
-            let layout = try self.layout(try message(0x08, "data layout"), path: path, rank: shape.count, superblock: superblock)
+            let layout = try self.layout(
+                try message(0x08, "data layout"), path: path, rank: shape.count, superblock: superblock)
             let pipeline = try messages.first { $0.type == 0x0B }.map { try filters($0, path: path) } ?? []
-            if case .chunked = layout {} else if !pipeline.isEmpty {
-                throw HDF5Error.corrupt(structure: "dataset '\(path)'", reason: "has a filter pipeline but is not chunked")
+            if case .chunked = layout {
+            } else if !pipeline.isEmpty {
+                throw HDF5Error.corrupt(
+                    structure: "dataset '\(path)'", reason: "has a filter pipeline but is not chunked")
             }
             storage = .success(HDF5Storage(layout: layout, filters: pipeline))
         } catch let error as HDF5Error {
-            storage = .failure(error)  // reported when the values are read
+            storage = .failure(error) // reported when the values are read
         }
         return HDF5File.Dataset(path: path, shape: shape, dataType: dataType, storage: storage)
     }
@@ -51,8 +54,9 @@ enum HDF5DatasetMessages {
     /// Dataspace message, version 1 (rank, flags, 5 reserved bytes) or 2 (rank, flags, type),
     /// then `rank` extents of L bytes (and maximum extents when flag bit 0 is set).
     static func dataspace(_ message: HDF5Message, path: String, superblock: HDF5Superblock) throws -> [Int] {
-        var cursor = HDF5Cursor(message.data, structure: "dataspace message of '\(path)' at \(message.offset)",
-                                offsetSize: superblock.offsetSize, lengthSize: superblock.lengthSize)
+        var cursor = HDF5Cursor(
+            message.data, structure: "dataspace message of '\(path)' at \(message.offset)",
+            offsetSize: superblock.offsetSize, lengthSize: superblock.lengthSize)
         let version = try cursor.byte("version")
         let rank = try cursor.byte("dimensionality")
         _ = try cursor.byte("flags")
@@ -79,8 +83,10 @@ enum HDF5DatasetMessages {
         let classAndVersion = try cursor.byte("class and version")
         let bits = try cursor.unsigned(3, "class bit field")
         let size = try cursor.uint32("size")
-        let names = ["fixed-point", "floating-point", "time", "string", "bit field", "opaque", "compound", "reference",
-                     "enumerated", "variable-length", "array"]
+        let names = [
+            "fixed-point", "floating-point", "time", "string", "bit field", "opaque", "compound", "reference",
+            "enumerated", "variable-length", "array",
+        ]
         let typeClass = classAndVersion & 0x0F
         switch typeClass {
         case 0:
@@ -94,9 +100,12 @@ enum HDF5DatasetMessages {
             let fields = try (0..<4).map { _ in try cursor.byte("exponent and mantissa fields") }
             let bias = try cursor.uint32("exponent bias")
             // IEEE 754 binary16/32/64: (exponent location, size, mantissa location, size, bias).
-            let ieee: [Int: ([Int], Int)] = [2: ([10, 5, 0, 10], 15), 4: ([23, 8, 0, 23], 127), 8: ([52, 11, 0, 52], 1023)]
+            let ieee: [Int: ([Int], Int)] = [
+                2: ([10, 5, 0, 10], 15), 4: ([23, 8, 0, 23], 127), 8: ([52, 11, 0, 52], 1023),
+            ]
             guard bits & 0x40 == 0, let expected = ieee[size], offset == 0, precision == 8 * size,
-                  fields == expected.0, bias == expected.1, (bits >> 8) & 0xFF == UInt64(8 * size - 1) else {
+                fields == expected.0, bias == expected.1, (bits >> 8) & 0xFF == UInt64(8 * size - 1)
+            else {
                 return .unsupported(name: "non-IEEE floating-point of \(size) bytes")
             }
             return .float(byteCount: size, bigEndian: bits & 0x01 != 0)
@@ -110,12 +119,18 @@ enum HDF5DatasetMessages {
     /// Data layout message, version 3: class 0 compact (size (2), data), 1 contiguous
     /// (address O, size L), 2 chunked (dimensionality r+1 (1), B-tree address O, r+1 chunk
     /// extents of 4 bytes, the last the element size).
-    static func layout(_ message: HDF5Message, path: String, rank: Int, superblock: HDF5Superblock) throws -> HDF5Storage.Layout {
-        var cursor = HDF5Cursor(message.data, structure: "data layout message of '\(path)' at \(message.offset)",
-                                offsetSize: superblock.offsetSize, lengthSize: superblock.lengthSize)
+    static func layout(_ message: HDF5Message, path: String, rank: Int, superblock: HDF5Superblock) throws
+        -> HDF5Storage.Layout
+    {
+        var cursor = HDF5Cursor(
+            message.data, structure: "data layout message of '\(path)' at \(message.offset)",
+            offsetSize: superblock.offsetSize, lengthSize: superblock.lengthSize)
         let version = try cursor.byte("version")
         guard version == 3 else {
-            throw HDF5Error.unsupported(feature: "data layout message version \(version) of dataset '\(path)' (expected version 3, as HDF5 1.6 to 1.14 write with libver 'earliest')")
+            throw HDF5Error.unsupported(
+                feature:
+                    "data layout message version \(version) of dataset '\(path)' (expected version 3, as HDF5 1.6 to 1.14 write with libver 'earliest')"
+            )
         }
         let layoutClass = try cursor.byte("layout class")
         switch layoutClass {
@@ -128,7 +143,8 @@ enum HDF5DatasetMessages {
         case 2:
             let dimensionality = try cursor.byte("chunk dimensionality")
             guard dimensionality == rank + 1 else {
-                throw cursor.corrupt("chunk dimensionality", "is \(dimensionality), expected \(rank + 1) (the dataspace rank + 1)")
+                throw cursor.corrupt(
+                    "chunk dimensionality", "is \(dimensionality), expected \(rank + 1) (the dataspace rank + 1)")
             }
             let tree = try cursor.address("chunk B-tree address")
             let extents = try (0..<dimensionality).map { try cursor.uint32("chunk extent \($0)") }
@@ -151,7 +167,9 @@ enum HDF5DatasetMessages {
         let count = try cursor.byte("filter count")
         guard count <= 32 else { throw cursor.corrupt("filter count", "is \(count), expected at most 32") }
         if version == 1 { try cursor.skip(6, "reserved") }
-        let names = [3: "fletcher32", 4: "szip", 5: "nbit", 6: "scaleoffset", 32000: "lzf", 307: "bzip2", 32001: "blosc"]
+        let names = [
+            3: "fletcher32", 4: "szip", 5: "nbit", 6: "scaleoffset", 32000: "lzf", 307: "bzip2", 32001: "blosc",
+        ]
         return try (0..<count).map { _ in
             let id = try cursor.uint16("filter id")
             let nameLength = version == 1 || id >= 256 ? try cursor.uint16("filter name length") : 0
@@ -163,7 +181,10 @@ enum HDF5DatasetMessages {
             case 1: return .deflate
             case 2: return .shuffle
             default:
-                throw HDF5Error.unsupported(feature: "filter \(names[id].map { "'\($0)' " } ?? "")(id \(id)) of dataset '\(path)' (expected deflate or shuffle)")
+                throw HDF5Error.unsupported(
+                    feature:
+                        "filter \(names[id].map { "'\($0)' " } ?? "")(id \(id)) of dataset '\(path)' (expected deflate or shuffle)"
+                )
             }
         }
     }

@@ -30,35 +30,45 @@ struct HDF5Superblock {
     init(source: HDF5Source) throws {
         guard let start = try Self.signatureOffset(in: source) else { throw HDF5Error.notHDF5 }
         let structure = "superblock at \(start)"
-        var prefix = HDF5Cursor(try source.read(at: start, count: min(source.size - start, 24), structure: structure),
-                                structure: structure)
+        var prefix = HDF5Cursor(
+            try source.read(at: start, count: min(source.size - start, 24), structure: structure),
+            structure: structure)
         try prefix.skip(8, "signature")
         let version = try prefix.byte("superblock version")
         guard version <= 1 else {
-            throw HDF5Error.unsupported(feature: "superblock version \(version) (written with libver 'v108' or later; expected version 0 or 1, libver 'earliest')")
+            throw HDF5Error.unsupported(
+                feature:
+                    "superblock version \(version) (written with libver 'v108' or later; expected version 0 or 1, libver 'earliest')"
+            )
         }
         try prefix.skip(4, "format versions")
         offsetSize = try prefix.byte("size of offsets")
         lengthSize = try prefix.byte("size of lengths")
-        for (name, size) in [("size of offsets", offsetSize), ("size of lengths", lengthSize)] where ![2, 4, 8].contains(size) {
+        for (name, size) in [("size of offsets", offsetSize), ("size of lengths", lengthSize)]
+        where ![2, 4, 8].contains(size) {
             throw HDF5Error.corrupt(structure: structure, reason: "\(name) is \(size), expected 2, 4 or 8")
         }
         let fixed = 8 + 8 + 4 + 4 + (version == 1 ? 4 : 0)
         let total = fixed + 4 * offsetSize + 2 * offsetSize + 24
-        var cursor = HDF5Cursor(try source.read(at: start, count: total, structure: structure), structure: structure,
-                                offsetSize: offsetSize, lengthSize: lengthSize)
+        var cursor = HDF5Cursor(
+            try source.read(at: start, count: total, structure: structure), structure: structure,
+            offsetSize: offsetSize, lengthSize: lengthSize)
         try cursor.skip(fixed, "fixed fields")
         let base = try cursor.address("base address") ?? 0
         _ = try cursor.address("free-space address")
         let endOfFile = try cursor.address("end-of-file address")
         _ = try cursor.address("driver information address")
         guard base <= source.size else {
-            throw HDF5Error.corrupt(structure: structure, reason: "base address \(base) lies past the end of the file (\(source.size) bytes)")
+            throw HDF5Error.corrupt(
+                structure: structure,
+                reason: "base address \(base) lies past the end of the file (\(source.size) bytes)")
         }
         baseAddress = base
         // The library writes the end of file counting the user block (not relative to the base).
         if let endOfFile, endOfFile > source.size {
-            throw HDF5Error.corrupt(structure: structure, reason: "end-of-file address \(endOfFile) exceeds the file size \(source.size): file truncated")
+            throw HDF5Error.corrupt(
+                structure: structure,
+                reason: "end-of-file address \(endOfFile) exceeds the file size \(source.size): file truncated")
         }
         _ = try cursor.address("root entry link name offset")
         guard let root = try cursor.address("root object header address") else {
@@ -66,7 +76,8 @@ struct HDF5Superblock {
         }
         let (rootOffset, overflow) = base.addingReportingOverflow(root)
         guard !overflow, rootOffset < source.size else {
-            throw HDF5Error.corrupt(structure: structure, reason: "root object header address \(root) lies past the end of the file")
+            throw HDF5Error.corrupt(
+                structure: structure, reason: "root object header address \(root) lies past the end of the file")
         }
         rootObjectHeader = rootOffset
     }
@@ -75,7 +86,8 @@ struct HDF5Superblock {
     func fileOffset(_ address: Int, size: Int, _ structure: @autoclosure () -> String) throws -> Int {
         let (offset, overflow) = baseAddress.addingReportingOverflow(address)
         guard !overflow, offset < size else {
-            throw HDF5Error.corrupt(structure: structure(), reason: "address \(address) lies past the end of the file (\(size) bytes)")
+            throw HDF5Error.corrupt(
+                structure: structure(), reason: "address \(address) lies past the end of the file (\(size) bytes)")
         }
         return offset
     }
@@ -108,7 +120,10 @@ enum HDF5ObjectHeader {
         let structure = "object header at \(offset)"
         let prefixBytes = try source.read(at: offset, count: 16, structure: structure)
         if prefixBytes.starts(with: Array("OHDR".utf8)) {
-            throw HDF5Error.unsupported(feature: "version-2 object header at \(offset) (libver 'v108' or later; expected version 1, libver 'earliest')")
+            throw HDF5Error.unsupported(
+                feature:
+                    "version-2 object header at \(offset) (libver 'v108' or later; expected version 1, libver 'earliest')"
+            )
         }
         var prefix = HDF5Cursor(prefixBytes, structure: structure)
         let version = try prefix.byte("version")
@@ -126,8 +141,9 @@ enum HDF5ObjectHeader {
             let block = blocks[index]
             index += 1
             let blockStructure = index == 1 ? structure : "object header continuation block at \(block.offset)"
-            var cursor = HDF5Cursor(try source.read(at: block.offset, count: block.count, structure: blockStructure),
-                                    structure: blockStructure, offsetSize: superblock.offsetSize, lengthSize: superblock.lengthSize)
+            var cursor = HDF5Cursor(
+                try source.read(at: block.offset, count: block.count, structure: blockStructure),
+                structure: blockStructure, offsetSize: superblock.offsetSize, lengthSize: superblock.lengthSize)
             while cursor.remaining >= 8 {
                 let type = try cursor.uint16("message type")
                 let size = try cursor.uint16("message size")
@@ -136,18 +152,24 @@ enum HDF5ObjectHeader {
                 let dataOffset = block.offset + cursor.position
                 let data = try cursor.take(size, "data of message type \(type)")
                 if type == 0x10 {
-                    var continuation = HDF5Cursor(data, structure: "continuation message at \(dataOffset)",
-                                                  offsetSize: superblock.offsetSize, lengthSize: superblock.lengthSize)
+                    var continuation = HDF5Cursor(
+                        data, structure: "continuation message at \(dataOffset)",
+                        offsetSize: superblock.offsetSize, lengthSize: superblock.lengthSize)
                     guard let address = try continuation.address("continuation address") else {
-                        throw HDF5Error.corrupt(structure: "continuation message at \(dataOffset)", reason: "address is undefined")
+                        throw HDF5Error.corrupt(
+                            structure: "continuation message at \(dataOffset)", reason: "address is undefined")
                     }
                     let length = try continuation.length("continuation length")
-                    let start = try superblock.fileOffset(address, size: source.size, "continuation message at \(dataOffset)")
+                    let start = try superblock.fileOffset(
+                        address, size: source.size, "continuation message at \(dataOffset)")
                     guard visited.insert(start).inserted else {
-                        throw HDF5Error.corrupt(structure: "continuation message at \(dataOffset)", reason: "block at \(start) is already part of this header (cycle)")
+                        throw HDF5Error.corrupt(
+                            structure: "continuation message at \(dataOffset)",
+                            reason: "block at \(start) is already part of this header (cycle)")
                     }
                     guard blocks.count < maximumBlocks else {
-                        throw HDF5Error.corrupt(structure: structure, reason: "more than \(maximumBlocks) continuation blocks")
+                        throw HDF5Error.corrupt(
+                            structure: structure, reason: "more than \(maximumBlocks) continuation blocks")
                     }
                     blocks.append((start, length))
                 } else if type != 0 {
@@ -171,22 +193,30 @@ struct HDF5BTreeNode {
     /// Over key 0, child 0, ..., key n.
     var body: HDF5Cursor
 
-    init(at node: Int, type: Int, keySize: Int, expectedLevel: Int?, source: HDF5Source, superblock: HDF5Superblock,
-         structure: String) throws {
+    init(
+        at node: Int, type: Int, keySize: Int, expectedLevel: Int?, source: HDF5Source, superblock: HDF5Superblock,
+        structure: String
+    ) throws {
         let headerSize = 8 + 2 * superblock.offsetSize
-        var header = HDF5Cursor(try source.read(at: node, count: headerSize, structure: structure), structure: structure,
-                                offsetSize: superblock.offsetSize, lengthSize: superblock.lengthSize)
+        var header = HDF5Cursor(
+            try source.read(at: node, count: headerSize, structure: structure), structure: structure,
+            offsetSize: superblock.offsetSize, lengthSize: superblock.lengthSize)
         try header.expectSignature("TREE")
         let found = try header.byte("node type")
-        guard found == type else { throw header.corrupt("node type", "is \(found), expected \(type) (\(type == 0 ? "group" : "raw data chunk") nodes)") }
+        guard found == type else {
+            throw header.corrupt(
+                "node type", "is \(found), expected \(type) (\(type == 0 ? "group" : "raw data chunk") nodes)")
+        }
         level = try header.byte("node level")
         if let expectedLevel, level != expectedLevel {
             throw header.corrupt("node level", "is \(level), expected \(expectedLevel) (one below its parent)")
         }
         entryCount = try header.uint16("entries used")
-        body = HDF5Cursor(try source.read(at: node + headerSize, count: entryCount * (keySize + superblock.offsetSize) + keySize,
-                                          structure: structure),
-                          structure: structure, offsetSize: superblock.offsetSize, lengthSize: superblock.lengthSize)
+        body = HDF5Cursor(
+            try source.read(
+                at: node + headerSize, count: entryCount * (keySize + superblock.offsetSize) + keySize,
+                structure: structure),
+            structure: structure, offsetSize: superblock.offsetSize, lengthSize: superblock.lengthSize)
     }
 }
 
@@ -229,37 +259,50 @@ struct HDF5GroupWalker {
 
     mutating func walk(group header: Int, path: String, ancestors: [Int]) throws {
         guard ancestors.count < Self.maximumDepth else {
-            throw HDF5Error.corrupt(structure: "group '\(path)'", reason: "nested more than \(Self.maximumDepth) groups deep")
+            throw HDF5Error.corrupt(
+                structure: "group '\(path)'", reason: "nested more than \(Self.maximumDepth) groups deep")
         }
         guard visitedGroups.insert(header).inserted else {
-            throw HDF5Error.corrupt(structure: "group '\(path)' (object header at \(header))",
-                                   reason: ancestors.contains(header) ? "links back to an enclosing group (cycle)" : "is linked twice")
+            throw HDF5Error.corrupt(
+                structure: "group '\(path)' (object header at \(header))",
+                reason: ancestors.contains(header) ? "links back to an enclosing group (cycle)" : "is linked twice")
         }
         let messages = try self.messages(at: header)
         if let link = messages.first(where: { [0x02, 0x06, 0x0A].contains($0.type) }) {
-            throw HDF5Error.unsupported(feature: "new-style group '\(path)' (link message type \(link.type), compact or dense link storage of libver 'v108' or later; expected a symbol table)")
+            throw HDF5Error.unsupported(
+                feature:
+                    "new-style group '\(path)' (link message type \(link.type), compact or dense link storage of libver 'v108' or later; expected a symbol table)"
+            )
         }
         guard let table = messages.first(where: { $0.type == 0x11 }) else {
-            throw HDF5Error.corrupt(structure: "group '\(path)' (object header at \(header))", reason: "has no symbol-table message")
+            throw HDF5Error.corrupt(
+                structure: "group '\(path)' (object header at \(header))", reason: "has no symbol-table message")
         }
         var message = cursor(table.data, "symbol-table message at \(table.offset)")
-        guard let tree = try message.address("B-tree address"), let heapAddress = try message.address("local heap address") else {
-            throw HDF5Error.corrupt(structure: "symbol-table message at \(table.offset)", reason: "B-tree or heap address is undefined")
+        guard let tree = try message.address("B-tree address"),
+            let heapAddress = try message.address("local heap address")
+        else {
+            throw HDF5Error.corrupt(
+                structure: "symbol-table message at \(table.offset)", reason: "B-tree or heap address is undefined")
         }
         let heap = try readHeap(at: try offset(heapAddress, "symbol-table message at \(table.offset)"))
         var members: [(name: String, header: Int)] = []
-        try collect(node: try offset(tree, "symbol-table message at \(table.offset)"), expectedLevel: nil, heap: heap, into: &members)
+        try collect(
+            node: try offset(tree, "symbol-table message at \(table.offset)"), expectedLevel: nil, heap: heap,
+            into: &members)
         for member in members {
             let memberPath = path.isEmpty ? member.name : path + "/" + member.name
             guard datasets.count + groups.count < Self.maximumObjects else {
-                throw HDF5Error.corrupt(structure: "group '\(path)'", reason: "more than \(Self.maximumObjects) objects")
+                throw HDF5Error.corrupt(
+                    structure: "group '\(path)'", reason: "more than \(Self.maximumObjects) objects")
             }
             let memberMessages = try self.messages(at: member.header)
             if memberMessages.contains(where: { [0x02, 0x06, 0x0A, 0x11].contains($0.type) }) {
                 groups.append(memberPath)
                 try walk(group: member.header, path: memberPath, ancestors: ancestors + [header])
             } else if memberMessages.contains(where: { $0.type == 0x01 }) {
-                datasets.append(try HDF5DatasetMessages.dataset(path: memberPath, messages: memberMessages, superblock: superblock))
+                datasets.append(
+                    try HDF5DatasetMessages.dataset(path: memberPath, messages: memberMessages, superblock: superblock))
             }
             // Anything else (a committed datatype) is not a dataset and is skipped.
         }
@@ -275,8 +318,10 @@ struct HDF5GroupWalker {
     /// The data segment of the local heap at `offset`.
     private func readHeap(at offset: Int) throws -> [UInt8] {
         let structure = "local heap at \(offset)"
-        var header = cursor(try source.read(at: offset, count: 8 + 2 * superblock.lengthSize + superblock.offsetSize,
-                                            structure: structure), structure)
+        var header = cursor(
+            try source.read(
+                at: offset, count: 8 + 2 * superblock.lengthSize + superblock.offsetSize,
+                structure: structure), structure)
         try header.expectSignature("HEAP")
         let version = try header.byte("version")
         guard version == 0 else { throw header.corrupt("version", "is \(version), expected 0") }
@@ -286,13 +331,16 @@ struct HDF5GroupWalker {
         guard let address = try header.address("data segment address") else {
             throw header.corrupt("data segment address", "is undefined")
         }
-        return try source.read(at: try self.offset(address, structure), count: size, structure: structure + " data segment")
+        return try source.read(
+            at: try self.offset(address, structure), count: size, structure: structure + " data segment")
     }
 
     /// The NUL-terminated name at `offset` of a heap's data segment.
     private func name(at offset: Int, heap: [UInt8], structure: String) throws -> String {
         guard offset < heap.count, let end = heap[offset...].firstIndex(of: 0) else {
-            throw HDF5Error.corrupt(structure: structure, reason: "name offset \(offset) is not a NUL-terminated name in the local heap of \(heap.count) bytes")
+            throw HDF5Error.corrupt(
+                structure: structure,
+                reason: "name offset \(offset) is not a NUL-terminated name in the local heap of \(heap.count) bytes")
         }
         let name = String(decoding: heap[offset..<end], as: UTF8.self)
         guard !name.isEmpty, !name.contains("/") else {
@@ -302,17 +350,22 @@ struct HDF5GroupWalker {
     }
 
     /// Appends the members held under group B-tree node `node` (or symbol-table node).
-    private mutating func collect(node: Int, expectedLevel: Int?, heap: [UInt8], into members: inout [(name: String, header: Int)]) throws {
+    private mutating func collect(
+        node: Int, expectedLevel: Int?, heap: [UInt8], into members: inout [(name: String, header: Int)]
+    ) throws {
         guard visitedNodes.insert(node).inserted else {
             throw HDF5Error.corrupt(structure: "group B-tree node at \(node)", reason: "is reached twice (cycle)")
         }
         let structure = "group B-tree node at \(node)"
-        var tree = try HDF5BTreeNode(at: node, type: 0, keySize: superblock.lengthSize, expectedLevel: expectedLevel,
-                                     source: source, superblock: superblock, structure: structure)
+        var tree = try HDF5BTreeNode(
+            at: node, type: 0, keySize: superblock.lengthSize, expectedLevel: expectedLevel,
+            source: source, superblock: superblock, structure: structure)
         let level = tree.level
         for _ in 0..<tree.entryCount {
             _ = try tree.body.length("key")
-            guard let child = try tree.body.address("child address") else { throw tree.body.corrupt("child address", "is undefined") }
+            guard let child = try tree.body.address("child address") else {
+                throw tree.body.corrupt("child address", "is undefined")
+            }
             let childOffset = try offset(child, structure)
             if level == 0 {
                 try collectSymbols(node: childOffset, heap: heap, into: &members)
@@ -322,7 +375,9 @@ struct HDF5GroupWalker {
         }
     }
 
-    private mutating func collectSymbols(node: Int, heap: [UInt8], into members: inout [(name: String, header: Int)]) throws {
+    private mutating func collectSymbols(node: Int, heap: [UInt8], into members: inout [(name: String, header: Int)])
+        throws
+    {
         guard visitedNodes.insert(node).inserted else {
             throw HDF5Error.corrupt(structure: "symbol-table node at \(node)", reason: "is reached twice (cycle)")
         }

@@ -112,7 +112,8 @@ public final class HDF5File {
     /// - Throws: ``HDF5Error`` for unreadable storage, an integer or unsupported type.
     public func floatValues(of dataset: Dataset) throws -> [Float] {
         guard case .float(let byteCount, let bigEndian) = dataset.dataType else {
-            throw HDF5Error.unsupported(feature: "dataset '\(dataset.path)' of type \(dataset.dataType) read as floating point")
+            throw HDF5Error.unsupported(
+                feature: "dataset '\(dataset.path)' of type \(dataset.dataType) read as floating point")
         }
         let bytes = try rawValues(of: dataset)
         return (0..<(bytes.count / byteCount)).map { index in
@@ -130,7 +131,8 @@ public final class HDF5File {
     /// - Throws: ``HDF5Error`` for unreadable storage, a floating-point or unsupported type.
     public func integerValues(of dataset: Dataset) throws -> [Int64] {
         guard case .integer(let byteCount, let signed, let bigEndian) = dataset.dataType else {
-            throw HDF5Error.unsupported(feature: "dataset '\(dataset.path)' of type \(dataset.dataType) read as integers")
+            throw HDF5Error.unsupported(
+                feature: "dataset '\(dataset.path)' of type \(dataset.dataType) read as integers")
         }
         let bytes = try rawValues(of: dataset)
         return try (0..<(bytes.count / byteCount)).map { index in
@@ -138,7 +140,8 @@ public final class HDF5File {
             let unusedBits = UInt64(64 - 8 * byteCount)
             if signed { return Int64(bitPattern: bits << unusedBits) >> Int64(unusedBits) }
             guard let value = Int64(exactly: bits) else {
-                throw HDF5Error.unsupported(feature: "dataset '\(dataset.path)' holds the uint64 value \(bits), beyond int64")
+                throw HDF5Error.unsupported(
+                    feature: "dataset '\(dataset.path)' holds the uint64 value \(bits), beyond int64")
             }
             return value
         }
@@ -160,8 +163,9 @@ public final class HDF5File {
             throw HDF5Error.unsupported(feature: "dataset '\(dataset.path)' has datatype \(dataset.dataType)")
         }
         let storage = try dataset.storage.get()
-        let reader = HDF5DataReader(file: self, path: dataset.path, shape: dataset.shape,
-                                    elementSize: dataset.dataType.byteCount)
+        let reader = HDF5DataReader(
+            file: self, path: dataset.path, shape: dataset.shape,
+            elementSize: dataset.dataType.byteCount)
         return try reader.read(storage)
     }
 

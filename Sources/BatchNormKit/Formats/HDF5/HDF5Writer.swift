@@ -86,7 +86,7 @@ struct HDF5Writer {
         func patchMembers(headers: [Int], groups: [GroupAddresses]?, out: inout Output) {
             for (index, entry) in entries.enumerated() {
                 out.patch(headers[index], at: entry + 8, HDF5Writer.width)
-                if let groups {  // cache type 1: the member group's B-tree and heap addresses
+                if let groups { // cache type 1: the member group's B-tree and heap addresses
                     out.patch(1, at: entry + 16, 4)
                     out.patch(groups[index].tree, at: entry + 24, HDF5Writer.width)
                     out.patch(groups[index].heap, at: entry + 32, HDF5Writer.width)
@@ -101,8 +101,15 @@ struct HDF5Writer {
     private static func writeGroup(members: [String], leafK: Int, out: inout Output) -> GroupAddresses {
         // Object header: prefix (16) | symbol-table message: type 17, size 16, flags 0 | B-tree, heap.
         let header = out.bytes.count
-        out.append(1, 1); out.append(0, 1); out.append(1, 2); out.append(1, 4); out.append(8 + 16, 4); out.append(0, 4)
-        out.append(0x11, 2); out.append(16, 2); out.append(0, 4)
+        out.append(1, 1)
+        out.append(0, 1)
+        out.append(1, 2)
+        out.append(1, 4)
+        out.append(8 + 16, 4)
+        out.append(0, 4)
+        out.append(0x11, 2)
+        out.append(16, 2)
+        out.append(0, 4)
         let tableMessage = out.bytes.count
         out.append(0, 16)
         // Heap data: "" at 0, then each name NUL-terminated and padded to 8 bytes.
@@ -116,25 +123,37 @@ struct HDF5Writer {
         // B-tree node of type 0, level 0, one child: the symbol-table node; room for 2K children.
         let tree = out.bytes.count
         out.bytes += Array("TREE".utf8)
-        out.append(0, 1); out.append(0, 1); out.append(members.isEmpty ? 0 : 1, 2)
-        out.append(undefined, width); out.append(undefined, width)
+        out.append(0, 1)
+        out.append(0, 1)
+        out.append(members.isEmpty ? 0 : 1, 2)
+        out.append(undefined, width)
+        out.append(undefined, width)
         let treeKeys = out.bytes.count
         out.append(0, (2 * internalK + 1) * width + 2 * internalK * width)
         // Local heap: free list "none" (1, HDF5's on-disk null), data segment right after.
         let heap = out.bytes.count
         out.bytes += Array("HEAP".utf8)
-        out.append(0, 1); out.append(0, 3)
-        out.append(heapData.count, width); out.append(1, width); out.append(heap + 32, width)
+        out.append(0, 1)
+        out.append(0, 3)
+        out.append(heapData.count, width)
+        out.append(1, width)
+        out.append(heap + 32, width)
         out.bytes += heapData
         out.pad()
         // Symbol-table node with room for 2·leafK entries of 40 bytes.
         let node = out.bytes.count
         out.bytes += Array("SNOD".utf8)
-        out.append(1, 1); out.append(0, 1); out.append(members.count, 2)
+        out.append(1, 1)
+        out.append(0, 1)
+        out.append(members.count, 2)
         var entries: [Int] = []
         for offset in nameOffsets {
             entries.append(out.bytes.count)
-            out.append(offset, width); out.append(0, width); out.append(0, 4); out.append(0, 4); out.append(0, 16)
+            out.append(offset, width)
+            out.append(0, width)
+            out.append(0, 4)
+            out.append(0, 4)
+            out.append(0, 16)
         }
         out.append(0, (2 * leafK - members.count) * (2 * width + 24))
         if !members.isEmpty {
@@ -166,22 +185,34 @@ struct HDF5Writer {
             datatype = [0x10, 0x08, 0, 0, 8, 0, 0, 0, 0, 0, 64, 0]
         }
         var dataspace = Output()
-        dataspace.append(1, 1); dataspace.append(shape.count, 1); dataspace.append(0, 6)
+        dataspace.append(1, 1)
+        dataspace.append(shape.count, 1)
+        dataspace.append(0, 6)
         for extent in shape { dataspace.append(extent, width) }
-        let fillValue: [UInt8] = [2, 1, 2, 0]  // version 2, allocated early, written if set, undefined
+        let fillValue: [UInt8] = [2, 1, 2, 0] // version 2, allocated early, written if set, undefined
         var layout = Output()
-        layout.append(3, 1); layout.append(1, 1)
+        layout.append(3, 1)
+        layout.append(1, 1)
         let layoutAddress = 2
-        layout.append(0, width); layout.append(data.count, width)
+        layout.append(0, width)
+        layout.append(data.count, width)
         let messages: [(type: Int, flags: Int, data: [UInt8])] = [
             (0x01, 0, dataspace.bytes), (0x03, 1, datatype), (0x05, 1, fillValue), (0x08, 0, layout.bytes),
         ]
         let header = out.bytes.count
         let size = messages.reduce(0) { $0 + 8 + ($1.data.count + 7) / 8 * 8 }
-        out.append(1, 1); out.append(0, 1); out.append(messages.count, 2); out.append(1, 4); out.append(size, 4); out.append(0, 4)
+        out.append(1, 1)
+        out.append(0, 1)
+        out.append(messages.count, 2)
+        out.append(1, 4)
+        out.append(size, 4)
+        out.append(0, 4)
         var layoutField = 0
         for message in messages {
-            out.append(message.type, 2); out.append((message.data.count + 7) / 8 * 8, 2); out.append(message.flags, 1); out.append(0, 3)
+            out.append(message.type, 2)
+            out.append((message.data.count + 7) / 8 * 8, 2)
+            out.append(message.flags, 1)
+            out.append(0, 3)
             if message.type == 0x08 { layoutField = out.bytes.count + layoutAddress }
             out.bytes += message.data
             out.pad()
@@ -197,12 +228,24 @@ struct HDF5Writer {
     private static func writeSuperblock(leafK: Int, root: GroupAddresses, endOfFile: Int, out: inout Output) {
         var superblock = Output()
         superblock.bytes = HDF5Superblock.signature
-        superblock.append(0, 4)  // superblock, free space, root group, reserved
-        superblock.append(0, 1); superblock.append(width, 1); superblock.append(width, 1); superblock.append(0, 1)
-        superblock.append(leafK, 2); superblock.append(internalK, 2); superblock.append(0, 4)
-        superblock.append(0, width); superblock.append(undefined, width); superblock.append(endOfFile, width); superblock.append(undefined, width)
-        superblock.append(0, width); superblock.append(root.header, width); superblock.append(1, 4); superblock.append(0, 4)
-        superblock.append(root.tree, width); superblock.append(root.heap, width)
+        superblock.append(0, 4) // superblock, free space, root group, reserved
+        superblock.append(0, 1)
+        superblock.append(width, 1)
+        superblock.append(width, 1)
+        superblock.append(0, 1)
+        superblock.append(leafK, 2)
+        superblock.append(internalK, 2)
+        superblock.append(0, 4)
+        superblock.append(0, width)
+        superblock.append(undefined, width)
+        superblock.append(endOfFile, width)
+        superblock.append(undefined, width)
+        superblock.append(0, width)
+        superblock.append(root.header, width)
+        superblock.append(1, 4)
+        superblock.append(0, 4)
+        superblock.append(root.tree, width)
+        superblock.append(root.heap, width)
         out.bytes.replaceSubrange(0..<superblock.bytes.count, with: superblock.bytes)
     }
 }

@@ -17,7 +17,9 @@ extension StateFileRecord {
 
     /// The dataset paths of module `name` (its links, the `params` they name where readable, its attributes).
     static func puzzleLibPaths(_ file: HDF5File, name: String) -> Set<String> {
-        var paths: Set<String> = ["links/\(name).scale", "links/\(name).bias", "attrs/\(name).mean", "attrs/\(name).var"]
+        var paths: Set<String> = [
+            "links/\(name).scale", "links/\(name).bias", "attrs/\(name).mean", "attrs/\(name).var",
+        ]
         for field in ["scale", "bias"] {
             if let link = file.dataset("links/\(name).\(field)"), let index = try? file.integerValues(of: link).first {
                 paths.insert("params/\(index)")
@@ -33,28 +35,37 @@ extension StateFileRecord {
         guard file.dataset("attrs/\(name).mean") != nil else {
             throw StateFileError(.missingModule(name: name, modules: modules))
         }
-        let available = file.datasets.map(\.path).filter { $0.hasPrefix("links/\(name).") || $0.hasPrefix("attrs/\(name).") }
+        let available = file.datasets.map(\.path).filter {
+            $0.hasPrefix("links/\(name).") || $0.hasPrefix("attrs/\(name).")
+        }
         func dataset(_ path: String) throws -> HDF5File.Dataset {
-            guard let dataset = file.dataset(path) else { throw StateFileError(.missingKey(key: path, available: available)) }
+            guard let dataset = file.dataset(path) else {
+                throw StateFileError(.missingKey(key: path, available: available))
+            }
             return dataset
         }
         func parameter(_ field: String) throws -> (key: String, dataset: HDF5File.Dataset) {
             let linkPath = "links/\(name).\(field)"
             let link = try dataset(linkPath)
             guard case .integer = link.dataType, link.shape.isEmpty || link.shape == [1] else {
-                throw StateFileError(.invalidValue(key: linkPath, expected: "a scalar integer (an index into params)",
-                                                   actual: "\(link.dataType) of shape \(link.shape)"))
+                throw StateFileError(
+                    .invalidValue(
+                        key: linkPath, expected: "a scalar integer (an index into params)",
+                        actual: "\(link.dataType) of shape \(link.shape)"))
             }
             let index = try file.integerValues(of: link)[0]
             guard let target = file.dataset("params/\(index)") else {
-                throw StateFileError(.invalidValue(key: linkPath, expected: "the index of a dataset in params", actual: "\(index)"))
+                throw StateFileError(
+                    .invalidValue(key: linkPath, expected: "the index of a dataset in params", actual: "\(index)"))
             }
             return ("params/\(index) (\(name).\(field))", target)
         }
         var rank: Int?
         func field(_ key: String, _ dataset: HDF5File.Dataset) throws -> Field {
             guard case .float = dataset.dataType else {
-                throw StateFileError(.dataTypeMismatch(key: key, expected: "float32 (or float16, float64)", actual: "\(dataset.dataType)"))
+                throw StateFileError(
+                    .dataTypeMismatch(
+                        key: key, expected: "float32 (or float16, float64)", actual: "\(dataset.dataType)"))
             }
             let shape = dataset.shape
             guard shape.count >= 2, shape[0] == 1, shape[1] >= 1, shape.dropFirst(2).allSatisfy({ $0 == 1 }) else {

@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import SystemLibrary
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// zlib's `uncompress`, opened at run time from the system's `libz.so.1` (present on every
 /// Linux; nothing is linked at build time). `BNKIT_ZLIB` names another library to try first.
@@ -13,8 +14,11 @@ import SystemLibrary
 /// Only decompression is needed: the HDF5 writer stores its datasets uncompressed.
 enum Zlib {
     /// `int uncompress(Bytef *dest, uLongf *destLen, const Bytef *source, uLong sourceLen)`.
-    private typealias Uncompress = @convention(c) (UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<UInt>,
-                                                   UnsafePointer<UInt8>?, UInt) -> Int32
+    private typealias Uncompress =
+        @convention(c) (
+            UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<UInt>,
+            UnsafePointer<UInt8>?, UInt
+        ) -> Int32
 
     private static let loaded: Result<Uncompress, HDF5Error> = {
         var candidates = ["libz.so.1", "libz.so", "libz.1.dylib", "libz.dylib"]
@@ -34,7 +38,9 @@ enum Zlib {
     ///
     /// - Throws: ``HDF5Error/zlibUnavailable(searched:)``, or ``HDF5Error/corrupt(structure:reason:)``
     ///   for a stream that is invalid, truncated, or inflates to another size.
-    static func inflate(_ compressed: [UInt8], expectedCount: Int, structure: @autoclosure () -> String) throws -> [UInt8] {
+    static func inflate(_ compressed: [UInt8], expectedCount: Int, structure: @autoclosure () -> String) throws
+        -> [UInt8]
+    {
         let uncompress = try loaded.get()
         guard expectedCount > 0 else { return [] }
         // One spare byte: a stream that inflates to more than expected fills it (Z_BUF_ERROR or a longer length).
@@ -50,10 +56,13 @@ enum Zlib {
         case 0 where Int(length) == expectedCount:
             return output
         case 0:
-            throw HDF5Error.corrupt(structure: structure(), reason: "deflate stream inflates to \(length) bytes, expected \(expectedCount)")
-        case -5:  // Z_BUF_ERROR: the output overflowed or the input ended early
-            throw HDF5Error.corrupt(structure: structure(), reason: "deflate stream is truncated or inflates to more than \(expectedCount) bytes")
-        case -3:  // Z_DATA_ERROR
+            throw HDF5Error.corrupt(
+                structure: structure(), reason: "deflate stream inflates to \(length) bytes, expected \(expectedCount)")
+        case -5: // Z_BUF_ERROR: the output overflowed or the input ended early
+            throw HDF5Error.corrupt(
+                structure: structure(),
+                reason: "deflate stream is truncated or inflates to more than \(expectedCount) bytes")
+        case -3: // Z_DATA_ERROR
             throw HDF5Error.corrupt(structure: structure(), reason: "deflate stream is invalid (zlib Z_DATA_ERROR)")
         default:
             throw HDF5Error.corrupt(structure: structure(), reason: "zlib uncompress failed with status \(status)")
