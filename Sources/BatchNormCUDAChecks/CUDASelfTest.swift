@@ -16,7 +16,7 @@ public struct CUDASelfTestCase: Sendable, CustomStringConvertible {
     public enum Path: String, Sendable, CaseIterable {
         /// ``BatchNormCUDA/CUDABackend`` with host tensors (copies in and out per call).
         case hostBackend = "backend"
-        /// ``BatchNormCUDA/DeviceTensor`` with `BatchNormND.forward(_:)` / `backward` on the device.
+        /// ``BatchNormCUDA/DeviceTensor`` through the module (`bn(x)` / `bn.backward(g)`) on the device.
         case deviceTensors = "device"
     }
 
@@ -76,13 +76,28 @@ public struct CUDASelfTestResult: Sendable {
 /// Tolerances are relative errors against the reference, element by element, with a floor
 /// (1% of the largest expected magnitude for data, of the largest `scale·invstd·g` term for
 /// the training `dx`, 0.1% for statistics): `2·10⁻⁵` for `float32` data and statistics,
-/// `4·10⁻³` for `float16` data (one half-precision rounding of the output; statistics are
-/// still compared at `2·10⁻⁵` since the reference sees the same rounded inputs).
+/// `4·10⁻³` for `float16` data and `1.6·10⁻²` for `bfloat16` data (the output's rounding,
+/// within two units in the last place of each format; statistics are still compared at
+/// `2·10⁻⁵` since the reference sees the same rounded inputs). A data type the device does not
+/// support (``BatchNormCUDA/CUDADevice/supportedDataTypes``) must be refused with
+/// ``BatchNormKit/BatchNormError/dataTypeMismatch(argument:expected:actual:)``, the module
+/// unchanged.
 public enum CUDASelfTest {
     /// Tolerance for `float32` results and every statistic.
     public static let float32Tolerance = 2e-5
     /// Tolerance for `float16` data results.
     public static let float16Tolerance = 4e-3
+    /// Tolerance for `bfloat16` data results.
+    public static let bfloat16Tolerance = 1.6e-2
+
+    /// The tolerance for data results of `dataType`.
+    public static func tolerance(for dataType: TensorDataType) -> Double {
+        switch dataType {
+        case .float32: float32Tolerance
+        case .float16: float16Tolerance
+        case .bfloat16: bfloat16Tolerance
+        }
+    }
 
     /// The fixed shapes: the seed example, odd sizes, `C = 1`, huge spatial, many channels,
     /// `S = 1` and minimal `M = 2`, every rank.
@@ -175,7 +190,7 @@ public enum CUDASelfTest {
     /// Element-wise relative error `|a − e| / (|e| + floor)`; the floor is `floorFraction` of
     /// `scale` (default: the largest expected magnitude), so that values cancelling to
     /// nearly zero are judged against the magnitude of the terms that produced them.
-    static func relativeError(
+    public static func relativeError(
         _ actual: [Float], _ expected: [Double], floorFraction: Double = 1e-3,
         scale: Double? = nil
     ) -> Double {
@@ -185,7 +200,7 @@ public enum CUDASelfTest {
     }
 
     /// ``relativeError(_:_:floorFraction:scale:)`` for data outputs: floor 1% of the scale.
-    static func dataError(_ actual: [Float], _ expected: [Double], scale: Double? = nil) -> Double {
+    public static func dataError(_ actual: [Float], _ expected: [Double], scale: Double? = nil) -> Double {
         relativeError(actual, expected, floorFraction: 1e-2, scale: scale)
     }
 }
@@ -194,7 +209,7 @@ public enum CUDASelfTest {
 private struct Runner {
     let testCase: CUDASelfTestCase
     /// The backend under test (``CUDABackend``, or ``CPUBackend`` to check the harness).
-    let backend: any BatchNormBackend
+    let backend: any BatchNormBackend<Tensor>
     /// The GPU, for the device-tensor path.
     let device: CUDADevice?
 
@@ -205,7 +220,7 @@ private struct Runner {
 
     typealias Report = (String, Double, Double) -> Void
 
-    func makeModule(maps: Int, inplace: Bool = false, backend: any BatchNormBackend) throws -> BatchNormND {
+    func makeModule(maps: Int, inplace: Bool = false, backend: any BatchNormBackend<Tensor>) throws -> BatchNormND {
         switch testCase.shape.count {
         case 2: try BatchNorm(maps: maps, inplace: inplace, backend: backend)
         case 3: try BatchNorm1D(maps: maps, inplace: inplace, backend: backend)
@@ -218,7 +233,7 @@ private struct Runner {
         let shape = testCase.shape, maps = shape[1]
         let count = shape.reduce(1, *)
         var generator = SeededGenerator(seed: testCase.seed)
-        let half = testCase.dataType == .float16
+        let half = testCase.dataType != .float32
         // Data: large offset for float32 (exercises the shifted statistics), moderate for float16.
         let (offset, spread): (Double, Double) = half ? (10, 2) : (1000, 3)
         let rawX: [Float] =
@@ -236,7 +251,7 @@ private struct Runner {
             mean: (0..<maps).map { _ in Float(normal(&generator)) },
             var: (0..<maps).map { _ in Float(1 + 0.5 * Double.random(in: 0..<1, using: &generator)) },
             numOfProps: 2)
-        let dataTolerance = half ? CUDASelfTest.float16Tolerance : CUDASelfTest.float32Tolerance
+        let dataTolerance = CUDASelfTest.tolerance(for: testCase.dataType)
         let statisticsTolerance = CUDASelfTest.float32Tolerance
 
         var reference = ReferenceBatchNorm(state: state)
@@ -246,6 +261,21 @@ private struct Runner {
             gFloat = g.converted(to: g.layout, dataType: .float32)
         let gpu = try makeModule(maps: maps, backend: backend)
         try gpu.load(state)
+        guard backend.supports(testCase.dataType) else {
+            // Refused before anything is copied or launched, the module unchanged.
+            var refused = false
+            do {
+                switch testCase.path {
+                case .hostBackend: _ = try gpu(x)
+                case .deviceTensors: _ = try gpu(DeviceTensor(x, on: requireDevice()))
+                }
+            } catch BatchNormError.dataTypeMismatch(_, _, let actual) {
+                refused = actual == testCase.dataType.rawValue
+            }
+            let unchanged = try gpu.state() == state
+            report("unsupported.refused", refused && unchanged ? 0 : 1, 0)
+            return
+        }
 
         // Training forward.
         let expectedY = reference.trainingForward(xValues, shape: shape)
@@ -253,7 +283,7 @@ private struct Runner {
         let gpuY: [Float]
         switch testCase.path {
         case .hostBackend: gpuY = try gpu(x).scalars
-        case .deviceTensors: gpuY = try gpu.forward(DeviceTensor(x, on: requireDevice())).toHost().scalars
+        case .deviceTensors: gpuY = try gpu(DeviceTensor(x, on: requireDevice())).toHost().scalars
         }
         report("train.y", CUDASelfTest.dataError(gpuY, expectedY), dataTolerance)
         report("train.y~cpu", CUDASelfTest.dataError(gpuY, cpuY.map(Double.init)), dataTolerance)
@@ -313,7 +343,7 @@ private struct Runner {
             evalY = try gpu(x).scalars
             evalDX = try gpu.backward(g)!.scalars
         case .deviceTensors:
-            evalY = try gpu.forward(DeviceTensor(x, on: requireDevice())).toHost().scalars
+            evalY = try gpu(DeviceTensor(x, on: requireDevice())).toHost().scalars
             evalDX = try gpu.backward(DeviceTensor(g, on: requireDevice()))!.toHost().scalars
         }
         report("eval.y", CUDASelfTest.dataError(evalY, expectedEvalY), dataTolerance)
@@ -331,7 +361,7 @@ private struct Runner {
             report("eval.inplace.y", CUDASelfTest.dataError(target.scalars, expectedEvalY), dataTolerance)
         case .deviceTensors:
             let deviceTarget = try DeviceTensor(target, on: requireDevice())
-            let output = try inplace.forward(deviceTarget)
+            let output = try inplace(deviceTarget)
             report("eval.inplace.shares", output.sharesBuffer(with: deviceTarget) ? 0 : 1, 0)
             report(
                 "eval.inplace.y", CUDASelfTest.dataError(try deviceTarget.toHost().scalars, expectedEvalY),

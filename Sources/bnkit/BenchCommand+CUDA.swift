@@ -32,11 +32,11 @@ extension BenchCommand {
                         gigabytesPerSecond: Double(elementsOfTraffic * dtype.byteCount * elements) / seconds / 1e9)
                 }
                 bn.trainMode()
-                rows.append(try row(.train, elementsOfTraffic: 3) { _ = try bn.forward(x) })
-                _ = try bn.forward(x)
+                rows.append(try row(.train, elementsOfTraffic: 3) { _ = try bn(x) })
+                _ = try bn(x)
                 rows.append(try row(.backward, elementsOfTraffic: 5) { _ = try bn.backward(g) })
                 bn.evalMode()
-                rows.append(try row(.eval, elementsOfTraffic: 2) { _ = try bn.forward(x) })
+                rows.append(try row(.eval, elementsOfTraffic: 2) { _ = try bn(x) })
             }
         }
         let copy = try device.measureCopyBandwidth()

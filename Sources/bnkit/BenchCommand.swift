@@ -256,7 +256,8 @@ struct BenchCommand: ParsableCommand {
     }
 
     /// The family member for `shape`'s rank (BatchNorm ... BatchNorm3D) with PuzzleLib's defaults.
-    static func module(for shape: [Int], backend: any BatchNormBackend, using generator: inout SeededGenerator) throws
+    static func module(for shape: [Int], backend: any BatchNormBackend<Tensor>, using generator: inout SeededGenerator)
+        throws
         -> BatchNormND
     {
         guard let family = BatchNormND.familyMember(forDataRank: shape.count) else {

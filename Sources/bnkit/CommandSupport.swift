@@ -105,7 +105,7 @@ enum ComputeDevice: String, ExpressibleByArgument, CaseIterable {
 /// The family member for data of `rank` (2: BatchNorm, ..., 5: BatchNorm3D), scale exactly 1.
 func makeModule(
     rank: Int, maps: Int, epsilon: Double, initFactor: Double = 1, minFactor: Double = 0.1,
-    inplace: Bool = false, backend: any BatchNormBackend = CPUBackend()
+    inplace: Bool = false, backend: any BatchNormBackend<Tensor> = CPUBackend()
 ) throws -> BatchNormND {
     guard let family = BatchNormND.familyMember(forDataRank: rank) else {
         throw InputFailure(

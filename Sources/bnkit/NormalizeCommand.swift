@@ -75,7 +75,7 @@ struct NormalizeCommand: ParsableCommand {
                 "\(input): array of shape \(header.shape) (\(options.layout)) has \(shape[1]) channels, the state has \(state.maps) maps"
             )
         }
-        let backend: any BatchNormBackend = device == .cuda ? try CUDABackend() : CPUBackend()
+        let backend: any BatchNormBackend<Tensor> = device == .cuda ? try CUDABackend() : CPUBackend()
         let module = try withContext(input) {
             try makeModule(
                 rank: shape.count, maps: state.maps, epsilon: options.epsilon, inplace: true, backend: backend)

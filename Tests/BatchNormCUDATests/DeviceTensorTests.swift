@@ -29,27 +29,27 @@ struct DeviceTensorTests {
         values[5] = .nan
         let bad = try DeviceTensor(Tensor(values, shape: [2, 2, 2, 2, 3]), on: device)
         let before = try bn.state()
-        #expect(throws: BatchNormError.self) { try bn.forward(bad) }
+        #expect(throws: BatchNormError.self) { try bn(bad) }
         #expect(try bn.state() == before)
         #expect(bn.numOfProps == 0)
         // Finite input whose variance overflows the Float running statistics (the host's rule).
         let huge = try DeviceTensor(
             Tensor((0..<48).map { $0 % 2 == 0 ? 1e20 : -1e20 }, shape: [2, 2, 2, 2, 3]),
             on: device)
-        #expect(throws: BatchNormError.self) { try bn.forward(huge) }
+        #expect(throws: BatchNormError.self) { try bn(huge) }
         #expect(try bn.state() == before)
         // Backward without a device forward.
         #expect(throws: BatchNormError.backwardBeforeForward(name: nil)) { try bn.backward(bad) }
         // Wrong rank and maps.
         let wrongRank = try DeviceTensor(zeros: [2, 2, 3], on: device)
-        #expect(throws: BatchNormError.self) { try bn.forward(wrongRank) }
+        #expect(throws: BatchNormError.self) { try bn(wrongRank) }
         let wrongMaps = try DeviceTensor(zeros: [2, 3, 1, 1, 2], on: device)
         #expect(throws: BatchNormError.mapsMismatch(argument: "data", expected: 2, actual: 3)) {
-            try bn.forward(wrongMaps)
+            try bn(wrongMaps)
         }
         // M = 1.
         let single = try DeviceTensor(zeros: [1, 2, 1, 1, 1], on: device)
-        #expect(throws: BatchNormError.self) { try bn.forward(single) }
+        #expect(throws: BatchNormError.self) { try bn(single) }
         #expect(try bn.state() == before)
     }
 
@@ -57,9 +57,9 @@ struct DeviceTensorTests {
         let device = try CUDADevice.shared()
         let bn = try BatchNorm3D(maps: 2, inplace: true)
         let x = try DeviceTensor(Tensor.arange(shape: [2, 2, 2, 2, 2]), on: device)
-        #expect(throws: BatchNormError.inplaceInTraining(name: nil)) { try bn.forward(x) }
+        #expect(throws: BatchNormError.inplaceInTraining(name: nil)) { try bn(x) }
         bn.evalMode()
-        let y = try bn.forward(x)
+        let y = try bn(x)
         #expect(y.sharesBuffer(with: x))
         // Running statistics are 0 and 1: y = scale·x/sqrt(1 + ε) + 0.
         let scale = try bn.scale.scalars
@@ -79,10 +79,16 @@ struct DeviceTensorTests {
         let bn = try BatchNorm3D(maps: 2, backend: try CUDABackend(device: device))
         let host = try Tensor.arange(shape: [2, 2, 2, 2, 2])
         let x = try DeviceTensor(host, on: device)
-        _ = try bn.forward(x)
+        _ = try bn(x)
         #expect(bn.inData == nil && bn.numOfProps == 1)
         _ = try bn(host)
-        #expect(throws: BatchNormError.backwardBeforeForward(name: nil)) { try bn.backward(x) }
+        // The last forward took a host tensor: a device gradient is refused, naming both places.
+        #expect {
+            try bn.backward(x)
+        } throws: { error in
+            guard case BatchNormError.invalidArgument("grad", let expected, let actual) = error else { return false }
+            return expected.contains("Tensor on host") && actual.contains("DeviceTensor on cuda:0")
+        }
         #expect(try bn.backward(host) != nil)
     }
 }

@@ -28,10 +28,10 @@ struct GPUComparisonTests {
         // Warm-up: kernels compiled, buffers cached. Two passes: the module holds the last
         // output until the next forward commits, so the first output's block is free only
         // after the second pass.
-        _ = try bn.forward(x)
-        _ = try bn.forward(x)
+        _ = try bn(x)
+        _ = try bn(x)
         let launches = device.launchCount, allocations = device.allocationCount
-        let y = try bn.forward(x)
+        let y = try bn(x)
         #expect(device.launchCount - launches == 2)
         #expect(device.allocationCount == allocations, "repeated calls must come from the cache")
         #expect(y.shape == [5, 3, 10, 10, 10])

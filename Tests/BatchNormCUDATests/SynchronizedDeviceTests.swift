@@ -54,7 +54,7 @@ struct SynchronizedDeviceTests {
             let shape = [batches[member.rank], maps] + spatial
             var outcome = Outcome()
             for _ in 0..<3 {
-                let y = try bn.forward(
+                let y = try bn(
                     DeviceTensor(
                         Tensor(slice(x, rank: member.rank), shape: shape, layout: layout),
                         on: device))
@@ -96,7 +96,7 @@ struct SynchronizedDeviceTests {
             let before = try bn.state()
             var outcome = Outcome()
             do {
-                _ = try bn.forward(DeviceTensor(Tensor(values, shape: [2, 2, 2, 2, 3]), on: device))
+                _ = try bn(DeviceTensor(Tensor(values, shape: [2, 2, 2, 2, 3]), on: device))
                 outcome.error = "no error"
             } catch BatchNormError.peerFailed(let rank, _) where member.rank == 0 && rank == 1 {
             } catch BatchNormError.nonFiniteStatistics where member.rank == 1 {

@@ -3,14 +3,15 @@ import BatchNormKit
 /// The CUDA implementation of ``BatchNormKit/BatchNormBackend`` for host tensors.
 ///
 /// Each call copies its host tensors to the device (buffers come from the device's caching
-/// allocator, so repeated calls of one shape do not `cuMemAlloc`), runs one kernel and
-/// copies the result back, synchronizing before it returns: correct, and as fast as the
-/// PCIe copies allow. For speed keep the data on the GPU and use the ``DeviceTensor`` API
-/// (``BatchNormKit/BatchNormND/forward(_:)``, ``BatchNormKit/BatchNormND/backward(_:updParamGrads:updGrad:scale:momentum:)``).
+/// allocator, so repeated calls of one shape do not `cuMemAlloc`), runs the device-tensor step
+/// (one kernel) and copies the result back, synchronizing before it returns: correct, and as
+/// fast as the PCIe copies allow. For speed keep the data on the GPU: a ``DeviceTensor`` goes
+/// through the same `bn(x)` and `bn.backward(g)` and stays on its device.
 ///
-/// Supports `float32` and `float16` data (parameters and statistics stay `Float32`),
-/// channels-first and channels-last. Statistics are per-block shifted sums in `Double`
-/// merged with Chan's update in a fixed order: bitwise reproducible run to run.
+/// Data types: ``CUDADevice/supportedDataTypes`` (float32 and float16 everywhere, bfloat16 from
+/// compute capability 8.0 on; parameters and statistics stay `Float32`), channels-first and
+/// channels-last. Statistics are per-block shifted sums in `Double` merged with Chan's update
+/// in a fixed order: bitwise reproducible run to run.
 ///
 /// ```swift
 /// let bn = try BatchNorm3D(maps: 16, backend: try CUDABackend())  // throws without CUDA
@@ -29,42 +30,35 @@ public struct CUDABackend: BatchNormBackend {
     }
 
     /// `"cuda (NVIDIA H100 80GB HBM3, sm_90)"`.
-    public var name: String {
-        "cuda (\(device.name), \((try? device.prepareKernels()) ?? "not compiled"))"
-    }
+    public var name: String { device.backendName }
 
-    /// `true` for `float32` and `float16`.
-    public func supports(_ dataType: TensorDataType) -> Bool { true }
+    /// ``CUDADevice/supportedDataTypes``.
+    public var supportedDataTypes: [TensorDataType] { device.supportedDataTypes }
+
+    /// The device-tensor steps every method runs between its copies.
+    private var onDevice: DeviceTensorBackend { DeviceTensorBackend(device: device) }
 
     /// Collect → merge on the GPU: one kernel launch; moments copied back.
     public func collectStatistics(of input: Tensor) throws -> [ChannelMoments] {
-        let geometry = KernelGeometry(shape: input.shape, layout: input.layout)
-        guard geometry.elementCount > 0 else { return Array(repeating: .empty, count: geometry.channels) }
-        let x = try DeviceTensor(input, on: device)
-        return try device.channelMoments(of: x.buffer.address, geometry: geometry, dataType: input.dataType)
+        guard input.elementCount > 0 else { return Array(repeating: .empty, count: input.shape[1]) }
+        return try onDevice.collectStatistics(of: DeviceTensor(input, on: device))
     }
 
     /// Apply on the GPU: `output = b·(input − shift) + offset`; `output` may be `input`.
     public func normalize(_ input: Tensor, into output: Tensor, coefficients: ChannelCoefficients) throws {
-        let geometry = KernelGeometry(shape: input.shape, layout: input.layout)
-        guard geometry.elementCount > 0 else { return }
+        guard input.elementCount > 0 else { return }
         let x = try DeviceTensor(input, on: device)
-        try device.enqueueApply(
-            gradient: nil, input: x.buffer.address, output: x.buffer.address, geometry: geometry,
-            dataType: input.dataType, coefficients: coefficients)
+        try onDevice.normalize(x, into: x, coefficients: coefficients)
         try x.copy(into: output)
     }
 
     /// Backward reduce on the GPU: one launch; sums copied back.
     public func reduceGradient(_ gradient: Tensor, input: Tensor, mean: [Double]) throws -> [GradientSums] {
-        let geometry = KernelGeometry(shape: input.shape, layout: input.layout)
-        guard geometry.elementCount > 0 else {
-            return Array(repeating: GradientSums(gradient: 0, gradientTimesCentered: 0), count: geometry.channels)
+        guard input.elementCount > 0 else {
+            return Array(repeating: GradientSums(gradient: 0, gradientTimesCentered: 0), count: input.shape[1])
         }
-        let g = try DeviceTensor(gradient, on: device), x = try DeviceTensor(input, on: device)
-        return try device.gradientSums(
-            gradient: g.buffer.address, input: x.buffer.address, geometry: geometry,
-            dataType: input.dataType, mean: mean)
+        return try onDevice.reduceGradient(
+            DeviceTensor(gradient, on: device), input: DeviceTensor(input, on: device), mean: mean)
     }
 
     /// Backward apply on the GPU: `output = a·gradient + b·(input − shift) + offset`.
@@ -72,13 +66,10 @@ public struct CUDABackend: BatchNormBackend {
         _ gradient: Tensor, input: Tensor, into output: Tensor,
         coefficients: ChannelCoefficients
     ) throws {
-        let geometry = KernelGeometry(shape: gradient.shape, layout: gradient.layout)
-        guard geometry.elementCount > 0 else { return }
+        guard gradient.elementCount > 0 else { return }
         let g = try DeviceTensor(gradient, on: device)
-        let x = coefficients.ignoresInput ? nil : try DeviceTensor(input, on: device)
-        try device.enqueueApply(
-            gradient: g.buffer.address, input: x?.buffer.address, output: g.buffer.address,
-            geometry: geometry, dataType: gradient.dataType, coefficients: coefficients)
+        let x = coefficients.ignoresInput ? g : try DeviceTensor(input, on: device)
+        try onDevice.applyGradient(g, input: x, into: g, coefficients: coefficients)
         try g.copy(into: output)
     }
 }

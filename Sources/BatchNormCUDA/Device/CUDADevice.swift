@@ -1,3 +1,4 @@
+import BatchNormKit
 import SystemLibrary
 
 /// One NVIDIA GPU, reached through the CUDA driver API loaded at run time.
@@ -126,6 +127,20 @@ public final class CUDADevice: @unchecked Sendable {
     public var summary: String {
         "\(name) (sm_\(computeCapability.major)\(computeCapability.minor), \(multiprocessorCount) SMs, "
             + "driver \(driverVersion / 1000).\(driverVersion % 1000 / 10))"
+    }
+
+    /// The data types the kernels compute on here: `float32` and `float16` on every device,
+    /// `bfloat16` from compute capability 8.0 (sm_80) on, the first with the conversion
+    /// instruction. The one statement of what the GPU supports: the module's validation (of host
+    /// tensors through ``CUDABackend`` and of ``DeviceTensor``s alike) checks it before any
+    /// copy or launch.
+    public var supportedDataTypes: [TensorDataType] {
+        computeCapability.major >= 8 ? [.float32, .float16, .bfloat16] : [.float32, .float16]
+    }
+
+    /// `"cuda (NVIDIA H100 80GB HBM3, sm_90)"`: what both backends print as their name.
+    var backendName: String {
+        "cuda (\(name), \((try? prepareKernels()) ?? "not compiled"))"
     }
 
     /// Makes the device's context current on the calling thread (the driver API is per thread).

@@ -3,7 +3,15 @@ import BatchNormKit
 /// Enqueue-only launchers for the kernels of ``CUDAKernelSource``; nothing here synchronizes.
 /// Addresses are device pointers; `C` below is the channel count.
 extension CUDADevice {
-    private func suffix(_ dataType: TensorDataType) -> String { dataType == .float16 ? "f16" : "f32" }
+    /// The entry-point suffix of `dataType`'s kernels (only types in ``supportedDataTypes``
+    /// reach a launch: the module validates against it).
+    private func suffix(_ dataType: TensorDataType) -> String {
+        switch dataType {
+        case .float32: "f32"
+        case .float16: "f16"
+        case .bfloat16: "bf16"
+        }
+    }
 
     /// Collect → merge: one launch. Writes `moments` (`3C` doubles: counts, means, M2). The
     /// kernel does no finalize: that runs on the host, in ``BatchNormKit/BatchNormND``, for
@@ -97,7 +105,7 @@ extension CUDADevice {
                     .pointer(coefficients),
                 ])
         } else {
-            let width = dataType == .float16 ? 8 : 4
+            let width = 16 / dataType.byteCount
             let units = geometry.channels % width == 0 ? geometry.elementCount / width : geometry.elementCount
             let blocks = max(1, min((units + threads - 1) / threads, multiprocessorCount * 32))
             try launch(

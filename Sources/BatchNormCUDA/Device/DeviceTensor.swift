@@ -9,7 +9,7 @@ import BatchNormKit
 /// ```swift
 /// let device = try CUDADevice.shared()
 /// let x = try DeviceTensor(Tensor.arange(shape: [5, 3, 10, 10, 10]), on: device) // to device
-/// let y = try bn.forward(x)                                                       // on the GPU
+/// let y = try bn(x)                                                       // on the GPU
 /// let host = try y.toHost()                                                       // to host (synchronizes)
 /// ```
 public struct DeviceTensor: @unchecked Sendable {
@@ -17,7 +17,7 @@ public struct DeviceTensor: @unchecked Sendable {
     public let shape: [Int]
     /// Storage order.
     public let layout: TensorLayout
-    /// Element type (`float32` or `float16`).
+    /// Element type (see ``CUDADevice/supportedDataTypes`` for what the kernels compute on).
     public let dataType: TensorDataType
     /// The device memory holding the elements in ``layout`` order.
     public let buffer: DeviceBuffer

@@ -3,7 +3,7 @@
 ///
 /// ```swift
 /// let device = try CUDADevice.shared()
-/// let milliseconds = try device.time { _ = try bn.forward(x) }          // one run
+/// let milliseconds = try device.time { _ = try bn(x) }          // one run
 /// let copy = try device.measureCopyBandwidth(byteCount: 1 << 30)        // GB/s, device to device
 /// ```
 ///
@@ -12,14 +12,14 @@
 /// let x = try DeviceTensor(Tensor(values, shape: shape), on: device)
 /// let g = try DeviceTensor(Tensor(gradient, shape: shape), on: device)
 /// let bn = try BatchNorm3D(maps: shape[1])
-/// let train = try device.time(repetitions: 5) { _ = try bn.forward(x) }          // 12 B/element
+/// let train = try device.time(repetitions: 5) { _ = try bn(x) }          // 12 B/element
 /// let backward = try device.time(repetitions: 5) { _ = try bn.backward(g) }      // 20 B/element
 /// bn.evalMode()
-/// let eval = try device.time(repetitions: 5) { _ = try bn.forward(x) }           // 8 B/element
+/// let eval = try device.time(repetitions: 5) { _ = try bn(x) }           // 8 B/element
 /// // GB/s = bytesPerElement · elementCount / (median ms · 1e-3) / 1e9, beside
 /// // device.measureCopyBandwidth() from the same run.
 /// ```
-/// `bn.backward(g)` needs a training `bn.forward(x)` first (it uses that forward's input).
+/// `bn.backward(g)` needs a training `bn(x)` first (it uses that forward's input).
 public final class CUDAEvent: @unchecked Sendable {
     /// The device whose stream the event is recorded on.
     public let device: CUDADevice

@@ -4,8 +4,16 @@
 /// (in ``BatchNormND``, shared by all backends) and *apply* (``normalize(_:into:coefficients:)``).
 /// Backward is *reduce* (``reduceGradient(_:input:mean:)``) and *apply*
 /// (``applyGradient(_:input:into:coefficients:)``). Tensors handed to a backend have already
-/// been validated (rank, channels, matching shapes and layouts).
-public protocol BatchNormBackend: Sendable {
+/// been validated (rank, channels, matching shapes and layouts, a data type in
+/// ``supportedDataTypes``).
+///
+/// A backend computes on one kind of storage, its ``Operand``: ``Tensor`` (host memory) for
+/// ``CPUBackend`` and for a GPU backend that copies host tensors to its device, a device
+/// tensor for a GPU's own backend. The module's orchestration is the same for every operand.
+public protocol BatchNormBackend<Operand>: Sendable {
+    /// The tensors this backend computes on (``Tensor`` unless it says otherwise).
+    associatedtype Operand: BatchNormOperand = Tensor
+
     /// A short name for printouts, such as `"cpu (2 threads)"`.
     var name: String { get }
 
@@ -18,24 +26,26 @@ public protocol BatchNormBackend: Sendable {
     /// promise). Default `false`.
     var applyNeverFails: Bool { get }
 
-    /// Whether tensors of `dataType` can be processed (the CPU backend handles every type).
-    func supports(_ dataType: TensorDataType) -> Bool
+    /// The data types this backend computes on, in the order error messages list them: the one
+    /// statement of what it supports, used by the module's validation and by the docs. A
+    /// backend is never handed another type.
+    var supportedDataTypes: [TensorDataType] { get }
 
     /// Per-channel moments of `input`, accumulated in `Double` (or an equally accurate
     /// scheme) and bitwise reproducible whatever the degree of parallelism.
-    func collectStatistics(of input: Tensor) throws -> [ChannelMoments]
+    func collectStatistics(of input: Operand) throws -> [ChannelMoments]
 
     /// Writes `output = b·(input − shift) + offset` per channel. `output` may share
     /// `input`'s storage (in-place evaluation).
-    func normalize(_ input: Tensor, into output: Tensor, coefficients: ChannelCoefficients) throws
+    func normalize(_ input: Operand, into output: Operand, coefficients: ChannelCoefficients) throws
 
     /// Per-channel `Σg` and `Σg·(x − mean)` in `Double`, bitwise reproducible.
-    func reduceGradient(_ gradient: Tensor, input: Tensor, mean: [Double]) throws -> [GradientSums]
+    func reduceGradient(_ gradient: Operand, input: Operand, mean: [Double]) throws -> [GradientSums]
 
     /// Writes `output = a·gradient + b·(input − shift) + offset` per channel; `input` is
     /// not read when ``ChannelCoefficients/ignoresInput``.
     func applyGradient(
-        _ gradient: Tensor, input: Tensor, into output: Tensor,
+        _ gradient: Operand, input: Operand, into output: Operand,
         coefficients: ChannelCoefficients) throws
 
     /// Whether the training passes of a tensor are better run fused per channel
@@ -67,7 +77,7 @@ public protocol BatchNormBackend: Sendable {
     /// - Returns: The `C` moments.
     /// - Throws: What ``collectStatistics(of:)`` and ``normalize(_:into:coefficients:)`` throw.
     func collectStatisticsAndNormalize(
-        _ input: Tensor, into output: Tensor,
+        _ input: Operand, into output: Operand,
         coefficients: @Sendable (_ channel: Int, ChannelMoments) -> ChannelCoefficients.Channel?
     ) throws
         -> [ChannelMoments]
@@ -89,13 +99,16 @@ public protocol BatchNormBackend: Sendable {
     /// - Throws: What ``reduceGradient(_:input:mean:)`` and
     ///   ``applyGradient(_:input:into:coefficients:)`` throw.
     func reduceGradientAndApply(
-        _ gradient: Tensor, input: Tensor, mean: [Double], into output: Tensor,
+        _ gradient: Operand, input: Operand, mean: [Double], into output: Operand,
         coefficients: @Sendable (_ channel: Int, GradientSums) -> ChannelCoefficients.Channel
     )
         throws -> [GradientSums]
 }
 
 extension BatchNormBackend {
+    /// Whether `dataType` is in ``supportedDataTypes``.
+    public func supports(_ dataType: TensorDataType) -> Bool { supportedDataTypes.contains(dataType) }
+
     /// `false`: the apply steps may throw (they copy, allocate device memory or launch).
     public var applyNeverFails: Bool { false }
 
@@ -107,7 +120,7 @@ extension BatchNormBackend {
     /// ``collectStatistics(of:)``, then one ``normalize(_:into:coefficients:)`` when every
     /// channel has coefficients.
     public func collectStatisticsAndNormalize(
-        _ input: Tensor, into output: Tensor,
+        _ input: Operand, into output: Operand,
         coefficients: @Sendable (_ channel: Int, ChannelMoments) -> ChannelCoefficients.Channel?
     ) throws
         -> [ChannelMoments]
@@ -117,7 +130,7 @@ extension BatchNormBackend {
 
     /// ``reduceGradient(_:input:mean:)``, then one ``applyGradient(_:input:into:coefficients:)``.
     public func reduceGradientAndApply(
-        _ gradient: Tensor, input: Tensor, mean: [Double], into output: Tensor,
+        _ gradient: Operand, input: Operand, mean: [Double], into output: Operand,
         coefficients: @Sendable (_ channel: Int, GradientSums) -> ChannelCoefficients.Channel
     )
         throws -> [GradientSums]
@@ -128,7 +141,7 @@ extension BatchNormBackend {
     /// The unfused form of ``collectStatisticsAndNormalize(_:into:coefficients:)`` (also what
     /// a backend that fuses some tensors runs for the others).
     func collectThenNormalize(
-        _ input: Tensor, into output: Tensor,
+        _ input: Operand, into output: Operand,
         coefficients: (Int, ChannelMoments) -> ChannelCoefficients.Channel?
     ) throws
         -> [ChannelMoments]
@@ -145,7 +158,7 @@ extension BatchNormBackend {
 
     /// The unfused form of ``reduceGradientAndApply(_:input:mean:into:coefficients:)``.
     func reduceThenApply(
-        _ gradient: Tensor, input: Tensor, mean: [Double], into output: Tensor,
+        _ gradient: Operand, input: Operand, mean: [Double], into output: Operand,
         coefficients: (Int, GradientSums) -> ChannelCoefficients.Channel
     ) throws -> [GradientSums] {
         let sums = try reduceGradient(gradient, input: input, mean: mean)

@@ -72,10 +72,10 @@ public struct CPUBackend: BatchNormBackend {
         max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     }
 
-    /// `true` for every type: ``TensorDataType/float32``, ``TensorDataType/float16`` and
+    /// Every type: ``TensorDataType/float32``, ``TensorDataType/float16`` and
     /// ``TensorDataType/bfloat16`` data (with `Float32` parameters and statistics), converted
     /// inside the kernels.
-    public func supports(_ dataType: TensorDataType) -> Bool { true }
+    public var supportedDataTypes: [TensorDataType] { TensorDataType.allCases }
 
     /// `true`: the CPU apply loops cannot fail once the tensors are validated.
     public var applyNeverFails: Bool { true }

@@ -33,33 +33,63 @@ extension BatchNormND {
         _ grad: Tensor, updParamGrads: Bool = true, updGrad: Bool = true,
         scale: Float = 1, momentum: Float = 0
     ) throws -> Tensor? {
+        try backward(
+            grad, on: grad.backend(moduleBackend: backend), updParamGrads: updParamGrads, updGrad: updGrad,
+            scale: scale, momentum: momentum)
+    }
+
+    /// Backward pass of any operand, a host ``Tensor`` or a device tensor (computed on its own
+    /// device), for the gradient of the last forward output: the semantics and errors of
+    /// ``backward(_:updParamGrads:updGrad:scale:momentum:)-(Tensor,_,_,_,_)``. `grad` must be
+    /// of the forward input's operand type and place. A device training backward copies the
+    /// `2C` sums to the host (one synchronization) to finalize them there.
+    ///
+    /// - Returns: `dx`, an operand of `grad`'s type and place, or `nil` when `updGrad` is `false`.
+    /// - Throws: The errors of the host backward;
+    ///   ``BatchNormError/invalidArgument(name:expected:actual:)`` when the forward input was of
+    ///   another type or place; the errors of the operand's place.
+    @discardableResult
+    public func backward<Operand: BatchNormOperand>(
+        _ grad: Operand, updParamGrads: Bool = true, updGrad: Bool = true,
+        scale: Float = 1, momentum: Float = 0
+    ) throws -> Operand? {
+        try backward(
+            grad, on: grad.backend(moduleBackend: backend), updParamGrads: updParamGrads, updGrad: updGrad,
+            scale: scale, momentum: momentum)
+    }
+
+    /// The one backward orchestration, for every operand type.
+    private func backward<Operand: BatchNormOperand>(
+        _ grad: Operand, on backend: any BatchNormBackend<Operand>, updParamGrads: Bool, updGrad: Bool,
+        scale: Float, momentum: Float
+    ) throws -> Operand? {
         let accumulate = updParamGrads && affine
         guard isTraining else {
             // Evaluation: dx = g·scale/sqrt(var + ε); no parameter gradients, no communication.
-            let (parameters, input) = try backwardInputs(grad)
+            let (parameters, input) = try backwardInputs(grad, on: backend)
             guard updGrad else {
-                self.grad = nil
+                savedGradient = nil
                 return nil
             }
-            releasePreviousGradient()
-            let output = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
+            releasePreviousGradient(backend)
+            let output = try grad.makeUninitializedLike()
             try backend.applyGradient(
                 grad, input: input, into: output,
                 coefficients: evaluationGradientCoefficients(parameters: parameters))
-            self.grad = output
+            savedGradient = output
             return output
         }
         guard updGrad || accumulate else {
-            _ = try backwardInputs(grad)
-            self.grad = nil
+            _ = try backwardInputs(grad, on: backend)
+            savedGradient = nil
             return nil
         }
 
         // Validate and reduce (backend), merge (across processGroup when set); alone, and
         // when the backend fuses the channels of this tensor, reduce and apply in one call.
-        var fusedOutput: Tensor?
+        var fusedOutput: Operand?
         let (context, sums) = try mergeGradientSums {
-            let (parameters, input) = try backwardInputs(grad)
+            let (parameters, input) = try backwardInputs(grad, on: backend)
             guard let saved = savedStatistics else { throw BatchNormError.backwardBeforeForward(name: name) }
             guard updGrad, processGroup == nil,
                 backend.fusesChannels(
@@ -68,8 +98,8 @@ extension BatchNormND {
             else {
                 return ((parameters, input, saved), try backend.reduceGradient(grad, input: input, mean: saved.mean))
             }
-            releasePreviousGradient()
-            let result = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
+            releasePreviousGradient(backend)
+            let result = try grad.makeUninitializedLike()
             let finalizer = GradientFinalizer(saved: saved, scale: parameters.scale.scalars)
             let sums = try backend.reduceGradientAndApply(
                 grad, input: input, mean: saved.mean, into: result,
@@ -80,8 +110,8 @@ extension BatchNormND {
         let (parameters, input, saved) = context
         var output = fusedOutput
         if updGrad && fusedOutput == nil {
-            releasePreviousGradient()
-            let result = try Tensor(uninitialized: grad.shape, layout: grad.layout, dataType: grad.dataType)
+            releasePreviousGradient(backend)
+            let result = try grad.makeUninitializedLike()
             try backend.applyGradient(
                 grad, input: input, into: result,
                 coefficients: trainingGradientCoefficients(
@@ -93,17 +123,25 @@ extension BatchNormND {
         if accumulate {
             accumulateParameterGradients(sums, saved: saved, parameters: parameters, scale: scale, momentum: momentum)
         }
-        self.grad = output
+        savedGradient = output
         return output
     }
 
-    /// The checks every host backward makes: parameters loaded, `grad` of the module's rank,
-    /// maps and a supported type, a forward input to pair with, and the same shape, layout
-    /// and type as that input.
-    private func backwardInputs(_ grad: Tensor) throws -> (Parameters, Tensor) {
+    /// The checks every backward makes: parameters loaded, `grad` of the module's rank, maps
+    /// and a supported type, a forward input of the same operand type and place to pair with,
+    /// and the same shape, layout and type as that input.
+    private func backwardInputs<Operand: BatchNormOperand>(_ grad: Operand, on backend: any BatchNormBackend<Operand>)
+        throws
+        -> (Parameters, Operand)
+    {
         let parameters = try loadedParameters()
-        try checkShape(of: grad, argument: "grad")
-        guard let input = inData else { throw BatchNormError.backwardBeforeForward(name: name) }
+        try checkShape(of: grad, argument: "grad", on: backend)
+        guard let saved = savedInput else { throw BatchNormError.backwardBeforeForward(name: name) }
+        guard let input = saved as? Operand, saved.placement == grad.placement else {
+            throw BatchNormError.invalidArgument(
+                name: "grad", expected: "a \(type(of: saved)) on \(saved.placement), like the forward input",
+                actual: "a \(Operand.self) on \(grad.placement)")
+        }
         try checkGradient(
             (grad.shape, grad.layout, grad.dataType), matches: (input.shape, input.layout, input.dataType))
         return (parameters, input)
@@ -111,9 +149,9 @@ extension BatchNormND {
 
     /// Drops the previous input gradient (``grad``) just before a new one is allocated, so
     /// that its buffer is recycled; only when ``BatchNormBackend/applyNeverFails``, for the reason given at
-    /// ``releasePreviousOutputs()``.
-    func releasePreviousGradient() {
+    /// ``releasePreviousOutputs(_:)``.
+    func releasePreviousGradient<Operand: BatchNormOperand>(_ backend: any BatchNormBackend<Operand>) {
         guard backend.applyNeverFails else { return }
-        self.grad = nil
+        savedGradient = nil
     }
 }

@@ -106,15 +106,6 @@ package struct GradientFinalizer: Sendable {
     }
 }
 
-/// What a forward pass on a tensor type other than ``Tensor`` (the CUDA target's device
-/// tensors) keeps for its backward pass. ``BatchNormND`` holds at most one saved forward:
-/// every forward replaces it (a host forward clears it) and ``BatchNormND/reset()`` drops it,
-/// so a backward always pairs with the latest forward of its own tensor type.
-package protocol SavedForward: AnyObject {
-    /// The mode of the forward pass that saved it.
-    var isTraining: Bool { get }
-}
-
 extension BatchNormND {
     /// Rank, maps and data-type checks shared by forward and backward, for host and device
     /// tensors alike.
@@ -211,13 +202,12 @@ extension BatchNormND {
         saveinvvar = savedInvstd
     }
 
-    /// Records the tensors of a forward pass: host `input`/`output` (``inData``, ``data``) or
-    /// a `savedForward` of another tensor type; drops the previous input gradient.
-    package func commitForward(input: Tensor?, output: Tensor?, savedForward: (any SavedForward)?) {
-        inData = input
-        data = output
-        grad = nil
-        self.savedForward = savedForward
+    /// Records the tensors of a forward pass (``inData``, ``data``); drops the previous input
+    /// gradient.
+    func commitForward(input: some BatchNormOperand, output: some BatchNormOperand) {
+        savedInput = input
+        savedOutput = output
+        savedGradient = nil
     }
 
     /// `γ/sqrt(var + ε)` per channel with the running variance: the multiplier of the

@@ -20,14 +20,33 @@ extension BatchNormND {
     /// batches together; `N = 0` is then accepted as long as the global `M` is at least 2
     /// (<doc:SynchronizedStatistics>). An evaluation forward never communicates.
     public func callAsFunction(_ data: Tensor) throws -> Tensor {
-        if isTraining { return try trainingForward(data) }
-        let parameters = try loadedParameters()
-        try checkShape(of: data, argument: "data")
-        return try evaluationForward(data, parameters: parameters)
+        try forward(data)
     }
 
-    /// ``checkShape(_:dataType:argument:supports:placement:)`` for a host tensor on ``backend``.
-    func checkShape(of tensor: Tensor, argument: String) throws {
+    /// Forward pass of any operand, a host ``Tensor`` or a device tensor (computed on its own
+    /// device), with the semantics and errors of ``callAsFunction(_:)-(Tensor)``; the output is
+    /// an operand of the same type and place. A device training forward copies the `3C`
+    /// moments to the host (one synchronization) to finalize them there, as every path does.
+    ///
+    /// - Throws: The errors of ``callAsFunction(_:)-(Tensor)``, and those of the operand's place
+    ///   (``BatchNormOperand/backend(moduleBackend:)``, allocation, launches).
+    public func callAsFunction<Operand: BatchNormOperand>(_ data: Operand) throws -> Operand {
+        try forward(data)
+    }
+
+    /// The one forward orchestration, for every operand type.
+    private func forward<Operand: BatchNormOperand>(_ data: Operand) throws -> Operand {
+        let backend = try data.backend(moduleBackend: self.backend)
+        if isTraining { return try trainingForward(data, on: backend) }
+        let parameters = try loadedParameters()
+        try checkShape(of: data, argument: "data", on: backend)
+        return try evaluationForward(data, on: backend, parameters: parameters)
+    }
+
+    /// ``checkShape(_:dataType:argument:supports:placement:)`` for a tensor computed on `backend`.
+    func checkShape<Operand: BatchNormOperand>(
+        of tensor: Operand, argument: String, on backend: any BatchNormBackend<Operand>
+    ) throws {
         try checkShape(
             tensor.shape, dataType: tensor.dataType, argument: argument, supports: backend.supports,
             placement: backend.name)
@@ -39,12 +58,15 @@ extension BatchNormND {
     /// and apply run channel by channel in one backend call; the finalize of every channel is
     /// then repeated here in one call (the same function of the same moments, so the same
     /// values) for the commit and the errors.
-    private func trainingForward(_ data: Tensor) throws -> Tensor {
+    private func trainingForward<Operand: BatchNormOperand>(_ data: Operand, on backend: any BatchNormBackend<Operand>)
+        throws
+        -> Operand
+    {
         let valuesPerChannel = ChannelGeometry(shape: data.shape).valuesPerChannel
-        var fusedOutput: Tensor?
+        var fusedOutput: Operand?
         let (parameters, moments, count) = try mergeMoments(localCount: valuesPerChannel) {
             let parameters = try loadedParameters()
-            try checkShape(of: data, argument: "data")
+            try checkShape(of: data, argument: "data", on: backend)
             guard !inplace else { throw BatchNormError.inplaceInTraining(name: name) }
             // Alone, M < 2 is known before reading the data; in a group only the global M counts.
             guard processGroup == nil else { return (parameters, try backend.collectStatistics(of: data)) }
@@ -58,7 +80,7 @@ extension BatchNormND {
             }
             // Finalize can still throw after the apply, so the previous output is kept (not
             // recycled) until the commit.
-            let output = try Tensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType)
+            let output = try data.makeUninitializedLike()
             let finalizer = trainingFinalizer(count: valuesPerChannel, parameters: parameters)
             let moments = try backend.collectStatisticsAndNormalize(data, into: output) { c, moments in
                 finalizer.channel(c, moments)?.coefficients
@@ -67,27 +89,28 @@ extension BatchNormND {
             return (parameters, moments)
         }
         let finalized = try finalizeTraining(moments, count: count, shape: data.shape, parameters: parameters)
-        let output: Tensor
+        let output: Operand
         if let fusedOutput {
             output = fusedOutput
         } else {
-            releasePreviousOutputs()
-            output = try Tensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType)
+            releasePreviousOutputs(backend)
+            output = try data.makeUninitializedLike()
             try backend.normalize(data, into: output, coefficients: finalized.coefficients)
         }
         // Commit: nothing above changed the module.
         try commitTraining(finalized, parameters: parameters)
-        commitForward(input: data, output: output, savedForward: nil)
+        commitForward(input: data, output: output)
         return output
     }
 
     /// `y = scale·(x − mean)/sqrt(var + ε) + bias` with the running statistics.
-    private func evaluationForward(_ data: Tensor, parameters: Parameters) throws -> Tensor {
-        if !inplace { releasePreviousOutputs() }
-        let output =
-            inplace ? data : try Tensor(uninitialized: data.shape, layout: data.layout, dataType: data.dataType)
+    private func evaluationForward<Operand: BatchNormOperand>(
+        _ data: Operand, on backend: any BatchNormBackend<Operand>, parameters: Parameters
+    ) throws -> Operand {
+        if !inplace { releasePreviousOutputs(backend) }
+        let output = inplace ? data : try data.makeUninitializedLike()
         try backend.normalize(data, into: output, coefficients: evaluationCoefficients(parameters: parameters))
-        commitForward(input: data, output: output, savedForward: nil)
+        commitForward(input: data, output: output)
         return output
     }
 
@@ -99,9 +122,9 @@ extension BatchNormND {
     /// (``BatchNormBackend/applyNeverFails``): every throwing step has passed by then.
     /// Otherwise the apply step may throw, and a throw must leave the module unchanged, so
     /// the references are kept until the commit.
-    func releasePreviousOutputs() {
+    func releasePreviousOutputs<Operand: BatchNormOperand>(_ backend: any BatchNormBackend<Operand>) {
         guard backend.applyNeverFails else { return }
-        data = nil
-        grad = nil
+        savedOutput = nil
+        savedGradient = nil
     }
 }

@@ -43,8 +43,9 @@ public class BatchNormND: Module {
     public let inplace: Bool
     /// The module's name.
     public var name: String?
-    /// Where the computation runs; ``CPUBackend`` with all cores by default.
-    public var backend: any BatchNormBackend
+    /// Where host tensors are computed on; ``CPUBackend`` with all cores by default. A device
+    /// tensor is computed on by its own device (``BatchNormOperand/backend(moduleBackend:)``).
+    public var backend: any BatchNormBackend<Tensor>
     /// The ranks whose batches the training statistics span (<doc:SynchronizedStatistics>);
     /// `nil` (the default): this module's batch alone. With a group, every rank's module
     /// behaves as one module seeing the concatenation along `N` of all ranks' batches: one
@@ -55,12 +56,14 @@ public class BatchNormND: Module {
     public private(set) var isTraining = true
     /// Number of training forward passes made so far (PuzzleLib's `numOfProps`).
     public package(set) var numOfProps = 0
-    /// The input of the last forward pass in the current mode.
-    public package(set) var inData: Tensor?
-    /// The output of the last forward pass in the current mode.
-    public package(set) var data: Tensor?
-    /// The input gradient of the last backward pass.
-    public package(set) var grad: Tensor?
+    /// The input of the last forward pass in the current mode, when it was a host ``Tensor``
+    /// (`nil` after a forward on a device tensor, whose input the module keeps for its
+    /// backward all the same).
+    public var inData: Tensor? { savedInput as? Tensor }
+    /// The output of the last forward pass in the current mode, when it was a host ``Tensor``.
+    public var data: Tensor? { savedOutput as? Tensor }
+    /// The input gradient of the last backward pass, when it was a host ``Tensor``.
+    public var grad: Tensor? { savedGradient as? Tensor }
     /// Batch mean `μ` of the last training forward, shape `(1, C, 1, ...)`.
     public package(set) var savemean: Tensor?
     /// Batch `invstd = 1/sqrt(σ² + ε)` of the last training forward, shape `(1, C, 1, ...)`.
@@ -70,9 +73,10 @@ public class BatchNormND: Module {
     package var parameters: Parameters?
     /// `μ` and `invstd` of the last training forward in `Double`, for backward.
     package var savedStatistics: SavedStatistics?
-    /// What the last forward on another tensor type (device tensors) saved for its backward;
-    /// see ``SavedForward``.
-    package var savedForward: (any SavedForward)?
+    /// The input, output and input gradient of the last passes, host or device tensors (see
+    /// ``inData``, ``data`` and ``grad``). A backward pairs with the forward input only when
+    /// its gradient is of the same operand type and place.
+    package var savedInput, savedOutput, savedGradient: (any BatchNormOperand)?
 
     /// Parameter, statistic and gradient tensors, each `(1, C, 1, ...)`.
     package final class Parameters {
@@ -109,7 +113,7 @@ public class BatchNormND: Module {
     public required init(
         maps: Int, epsilon: Double = 1e-5, initFactor: Double = 1.0, minFactor: Double = 0.1,
         sscale: Double = 0.01, affine: Bool = true, name: String? = nil, empty: Bool = false,
-        inplace: Bool = false, backend: any BatchNormBackend = CPUBackend(),
+        inplace: Bool = false, backend: any BatchNormBackend<Tensor> = CPUBackend(),
         processGroup: (any ProcessGroup)? = nil, using generator: inout some RandomNumberGenerator
     ) throws {
         guard let spatialDimensions = Self.spatialDimensions else {
@@ -156,7 +160,7 @@ public class BatchNormND: Module {
     public convenience init(
         maps: Int, epsilon: Double = 1e-5, initFactor: Double = 1.0, minFactor: Double = 0.1,
         sscale: Double = 0.01, affine: Bool = true, name: String? = nil, empty: Bool = false,
-        inplace: Bool = false, backend: any BatchNormBackend = CPUBackend(),
+        inplace: Bool = false, backend: any BatchNormBackend<Tensor> = CPUBackend(),
         processGroup: (any ProcessGroup)? = nil
     ) throws {
         var generator = SystemRandomNumberGenerator()
@@ -210,13 +214,12 @@ public class BatchNormND: Module {
 
     /// Drops the saved input, output, gradient and batch statistics.
     public func reset() {
-        inData = nil
-        data = nil
-        grad = nil
+        savedInput = nil
+        savedOutput = nil
+        savedGradient = nil
         savemean = nil
         saveinvvar = nil
         savedStatistics = nil
-        savedForward = nil
     }
 
     /// `2·C`: scale and bias (registered even when not `affine`, as in PuzzleLib); 0 while empty.

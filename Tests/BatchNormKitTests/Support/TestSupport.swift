@@ -34,7 +34,7 @@ enum Rank: Int, CaseIterable, Sendable, CustomTestStringConvertible {
     func makeModule(
         maps: Int, epsilon: Double = 1e-5, initFactor: Double = 1, minFactor: Double = 0.1,
         sscale: Double = 0.01, affine: Bool = true, name: String? = nil, empty: Bool = false,
-        inplace: Bool = false, backend: any BatchNormBackend = CPUBackend(),
+        inplace: Bool = false, backend: any BatchNormBackend<Tensor> = CPUBackend(),
         using generator: inout SeededGenerator
     ) throws -> BatchNormND {
         try BatchNormND.familyMember(forDataRank: rawValue)!.init(
