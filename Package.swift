@@ -3,6 +3,9 @@ import PackageDescription
 
 let package = Package(
     name: "BatchNormKit",
+    // Linux (x86_64 tested in CI, aarch64 kernels checked under emulation) needs no entry;
+    // these are the oldest Apple systems the code is written for (built, not tested here).
+    platforms: [.macOS(.v13), .iOS(.v16)],
     products: [
         .library(name: "BatchNormKit", targets: ["BatchNormKit"]),
         .library(name: "BatchNormCUDA", targets: ["BatchNormCUDA"]),
@@ -14,23 +17,33 @@ let package = Package(
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
-        // The CPU backend's hot loops in C, compiled for AVX-512 and AVX2 through per-function
+        // The CPU backend's hot loops in C, compiled for each kernel level through per-function
         // target attributes and chosen at run time (no build flags: none may be unsafe).
         // libm: the generic level's fused multiply-adds call the C library's fma.
         .target(name: "CBatchNormKernels", linkerSettings: [.linkedLibrary("m")]),
         // dlopen of system libraries (CUDA, MPI, zlib) and a pthread lock, shared by the targets.
         .target(name: "SystemLibrary"),
-        .target(name: "BatchNormKit", dependencies: ["CBatchNormKernels", "SystemLibrary"]),
+        // The core: tensors, the BatchNorm family, the backend seam, the CPU backend, process
+        // groups. No file formats.
+        .target(name: "BatchNormCore", dependencies: ["CBatchNormKernels", "SystemLibrary"]),
+        // File formats (safetensors, .npy, PuzzleLib HDF5, the JSON reader, atomic writes), on
+        // the core's public API.
+        .target(name: "BatchNormFormats", dependencies: ["BatchNormCore", "SystemLibrary"]),
+        // The module users import: re-exports the core and the formats.
+        .target(name: "BatchNormKit", dependencies: ["BatchNormCore", "BatchNormFormats"]),
         // The plain `Double` reference every kernel is checked against. A regular target
         // (not test-only) so that `bnkit selftest` can use it from a release build.
-        .target(name: "BatchNormReference", dependencies: ["BatchNormKit"]),
+        .target(name: "BatchNormReference", dependencies: ["BatchNormCore"]),
         // CUDA backend: libcuda and libnvrtc are opened with dlopen at run time; nothing CUDA
         // is needed to build, and the package never links against CUDA.
         .target(
-            name: "BatchNormCUDA", dependencies: ["BatchNormKit", "SystemLibrary"],
+            name: "BatchNormCUDA", dependencies: ["BatchNormCore", "SystemLibrary"],
             resources: [.embedInCode("Kernels/BatchNormKernels.cu")]),
         // GPU-versus-CPU-versus-reference comparisons shared by `bnkit selftest` and the tests.
-        .target(name: "BatchNormCUDAChecks", dependencies: ["BatchNormKit", "BatchNormCUDA", "BatchNormReference"]),
+        .target(name: "BatchNormCUDAChecks", dependencies: ["BatchNormCore", "BatchNormCUDA", "BatchNormReference"]),
+        // What exists only to measure (the switch that runs the CPU passes unfused). Only `bnkit`
+        // and the tests link it.
+        .target(name: "BatchNormBenchmarkSupport", dependencies: ["BatchNormCore"]),
         .executableTarget(
             name: "bnkit",
             dependencies: [
@@ -38,18 +51,32 @@ let package = Package(
                 "BatchNormReference",
                 "BatchNormCUDA",
                 "BatchNormCUDAChecks",
-                "CBatchNormKernels", // the bandwidth loops of the bench roofline
+                "BatchNormBenchmarkSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Helpers shared by the test targets (seeded data, comparisons, fixture paths).
+        .target(
+            name: "BatchNormTestSupport", dependencies: ["BatchNormKit", "BatchNormReference"],
+            path: "Tests/Support"),
         .testTarget(
-            name: "BatchNormKitTests",
-            dependencies: ["BatchNormKit", "BatchNormReference", "CBatchNormKernels"],
-            resources: [.copy("Fixtures")]
+            name: "BatchNormCoreTests",
+            dependencies: [
+                "BatchNormCore", "BatchNormReference", "BatchNormTestSupport", "BatchNormBenchmarkSupport",
+                "CBatchNormKernels",
+            ]
+        ),
+        .testTarget(
+            name: "BatchNormFormatsTests",
+            dependencies: ["BatchNormKit", "BatchNormReference", "BatchNormTestSupport"]
+        ),
+        .testTarget(
+            name: "BNKitTests",
+            dependencies: ["BatchNormKit", "BatchNormReference", "BatchNormTestSupport"]
         ),
         .testTarget(
             name: "BatchNormCUDATests",
-            dependencies: ["BatchNormKit", "BatchNormCUDA", "BatchNormCUDAChecks", "BatchNormReference"]
+            dependencies: ["BatchNormCore", "BatchNormCUDA", "BatchNormCUDAChecks", "BatchNormReference"]
         ),
     ],
     swiftLanguageModes: [.v6]

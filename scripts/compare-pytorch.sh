@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: bnkit against PyTorch's nn.BatchNorm3d (ATen on the CPU, cuDNN
 # on the GPU), same shapes, same thread count, same effective-byte definitions
-# (definitions: Sources/BatchNormKit/BatchNormKit.docc/Benchmarks.md).
+# (definitions: Sources/BatchNormCore/BatchNormCore.docc/Benchmarks.md).
 #
 # Usage: scripts/compare-pytorch.sh [THREADS]          (default: 2)
 # Environment:

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Generates the PuzzleLib HDF5 fixtures of BatchNormKitTests, and checks files BatchNormKit wrote.
+"""Generates the PuzzleLib HDF5 fixtures of the test targets, and checks files BatchNormKit wrote.
 
 Run from the repository root with a Python that has h5py and numpy (no PuzzleLib needed):
 
     $VENV/bin/python scripts/make_puzzlelib_fixtures.py             # (re)write the fixtures
     $VENV/bin/python scripts/make_puzzlelib_fixtures.py --verify FILE EXPECTED.json
 
-The first form writes files named `puzzlelib_*` under Tests/BatchNormKitTests/Fixtures/.
+The first form writes files named `puzzlelib_*` under Tests/Fixtures/.
 They are committed; CI never runs this script. The files are made with the very h5py calls
 of PuzzleLib's `Module.save` and `Container.save` (Modules/Module.py, Containers/Container.py):
 
@@ -40,7 +40,7 @@ import sys
 import h5py
 import numpy as np
 
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "BatchNormKitTests", "Fixtures")
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures")
 
 
 def path(name):

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Generates the state/.npy interoperability fixtures of BatchNormKitTests.
+"""Generates the state/.npy interoperability fixtures of the test targets.
 
 Run from the repository root with a Python that has torch, numpy and safetensors:
 
     $VENV/bin/python scripts/make_state_fixtures.py            # (re)write fixtures
     $VENV/bin/python scripts/make_state_fixtures.py --verify-swift FILE [FILE...]
 
-The first form writes small files under Tests/BatchNormKitTests/Fixtures/, all named
+The first form writes small files under Tests/Fixtures/, all named
 `state_*`. They are committed; CI never runs this script (no PyTorch there).
 
 The second form checks the reverse direction: safetensors files written by BatchNormKit
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "BatchNormKitTests", "Fixtures")
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures")
 
 
 def path(name):

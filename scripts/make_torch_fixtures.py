@@ -6,7 +6,7 @@ Regenerate (from the repository root) with
     $VENV/bin/python scripts/make_torch_fixtures.py
 
 or any Python 3 with ``torch`` and ``numpy`` installed. The output goes to
-``Tests/BatchNormKitTests/Fixtures/torch_bn3d_<case>.json``, one file per case;
+``Tests/Fixtures/torch_bn3d_<case>.json``, one file per case;
 ``TorchFixtureTests.swift`` replays them, so CI needs neither Python nor PyTorch.
 The output is deterministic (seeded NumPy generators, CPU only); regenerating
 with another PyTorch version may change the last bits of the float32 results.
@@ -23,7 +23,7 @@ exact-arithmetic answer for the data BatchNormKit (float32) receives.
 - Before step ``n`` (counting from 1) ``momentum`` is set to PuzzleLib's factor
   ``max(init_factor / n, min_factor)``. PyTorch's momentum weights the new batch
   and its ``running_var`` uses the unbiased batch variance: the same update as
-  BatchNormKit (Sources/BatchNormKit/BatchNormKit.docc/ReferenceSemantics.md).
+  BatchNormKit (Sources/BatchNormCore/BatchNormCore.docc/ReferenceSemantics.md).
 - Gradients are cleared before every step, so ``weight_grad`` / ``bias_grad``
   are the plain per-step gradients (BatchNormKit's ``scaleGrad`` / ``biasGrad``
   after ``backward`` with the default ``scale: 1, momentum: 0``).
@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 FORMAT_VERSION = 1
-OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "BatchNormKitTests", "Fixtures")
+OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures")
 SIZE_LIMIT = 2 * 1024 * 1024  # bytes, all fixture files together
 
 # name, shape, memory format, seed, data offset/std, steps, epsilon, initFactor, minFactor,

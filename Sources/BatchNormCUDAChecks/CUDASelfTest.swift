@@ -1,5 +1,5 @@
 import BatchNormCUDA
-import BatchNormKit
+import BatchNormCore
 import BatchNormReference
 
 #if canImport(Glibc)
@@ -80,7 +80,7 @@ public struct CUDASelfTestResult: Sendable {
 /// within two units in the last place of each format; statistics are still compared at
 /// `2·10⁻⁵` since the reference sees the same rounded inputs). A data type the device does not
 /// support (``BatchNormCUDA/CUDADevice/supportedDataTypes``) must be refused with
-/// ``BatchNormKit/BatchNormError/dataTypeMismatch(argument:expected:actual:)``, the module
+/// `BatchNormError/dataTypeMismatch(argument:expected:actual:)`, the module
 /// unchanged.
 public enum CUDASelfTest {
     /// Tolerance for `float32` results and every statistic.
@@ -142,7 +142,7 @@ public enum CUDASelfTest {
     }
 
     /// Checks the harness itself where there is no GPU: the same comparisons with
-    /// ``BatchNormKit/CPUBackend`` standing in for the GPU. Only `float32` cases on the
+    /// `CPUBackend` standing in for the GPU. Only `float32` cases on the
     /// ``CUDASelfTestCase/Path/hostBackend`` path can run this way (the CPU has no `float16`
     /// and no device tensors); other cases fail with an explanation.
     public static func runWithCPUStandIn(_ testCase: CUDASelfTestCase) -> CUDASelfTestResult {

@@ -1,6 +1,6 @@
-import BatchNormKit
+import BatchNormCore
 
-/// The plain `Double` implementation of the ReferenceSemantics article (Sources/BatchNormKit/BatchNormKit.docc/ReferenceSemantics.md) that every kernel is checked
+/// The plain `Double` implementation of the ReferenceSemantics article (Sources/BatchNormCore/BatchNormCore.docc/ReferenceSemantics.md) that every kernel is checked
 /// against. Deliberately naive: two passes per channel over logical row-major values,
 /// every formula written as in the specification, nothing shared with the kernels.
 ///

@@ -1,4 +1,4 @@
-import BatchNormKit
+import BatchNormCore
 
 /// Checks of synchronized statistics shared by the tests (``LocalProcessGroup``) and
 /// `bnkit selftest --mpi` (``MPIProcessGroup``): every rank runs a module with the group on
@@ -173,7 +173,7 @@ extension SynchronizedComparison {
     /// The error paths, as rank `group.rank`: a rank with NaN input, a rank with the wrong
     /// maps, a rank whose gradient has the wrong shape, a global `M` below 2; every rank must
     /// throw (the failing rank its own error, the others
-    /// ``BatchNormKit/BatchNormError/peerFailed(rank:reason:)`` naming it), every module must
+    /// `BatchNormError/peerFailed(rank:reason:)` naming it), every module must
     /// be unchanged, the group must stay usable, and evaluation mode must not communicate.
     /// - Returns: The failures seen by this rank (empty when it passed).
     public static func errorChecks(group: any ProcessGroup, seed: UInt64 = 5) throws -> [String] {

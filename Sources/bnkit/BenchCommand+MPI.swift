@@ -1,4 +1,5 @@
 import ArgumentParser
+import BatchNormBenchmarkSupport
 import BatchNormKit
 import BatchNormReference
 
@@ -98,7 +99,7 @@ extension BenchCommand {
             using: &generator)
         let modules = [
             try BatchNorm3D(maps: shape[1], backend: backend, using: &generator),
-            try BatchNorm3D(maps: shape[1], backend: backend.withoutChannelFusion(), using: &generator),
+            try BatchNorm3D(maps: shape[1], backend: UnfusedCPUBackend(backend), using: &generator),
             synchronized,
         ]
         let repetitions = max(1, 20_000_000 / shape.reduce(1, *))

@@ -1,6 +1,6 @@
 import BatchNormCUDA
 import BatchNormCUDAChecks
-import BatchNormKit
+import BatchNormCore
 import BatchNormReference
 import Testing
 

@@ -1,5 +1,5 @@
 import BatchNormCUDA
-import BatchNormKit
+import BatchNormCore
 import Testing
 
 /// The device-tensor API's contract beyond the numbers: copies, in-place sharing, errors that

@@ -1,6 +1,6 @@
 import BatchNormCUDA
 import BatchNormCUDAChecks
-import BatchNormKit
+import BatchNormCore
 import Testing
 
 /// Whether a CUDA driver, a GPU and NVRTC are present (decided once).

@@ -1,5 +1,5 @@
 import BatchNormCUDAChecks
-import BatchNormKit
+import BatchNormCore
 import Testing
 
 /// Checks the comparison harness of `bnkit selftest` where no GPU is needed: with the CPU

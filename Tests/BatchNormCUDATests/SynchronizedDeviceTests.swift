@@ -1,5 +1,5 @@
 import BatchNormCUDA
-import BatchNormKit
+import BatchNormCore
 import BatchNormReference
 import Foundation
 import Testing

@@ -1,6 +1,6 @@
-import BatchNormKit
+import BatchNormCore
 
-/// The CUDA implementation of ``BatchNormKit/BatchNormBackend`` for host tensors.
+/// The CUDA implementation of `BatchNormBackend` for host tensors.
 ///
 /// Each call copies its host tensors to the device (buffers come from the device's caching
 /// allocator, so repeated calls of one shape do not `cuMemAlloc`), runs the device-tensor step

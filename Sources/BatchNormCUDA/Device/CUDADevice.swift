@@ -1,4 +1,4 @@
-import BatchNormKit
+import BatchNormCore
 import SystemLibrary
 
 /// One NVIDIA GPU, reached through the CUDA driver API loaded at run time.

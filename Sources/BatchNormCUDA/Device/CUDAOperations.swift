@@ -1,4 +1,4 @@
-import BatchNormKit
+import BatchNormCore
 
 /// Enqueue-only launchers for the kernels of ``CUDAKernelSource``; nothing here synchronizes.
 /// Addresses are device pointers; `C` below is the channel count.
@@ -14,7 +14,7 @@ extension CUDADevice {
     }
 
     /// Collect → merge: one launch. Writes `moments` (`3C` doubles: counts, means, M2). The
-    /// kernel does no finalize: that runs on the host, in ``BatchNormKit/BatchNormND``, for
+    /// kernel does no finalize: that runs on the host, in `BatchNormND`, for
     /// every path.
     func enqueueStatistics(
         of input: UInt64, geometry: KernelGeometry, dataType: TensorDataType,
@@ -152,7 +152,7 @@ extension CUDADevice {
 
     /// ``enqueueApply(gradient:input:output:geometry:dataType:coefficients:)`` with host
     /// coefficients, uploaded as the kernel's table `[a | b | shift | offset]` (`a = 0` for a
-    /// forward, whose ``BatchNormKit/ChannelCoefficients/gradientMultiplier`` is empty).
+    /// forward, whose `ChannelCoefficients/gradientMultiplier` is empty).
     func enqueueApply(
         gradient: UInt64?, input: UInt64?, output: UInt64, geometry: KernelGeometry,
         dataType: TensorDataType, coefficients: ChannelCoefficients

@@ -1,4 +1,4 @@
-import BatchNormKit
+import BatchNormCore
 
 extension DeviceTensor: BatchNormOperand {
     /// `"cuda:N"`, N the device ordinal.

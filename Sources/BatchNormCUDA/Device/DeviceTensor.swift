@@ -1,7 +1,7 @@
-import BatchNormKit
+import BatchNormCore
 
 /// A GPU-resident tensor: a logical shape `(N, C, S...)`, a layout and a data type, like
-/// ``BatchNormKit/Tensor``, with its elements in a ``DeviceBuffer``.
+/// `Tensor`, with its elements in a ``DeviceBuffer``.
 ///
 /// Copying a `DeviceTensor` value copies the reference: tensors made from one another share
 /// the buffer (an in-place evaluation forward writes through every one of them).

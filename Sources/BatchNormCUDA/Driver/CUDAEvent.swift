@@ -7,7 +7,7 @@
 /// let copy = try device.measureCopyBandwidth(byteCount: 1 << 30)        // GB/s, device to device
 /// ```
 ///
-/// A GPU bench (the Benchmarks article (Sources/BatchNormKit/BatchNormKit.docc/Benchmarks.md)) with the device-tensor API, per shape:
+/// A GPU bench (the Benchmarks article (Sources/BatchNormCore/BatchNormCore.docc/Benchmarks.md)) with the device-tensor API, per shape:
 /// ```swift
 /// let x = try DeviceTensor(Tensor(values, shape: shape), on: device)
 /// let g = try DeviceTensor(Tensor(gradient, shape: shape), on: device)

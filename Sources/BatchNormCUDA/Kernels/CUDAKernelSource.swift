@@ -11,7 +11,7 @@
 /// - `bn_reduce_*`: `Σg`, `Σg·(x − μ)` of the training backward in one launch, likewise;
 ///   writes the per-channel sums.
 ///
-/// No kernel finalizes: the moments or sums are copied back and ``BatchNormKit/BatchNormND``
+/// No kernel finalizes: the moments or sums are copied back and `BatchNormND`
 /// finalizes them on the host (statistics, running update, apply coefficients), as on every
 /// other path; the apply kernel then runs with the coefficients it computed.
 /// - `bn_apply_*_{x,gx,g}_*`: `out = a·g + b·(x − shift) + offset` per channel.

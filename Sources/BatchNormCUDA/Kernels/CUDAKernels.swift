@@ -1,4 +1,4 @@
-import BatchNormKit
+import BatchNormCore
 
 /// The loaded kernel module of one device: the NVRTC image and its entry points.
 final class CUDAKernels: @unchecked Sendable {
