@@ -1,7 +1,7 @@
 // swift-tools-version: 6.0
 // libFuzzer targets for BatchNormKit's file parsers, kept out of the main package so that
-// they never become products a client sees. Build and run them with Fuzz/run (see the
-// README's "Sanitizers and fuzzing" section): `swift build --sanitize=fuzzer
+// they never become products a client sees. Build and run them with Fuzz/run (its header
+// gives the usage), which builds with `swift build --sanitize=fuzzer
 // --sanitize=address -Xswiftc -parse-as-library`.
 import PackageDescription
 

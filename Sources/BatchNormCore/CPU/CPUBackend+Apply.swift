@@ -117,7 +117,7 @@ extension CPUBackend {
     /// `y`; `g`, `x` and `dx`) and for two channels' values of every tensor it reads. A fused
     /// forward also cannot recycle the previous output's buffer (its finalize may still
     /// throw after the apply), one more reason to fuse only where the tensors would not stay
-    /// in the cache (measured: see BENCHMARKS.md).
+    /// in the cache (see the Benchmarks article).
     public func fusesChannels(shape: [Int], layout: TensorLayout, dataType: TensorDataType, backward: Bool) -> Bool {
         let geometry = ChannelGeometry(shape: shape)
         guard layout == .channelsFirst, geometry.spatial > 1, geometry.elementCount > 0 else { return false }
