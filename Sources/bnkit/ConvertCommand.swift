@@ -42,6 +42,7 @@ struct ConvertCommand: ParsableCommand {
     }
 
     func run() throws {
+        try checkOutput(output, isNotAnyOf: [("the input", input)])
         let source = try withContext(input) { try StateFile(contentsOfFile: input) }
         var modules = try withContext(input) { () -> [StateFile.Module] in
             if let prefix { return try source.modules(named: [prefix]) }

@@ -36,6 +36,12 @@ enum HDF5DatasetMessages {
         let dataType = try datatype(try message(0x03, "datatype"), path: path)
         let storage: Result<HDF5Storage, HDF5Error>
         do {
+            if messages.contains(where: { $0.type == 0x07 }) {
+                throw HDF5Error.unsupported(
+                    feature:
+                        "external storage of dataset '\(path)' (its values are in other files, named by an external data files message)"
+                )
+            }
             let layout = try self.layout(
                 try message(0x08, "data layout"), path: path, rank: shape.count, superblock: superblock)
             let pipeline = try messages.first { $0.type == 0x0B }.map { try filters($0, path: path) } ?? []

@@ -35,14 +35,18 @@ extension StateFileRecord {
         guard file.dataset("attrs/\(name).mean") != nil else {
             throw StateFileError(.missingModule(name: name, modules: modules))
         }
-        let available = file.datasets.map(\.path).filter {
-            $0.hasPrefix("links/\(name).") || $0.hasPrefix("attrs/\(name).")
-        }
         func dataset(_ path: String) throws -> HDF5File.Dataset {
-            guard let dataset = file.dataset(path) else {
-                throw StateFileError(.missingKey(key: path, available: available))
+            if let dataset = file.dataset(path) { return dataset }
+            if let target = file.links[path] {
+                throw StateFileError(
+                    .invalidValue(
+                        key: path, expected: "a dataset (soft and external links are not followed)",
+                        actual: "a link to '\(target)'"))
             }
-            return dataset
+            let available = file.datasets.map(\.path).filter {
+                $0.hasPrefix("links/\(name).") || $0.hasPrefix("attrs/\(name).")
+            }
+            throw StateFileError(.missingKey(key: path, available: available))
         }
         func parameter(_ field: String) throws -> (key: String, dataset: HDF5File.Dataset) {
             let linkPath = "links/\(name).\(field)"
