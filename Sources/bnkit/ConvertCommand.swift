@@ -59,8 +59,9 @@ struct ConvertCommand: ParsableCommand {
             )
         }
         try withContext(output) { try StateFile.write(modules, toFile: output, format: outputFormat) }
+        let names = modules.prefix(8).map { "'\($0.name)'" } + (modules.count > 8 ? ["..."] : [])
         print(
-            "converted \(modules.count) BatchNorm module\(modules.count == 1 ? "" : "s") (\(modules.map { "'\($0.name)'" }.joined(separator: ", "))) "
+            "converted \(modules.count) BatchNorm module\(modules.count == 1 ? "" : "s") (\(names.joined(separator: ", "))) "
                 + "from \(source.format) to \(outputFormat); wrote \(output)")
     }
 }

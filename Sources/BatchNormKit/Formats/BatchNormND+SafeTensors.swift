@@ -140,5 +140,6 @@ extension StateFileRecord {
         }
         numOfProps = count
         rank = nil
+        affine = affineKeys
     }
 }

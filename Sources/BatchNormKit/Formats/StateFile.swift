@@ -21,8 +21,10 @@ public struct StateFile {
         /// The data rank of PuzzleLib's parameter shape `(1, C, 1, ...)` (2 for `BatchNorm`
         /// to 5 for `BatchNorm3D`), or `nil` where the format does not say (safetensors `[C]`).
         public var rank: Int?
-        /// `false` for a module without `weight` and `bias` (safetensors of an `affine: false`
-        /// module, whose scale and bias are 1 and 0); saved that way to safetensors.
+        /// `false` for a module saved with `affine: false`: no `weight` and `bias` in safetensors,
+        /// the `affine` = 0 attribute on `links/<name>.scale` in a PuzzleLib file (see
+        /// ``StateFileFormat/puzzleLibHDF5``); scale and bias are then 1 and 0 (PuzzleLib stores
+        /// them so). Preserved by ``serialized(_:format:)`` in both formats.
         public var affine: Bool
 
         /// Creates a module entry.
@@ -125,7 +127,8 @@ public struct StateFile {
     }
 
     /// Every BatchNorm module of the file, in ``moduleNames`` order, each as stored: a
-    /// safetensors module without `weight` and `bias` is read as not affine.
+    /// safetensors module without `weight` and `bias`, or a PuzzleLib module marked
+    /// `affine` = 0, is read as not affine.
     /// - Throws: As ``module(_:maps:rank:affine:)``.
     public func modules() throws -> [Module] {
         try modules(named: moduleNames)
@@ -137,7 +140,7 @@ public struct StateFile {
         try names.map { try read($0, maps: nil, rank: nil, affine: nil) }
     }
 
-    /// Module `name`; `affine: nil` takes the flag from the file (no scale and bias: not affine).
+    /// Module `name`; `affine: nil` takes the flag from the file.
     private func read(_ name: String, maps: Int?, rank: Int?, affine: Bool?) throws -> Module {
         do {
             let record: StateFileRecord
@@ -146,7 +149,7 @@ public struct StateFile {
                 record = try StateFileRecord(safeTensors: file, prefix: name, modules: moduleNames)
             case .hdf5(let file): record = try StateFileRecord(puzzleLib: file, name: name, modules: moduleNames)
             }
-            let affine = affine ?? (record.scale.values != nil || record.bias.values != nil)
+            let affine = affine ?? record.affine
             return Module(
                 name: name, state: try record.state(maps: maps, rank: rank, affine: affine), rank: record.rank,
                 affine: affine)
@@ -177,7 +180,9 @@ public struct StateFile {
     ///
     /// safetensors: PyTorch's keys under each module's name (`weight` and `bias` left out
     /// for a module whose ``Module/affine`` is `false`). PuzzleLib HDF5: the layout of
-    /// `Module.save` (uncompressed contiguous datasets), `numOfProps` not stored.
+    /// `Module.save` (uncompressed contiguous datasets), `numOfProps` not stored, a
+    /// non-affine module's scale and bias stored as 1 and 0 and marked with the `affine` = 0
+    /// attribute on its scale link.
     ///
     /// - Throws: ``StateFileError/Problem/invalidValue(key:expected:actual:)`` for an HDF5
     ///   module name with `/` or NUL (HDF5 names cannot hold them).

@@ -68,6 +68,8 @@ public final class HDF5File {
         public let dataType: HDF5DataType
         /// Where the values are stored, or why they cannot be read.
         let storage: Result<HDF5Storage, HDF5Error>
+        /// The attribute messages, decoded when an attribute is asked for.
+        let attributes: [HDF5Message]
     }
 
     /// Every dataset, sorted by path.
@@ -155,6 +157,30 @@ public final class HDF5File {
             }
             return value
         }
+    }
+
+    /// The value of the integer attribute `name` of `dataset` (a scalar or one element), or
+    /// `nil` when the dataset has no attribute of that name.
+    /// - Throws: ``HDF5Error`` for a malformed attribute, or one that is not a single integer.
+    func integerAttribute(_ name: String, of dataset: Dataset) throws -> Int64? {
+        for message in dataset.attributes {
+            guard
+                let found = try HDF5DatasetMessages.attribute(
+                    message, wanted: name, path: dataset.path, superblock: superblock)
+            else { continue }
+            guard case .integer(let byteCount, let signed, let bigEndian) = found.dataType,
+                found.data.count == byteCount
+            else {
+                throw HDF5Error.unsupported(
+                    feature:
+                        "attribute '\(name)' of '\(dataset.path)' of type \(found.dataType) and shape \(found.shape) (expected one integer)"
+                )
+            }
+            let bits = Self.element(found.data, 0, byteCount, bigEndian)
+            let unusedBits = UInt64(64 - 8 * byteCount)
+            return signed ? Int64(bitPattern: bits << unusedBits) >> Int64(unusedBits) : Int64(truncatingIfNeeded: bits)
+        }
+        return nil
     }
 
     /// Element `index` of `byteCount` bytes as an unsigned integer.

@@ -6,6 +6,12 @@
 ///
 /// all of shape `(1, C) + (1,) * (R - 2)` for data rank `R`, `float32` (or `float16` after
 /// `calcMode`). `numOfProps` is not saved: it is 0 after a load, as in PuzzleLib.
+///
+/// PuzzleLib saves an `affine=False` module like any other (its scale and bias, exactly 1
+/// and 0, are variables it saves and loads); the flag itself lives only in the module's
+/// constructor arguments. So that such a module stays non-affine through a file, this
+/// library marks it with an integer attribute `affine` = 0 on `links/N.scale`, which
+/// PuzzleLib and h5py ignore when loading; a module without the attribute is affine.
 extension StateFileRecord {
     /// The names `N` of the `attrs/N.mean` datasets, sorted.
     static func moduleNames(puzzleLib file: HDF5File) -> [String] {
@@ -88,13 +94,17 @@ extension StateFileRecord {
         bias = try field(biasParameter.key, biasParameter.dataset)
         numOfProps = 0
         self.rank = rank
+        affine = try file.integerAttribute(Self.affineAttribute, of: try dataset("links/\(name).scale")) != 0
     }
+
+    /// The attribute of `links/N.scale` that marks a module saved with `affine: false` (value 0).
+    static let affineAttribute = "affine"
 
     /// The bytes of a PuzzleLib file holding `modules`: for each module in order, its scale
     /// and bias as `params/<i>` (i counting from 0) with `int64` links, its statistics in
     /// `attrs`, every dataset `float32` of shape `(1, C, 1, ...)` of the module's rank
     /// (5 when it has none). An `affine: false` module is written with scale 1 and bias 0,
-    /// as PuzzleLib saves it.
+    /// as PuzzleLib saves it, and the `affine` = 0 attribute on its scale link.
     static func puzzleLibFile(_ modules: [StateFile.Module]) -> [UInt8] {
         var params = HDF5Writer.Group(name: "params", datasets: [])
         var links = HDF5Writer.Group(name: "links", datasets: [])
@@ -102,6 +112,7 @@ extension StateFileRecord {
         for module in modules {
             let state = module.state
             let shape = [1, state.maps] + Array(repeating: 1, count: max(2, module.rank ?? 5) - 2)
+            if !module.affine { links.attributes["\(module.name).scale"] = [(affineAttribute, 0)] }
             for (field, values) in [("scale", state.scale), ("bias", state.bias)] {
                 links.datasets.append(("\(module.name).\(field)", .int64(Int64(params.datasets.count))))
                 params.datasets.append(("\(params.datasets.count)", .float32(values, shape: shape)))
