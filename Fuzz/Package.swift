@@ -8,7 +8,7 @@ import PackageDescription
 /// One executable per parser: `Sources/Fuzz<Name>/Fuzz<Name>.swift` defines
 /// `LLVMFuzzerTestOneInput`. Adding a target is one name here, one source file and one line
 /// of seeds in Fuzz/run.
-let targets = ["NumPy", "SafeTensors", "StateLoading"]
+let targets = ["NumPy", "SafeTensors", "StateLoading", "HDF5RoundTrip"]
 
 let package = Package(
     name: "BatchNormKitFuzz",

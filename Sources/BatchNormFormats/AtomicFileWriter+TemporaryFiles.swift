@@ -18,9 +18,27 @@ extension AtomicFileWriter {
         private static let lock = Lock()
         nonisolated(unsafe) private static var live = Set<String>()
 
-        /// `.<file>.tmp-<pid>-<suffix>`.
-        static func name(for file: String, processIdentifier: pid_t, suffix: String) -> String {
-            ".\(file).tmp-\(processIdentifier)-\(suffix)"
+        /// `.<file>.tmp-<pid>-<suffix>`, with `file` cut (at a character boundary, to one
+        /// character at least) so that the name has at most `maximumLength` bytes: any name the
+        /// file system accepts for the destination gets a temporary name it accepts too.
+        static func name(for file: String, processIdentifier: pid_t, suffix: String, maximumLength: Int = 255)
+            -> String
+        {
+            let tail = ".tmp-\(processIdentifier)-\(suffix)"
+            let room = maximumLength - 1 - tail.utf8.count
+            var kept = ""
+            for character in file {
+                guard kept.isEmpty || kept.utf8.count + character.utf8.count <= room else { break }
+                kept.append(character)
+            }
+            return "." + kept + tail
+        }
+
+        /// The longest file name the file system of `directory` accepts (`NAME_MAX`, 255 when
+        /// it does not say).
+        static func maximumNameLength(in directory: String) -> Int {
+            let length = pathconf(directory, Int32(_PC_NAME_MAX))
+            return length > 0 ? length : 255
         }
 
         /// Creates `path` exclusively (mode 0644) and records it; the descriptor and `errno`.

@@ -142,5 +142,6 @@ extension StateFileRecord {
         }
         numOfProps = count
         rank = nil
+        affine = affineKeys
     }
 }

@@ -47,7 +47,7 @@ extension BatchNormND {
     /// - Throws: `BatchNormError/emptyModule(name:)`, ``FileIOError``, ``StateFileError``
     ///   for an HDF5 module name holding `/`; the destination is unchanged on failure.
     public func saveState(toFile path: String, format: StateFileFormat? = nil, prefix: String? = nil) throws {
-        let module = StateFile.Module(
+        let module = StateFile.ModuleState(
             name: prefix ?? stateKeyPrefix, state: try state(), rank: dataRank, affine: affine)
         try StateFile.write([module], toFile: path, format: format)
     }

@@ -50,10 +50,14 @@ public final class FileReader {
     private let descriptor: Int32
 
     /// Opens `path` for reading.
-    /// - Throws: ``FileIOError`` when the file cannot be opened or is not a regular file.
+    ///
+    /// The file is opened non-blocking and checked to be a regular file before anything is
+    /// read, so a named pipe, a terminal or a device is refused at once instead of blocking.
+    /// - Throws: ``FileIOError`` when the file cannot be opened or is not a regular file
+    ///   (naming what it is: a directory, a named pipe, ...).
     public init(path: String) throws {
         self.path = path
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard descriptor >= 0 else { throw FileIOError(path: path, operation: "open", code: errno) }
         var info = stat()
         guard fstat(descriptor, &info) == 0 else {
@@ -63,13 +67,29 @@ public final class FileReader {
         }
         guard (info.st_mode & S_IFMT) == S_IFREG else {
             close(descriptor)
-            throw FileIOError(path: path, operation: "open", code: EINVAL, detail: "not a regular file")
+            throw FileIOError(
+                path: path, operation: "open", code: EINVAL,
+                detail: "not a regular file (\(Self.kind(mode: info.st_mode)))")
         }
+        _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) & ~O_NONBLOCK)
         self.descriptor = descriptor
         size = Int(info.st_size)
     }
 
     deinit { close(descriptor) }
+
+    /// What a file of mode `mode` is, in words: `"a directory"`, `"a named pipe"`, ...
+    static func kind(mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFREG: "a regular file"
+        case S_IFDIR: "a directory"
+        case S_IFIFO: "a named pipe"
+        case S_IFCHR: "a character device"
+        case S_IFBLK: "a block device"
+        case S_IFSOCK: "a socket"
+        default: "a special file"
+        }
+    }
 
     /// Reads exactly `count` bytes at `offset` into `buffer`.
     /// - Throws: ``FileIOError`` on an I/O error or when the file ends before `offset + count`.
@@ -114,8 +134,10 @@ public final class FileReader {
 /// either the old file or the complete new one, never a partial write.
 ///
 /// If the writer is discarded without ``commit()`` (an error, a crash of the operation) the
-/// temporary file is removed and the destination is untouched. The temporary file is named
-/// `.<name>.tmp-<pid>-<random>`: a program can remove the temporary files of its live writers
+/// temporary file is removed and the destination is untouched. A destination that exists
+/// keeps its permission bits (the new file gets them before the rename); a new one is created
+/// with mode 0644 less the umask. The temporary file is named `.<name>.tmp-<pid>-<random>`,
+/// with `<name>` cut short when the whole would be longer than the file system allows: a program can remove the temporary files of its live writers
 /// when it is interrupted (`bnkit` does on SIGINT and SIGTERM), and each new writer removes
 /// the temporaries that processes no longer running (killed with SIGKILL, say) left in its
 /// directory.
@@ -141,7 +163,11 @@ public final class AtomicFileWriter {
         var random = SystemRandomNumberGenerator()
         let suffix = String(random.next() as UInt64, radix: 36)
         let prefix = directory == "." && !path.hasPrefix("./") ? "" : directory + "/"
-        temporaryPath = prefix + TemporaryFiles.name(for: file, processIdentifier: getpid(), suffix: suffix)
+        temporaryPath =
+            prefix
+            + TemporaryFiles.name(
+                for: file, processIdentifier: getpid(), suffix: suffix,
+                maximumLength: TemporaryFiles.maximumNameLength(in: directory))
         TemporaryFiles.removeStale(in: directory, prefix: prefix)
         let (descriptor, code) = TemporaryFiles.create(temporaryPath)
         self.descriptor = descriptor
@@ -180,10 +206,15 @@ public final class AtomicFileWriter {
         }
     }
 
-    /// Flushes the temporary file, renames it to ``path`` and flushes the directory.
+    /// Gives the temporary file the permission bits of an existing ``path``, flushes it,
+    /// renames it to ``path`` and flushes the directory.
     /// - Throws: ``FileIOError``; the destination is unchanged when `fsync` or `rename` fail.
     public func commit() throws {
         precondition(!committed, "AtomicFileWriter committed twice")
+        var existing = stat()
+        if stat(path, &existing) == 0, fchmod(descriptor, existing.st_mode & 0o777) != 0 {
+            throw FileIOError(path: temporaryPath, operation: "chmod", code: errno)
+        }
         guard fsync(descriptor) == 0 else { throw FileIOError(path: temporaryPath, operation: "fsync", code: errno) }
         guard close(descriptor) == 0 else {
             descriptor = -1

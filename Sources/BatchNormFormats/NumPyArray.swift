@@ -153,6 +153,9 @@ public struct NumPyArrayHeader: Equatable, Sendable {
         }
         var parser = PythonDictParser(bytes: text)
         let dictionary = try parser.parseHeader()
+        if case .list(let fields)? = dictionary["descr"] {
+            throw NumPyArrayError.unsupportedDataType(descr: "\(fields) (a structured dtype)")
+        }
         guard dictionary.count == 3, case .string(let descr)? = dictionary["descr"],
             case .bool(let fortran)? = dictionary["fortran_order"], case .tuple(let shape)? = dictionary["shape"]
         else {
@@ -280,12 +283,15 @@ extension NumPyArrayHeader {
 }
 
 /// Parses the Python literal dict of a `.npy` header: string keys, and values that are
-/// strings, `True`/`False` or tuples of non-negative integers. Nothing else is accepted.
+/// strings, `True`/`False`, tuples of non-negative integers, or lists (kept as their text,
+/// so that a structured dtype's `descr` can be named). Nothing else is accepted.
 struct PythonDictParser {
     enum Value: Equatable {
         case string(String)
         case bool(Bool)
         case tuple([Int])
+        /// A list literal as written (`[('x', '<f4'), ('y', '<i4')]`).
+        case list(String)
     }
 
     let bytes: [UInt8]
@@ -343,8 +349,31 @@ struct PythonDictParser {
             try literal("False")
             return .bool(false)
         case UInt8(ascii: "("): return .tuple(try parseTuple())
+        case UInt8(ascii: "["): return .list(try parseListText())
         default: throw fail("unexpected value")
         }
+    }
+
+    /// The text of a list literal, brackets of every kind balanced outside quoted strings.
+    private mutating func parseListText() throws -> String {
+        let start = position
+        var depth = 0
+        var quote: UInt8?
+        while position < bytes.count {
+            let byte = bytes[position]
+            position += 1
+            if let open = quote {
+                if byte == open { quote = nil }
+            } else if byte == UInt8(ascii: "'") || byte == UInt8(ascii: "\"") {
+                quote = byte
+            } else if [UInt8(ascii: "["), UInt8(ascii: "("), UInt8(ascii: "{")].contains(byte) {
+                depth += 1
+            } else if [UInt8(ascii: "]"), UInt8(ascii: ")"), UInt8(ascii: "}")].contains(byte) {
+                depth -= 1
+                if depth == 0 { return String(decoding: bytes[start..<position], as: UTF8.self) }
+            }
+        }
+        throw fail("unterminated list")
     }
 
     private mutating func literal(_ word: String) throws {

@@ -14,7 +14,7 @@ import BatchNormCore
 /// ```
 public struct StateFile {
     /// One BatchNorm module's state as stored under `name`.
-    public struct Module: Equatable, Sendable {
+    public struct ModuleState: Equatable, Sendable {
         /// The key prefix (safetensors) or PuzzleLib module name (HDF5): `"seq.bn1"`, or `""`
         /// for bare keys / an unnamed PuzzleLib module.
         public var name: String
@@ -23,8 +23,10 @@ public struct StateFile {
         /// The data rank of PuzzleLib's parameter shape `(1, C, 1, ...)` (2 for `BatchNorm`
         /// to 5 for `BatchNorm3D`), or `nil` where the format does not say (safetensors `[C]`).
         public var rank: Int?
-        /// `false` for a module without `weight` and `bias` (safetensors of an `affine: false`
-        /// module, whose scale and bias are 1 and 0); saved that way to safetensors.
+        /// `false` for a module saved with `affine: false`: no `weight` and `bias` in safetensors,
+        /// the `affine` = 0 attribute on `links/<name>.scale` in a PuzzleLib file (see
+        /// ``StateFileFormat/puzzleLibHDF5``); scale and bias are then 1 and 0 (PuzzleLib stores
+        /// them so). Preserved by ``serialized(_:format:)`` in both formats.
         public var affine: Bool
 
         /// Creates a module entry.
@@ -116,31 +118,32 @@ public struct StateFile {
     /// non-negative; for `affine: false`, scale and bias are absent or exactly 1 and 0.
     ///
     /// - Parameters:
-    ///   - name: Key prefix or PuzzleLib module name (see ``Module/name``).
+    ///   - name: Key prefix or PuzzleLib module name (see ``ModuleState/name``).
     ///   - maps: The expected channel count, or `nil` to take it from the file.
     ///   - rank: The module's data rank, checked against a PuzzleLib parameter shape; `nil`: any.
     ///   - affine: The module's `affine` flag.
     /// - Throws: ``StateFileError`` naming the file and key; ``HDF5Error`` for a dataset
     ///   that cannot be read.
-    public func module(_ name: String, maps: Int? = nil, rank: Int? = nil, affine: Bool = true) throws -> Module {
+    public func module(_ name: String, maps: Int? = nil, rank: Int? = nil, affine: Bool = true) throws -> ModuleState {
         try read(name, maps: maps, rank: rank, affine: affine)
     }
 
     /// Every BatchNorm module of the file, in ``moduleNames`` order, each as stored: a
-    /// safetensors module without `weight` and `bias` is read as not affine.
+    /// safetensors module without `weight` and `bias`, or a PuzzleLib module marked
+    /// `affine` = 0, is read as not affine.
     /// - Throws: As ``module(_:maps:rank:affine:)``.
-    public func modules() throws -> [Module] {
+    public func modules() throws -> [ModuleState] {
         try modules(named: moduleNames)
     }
 
     /// The modules `names`, each as stored (see ``modules()``).
     /// - Throws: As ``module(_:maps:rank:affine:)``.
-    public func modules(named names: [String]) throws -> [Module] {
+    public func modules(named names: [String]) throws -> [ModuleState] {
         try names.map { try read($0, maps: nil, rank: nil, affine: nil) }
     }
 
-    /// Module `name`; `affine: nil` takes the flag from the file (no scale and bias: not affine).
-    private func read(_ name: String, maps: Int?, rank: Int?, affine: Bool?) throws -> Module {
+    /// Module `name`; `affine: nil` takes the flag from the file.
+    private func read(_ name: String, maps: Int?, rank: Int?, affine: Bool?) throws -> ModuleState {
         do {
             let record: StateFileRecord
             switch content {
@@ -148,8 +151,8 @@ public struct StateFile {
                 record = try StateFileRecord(safeTensors: file, prefix: name, modules: moduleNames)
             case .hdf5(let file): record = try StateFileRecord(puzzleLib: file, name: name, modules: moduleNames)
             }
-            let affine = affine ?? (record.scale.values != nil || record.bias.values != nil)
-            return Module(
+            let affine = affine ?? record.affine
+            return ModuleState(
                 name: name, state: try record.state(maps: maps, rank: rank, affine: affine), rank: record.rank,
                 affine: affine)
         } catch var error as StateFileError {
@@ -178,12 +181,14 @@ public struct StateFile {
     /// The bytes of a file holding `modules` in `format`.
     ///
     /// safetensors: PyTorch's keys under each module's name (`weight` and `bias` left out
-    /// for a module whose ``Module/affine`` is `false`). PuzzleLib HDF5: the layout of
-    /// `Module.save` (uncompressed contiguous datasets), `numOfProps` not stored.
+    /// for a module whose ``ModuleState/affine`` is `false`). PuzzleLib HDF5: the layout of
+    /// `Module.save` (uncompressed contiguous datasets), `numOfProps` not stored, a
+    /// non-affine module's scale and bias stored as 1 and 0 and marked with the `affine` = 0
+    /// attribute on its scale link.
     ///
     /// - Throws: ``StateFileError/Problem/invalidValue(key:expected:actual:)`` for an HDF5
     ///   module name with `/` or NUL (HDF5 names cannot hold them).
-    public static func serialized(_ modules: [Module], format: StateFileFormat) throws -> [UInt8] {
+    public static func serialized(_ modules: [ModuleState], format: StateFileFormat) throws -> [UInt8] {
         switch format {
         case .safeTensors:
             var file = SafeTensorsFile()
@@ -209,7 +214,7 @@ public struct StateFile {
     ///   - format: The format; `nil` picks it from the extension (``StateFileFormat/init(forPath:)``).
     /// - Throws: ``FileIOError``, or the errors of ``serialized(_:format:)``; the destination is
     ///   unchanged on failure.
-    public static func write(_ modules: [Module], toFile path: String, format: StateFileFormat? = nil) throws {
+    public static func write(_ modules: [ModuleState], toFile path: String, format: StateFileFormat? = nil) throws {
         try AtomicFileWriter.write(try serialized(modules, format: format ?? StateFileFormat(forPath: path)), to: path)
     }
 }

@@ -19,6 +19,9 @@ struct StateFileRecord {
     var numOfProps: Int
     /// PuzzleLib's parameter rank, or `nil` where the format has none.
     var rank: Int?
+    /// Whether the module was saved as affine: safetensors has `weight` or `bias`; a
+    /// PuzzleLib file has no `affine` = 0 mark.
+    var affine: Bool
 
     /// The state, checked: `C` agrees between the entries and with `maps`, the rank with
     /// `rank`, scale and bias are present unless the module is not affine, and the values

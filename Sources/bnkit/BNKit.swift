@@ -15,8 +15,9 @@ import BatchNormKit
 /// Every failure (bad arguments, unreadable or corrupted files, shape mismatches) prints one
 /// line `bnkit: error: <message>` on stderr (with `--verbose`, detail lines follow, such as
 /// the paths searched for a library) and exits with a non-zero status: 64 for a usage error,
-/// 1 for a failure, 77 when `selftest` had nothing to run, 130 and 143 when interrupted by
-/// SIGINT or SIGTERM (the temporary file of an output being written is removed first).
+/// 1 for a failure, 77 when `selftest` had nothing to run, 128 + the signal when interrupted by
+/// SIGHUP, SIGINT, SIGQUIT or SIGTERM (129, 130, 131, 143; the temporary file of an output
+/// being written is removed first).
 /// `--help` of any subcommand and `--version` exit 0.
 @main
 struct BNKit: ParsableCommand {
@@ -56,18 +57,19 @@ struct BNKit: ParsableCommand {
     }
 }
 
-/// Removes the temporary file of an interrupted write: SIGINT and SIGTERM are blocked in
+/// Removes the temporary file of an interrupted write: SIGHUP, SIGINT, SIGQUIT and SIGTERM
+/// (a closed terminal, Ctrl-C, Ctrl-\, `kill`) are blocked in
 /// every thread (threads inherit the mask of the main thread, which sets it before creating
 /// any) and received by one thread in `sigwait`, which removes the live temporary files of
-/// ``AtomicFileWriter`` and exits with `128 + signal` (130, 143). The output path itself is
+/// ``AtomicFileWriter`` and exits with `128 + signal` (129, 130, 131, 143). The output path itself is
 /// never truncated: it is only ever replaced by a rename of a complete file.
 enum InterruptHandler {
     static func install() {
-        var signals = interruptSignals()
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        var set = interruptSignals()
+        pthread_sigmask(SIG_BLOCK, &set, nil)
         var thread = pthread_t()
         let created = pthread_create(&thread, nil, waitForInterrupt, nil)
-        if created == 0 { pthread_detach(thread) } else { pthread_sigmask(SIG_UNBLOCK, &signals, nil) }
+        if created == 0 { pthread_detach(thread) } else { pthread_sigmask(SIG_UNBLOCK, &set, nil) }
     }
 
     /// The body of the thread that receives the signals; never returns.
@@ -75,25 +77,30 @@ enum InterruptHandler {
         removeTemporaryFilesAndExit(signal: nextInterrupt())
     }
 
-    /// Blocks until SIGINT or SIGTERM arrives; the signal.
+    /// Blocks until one of ``signals`` arrives; the signal.
     static func nextInterrupt() -> Int32 {
-        var signals = interruptSignals()
+        var set = interruptSignals()
         var received: Int32 = 0
-        while sigwait(&signals, &received) != 0 {}
+        while sigwait(&set, &received) != 0 {}
         return received
     }
 
     static func removeTemporaryFilesAndExit(signal: Int32) -> Never {
-        standardError("\nbnkit: error: interrupted by \(signal == SIGINT ? "SIGINT" : "SIGTERM")\n")
+        let name = signals.first { $0.number == signal }?.name ?? "signal \(signal)"
+        standardError("\nbnkit: error: interrupted by \(name)\n")
         AtomicFileWriter.TemporaryFiles.removeAllAndExit(status: 128 + signal)
     }
 
+    /// The signals that interrupt a run, with their names.
+    static let signals: [(number: Int32, name: String)] = [
+        (SIGHUP, "SIGHUP"), (SIGINT, "SIGINT"), (SIGQUIT, "SIGQUIT"), (SIGTERM, "SIGTERM"),
+    ]
+
     static func interruptSignals() -> sigset_t {
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        sigaddset(&signals, SIGINT)
-        sigaddset(&signals, SIGTERM)
-        return signals
+        var set = sigset_t()
+        sigemptyset(&set)
+        for signal in signals { sigaddset(&set, signal.number) }
+        return set
     }
 }
 

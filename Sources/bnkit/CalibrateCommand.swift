@@ -70,6 +70,7 @@ struct CalibrateCommand: ParsableCommand {
     var mpi = false
 
     func run() throws {
+        try checkOutput(output, isNotAnyOf: files.map { ("the batch", $0) } + (state.map { [("the state", $0)] } ?? []))
         if mpi { return try runMPI() }
         let setup = try prepare()
         let module = try setup.loadedModule(self)

@@ -52,6 +52,24 @@ func withContext<T>(_ context: String, _ body: () throws -> T) throws -> T {
     }
 }
 
+/// Throws unless `output` is another file than every one of `inputs` (each a description
+/// such as `"the state"` and a path), compared by device and inode after following links, so
+/// that a hard link or a symbolic link to an input is caught too. An output that does not
+/// exist yet is no input; an input that cannot be examined is left to the read that follows.
+func checkOutput(_ output: String, isNotAnyOf inputs: [(description: String, path: String)]) throws {
+    var target = stat()
+    guard stat(output, &target) == 0 else { return }
+    for input in inputs {
+        var source = stat()
+        guard stat(input.path, &source) == 0 else { continue }
+        if source.st_dev == target.st_dev && source.st_ino == target.st_ino {
+            throw CommandFailure(
+                "output \(output) is the same file as \(input.description) \(input.path): refusing to overwrite an input; choose another output"
+            )
+        }
+    }
+}
+
 /// `--layout`: the library's layout names (``TensorLayout/init(name:)``), case-insensitive:
 /// `ncdhw`, `nchw`, `ncl`, `nc`, `channels_first` (channels on axis 1) or `ndhwc`, `nhwc`,
 /// `nlc`, `channels_last`, `channels_last_3d` (channels last).

@@ -42,8 +42,9 @@ struct ConvertCommand: ParsableCommand {
     }
 
     func run() throws {
+        try checkOutput(output, isNotAnyOf: [("the input", input)])
         let source = try withContext(input) { try StateFile(contentsOfFile: input) }
-        var modules = try withContext(input) { () -> [StateFile.Module] in
+        var modules = try withContext(input) { () -> [StateFile.ModuleState] in
             if let prefix { return try source.modules(named: [prefix]) }
             return try source.modules()
         }
@@ -58,8 +59,9 @@ struct ConvertCommand: ParsableCommand {
             )
         }
         try withContext(output) { try StateFile.write(modules, toFile: output, format: outputFormat) }
+        let names = modules.prefix(8).map { "'\($0.name)'" } + (modules.count > 8 ? ["..."] : [])
         print(
-            "converted \(modules.count) BatchNorm module\(modules.count == 1 ? "" : "s") (\(modules.map { "'\($0.name)'" }.joined(separator: ", "))) "
+            "converted \(modules.count) BatchNorm module\(modules.count == 1 ? "" : "s") (\(names.joined(separator: ", "))) "
                 + "from \(source.format) to \(outputFormat); wrote \(output)")
     }
 }

@@ -63,6 +63,8 @@ struct NormalizeCommand: ParsableCommand {
 
     func run() throws {
         let start = BenchCommand.now()
+        // The input batch may be the output: it is read before the output replaces it.
+        try checkOutput(output, isNotAnyOf: [("the state", state)])
         let reader = try withContext(input) { try FileReader(path: input) }
         let header = try withContext(input) { try readNumPyHeader(reader) }
         guard header.shape.count >= 2 else {

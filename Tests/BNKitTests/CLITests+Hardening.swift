@@ -164,9 +164,9 @@ extension CLITests {
         try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix(".out.npy.tmp-") }
     }
 
-    /// SIGINT and SIGTERM remove the temporary output and exit 130 and 143; the previous
-    /// output is untouched.
-    @Test(arguments: [(SIGINT, Int32(130)), (SIGTERM, Int32(143))])
+    /// SIGHUP, SIGINT, SIGQUIT and SIGTERM remove the temporary output and exit 128 + the
+    /// signal; the previous output is untouched.
+    @Test(arguments: [(SIGHUP, Int32(129)), (SIGINT, Int32(130)), (SIGQUIT, Int32(131)), (SIGTERM, Int32(143))])
     func interruptsRemoveTheTemporaryFile(signal: Int32, status: Int32) throws {
         let directory = try StateFixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }

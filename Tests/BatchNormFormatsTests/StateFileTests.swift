@@ -221,7 +221,7 @@ import Testing
         #expect(file.groups == ["attrs", "links", "params"])
         #expect(file.dataset("links/seq.bn1.scale")?.dataType == .integer(byteCount: 8, signed: true, bigEndian: false))
         #expect(file.dataset("attrs/seq.bn0d.var")?.shape == [1, 6])
-        let slashed = StateFile.Module(name: "a/b", state: try source.module("seq.bn1").state)
+        let slashed = StateFile.ModuleState(name: "a/b", state: try source.module("seq.bn1").state)
         #expect(
             throws: StateFileError(
                 .invalidValue(key: "a/b", expected: "a PuzzleLib module name without '/' or NUL", actual: "'a/b'"))

@@ -24,7 +24,7 @@ public func fuzzStateLoading(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32
         precondition(try! module.state() == stored.state, "a loaded state differs from the file's")
         let again = try! StateFile.serialized(
             [
-                StateFile.Module(
+                StateFile.ModuleState(
                     name: stored.name, state: stored.state, rank: rank,
                     affine: stored.affine)
             ], format: file.format)

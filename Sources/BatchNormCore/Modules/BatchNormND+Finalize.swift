@@ -178,8 +178,12 @@ extension BatchNormND {
     }
 
     /// The per-channel finalize of a training forward over `count` values per channel.
+    ///
+    /// The counter `n` saturates at `Int.max` (a loaded state may hold any count): `Double(n)`
+    /// is 2⁶³ for `Int.max` and for `Int.max + 1` alike, so the factor is the same either way.
     package func trainingFinalizer(count: Int, parameters: Parameters) -> TrainingFinalizer {
-        let propagation = numOfProps + 1
+        let (next, overflow) = numOfProps.addingReportingOverflow(1)
+        let propagation = overflow ? Int.max : next
         return TrainingFinalizer(
             propagation: propagation, count: Double(count),
             factor: max(initFactor / Double(propagation), minFactor), epsilon: epsilon,

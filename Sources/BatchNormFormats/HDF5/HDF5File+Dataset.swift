@@ -38,6 +38,12 @@ enum HDF5DatasetMessages {
         let dataType = try datatype(try message(0x03, "datatype"), path: path)
         let storage: Result<HDF5Storage, HDF5Error>
         do {
+            if messages.contains(where: { $0.type == 0x07 }) {
+                throw HDF5Error.unsupported(
+                    feature:
+                        "external storage of dataset '\(path)' (its values are in other files, named by an external data files message)"
+                )
+            }
             let layout = try self.layout(
                 try message(0x08, "data layout"), path: path, rank: shape.count, superblock: superblock)
             let pipeline = try messages.first { $0.type == 0x0B }.map { try filters($0, path: path) } ?? []
@@ -50,7 +56,49 @@ enum HDF5DatasetMessages {
         } catch let error as HDF5Error {
             storage = .failure(error) // reported when the values are read
         }
-        return HDF5File.Dataset(path: path, shape: shape, dataType: dataType, storage: storage)
+        return HDF5File.Dataset(
+            path: path, shape: shape, dataType: dataType, storage: storage,
+            attributes: messages.filter { $0.type == 0x0C })
+    }
+
+    /// Attribute message, version 1 (reserved byte; name, datatype and dataspace each padded
+    /// to 8 bytes), 2 (no padding) or 3 (a character set byte, no padding):
+    ///
+    ///     version | reserved or flags | name size (2) | datatype size (2) | dataspace size (2) |
+    ///     [charset (1)] | name (NUL-terminated) | datatype | dataspace | data
+    ///
+    /// The attribute's name and, when it is `wanted`, its datatype, shape and raw data.
+    static func attribute(_ message: HDF5Message, wanted: String, path: String, superblock: HDF5Superblock) throws
+        -> (dataType: HDF5DataType, shape: [Int], data: [UInt8])?
+    {
+        let structure = "attribute message of '\(path)' at \(message.offset)"
+        var cursor = HDF5Cursor(message.data, structure: structure)
+        let version = try cursor.byte("version")
+        guard (1...3).contains(version) else { throw cursor.corrupt("version", "is \(version), expected 1 to 3") }
+        _ = try cursor.byte("flags")
+        let nameSize = try cursor.uint16("name size")
+        let datatypeSize = try cursor.uint16("datatype size")
+        let dataspaceSize = try cursor.uint16("dataspace size")
+        if version == 3 { _ = try cursor.byte("character set") }
+        func padded(_ size: Int) -> Int { version == 1 ? (size + 7) / 8 * 8 : size }
+        let nameBytes = try cursor.take(padded(nameSize), "name")
+        guard String(decoding: nameBytes.prefix { $0 != 0 }, as: UTF8.self) == wanted else { return nil }
+        let datatype = try cursor.take(padded(datatypeSize), "datatype")
+        let dataspace = try cursor.take(padded(dataspaceSize), "dataspace")
+        let dataType = try self.datatype(
+            HDF5Message(type: 0x03, flags: 0, data: datatype, offset: message.offset), path: path)
+        let shape = try self.dataspace(
+            HDF5Message(type: 0x01, flags: 0, data: dataspace, offset: message.offset), path: path,
+            superblock: superblock)
+        let (count, overflow) = shape.reduce((1, false)) { partial, extent in
+            let (product, overflow) = partial.0.multipliedReportingOverflow(by: extent)
+            return (product, partial.1 || overflow)
+        }
+        let (byteCount, tooLarge) = count.multipliedReportingOverflow(by: dataType.byteCount)
+        guard !overflow, !tooLarge, byteCount <= cursor.remaining else {
+            throw cursor.corrupt("data", "holds \(cursor.remaining) bytes, fewer than its shape \(shape) needs")
+        }
+        return (dataType, shape, try cursor.take(byteCount, "data"))
     }
 
     /// Dataspace message, version 1 (rank, flags, 5 reserved bytes) or 2 (rank, flags, type),

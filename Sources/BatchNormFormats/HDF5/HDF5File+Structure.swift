@@ -222,29 +222,53 @@ struct HDF5BTreeNode {
     }
 }
 
-/// Walks the symbol-table groups from the root, collecting every group and dataset.
+/// Walks the groups from the root, collecting every group, dataset and soft link.
 ///
 /// A group's symbol-table message (type 17) names a version-1 B-tree of type 0 and a local
 /// heap; the tree's leaves are symbol-table nodes (`SNOD`) whose entries give each member's
-/// name (an offset into the heap) and object header:
+/// name (an offset into the heap) and object header, or for a soft link (cache type 2) the
+/// offset of its target path in the heap:
 ///
 ///     B-tree node (``HDF5BTreeNode``), keys: L bytes (name offsets), children: O
 ///     SNOD: "SNOD" | version 1 | reserved | symbol count (2) | entries (2·O + 24 bytes each)
+///     entry: name offset (O) | object header address (O) | cache type (4) | reserved (4) |
+///            scratch pad (16)
 ///     HEAP: "HEAP" | version 0 | reserved (3) | data size (L) | free list (L) | data address (O)
+///
+/// A group that libhdf5 turned new-style (an external link added to a `libver="earliest"`
+/// file does so) keeps its links in link messages (type 6) of its header when they are few
+/// (compact storage, read here) or in a fractal heap (dense storage, unsupported).
+///
+/// Member names must be UTF-8 (two names that differ only in other bytes would otherwise
+/// read as one). A group reached by two hard links is walked under both paths; a group that
+/// contains itself (a cycle) is corrupt.
 struct HDF5GroupWalker {
     let source: HDF5Source
     let superblock: HDF5Superblock
     private(set) var datasets: [HDF5File.Dataset] = []
     private(set) var groups: [String] = []
+    /// Soft and external links by path: their target (`"/params/0"`, `"file.h5:/x"`).
+    private(set) var links: [String: String] = [:]
     /// Every B-tree and symbol-table node read so far: a node met twice is a cycle.
     private var visitedNodes: Set<Int> = []
-    /// Object headers of groups already walked.
-    private var visitedGroups: Set<Int> = []
+    /// The members of the groups read so far, by object header (a shared group is read once).
+    private var members: [Int: [Member]] = [:]
     /// Messages of the object headers read so far (a header linked many times is read once).
     private var headers: [Int: [HDF5Message]] = [:]
 
     static let maximumDepth = 64
     static let maximumObjects = 1 << 20
+
+    /// A group member: a hard link to an object header, or a soft or external link.
+    enum Target {
+        case object(header: Int)
+        case link(String)
+    }
+
+    struct Member {
+        let name: String
+        let target: Target
+    }
 
     init(source: HDF5Source, superblock: HDF5Superblock) {
         self.source = source
@@ -264,49 +288,116 @@ struct HDF5GroupWalker {
             throw HDF5Error.corrupt(
                 structure: "group '\(path)'", reason: "nested more than \(Self.maximumDepth) groups deep")
         }
-        guard visitedGroups.insert(header).inserted else {
+        guard !ancestors.contains(header) else {
             throw HDF5Error.corrupt(
                 structure: "group '\(path)' (object header at \(header))",
-                reason: ancestors.contains(header) ? "links back to an enclosing group (cycle)" : "is linked twice")
+                reason: "links back to an enclosing group (cycle)")
         }
-        let messages = try self.messages(at: header)
-        if let link = messages.first(where: { [0x02, 0x06, 0x0A].contains($0.type) }) {
-            throw HDF5Error.unsupported(
-                feature:
-                    "new-style group '\(path)' (link message type \(link.type), compact or dense link storage of libver 'v108' or later; expected a symbol table)"
-            )
-        }
-        guard let table = messages.first(where: { $0.type == 0x11 }) else {
-            throw HDF5Error.corrupt(
-                structure: "group '\(path)' (object header at \(header))", reason: "has no symbol-table message")
-        }
-        var message = cursor(table.data, "symbol-table message at \(table.offset)")
-        guard let tree = try message.address("B-tree address"),
-            let heapAddress = try message.address("local heap address")
-        else {
-            throw HDF5Error.corrupt(
-                structure: "symbol-table message at \(table.offset)", reason: "B-tree or heap address is undefined")
-        }
-        let heap = try readHeap(at: try offset(heapAddress, "symbol-table message at \(table.offset)"))
-        var members: [(name: String, header: Int)] = []
-        try collect(
-            node: try offset(tree, "symbol-table message at \(table.offset)"), expectedLevel: nil, heap: heap,
-            into: &members)
-        for member in members {
+        for member in try self.members(ofGroup: header, path: path) {
             let memberPath = path.isEmpty ? member.name : path + "/" + member.name
-            guard datasets.count + groups.count < Self.maximumObjects else {
+            guard datasets.count + groups.count + links.count < Self.maximumObjects else {
                 throw HDF5Error.corrupt(
                     structure: "group '\(path)'", reason: "more than \(Self.maximumObjects) objects")
             }
-            let memberMessages = try self.messages(at: member.header)
-            if memberMessages.contains(where: { [0x02, 0x06, 0x0A, 0x11].contains($0.type) }) {
-                groups.append(memberPath)
-                try walk(group: member.header, path: memberPath, ancestors: ancestors + [header])
-            } else if memberMessages.contains(where: { $0.type == 0x01 }) {
-                datasets.append(
-                    try HDF5DatasetMessages.dataset(path: memberPath, messages: memberMessages, superblock: superblock))
-            }
+            switch member.target {
+            case .link(let target):
+                links[memberPath] = target
+            case .object(let memberHeader):
+                let memberMessages = try self.messages(at: memberHeader)
+                if memberMessages.contains(where: { [0x02, 0x06, 0x0A, 0x11].contains($0.type) }) {
+                    groups.append(memberPath)
+                    try walk(group: memberHeader, path: memberPath, ancestors: ancestors + [header])
+                } else if memberMessages.contains(where: { $0.type == 0x01 }) {
+                    datasets.append(
+                        try HDF5DatasetMessages.dataset(
+                            path: memberPath, messages: memberMessages, superblock: superblock))
+                }
             // Anything else (a committed datatype) is not a dataset and is skipped.
+            }
+        }
+    }
+
+    /// The members of the group whose object header is at `header`, in storage order.
+    private mutating func members(ofGroup header: Int, path: String) throws -> [Member] {
+        if let cached = members[header] { return cached }
+        let messages = try self.messages(at: header)
+        let found: [Member]
+        if let info = messages.first(where: { $0.type == 0x02 }) {
+            found = try compactMembers(messages, info: info, path: path)
+        } else if let table = messages.first(where: { $0.type == 0x11 }) {
+            var message = cursor(table.data, "symbol-table message at \(table.offset)")
+            guard let tree = try message.address("B-tree address"),
+                let heapAddress = try message.address("local heap address")
+            else {
+                throw HDF5Error.corrupt(
+                    structure: "symbol-table message at \(table.offset)", reason: "B-tree or heap address is undefined")
+            }
+            let heap = try readHeap(at: try offset(heapAddress, "symbol-table message at \(table.offset)"))
+            var collected: [Member] = []
+            try collect(
+                node: try offset(tree, "symbol-table message at \(table.offset)"), expectedLevel: nil, heap: heap,
+                group: path, into: &collected)
+            found = collected
+        } else {
+            throw HDF5Error.corrupt(
+                structure: "group '\(path)' (object header at \(header))", reason: "has no symbol-table message")
+        }
+        var names = Set<String>()
+        for member in found where !names.insert(member.name).inserted {
+            throw HDF5Error.corrupt(structure: "group '\(path)'", reason: "has two members named '\(member.name)'")
+        }
+        members[header] = found
+        return found
+    }
+
+    /// The links of a new-style group kept in its header (compact storage):
+    ///
+    ///     link info (type 2): version 0 | flags | [max creation index (8)] | fractal heap (O) |
+    ///                         name index B-tree (O) | [creation order index (O)]
+    ///     link (type 6): version 1 | flags | [type (1)] | [creation order (8)] | [charset (1)] |
+    ///                    name length (1, 2, 4 or 8, flag bits 0-1) | name | hard: address (O);
+    ///                    soft: length (2), path; external: length (2), flags, file, NUL, path, NUL
+    private func compactMembers(_ messages: [HDF5Message], info: HDF5Message, path: String) throws -> [Member] {
+        var infoCursor = cursor(info.data, "link info message of group '\(path)' at \(info.offset)")
+        let version = try infoCursor.byte("version")
+        guard version == 0 else { throw infoCursor.corrupt("version", "is \(version), expected 0") }
+        let flags = try infoCursor.byte("flags")
+        if flags & 0x01 != 0 { try infoCursor.skip(8, "maximum creation index") }
+        if try infoCursor.address("fractal heap address") != nil {
+            throw HDF5Error.unsupported(
+                feature:
+                    "new-style group '\(path)' with dense link storage (a fractal heap; libver 'v108' or later, or many links; expected a symbol table)"
+            )
+        }
+        return try messages.filter { $0.type == 0x06 }.map { message in
+            var link = cursor(message.data, "link message of group '\(path)' at \(message.offset)")
+            let version = try link.byte("version")
+            guard version == 1 else { throw link.corrupt("version", "is \(version), expected 1") }
+            let flags = try link.byte("flags")
+            let type = flags & 0x08 != 0 ? try link.byte("link type") : 0
+            if flags & 0x04 != 0 { try link.skip(8, "creation order") }
+            if flags & 0x10 != 0 { _ = try link.byte("character set") }
+            let nameLength = try link.size(1 << (flags & 0x03), "name length")
+            let name = try Self.memberName(try link.take(nameLength, "name"), group: path, structure: link.structure)
+            switch type {
+            case 0:
+                guard let address = try link.address("object header address") else {
+                    throw link.corrupt("object header address", "is undefined")
+                }
+                return Member(name: name, target: .object(header: try offset(address, link.structure)))
+            case 1:
+                let length = try link.uint16("soft link length")
+                return Member(
+                    name: name, target: .link(String(decoding: try link.take(length, "soft link"), as: UTF8.self)))
+            case 64:
+                let length = try link.uint16("external link length")
+                let value = try link.take(length, "external link").dropFirst().split(
+                    separator: 0, omittingEmptySubsequences: false)
+                let target = value.prefix(2).map { String(decoding: $0, as: UTF8.self) }.joined(separator: ":")
+                return Member(name: name, target: .link(target))
+            default:
+                return Member(name: name, target: .link("a user-defined link of type \(type)"))
+            }
         }
     }
 
@@ -337,14 +428,26 @@ struct HDF5GroupWalker {
             at: try self.offset(address, structure), count: size, structure: structure + " data segment")
     }
 
-    /// The NUL-terminated name at `offset` of a heap's data segment.
-    private func name(at offset: Int, heap: [UInt8], structure: String) throws -> String {
+    /// The NUL-terminated string at `offset` of a heap's data segment.
+    private func string(at offset: Int, heap: [UInt8], structure: String) throws -> ArraySlice<UInt8> {
         guard offset < heap.count, let end = heap[offset...].firstIndex(of: 0) else {
             throw HDF5Error.corrupt(
                 structure: structure,
                 reason: "name offset \(offset) is not a NUL-terminated name in the local heap of \(heap.count) bytes")
         }
-        let name = String(decoding: heap[offset..<end], as: UTF8.self)
+        return heap[offset..<end]
+    }
+
+    /// A member name: non-empty UTF-8 without `/`.
+    static func memberName<Bytes: Collection<UInt8>>(_ bytes: Bytes, group: String, structure: String) throws
+        -> String
+    {
+        guard let name = String(validating: bytes, as: UTF8.self) else {
+            let hex = bytes.prefix(64).map { String($0, radix: 16) }.joined(separator: " ")
+            throw HDF5Error.unsupported(
+                feature:
+                    "member name of group '\(group)' that is not UTF-8 (bytes \(hex)); names are read as UTF-8 text")
+        }
         guard !name.isEmpty, !name.contains("/") else {
             throw HDF5Error.corrupt(structure: structure, reason: "member name '\(name)' is empty or contains '/'")
         }
@@ -353,7 +456,7 @@ struct HDF5GroupWalker {
 
     /// Appends the members held under group B-tree node `node` (or symbol-table node).
     private mutating func collect(
-        node: Int, expectedLevel: Int?, heap: [UInt8], into members: inout [(name: String, header: Int)]
+        node: Int, expectedLevel: Int?, heap: [UInt8], group: String, into members: inout [Member]
     ) throws {
         guard visitedNodes.insert(node).inserted else {
             throw HDF5Error.corrupt(structure: "group B-tree node at \(node)", reason: "is reached twice (cycle)")
@@ -370,14 +473,14 @@ struct HDF5GroupWalker {
             }
             let childOffset = try offset(child, structure)
             if level == 0 {
-                try collectSymbols(node: childOffset, heap: heap, into: &members)
+                try collectSymbols(node: childOffset, heap: heap, group: group, into: &members)
             } else {
-                try collect(node: childOffset, expectedLevel: level - 1, heap: heap, into: &members)
+                try collect(node: childOffset, expectedLevel: level - 1, heap: heap, group: group, into: &members)
             }
         }
     }
 
-    private mutating func collectSymbols(node: Int, heap: [UInt8], into members: inout [(name: String, header: Int)])
+    private mutating func collectSymbols(node: Int, heap: [UInt8], group: String, into members: inout [Member])
         throws
     {
         guard visitedNodes.insert(node).inserted else {
@@ -394,11 +497,20 @@ struct HDF5GroupWalker {
         var body = cursor(try source.read(at: node + 8, count: count * entrySize, structure: structure), structure)
         for _ in 0..<count {
             let nameOffset = try body.size(superblock.offsetSize, "link name offset")
-            guard let address = try body.address("object header address") else {
-                throw body.corrupt("object header address", "is undefined")
+            let address = try body.address("object header address")
+            let cacheType = try body.uint32("cache type")
+            try body.skip(4, "reserved")
+            var scratch = cursor(try body.take(16, "scratch pad"), structure)
+            let name = try Self.memberName(
+                try string(at: nameOffset, heap: heap, structure: structure), group: group, structure: structure)
+            if cacheType == 2 { // a soft link: its target path is in the heap
+                let target = try string(
+                    at: try scratch.size(4, "soft link value offset"), heap: heap, structure: structure)
+                members.append(Member(name: name, target: .link(String(decoding: target, as: UTF8.self))))
+                continue
             }
-            try body.skip(24, "cache type and scratch pad")
-            members.append((try name(at: nameOffset, heap: heap, structure: structure), try offset(address, structure)))
+            guard let address else { throw body.corrupt("object header address", "is undefined") }
+            members.append(Member(name: name, target: .object(header: try offset(address, structure))))
         }
     }
 }

@@ -36,14 +36,17 @@ public enum HDF5DataType: Equatable, Sendable, CustomStringConvertible {
 /// read in pure Swift: its groups and datasets, and the values of the datasets asked for.
 ///
 /// Supported: superblock versions 0 and 1; version-1 object headers with continuation
-/// blocks; symbol-table groups (version-1 B-trees, symbol-table nodes, local heaps);
+/// blocks; symbol-table groups (version-1 B-trees, symbol-table nodes, local heaps) and
+/// groups whose few links are kept in their header (compact link storage); hard links (an
+/// object may have several paths) and soft and external links (listed in ``links``, not
+/// followed);
 /// simple and scalar dataspaces; fixed-point and IEEE floating-point datatypes of either
 /// byte order; compact, contiguous and chunked layouts (version-1 B-tree chunk index,
 /// edge chunks); the deflate filter (through the system zlib) and the shuffle filter.
 /// Anything else throws ``HDF5Error/unsupported(feature:)`` naming it when it is met:
-/// newer superblocks and object headers and new-style groups when the file is opened, a
-/// dataset's unsupported datatype, layout or filter when its values are read (so such a
-/// dataset can still be listed).
+/// newer superblocks and object headers and groups with dense link storage when the file is opened, a
+/// dataset's unsupported datatype, layout, filter or external storage when its values are
+/// read (so such a dataset can still be listed). Member names must be UTF-8.
 ///
 /// Opening reads the file's structure only (superblock, object headers, group B-trees and
 /// heaps), each piece checked against the file's size before it is read; values are read
@@ -67,12 +70,19 @@ public final class HDF5File {
         public let dataType: HDF5DataType
         /// Where the values are stored, or why they cannot be read.
         let storage: Result<HDF5Storage, HDF5Error>
+        /// The attribute messages, decoded when an attribute is asked for.
+        let attributes: [HDF5Message]
     }
 
     /// Every dataset, sorted by path.
     public let datasets: [Dataset]
     /// Every group but the root, sorted by path.
     public let groups: [String]
+    /// The soft and external links, which are listed but not followed: each link's path and
+    /// its target (a path in the file, or `file:path` for an external link).
+    public let links: [String: String]
+    /// The position in ``datasets`` of each path.
+    private let datasetIndex: [String: Int]
 
     let source: HDF5Source
     let superblock: HDF5Superblock
@@ -102,11 +112,13 @@ public final class HDF5File {
         try walker.walk(group: superblock.rootObjectHeader, path: "", ancestors: [])
         datasets = walker.datasets.sorted { $0.path < $1.path }
         groups = walker.groups.sorted()
+        links = walker.links
+        datasetIndex = Dictionary(datasets.enumerated().map { ($1.path, $0) }) { first, _ in first }
     }
 
-    /// The dataset at `path`, or `nil`.
+    /// The dataset at `path`, or `nil` (a soft link is no dataset), found in constant time.
     public func dataset(_ path: String) -> Dataset? {
-        datasets.first { $0.path == path }
+        datasetIndex[path].map { datasets[$0] }
     }
 
     /// The values of a floating-point dataset as `Float` (binary16 exactly, binary64
@@ -147,6 +159,30 @@ public final class HDF5File {
             }
             return value
         }
+    }
+
+    /// The value of the integer attribute `name` of `dataset` (a scalar or one element), or
+    /// `nil` when the dataset has no attribute of that name.
+    /// - Throws: ``HDF5Error`` for a malformed attribute, or one that is not a single integer.
+    func integerAttribute(_ name: String, of dataset: Dataset) throws -> Int64? {
+        for message in dataset.attributes {
+            guard
+                let found = try HDF5DatasetMessages.attribute(
+                    message, wanted: name, path: dataset.path, superblock: superblock)
+            else { continue }
+            guard case .integer(let byteCount, let signed, let bigEndian) = found.dataType,
+                found.data.count == byteCount
+            else {
+                throw HDF5Error.unsupported(
+                    feature:
+                        "attribute '\(name)' of '\(dataset.path)' of type \(found.dataType) and shape \(found.shape) (expected one integer)"
+                )
+            }
+            let bits = Self.element(found.data, 0, byteCount, bigEndian)
+            let unusedBits = UInt64(64 - 8 * byteCount)
+            return signed ? Int64(bitPattern: bits << unusedBits) >> Int64(unusedBits) : Int64(truncatingIfNeeded: bits)
+        }
+        return nil
     }
 
     /// Element `index` of `byteCount` bytes as an unsigned integer.

@@ -5,11 +5,14 @@ import BatchNormCore
 /// that h5py writes with `libver="earliest"` (superblock version 0, version-1 object headers,
 /// symbol-table groups), so that h5py and any HDF5 library since 1.6 open them.
 ///
-/// Every group's members sit in one symbol-table node (the superblock's group leaf K is
-/// chosen large enough), under a one-entry B-tree. Layout, in file order:
+/// A group's members sit in symbol-table nodes of 2K entries (the superblock's group leaf K
+/// fits the largest group up to 128 members, and stays at 64 beyond), under a B-tree whose
+/// nodes hold up to 32 children (internal K 16, HDF5's default), with as many levels as the
+/// members need, as libhdf5 builds large groups. Layout, in file order:
 ///
-///     superblock (96 bytes) | per group, the root first: object header, B-tree node,
-///     local heap header and data, symbol-table node | per dataset: object header, data
+///     superblock (96 bytes) | per group, the root first: object header, root B-tree node,
+///     local heap header and data, symbol-table nodes, lower B-tree nodes level by level |
+///     per dataset: object header, data
 ///
 /// All values are little-endian; every block starts on an 8-byte boundary. The output is
 /// deterministic (no modification times).
@@ -24,6 +27,8 @@ struct HDF5Writer {
     struct Group {
         var name: String
         var datasets: [(name: String, value: Value)]
+        /// Integer attributes of some of the datasets, by dataset name.
+        var attributes: [String: [(name: String, value: Int64)]] = [:]
     }
 
     /// Size of offsets and of lengths (8 bytes each, as h5py writes).
@@ -31,14 +36,21 @@ struct HDF5Writer {
     /// The group internal-node K of the superblock (HDF5's default): B-tree nodes have room
     /// for 2K children.
     private static let internalK = 16
+    /// The largest group leaf K: symbol-table nodes hold at most 2K entries, and a group with
+    /// more members has several under a B-tree of as many levels as it needs.
+    private static let maximumLeafK = 64
     private static let undefined = UInt64.max
+    /// The `int64` datatype message: class 0 version 1; little-endian, signed (bit 3); size 8;
+    /// bit offset 0, precision 64.
+    private static let int64Datatype: [UInt8] = [0x10, 0x08, 0, 0, 8, 0, 0, 0, 0, 0, 64, 0]
 
     /// The bytes of a file with `groups` under the root group.
     static func file(_ groups: [Group]) -> [UInt8] {
         let groups = groups.sorted { precedes($0.name, $1.name) }.map {
-            Group(name: $0.name, datasets: $0.datasets.sorted { precedes($0.name, $1.name) })
+            Group(name: $0.name, datasets: $0.datasets.sorted { precedes($0.name, $1.name) }, attributes: $0.attributes)
         }
-        let leafK = max(4, (max(groups.count, groups.map(\.datasets.count).max() ?? 0) + 1) / 2)
+        let largest = max(groups.count, groups.map(\.datasets.count).max() ?? 0)
+        let leafK = min(max(4, (largest + 1) / 2), maximumLeafK)
         var out = Output()
         // Placeholders are patched once the addresses are known: allocate first, then write.
         let superblockSize = 96
@@ -53,7 +65,9 @@ struct HDF5Writer {
         }
         rootAddresses.patchMembers(headers: memberHeaders, groups: groupAddresses, out: &out)
         for (group, addresses) in zip(groups, groupAddresses) {
-            let headers = group.datasets.map { writeDataset($0.value, out: &out) }
+            let headers = group.datasets.map {
+                writeDataset($0.value, attributes: group.attributes[$0.name] ?? [], out: &out)
+            }
             addresses.patchMembers(headers: headers, groups: nil, out: &out)
         }
         writeSuperblock(leafK: leafK, root: rootAddresses, endOfFile: out.bytes.count, out: &out)
@@ -62,7 +76,7 @@ struct HDF5Writer {
 
     /// strcmp order, as HDF5 sorts the names of a group.
     private static func precedes(_ a: String, _ b: String) -> Bool {
-        Array(a.utf8).lexicographicallyPrecedes(Array(b.utf8))
+        a.utf8.lexicographicallyPrecedes(b.utf8)
     }
 
     /// The bytes under construction, with little-endian appends and patches.
@@ -98,8 +112,13 @@ struct HDF5Writer {
     }
 
     /// Writes a group with `members` (sorted): object header with a symbol-table message,
-    /// a one-child B-tree node, the local heap of names and one symbol-table node, whose
-    /// entries' object header addresses are patched later.
+    /// the root B-tree node, the local heap of names, the symbol-table nodes (2·leafK entries
+    /// each, the last one possibly fewer) and the B-tree nodes below the root. The entries'
+    /// object header addresses are patched later.
+    ///
+    /// Group B-tree keys are name offsets: child `i` holds the names after key `i` up to and
+    /// including key `i + 1` (key 0 of the leftmost node is the empty name at heap offset 0).
+    /// Each node holds at most 2·internalK children; a level with more gets a level above it.
     private static func writeGroup(members: [String], leafK: Int, out: inout Output) -> GroupAddresses {
         // Object header: prefix (16) | symbol-table message: type 17, size 16, flags 0 | B-tree, heap.
         let header = out.bytes.count
@@ -122,16 +141,8 @@ struct HDF5Writer {
             heapData += Array(name.utf8) + [0]
             while heapData.count % 8 != 0 { heapData.append(0) }
         }
-        // B-tree node of type 0, level 0, one child: the symbol-table node; room for 2K children.
         let tree = out.bytes.count
-        out.bytes += Array("TREE".utf8)
-        out.append(0, 1)
-        out.append(0, 1)
-        out.append(members.isEmpty ? 0 : 1, 2)
-        out.append(undefined, width)
-        out.append(undefined, width)
-        let treeKeys = out.bytes.count
-        out.append(0, (2 * internalK + 1) * width + 2 * internalK * width)
+        out.append(0, treeNodeSize)
         // Local heap: free list "none" (1, HDF5's on-disk null), data segment right after.
         let heap = out.bytes.count
         out.bytes += Array("HEAP".utf8)
@@ -142,36 +153,97 @@ struct HDF5Writer {
         out.append(heap + 32, width)
         out.bytes += heapData
         out.pad()
-        // Symbol-table node with room for 2·leafK entries of 40 bytes.
-        let node = out.bytes.count
-        out.bytes += Array("SNOD".utf8)
-        out.append(1, 1)
-        out.append(0, 1)
-        out.append(members.count, 2)
+        // Symbol-table nodes with room for 2·leafK entries of 40 bytes; an empty group has one, unused.
         var entries: [Int] = []
-        for offset in nameOffsets {
-            entries.append(out.bytes.count)
-            out.append(offset, width)
-            out.append(0, width)
-            out.append(0, 4)
-            out.append(0, 4)
-            out.append(0, 16)
+        var children: [TreeChild] = []
+        for first in stride(from: 0, to: max(members.count, 1), by: 2 * leafK) {
+            let count = min(2 * leafK, members.count - first)
+            let node = out.bytes.count
+            out.bytes += Array("SNOD".utf8)
+            out.append(1, 1)
+            out.append(0, 1)
+            out.append(count, 2)
+            for offset in nameOffsets[first..<(first + count)] {
+                entries.append(out.bytes.count)
+                out.append(offset, width)
+                out.append(0, width)
+                out.append(0, 4)
+                out.append(0, 4)
+                out.append(0, 16)
+            }
+            out.append(0, (2 * leafK - count) * (2 * width + 24))
+            if count > 0 { children.append(TreeChild(address: node, lastName: nameOffsets[first + count - 1])) }
         }
-        out.append(0, (2 * leafK - members.count) * (2 * width + 24))
-        if !members.isEmpty {
-            // key 0 = "" (offset 0), child 0 = the node, key 1 = the last name.
-            out.patch(0, at: treeKeys, width)
-            out.patch(node, at: treeKeys + width, width)
-            out.patch(nameOffsets.last!, at: treeKeys + 2 * width, width)
+        var level = 0
+        while children.count > 2 * internalK {
+            children = writeTreeLevel(children, level: level, out: &out)
+            level += 1
         }
+        writeTreeNode(
+            at: tree, level: level, children: children[...], leftKey: 0, siblings: (nil, nil), out: &out)
         out.patch(tree, at: tableMessage, width)
         out.patch(heap, at: tableMessage + width, width)
         return GroupAddresses(header: header, tree: tree, heap: heap, entries: entries)
     }
 
-    /// Writes a dataset's object header (dataspace, datatype, fill value, contiguous layout)
-    /// and its data; returns the header's address.
-    private static func writeDataset(_ value: Value, out: inout Output) -> Int {
+    /// A child of a group B-tree node: its address and the heap offset of its last name.
+    private struct TreeChild {
+        var address: Int
+        var lastName: Int
+    }
+
+    /// Bytes of a group B-tree node: "TREE", type, level, entries used (2), two siblings,
+    /// then room for 2·internalK children and 2·internalK + 1 keys.
+    private static let treeNodeSize = 8 + 2 * width + (2 * internalK + 1) * width + 2 * internalK * width
+
+    /// Writes the nodes of `level` over `children`, 2·internalK children each (siblings
+    /// linked); the nodes, as the children of the level above.
+    private static func writeTreeLevel(_ children: [TreeChild], level: Int, out: inout Output) -> [TreeChild] {
+        let first = out.bytes.count
+        let groups = stride(from: 0, to: children.count, by: 2 * internalK).map {
+            children[$0..<min($0 + 2 * internalK, children.count)]
+        }
+        out.append(0, groups.count * treeNodeSize)
+        return groups.enumerated().map { index, group in
+            let address = first + index * treeNodeSize
+            writeTreeNode(
+                at: address, level: level, children: group,
+                leftKey: group.startIndex == 0 ? 0 : children[group.startIndex - 1].lastName,
+                siblings: (
+                    index == 0 ? nil : address - treeNodeSize, index == groups.count - 1 ? nil : address + treeNodeSize
+                ), out: &out)
+            return TreeChild(address: address, lastName: group.last!.lastName)
+        }
+    }
+
+    /// Fills the group B-tree node at `address` (already allocated): key 0 is `leftKey`, then
+    /// each child and its last name.
+    private static func writeTreeNode(
+        at address: Int, level: Int, children: ArraySlice<TreeChild>, leftKey: Int, siblings: (left: Int?, right: Int?),
+        out: inout Output
+    ) {
+        var node = Output()
+        node.bytes += Array("TREE".utf8)
+        node.append(0, 1)
+        node.append(level, 1)
+        node.append(children.count, 2)
+        node.append(siblings.left.map(UInt64.init) ?? undefined, width)
+        node.append(siblings.right.map(UInt64.init) ?? undefined, width)
+        if !children.isEmpty {
+            node.append(leftKey, width)
+            for child in children {
+                node.append(child.address, width)
+                node.append(child.lastName, width)
+            }
+        }
+        out.bytes.replaceSubrange(address..<(address + node.bytes.count), with: node.bytes)
+    }
+
+    /// Writes a dataset's object header (dataspace, datatype, fill value, contiguous layout,
+    /// then one attribute message per attribute) and its data; returns the header's address.
+    private static func writeDataset(_ value: Value, attributes: [(name: String, value: Int64)], out: inout Output)
+        -> Int
+    {
         let shape: [Int], data: [UInt8], datatype: [UInt8]
         switch value {
         case .float32(let values, let extents):
@@ -183,8 +255,7 @@ struct HDF5Writer {
         case .int64(let integer):
             shape = []
             data = withUnsafeBytes(of: integer.littleEndian, Array.init)
-            // Class 0 version 1; little-endian, signed (bit 3); size 8; bit offset 0, precision 64.
-            datatype = [0x10, 0x08, 0, 0, 8, 0, 0, 0, 0, 0, 64, 0]
+            datatype = int64Datatype
         }
         var dataspace = Output()
         dataspace.append(1, 1)
@@ -198,9 +269,9 @@ struct HDF5Writer {
         let layoutAddress = 2
         layout.append(0, width)
         layout.append(data.count, width)
-        let messages: [(type: Int, flags: Int, data: [UInt8])] = [
-            (0x01, 0, dataspace.bytes), (0x03, 1, datatype), (0x05, 1, fillValue), (0x08, 0, layout.bytes),
-        ]
+        let messages: [(type: Int, flags: Int, data: [UInt8])] =
+            [(0x01, 0, dataspace.bytes), (0x03, 1, datatype), (0x05, 1, fillValue), (0x08, 0, layout.bytes)]
+            + attributes.map { (0x0C, 0, attributeMessage(name: $0.name, value: $0.value)) }
         let header = out.bytes.count
         let size = messages.reduce(0) { $0 + 8 + ($1.data.count + 7) / 8 * 8 }
         out.append(1, 1)
@@ -223,6 +294,27 @@ struct HDF5Writer {
         out.bytes += data
         out.pad()
         return header
+    }
+
+    /// Attribute message version 1 of a scalar `int64`: version, reserved, name size (with its
+    /// NUL), datatype size, dataspace size, then the name, datatype and dataspace, each padded
+    /// to 8 bytes, and the value.
+    private static func attributeMessage(name: String, value: Int64) -> [UInt8] {
+        let datatype = int64Datatype
+        let dataspace: [UInt8] = [1, 0, 0, 0, 0, 0, 0, 0] // version 1, rank 0: a scalar
+        var message = Output()
+        message.append(1, 1)
+        message.append(0, 1)
+        message.append(name.utf8.count + 1, 2)
+        message.append(datatype.count, 2)
+        message.append(dataspace.count, 2)
+        message.bytes += Array(name.utf8) + [0]
+        message.pad()
+        message.bytes += datatype
+        message.pad()
+        message.bytes += dataspace
+        message.append(UInt64(bitPattern: value), 8)
+        return message.bytes
     }
 
     /// Superblock version 0 with 8-byte offsets and lengths and the root symbol-table entry

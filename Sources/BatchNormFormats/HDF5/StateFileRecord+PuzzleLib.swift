@@ -8,6 +8,12 @@ import BatchNormCore
 ///
 /// all of shape `(1, C) + (1,) * (R - 2)` for data rank `R`, `float32` (or `float16` after
 /// `calcMode`). `numOfProps` is not saved: it is 0 after a load, as in PuzzleLib.
+///
+/// PuzzleLib saves an `affine=False` module like any other (its scale and bias, exactly 1
+/// and 0, are variables it saves and loads); the flag itself lives only in the module's
+/// constructor arguments. So that such a module stays non-affine through a file, this
+/// library marks it with an integer attribute `affine` = 0 on `links/N.scale`, which
+/// PuzzleLib and h5py ignore when loading; a module without the attribute is affine.
 extension StateFileRecord {
     /// The names `N` of the `attrs/N.mean` datasets, sorted.
     static func moduleNames(puzzleLib file: HDF5File) -> [String] {
@@ -37,14 +43,18 @@ extension StateFileRecord {
         guard file.dataset("attrs/\(name).mean") != nil else {
             throw StateFileError(.missingModule(name: name, modules: modules))
         }
-        let available = file.datasets.map(\.path).filter {
-            $0.hasPrefix("links/\(name).") || $0.hasPrefix("attrs/\(name).")
-        }
         func dataset(_ path: String) throws -> HDF5File.Dataset {
-            guard let dataset = file.dataset(path) else {
-                throw StateFileError(.missingKey(key: path, available: available))
+            if let dataset = file.dataset(path) { return dataset }
+            if let target = file.links[path] {
+                throw StateFileError(
+                    .invalidValue(
+                        key: path, expected: "a dataset (soft and external links are not followed)",
+                        actual: "a link to '\(target)'"))
             }
-            return dataset
+            let available = file.datasets.map(\.path).filter {
+                $0.hasPrefix("links/\(name).") || $0.hasPrefix("attrs/\(name).")
+            }
+            throw StateFileError(.missingKey(key: path, available: available))
         }
         func parameter(_ field: String) throws -> (key: String, dataset: HDF5File.Dataset) {
             let linkPath = "links/\(name).\(field)"
@@ -86,20 +96,25 @@ extension StateFileRecord {
         bias = try field(biasParameter.key, biasParameter.dataset)
         numOfProps = 0
         self.rank = rank
+        affine = try file.integerAttribute(Self.affineAttribute, of: try dataset("links/\(name).scale")) != 0
     }
+
+    /// The attribute of `links/N.scale` that marks a module saved with `affine: false` (value 0).
+    static let affineAttribute = "affine"
 
     /// The bytes of a PuzzleLib file holding `modules`: for each module in order, its scale
     /// and bias as `params/<i>` (i counting from 0) with `int64` links, its statistics in
     /// `attrs`, every dataset `float32` of shape `(1, C, 1, ...)` of the module's rank
     /// (5 when it has none). An `affine: false` module is written with scale 1 and bias 0,
-    /// as PuzzleLib saves it.
-    static func puzzleLibFile(_ modules: [StateFile.Module]) -> [UInt8] {
+    /// as PuzzleLib saves it, and the `affine` = 0 attribute on its scale link.
+    static func puzzleLibFile(_ modules: [StateFile.ModuleState]) -> [UInt8] {
         var params = HDF5Writer.Group(name: "params", datasets: [])
         var links = HDF5Writer.Group(name: "links", datasets: [])
         var attrs = HDF5Writer.Group(name: "attrs", datasets: [])
         for module in modules {
             let state = module.state
             let shape = [1, state.maps] + Array(repeating: 1, count: max(2, module.rank ?? 5) - 2)
+            if !module.affine { links.attributes["\(module.name).scale"] = [(affineAttribute, 0)] }
             for (field, values) in [("scale", state.scale), ("bias", state.bias)] {
                 links.datasets.append(("\(module.name).\(field)", .int64(Int64(params.datasets.count))))
                 params.datasets.append(("\(params.datasets.count)", .float32(values, shape: shape)))
