@@ -64,7 +64,7 @@ struct BenchCommand: ParsableCommand {
     var threads: Int?
 
     @Option(
-        help: "Data type: float32, float16, or bfloat16 (--device cpu only); parameters and statistics stay float32.")
+        help: "Data type: float32, float16, or bfloat16 (on a GPU from sm_80); parameters and statistics stay float32.")
     var dtype: TensorDataType = .float32
 
     @Option(parsing: .unconditional, help: "Timed runs per figure (the median is reported), at least 5.")
