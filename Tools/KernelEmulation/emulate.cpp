@@ -270,7 +270,7 @@ static void check_bfloat16_conversions() {
                     mismatches[level], nan_inputs);
         expect(mismatches[level] == 0, "bf16 rounding == CPU rounding", (double)mismatches[level], 0);
     }
-    std::printf("  bf16 rounding: %lld NaN inputs, %lld non-NaN results; %lld float32 subnormals flushed\n",
+    std::printf("  bf16 rounding: %lld NaN inputs, %lld non-NaN results; %lld float32 subnormal inputs\n",
                 nan_inputs, non_nan_results, flushed);
     expect(non_nan_results == 0, "bf16 rounding keeps NaN", (double)non_nan_results, 0);
 

@@ -4,8 +4,9 @@
 //   channels-first (NCDHW): element (n, c, s) at (n·C + c)·S + s; plane p = n·C + c.
 //   channels-last  (NDHWC): element (n, c, s) at r·C + c with row r = n·S + s, R = N·S rows.
 // T is the storage type: float, bn_half (IEEE binary16 bits) or bn_bfloat16 (bfloat16 bits,
-// sm_80 and later); arithmetic is float, statistics double. L = BN_CHUNK values per channels-first block; channels-last blocks
-// hold BN_ROWS_PER_THREAD rows per thread row (see bn_row_block).
+// sm_80 and later); arithmetic is float, statistics double. L = BN_CHUNK values per
+// channels-first block; channels-last blocks hold BN_ROWS_PER_THREAD rows per thread row (see
+// bn_row_block).
 //
 // Kernels: bn_stats_* (collect → merge: per-channel moments), bn_reduce_* (collect → merge:
 // per-channel gradient sums), bn_apply_* (per-channel affine map). Finalize is not done here:
