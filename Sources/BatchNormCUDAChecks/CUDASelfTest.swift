@@ -383,11 +383,15 @@ public enum CUDAKernelCompilation {
     public struct Outcome: Sendable {
         /// `compute_XY` or `sm_XY`.
         public var architecture: String
+        /// `XY`, the compute capability `architecture` names (`major · 10 + minor`).
+        public var computeCapability: Int
         /// Size of the PTX or CUBIN image.
         public var byteCount: Int
         /// Whether the image is CUBIN (assembled by ptxas) rather than PTX.
         public var isCUBIN: Bool
-        /// Entry points found in the PTX (all of ``BatchNormCUDA/CUDAKernelSource/entryPoints`` when it compiled).
+        /// Entry points found in the PTX: those of
+        /// ``BatchNormCUDA/CUDAKernelSource/entryPoints(computeCapability:)`` when it compiled
+        /// (empty for CUBIN, whose names are not read).
         public var entryPoints: [String]
         /// NVRTC's log (empty when there were no warnings).
         public var log: String
@@ -408,8 +412,10 @@ public enum CUDAKernelCompilation {
                     entries.append(String(name))
                 }
             }
+            let capability = Int(architecture.drop { !$0.isNumber }.prefix { $0.isNumber }) ?? 0
             return Outcome(
-                architecture: architecture, byteCount: image.bytes.count, isCUBIN: image.isCUBIN,
+                architecture: architecture, computeCapability: capability, byteCount: image.bytes.count,
+                isCUBIN: image.isCUBIN,
                 entryPoints: entries, log: image.log)
         }
     }

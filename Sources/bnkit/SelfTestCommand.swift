@@ -121,13 +121,15 @@ struct SelfTestCommand: ParsableCommand {
         for architecture in architectures {
             do {
                 let outcome = try CUDAKernelCompilation.compile(architectures: [architecture], nvrtc: nvrtc)[0]
-                let missing =
-                    outcome.isCUBIN ? [] : CUDAKernelSource.entryPoints.filter { !outcome.entryPoints.contains($0) }
-                let ok = missing.isEmpty
+                let expected = CUDAKernelSource.entryPoints(computeCapability: outcome.computeCapability)
+                let missing = outcome.isCUBIN ? [] : expected.filter { !outcome.entryPoints.contains($0) }
+                let unexpected = outcome.entryPoints.filter { !expected.contains($0) }
+                let ok = missing.isEmpty && unexpected.isEmpty
                 print(
                     "\(ok ? "PASS" : "FAIL")  \(architecture): \(outcome.byteCount) bytes of "
                         + "\(outcome.isCUBIN ? "CUBIN" : "PTX, \(outcome.entryPoints.count) entry points")"
                         + (missing.isEmpty ? "" : ", missing \(missing)")
+                        + (unexpected.isEmpty ? "" : ", unexpected \(unexpected)")
                         + (outcome.log.isEmpty ? "" : "\n\(outcome.log)"))
                 if ok { passed += 1 } else { failed += 1 }
             } catch {

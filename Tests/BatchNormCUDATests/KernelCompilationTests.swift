@@ -16,13 +16,30 @@ import Testing
         let nvrtc = try #require(Self.nvrtc)
         let outcome = try CUDAKernelCompilation.compile(architectures: [architecture], nvrtc: nvrtc)[0]
         #expect(!outcome.isCUBIN)
-        #expect(Set(outcome.entryPoints) == Set(CUDAKernelSource.entryPoints))
+        let expected = CUDAKernelSource.entryPoints(computeCapability: outcome.computeCapability)
+        #expect(Set(outcome.entryPoints) == Set(expected))
+        // bfloat16 from sm_80 on (all 30 entry points), not below (the 20 of f32 and f16).
+        #expect(expected.count == (outcome.computeCapability >= 80 ? 30 : 20))
         #expect(outcome.log.isEmpty || !outcome.log.contains("warning"), "\(outcome.log)")
+    }
+
+    /// The bfloat16 stores round with `cvt.rn.bf16.f32` where the target has it; below sm_80
+    /// the PTX has no bfloat16 code at all (ptxas would reject the instruction there).
+    @Test(
+        .enabled(if: nvrtc != nil, "SKIPPED: no libnvrtc found"),
+        arguments: [("compute_80", true), ("compute_90", true), ("compute_75", false)])
+    func bfloat16CodeOnlyFromSM80(architecture: String, hasBFloat16: Bool) throws {
+        let nvrtc = try #require(Self.nvrtc)
+        let image = try nvrtc.compile(
+            CUDAKernelSource.source, architecture: architecture, options: CUDAKernelSource.compileOptions)
+        let ptx = try #require(image.ptx)
+        #expect(ptx.contains("cvt.rn.bf16.f32") == hasBFloat16)
+        #expect(ptx.contains("_bf16") == hasBFloat16)
     }
 
     @Test(
         .enabled(if: nvrtc?.producesCUBIN ?? false, "SKIPPED: no libnvrtc with CUBIN output found"),
-        arguments: ["sm_90", "sm_80"])
+        arguments: ["sm_90", "sm_80", "sm_75"])
     func kernelsAssembleToCUBIN(architecture: String) throws {
         let nvrtc = try #require(Self.nvrtc)
         let outcome = try CUDAKernelCompilation.compile(architectures: [architecture], nvrtc: nvrtc)[0]

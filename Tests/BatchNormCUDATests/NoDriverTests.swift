@@ -145,12 +145,23 @@ import Testing
 
     @Test func everyEntryPointIsDefinedInTheSource() {
         let source = CUDAKernelSource.source
-        #expect(CUDAKernelSource.entryPoints.count == 20)
-        #expect(Set(CUDAKernelSource.entryPoints).count == 20)
+        #expect(CUDAKernelSource.entryPoints.count == 30)
+        #expect(Set(CUDAKernelSource.entryPoints).count == 30)
         for name in CUDAKernelSource.entryPoints {
-            let base = name.dropLast(4) // "_f32" / "_f16"
+            let base = name[..<name.lastIndex(of: "_")!] // without "_f32" / "_f16" / "_bf16"
             #expect(source.contains("\(base)_##SUFFIX("), "no definition of \(name)")
         }
+        for suffix in ["f32", "f16", "bf16"] {
+            #expect(CUDAKernelSource.entryPoints.filter { $0.hasSuffix("_\(suffix)") }.count == 10)
+        }
+        // bfloat16 kernels from compute capability 8.0 on, the rule the source states once.
+        #expect(CUDAKernelSource.bfloat16MinimumCapability == 80)
+        #expect(source.contains("\n#define BN_BFLOAT16_MINIMUM_ARCH 800\n"))
+        #expect(source.contains("\nBN_ENTRY_POINTS(bf16, bn_bfloat16)\n"))
+        let older = CUDAKernelSource.entryPoints(computeCapability: 75)
+        #expect(older.count == 20 && !older.contains { $0.hasSuffix("_bf16") })
+        #expect(CUDAKernelSource.entryPoints(computeCapability: 80) == CUDAKernelSource.entryPoints)
+        #expect(CUDAKernelSource.entryPoints(computeCapability: 90) == CUDAKernelSource.entryPoints)
         // The block geometry is read from the embedded source's #define lines.
         #expect(source.contains("\n#define BN_THREADS \(CUDAKernelSource.threadsPerBlock)\n"))
         #expect(source.contains("\n#define BN_CHUNK \(CUDAKernelSource.chunkLength)\n"))

@@ -50,6 +50,15 @@ inline unsigned bn_emulated_float_to_half(float v) {
     std::memcpy(&h, &f, 2);
     return h;
 }
+// What PTX cvt.rn.bf16.f32 does: round to nearest even on the bits (bias 0x7fff plus the last
+// kept bit; finite values past the largest bfloat16 become ±inf, float32 subnormals round to
+// bfloat16 subnormals), and any NaN becomes the canonical NaN 0x7fff (the value cuda_bf16.h
+// gives for the same conversion where it has no instruction).
+inline unsigned bn_emulated_cvt_rn_bf16_f32(float v) {
+    const unsigned x = __float_as_uint(v);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return 0x7fffu;
+    return (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
+}
 
 // One block's worth of persistent worker threads (one per CUDA thread), reused for every
 // block of every launch: __syncthreads is a barrier over them, each warp has its own barrier

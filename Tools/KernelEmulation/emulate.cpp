@@ -1,11 +1,14 @@
 // Runs every BatchNormKit kernel on the CPU through cuda_emulation.h and checks it against
 // double-precision references: statistics (moments, bitwise reproducibility, counter reset),
 // forward apply, backward reduce (sums, counter reset) + apply, and evaluation backward, for
-// both layouts and both storage types over awkward shapes. The kernels do no finalize (the
-// host does, in BatchNormND); the apply coefficients here come from the double references.
+// both layouts and the three storage types over awkward shapes. The kernels do no finalize
+// (the host does, in BatchNormND); the apply coefficients here come from the double
+// references. First, the kernels' bfloat16 conversions against the CPU backend's (the C
+// kernels, linked in) over every float32 bit pattern.
 // Build and run with ./run.sh (includes Sources/BatchNormCUDA/Kernels/BatchNormKernels.cu).
 #include "cuda_emulation.h"
 #include "BatchNormKernels.cu"
+#include "CBatchNormKernels.h"
 
 #include <cstdio>
 #include <random>
@@ -41,18 +44,29 @@ template <> struct Storage<float> {
     static float store(float v) { return v; }
     static float load(float v) { return v; }
     static const char* name() { return "f32"; }
+    static constexpr double tolerance = 2e-5;
 };
 template <> struct Storage<bn_half> {
     static bn_half store(float v) { return (bn_half)bn_emulated_float_to_half(v); }
     static float load(bn_half v) { return bn_emulated_half_to_float(v); }
     static const char* name() { return "f16"; }
+    // Output rounding (half an ulp: 2^-11) with room for the float32 apply.
+    static constexpr double tolerance = 4e-3;
+};
+template <> struct Storage<bn_bfloat16> {
+    static bn_bfloat16 store(float v) { return bn_bfloat16{(unsigned short)bn_float_to_bfloat16(v)}; }
+    static float load(bn_bfloat16 v) { return bn_bfloat16_to_float(v.bits); }
+    static const char* name() { return "bf16"; }
+    // Output rounding (half an ulp of an 8-bit significand: 2^-8) plus the float32 apply's error:
+    // tight enough that truncating instead of rounding (up to 2^-7) fails.
+    static constexpr double tolerance = 1.0 / 256 + 1e-4;
 };
 
 template <typename T>
 static void run_case(long long N, long long C, long long S, bool channels_first, unsigned seed) {
     const Geometry geo(N, C, S, channels_first);
     const long long E = N * C * S, M = N * S;
-    const bool half = sizeof(T) == 2;
+    const bool narrow = sizeof(T) == 2;  // float16 or bfloat16
     std::mt19937_64 rng(seed);
     std::normal_distribution<double> normal(0.0, 1.0);
     std::vector<T> x(E), g(E);
@@ -62,7 +76,7 @@ static void run_case(long long N, long long C, long long S, bool channels_first,
         return channels_first ? (n * C + c) * S + s : (n * S + s) * C + c;
     };
     for (long long i = 0; i < E; ++i) {
-        x[i] = Storage<T>::store((float)((half ? 10.0 : 1000.0) + (half ? 2.0 : 3.0) * normal(rng)));
+        x[i] = Storage<T>::store((float)((narrow ? 10.0 : 1000.0) + (narrow ? 2.0 : 3.0) * normal(rng)));
         g[i] = Storage<T>::store((float)normal(rng));
         xd[i] = Storage<T>::load(x[i]);
         gd[i] = Storage<T>::load(g[i]);
@@ -128,7 +142,7 @@ static void run_case(long long N, long long C, long long S, bool channels_first,
         coeff[3 * C + c] = (float)(params[C + c] - b * (mu[c] - (double)shift));
     }
     std::vector<T> y(E);
-    const long long width = half ? 8 : 4;
+    const long long width = narrow ? 8 : 4;
     auto apply_blocks = [&](bool) -> unsigned {
         if (geo.channels_first) return (unsigned)(N * C * K);
         const long long units = C % width == 0 ? E / width : E;
@@ -148,7 +162,7 @@ static void run_case(long long N, long long C, long long S, bool channels_first,
             }
         });
     };
-    const double tolerance = half ? 4e-3 : 2e-5;
+    const double tolerance = Storage<T>::tolerance;
     apply(false, true, nullptr, x.data(), y.data(), coeff.data());
     // Relative error with a floor of 1% of the largest expected magnitude (values near 0).
     std::vector<double> expected_y(E);
@@ -221,7 +235,60 @@ static void run_case(long long N, long long C, long long S, bool channels_first,
     expect(worst <= tolerance, "eval dx", worst, tolerance);
 }
 
+// The kernels' bfloat16 conversions against the CPU backend's bnk_convert at every level this
+// CPU runs (generic integer code, AVX2, AVX-512, vcvtneps2bf16), over all 2^32 float32 bit
+// patterns: rounding gives the same bits for every non-NaN input (float32 subnormals become
+// signed zeros on both sides); every NaN stays a NaN (the kernels give 0x7fff, what
+// cvt.rn.bf16.f32 gives; the CPU keeps sign and payload). Widening: the same float bits for
+// all 2^16 bfloat16 patterns.
+static void check_bfloat16_conversions() {
+    const int top = bnk_cpu_level();
+    const long long chunk = 1 << 22;
+    std::vector<unsigned> input(chunk);
+    std::vector<unsigned short> cpu(chunk), kernel(chunk);
+    long long mismatches[4] = {0, 0, 0, 0}, nan_inputs = 0, non_nan_results = 0, flushed = 0;
+    for (long long first = 0; first < (1ll << 32); first += chunk) {
+        for (long long i = 0; i < chunk; ++i) input[i] = (unsigned)(first + i);
+        for (long long i = 0; i < chunk; ++i) {
+            kernel[i] = (unsigned short)bn_float_to_bfloat16(__uint_as_float(input[i]));
+            const unsigned magnitude = input[i] & 0x7fffffffu;
+            if (magnitude > 0x7f800000u) {
+                ++nan_inputs;
+                if ((kernel[i] & 0x7fffu) <= 0x7f80u) ++non_nan_results;
+            } else if (magnitude != 0 && magnitude < 0x00800000u) {
+                ++flushed;
+            }
+        }
+        for (int level = 0; level <= top; ++level) {
+            bnk_convert(level, BNK_TYPE_FLOAT32, input.data(), BNK_TYPE_BFLOAT16, cpu.data(), chunk);
+            for (long long i = 0; i < chunk; ++i)
+                if ((input[i] & 0x7fffffffu) <= 0x7f800000u && kernel[i] != cpu[i]) ++mismatches[level];
+        }
+    }
+    for (int level = 0; level <= top; ++level) {
+        std::printf("  bf16 rounding vs CPU level %d: %lld mismatches over 2^32 - %lld NaN inputs\n", level,
+                    mismatches[level], nan_inputs);
+        expect(mismatches[level] == 0, "bf16 rounding == CPU rounding", (double)mismatches[level], 0);
+    }
+    std::printf("  bf16 rounding: %lld NaN inputs, %lld non-NaN results; %lld float32 subnormal inputs\n",
+                nan_inputs, non_nan_results, flushed);
+    expect(non_nan_results == 0, "bf16 rounding keeps NaN", (double)non_nan_results, 0);
+
+    std::vector<unsigned short> bits(1 << 16);
+    std::vector<float> widened(1 << 16);
+    for (unsigned b = 0; b < (1u << 16); ++b) bits[b] = (unsigned short)b;
+    long long widen_mismatches = 0;
+    for (int level = 0; level <= top; ++level) {
+        bnk_convert(level, BNK_TYPE_BFLOAT16, bits.data(), BNK_TYPE_FLOAT32, widened.data(), 1 << 16);
+        for (unsigned b = 0; b < (1u << 16); ++b)
+            if (__float_as_uint(bn_bfloat16_to_float(b)) != __float_as_uint(widened[b])) ++widen_mismatches;
+    }
+    std::printf("  bf16 widening vs CPU levels 0...%d: %lld mismatches over 2^16\n", top, widen_mismatches);
+    expect(widen_mismatches == 0, "bf16 widening == CPU widening", (double)widen_mismatches, 0);
+}
+
 int main() {
+    check_bfloat16_conversions();
     struct Shape { long long N, C, S; };
     const Shape shapes[] = {
         {5, 3, 1000},          // the seed example's geometry
@@ -240,6 +307,7 @@ int main() {
         for (bool cf : {true, false}) {
             run_case<float>(shape.N, shape.C, shape.S, cf, seed);
             run_case<bn_half>(shape.N, shape.C, shape.S, cf, seed);
+            run_case<bn_bfloat16>(shape.N, shape.C, shape.S, cf, seed);
             ++seed;
         }
     }

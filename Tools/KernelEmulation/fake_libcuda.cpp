@@ -156,6 +156,7 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
     const std::string& name = static_cast<Function*>(f)->name;
     BN_FAKE_DISPATCH(f32, float)
     BN_FAKE_DISPATCH(f16, bn_half)
+    BN_FAKE_DISPATCH(bf16, bn_bfloat16)
     return 500;
 }
 }

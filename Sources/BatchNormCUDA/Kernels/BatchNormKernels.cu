@@ -3,9 +3,10 @@
 // Shape legend: N batch, C channels, S spatial size (D·H·W), M = N·S values per channel.
 //   channels-first (NCDHW): element (n, c, s) at (n·C + c)·S + s; plane p = n·C + c.
 //   channels-last  (NDHWC): element (n, c, s) at r·C + c with row r = n·S + s, R = N·S rows.
-// T is the storage type: float, or bn_half (IEEE binary16 bits); arithmetic is float,
-// statistics double. L = BN_CHUNK values per channels-first block; channels-last blocks
-// hold BN_ROWS_PER_THREAD rows per thread row (see bn_row_block).
+// T is the storage type: float, bn_half (IEEE binary16 bits) or bn_bfloat16 (bfloat16 bits,
+// sm_80 and later); arithmetic is float, statistics double. L = BN_CHUNK values per
+// channels-first block; channels-last blocks hold BN_ROWS_PER_THREAD rows per thread row (see
+// bn_row_block).
 //
 // Kernels: bn_stats_* (collect → merge: per-channel moments), bn_reduce_* (collect → merge:
 // per-channel gradient sums), bn_apply_* (per-channel affine map). Finalize is not done here:
@@ -17,6 +18,20 @@
 
 typedef unsigned short bn_half;
 typedef unsigned long long bn_u64;
+
+// bfloat16 storage needs cvt.rn.bf16.f32 (sm_80 and later, PTX ISA 7.0): its conversions and
+// entry points exist only where __CUDA_ARCH__ (major·100 + minor·10) is at least this value,
+// and in the CPU emulation (which defines no __CUDA_ARCH__). The host reads this line
+// (CUDAKernelSource), so it is the one place the rule is written.
+#define BN_BFLOAT16_MINIMUM_ARCH 800
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= BN_BFLOAT16_MINIMUM_ARCH
+#define BN_HAS_BFLOAT16
+// The bits of a __nv_bfloat16 (the upper half of a binary32), in a struct of its own so that
+// overloads and BNPack tell it from bn_half.
+struct bn_bfloat16 {
+    unsigned short bits;
+};
+#endif
 
 // Block geometry. The host reads these three lines (CUDAKernelSource), so they are the only
 // place the values are written: threads per block, values per channels-first block, rows per
@@ -43,13 +58,70 @@ __device__ __forceinline__ unsigned bn_float_to_half(float v) {
 }
 #endif
 
-__device__ __forceinline__ float bn_load(const float* p) { return __ldg(p); }
-__device__ __forceinline__ float bn_load(const bn_half* p) { return bn_half_to_float(__ldg(p)); }
-__device__ __forceinline__ void bn_store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void bn_store(bn_half* p, float v) { *p = (bn_half)bn_float_to_half(v); }
+#ifdef BN_HAS_BFLOAT16
+// bfloat16 -> float, exact: the bits are the upper half of a binary32.
+__device__ __forceinline__ float bn_bfloat16_to_float(unsigned bits) { return __uint_as_float(bits << 16); }
 
-// 16-byte packs: 4 floats or 8 halves, loaded and stored as one uint4.
-template <typename T> struct BNPack;
+// float -> bfloat16, the rounding rule of the CPU backend (bit for bit on every non-NaN input):
+// a float32 subnormal or zero (|v| < 2^-126) becomes a zero of the same sign (as the CPU's
+// vcvtneps2bf16 does; cvt would round it to a bfloat16 subnormal); any other value rounds to
+// nearest even with cvt.rn.bf16.f32 (overflowing to ±inf). NaN gives what cvt gives: the
+// canonical NaN 0x7fff (the CPU keeps sign and payload: (bits >> 16) | 0x40).
+#ifdef BN_HOST_EMULATION
+__device__ __forceinline__ unsigned bn_cvt_rn_bf16_f32(float v) { return bn_emulated_cvt_rn_bf16_f32(v); }
+#else
+__device__ __forceinline__ unsigned bn_cvt_rn_bf16_f32(float v) {
+    unsigned short h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    return (unsigned)h;
+}
+#endif
+__device__ __forceinline__ unsigned bn_float_to_bfloat16(float v) {
+    const unsigned bits = __float_as_uint(v);
+    return (bits & 0x7f800000u) == 0u ? (bits >> 16) & 0x8000u : bn_cvt_rn_bf16_f32(v);
+}
+#endif
+
+// The 16-bit storage types: bits -> float (exact) and float -> bits (to nearest even).
+template <typename T> struct BNBits;
+template <> struct BNBits<bn_half> {
+    static __device__ __forceinline__ float to_float(unsigned bits) { return bn_half_to_float(bits); }
+    static __device__ __forceinline__ unsigned from_float(float v) { return bn_float_to_half(v); }
+};
+#ifdef BN_HAS_BFLOAT16
+template <> struct BNBits<bn_bfloat16> {
+    static __device__ __forceinline__ float to_float(unsigned bits) { return bn_bfloat16_to_float(bits); }
+    static __device__ __forceinline__ unsigned from_float(float v) { return bn_float_to_bfloat16(v); }
+};
+#endif
+
+__device__ __forceinline__ float bn_load(const float* p) { return __ldg(p); }
+__device__ __forceinline__ void bn_store(float* p, float v) { *p = v; }
+template <typename T> __device__ __forceinline__ float bn_load(const T* p) {
+    return BNBits<T>::to_float(__ldg(reinterpret_cast<const unsigned short*>(p)));
+}
+template <typename T> __device__ __forceinline__ void bn_store(T* p, float v) {
+    *reinterpret_cast<unsigned short*>(p) = (unsigned short)BNBits<T>::from_float(v);
+}
+
+// 16-byte packs: 4 floats or 8 values of a 16-bit type, loaded and stored as one uint4.
+template <typename T> struct BNPack {
+    enum { width = 8 };
+    static __device__ __forceinline__ void unpack(uint4 v, float* out) {
+        unsigned w[4] = {v.x, v.y, v.z, v.w};
+        #pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            out[2 * k] = BNBits<T>::to_float(w[k] & 0xffffu);
+            out[2 * k + 1] = BNBits<T>::to_float(w[k] >> 16);
+        }
+    }
+    static __device__ __forceinline__ uint4 pack(const float* in) {
+        unsigned w[4];
+        #pragma unroll
+        for (int k = 0; k < 4; ++k) w[k] = BNBits<T>::from_float(in[2 * k]) | (BNBits<T>::from_float(in[2 * k + 1]) << 16);
+        return make_uint4(w[0], w[1], w[2], w[3]);
+    }
+};
 template <> struct BNPack<float> {
     enum { width = 4 };
     static __device__ __forceinline__ void unpack(uint4 v, float* out) {
@@ -59,23 +131,6 @@ template <> struct BNPack<float> {
     static __device__ __forceinline__ uint4 pack(const float* in) {
         return make_uint4(__float_as_uint(in[0]), __float_as_uint(in[1]),
                           __float_as_uint(in[2]), __float_as_uint(in[3]));
-    }
-};
-template <> struct BNPack<bn_half> {
-    enum { width = 8 };
-    static __device__ __forceinline__ void unpack(uint4 v, float* out) {
-        unsigned w[4] = {v.x, v.y, v.z, v.w};
-        #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            out[2 * k] = bn_half_to_float(w[k] & 0xffffu);
-            out[2 * k + 1] = bn_half_to_float(w[k] >> 16);
-        }
-    }
-    static __device__ __forceinline__ uint4 pack(const float* in) {
-        unsigned w[4];
-        #pragma unroll
-        for (int k = 0; k < 4; ++k) w[k] = bn_float_to_half(in[2 * k]) | (bn_float_to_half(in[2 * k + 1]) << 16);
-        return make_uint4(w[0], w[1], w[2], w[3]);
     }
 };
 
@@ -231,7 +286,7 @@ __device__ void bn_stats_merge(const double* partials, long long per_channel, in
 // Per thread, shifted sums with the block pivot P = x[p·S + k·L] (exact in double):
 //   s1 = Σ(x − P), s2 = Σ(x − P)²; block sums in a fixed tree;
 //   partial = (nb, μb = P + s1/nb, M2b = s2 − s1²/nb).
-// 16-byte loads when S is a multiple of the pack width (4 floats, 8 halves).
+// 16-byte loads when S is a multiple of the pack width (4 floats, 8 values of a 16-bit type).
 template <typename T>
 __device__ void bn_stats_channels_first(const T* __restrict__ x, int N, int C, long long S, int K,
                                         double* partials, unsigned* counter, double* moments) {
@@ -488,7 +543,8 @@ __device__ void bn_apply_channels_last(const T* g, const T* x, T* out, int C, lo
 }
 
 // ---------------------------------------------------------------------------------------
-// Entry points (extern "C": unmangled names for cuModuleGetFunction). Suffix: _f32 / _f16.
+// Entry points (extern "C": unmangled names for cuModuleGetFunction). Suffix: _f32 / _f16, and
+// _bf16 where BN_HAS_BFLOAT16 (sm_80 and later).
 
 #define BN_ENTRY_POINTS(SUFFIX, T)                                                                             \
 extern "C" __global__ void __launch_bounds__(BN_THREADS)                                                       \
@@ -538,3 +594,6 @@ bn_apply_cl_g_##SUFFIX(const T* g, const T* x, T* out, int C, long long E, const
 
 BN_ENTRY_POINTS(f32, float)
 BN_ENTRY_POINTS(f16, bn_half)
+#ifdef BN_HAS_BFLOAT16
+BN_ENTRY_POINTS(bf16, bn_bfloat16)
+#endif

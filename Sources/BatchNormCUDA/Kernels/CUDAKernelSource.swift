@@ -4,7 +4,8 @@
 /// to build the package; `Tools/KernelEmulation` includes the same file to run the kernels on
 /// the CPU, and the `KernelCompilationTests` compile it wherever NVRTC is found, GPU or not.
 ///
-/// Kernels (each for `f32` and `f16` storage, `cf` = channels-first NCDHW, `cl` = channels-last NDHWC):
+/// Kernels (each for `f32`, `f16` and, from compute capability 8.0 on, `bf16` storage; `cf` =
+/// channels-first NCDHW, `cl` = channels-last NDHWC):
 /// - `bn_stats_*`: collect → merge of the training forward in one launch (per-block shifted
 ///   sums in `double`, Chan merge of block partials in fixed order by the last block to
 ///   finish); writes the per-channel moments (count, mean, M2).
@@ -25,13 +26,31 @@ public enum CUDAKernelSource {
     /// (`BN_ROWS_PER_THREAD`).
     public static let rowsPerThread = definedValue("BN_ROWS_PER_THREAD")
 
-    /// Names of every kernel entry point.
-    public static let entryPoints: [String] = ["f32", "f16"].flatMap { suffix in
-        [
-            "bn_stats_cf", "bn_stats_cl", "bn_reduce_cf", "bn_reduce_cl",
-            "bn_apply_cf_x", "bn_apply_cf_gx", "bn_apply_cf_g", "bn_apply_cl_x", "bn_apply_cl_gx", "bn_apply_cl_g",
-        ]
-        .map { "\($0)_\(suffix)" }
+    /// The lowest compute capability (`major · 10 + minor`) whose kernels include the `bf16`
+    /// ones: 80 (Ampere), the first architecture with the `cvt.rn.bf16.f32` instruction that
+    /// rounds their results. Read from the source (`BN_BFLOAT16_MINIMUM_ARCH`, in
+    /// `__CUDA_ARCH__` units), which compiles the `bf16` entry points only from there on.
+    public static let bfloat16MinimumCapability = definedValue("BN_BFLOAT16_MINIMUM_ARCH") / 10
+
+    /// Names of every kernel entry point of the source, for every storage type (`f32`, `f16`,
+    /// `bf16`); an image compiled for a given architecture has
+    /// ``entryPoints(computeCapability:)``.
+    public static let entryPoints = entryPoints(computeCapability: .max)
+
+    /// Names of the entry points of an image compiled for compute capability
+    /// `computeCapability` (`major · 10 + minor`, as in `sm_86` → 86): the `f32` and `f16`
+    /// kernels, and the `bf16` ones when `computeCapability` is at least
+    /// ``bfloat16MinimumCapability``.
+    public static func entryPoints(computeCapability: Int) -> [String] {
+        let suffixes = computeCapability >= bfloat16MinimumCapability ? ["f32", "f16", "bf16"] : ["f32", "f16"]
+        return suffixes.flatMap { suffix in
+            [
+                "bn_stats_cf", "bn_stats_cl", "bn_reduce_cf", "bn_reduce_cl",
+                "bn_apply_cf_x", "bn_apply_cf_gx", "bn_apply_cf_g", "bn_apply_cl_x", "bn_apply_cl_gx",
+                "bn_apply_cl_g",
+            ]
+            .map { "\($0)_\(suffix)" }
+        }
     }
 
     /// NVRTC options used for every compilation. `--fmad=false` keeps the kernels' arithmetic

@@ -4,6 +4,10 @@ import BatchNormCore
 final class CUDAKernels: @unchecked Sendable {
     /// The architecture the image was compiled for (`"sm_90"` for CUBIN, `"compute_90"` for PTX).
     let architecture: String
+    /// The compute capability (`major · 10 + minor`) the image was compiled for: the device's,
+    /// or lower when NVRTC does not know the device (PTX for an older target). It decides
+    /// which entry points the image has (``CUDAKernelSource/entryPoints(computeCapability:)``).
+    let computeCapability: Int
     private let module: OpaquePointer
     private let functions: [String: OpaquePointer]
 
@@ -15,12 +19,12 @@ final class CUDAKernels: @unchecked Sendable {
     init(device: CUDADevice, nvrtc: NVRTC) throws {
         let capability = device.computeCapability.major * 10 + device.computeCapability.minor
         let supported = nvrtc.supportedArchitectures
-        var targets = [String]()
+        var targets = [(architecture: String, capability: Int)]()
         if supported.isEmpty || supported.contains(capability) {
-            if nvrtc.producesCUBIN { targets.append("sm_\(capability)") }
-            targets.append("compute_\(capability)")
+            if nvrtc.producesCUBIN { targets.append(("sm_\(capability)", capability)) }
+            targets.append(("compute_\(capability)", capability))
         } else if let best = supported.filter({ $0 <= capability }).max() {
-            targets.append("compute_\(best)")
+            targets.append(("compute_\(best)", best))
         } else {
             throw CUDAError.compilation(
                 architecture: "sm_\(capability)",
@@ -31,7 +35,7 @@ final class CUDAKernels: @unchecked Sendable {
         for target in targets {
             do {
                 let image = try nvrtc.compile(
-                    CUDAKernelSource.source, architecture: target,
+                    CUDAKernelSource.source, architecture: target.architecture,
                     options: CUDAKernelSource.compileOptions)
                 var module: OpaquePointer?
                 try image.bytes.withUnsafeBytes {
@@ -40,14 +44,15 @@ final class CUDAKernels: @unchecked Sendable {
                 }
                 guard let module else { throw CUDAError.nullHandle(function: "cuModuleLoadData", what: "module") }
                 var functions = [String: OpaquePointer]()
-                for name in CUDAKernelSource.entryPoints {
+                for name in CUDAKernelSource.entryPoints(computeCapability: target.capability) {
                     var function: OpaquePointer?
                     try device.driver.check(
                         device.driver.cuModuleGetFunction(&function, module, name),
                         "cuModuleGetFunction")
                     functions[name] = function
                 }
-                self.architecture = target
+                self.architecture = target.architecture
+                self.computeCapability = target.capability
                 self.module = module
                 self.functions = functions
                 return
@@ -59,7 +64,12 @@ final class CUDAKernels: @unchecked Sendable {
         throw lastError
     }
 
-    /// The entry point `name` (one of ``CUDAKernelSource/entryPoints``).
+    /// Whether the image has the `bf16` kernels (compiled for
+    /// ``CUDAKernelSource/bfloat16MinimumCapability`` or later).
+    var hasBFloat16Kernels: Bool { computeCapability >= CUDAKernelSource.bfloat16MinimumCapability }
+
+    /// The entry point `name` (one of ``CUDAKernelSource/entryPoints(computeCapability:)`` for
+    /// ``computeCapability``).
     func function(_ name: String) -> OpaquePointer {
         guard let function = functions[name] else { preconditionFailure("unknown kernel \(name)") }
         return function
