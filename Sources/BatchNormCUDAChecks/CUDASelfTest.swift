@@ -1,6 +1,7 @@
 import BatchNormCUDA
 import BatchNormCore
 import BatchNormReference
+import Foundation
 
 #if canImport(Glibc)
     import Glibc
@@ -107,7 +108,7 @@ public enum CUDASelfTest {
     ]
 
     /// Every case: ``fixedShapes`` (the first also as `arange` data) and `randomCount`
-    /// random rank-5 shapes, each in both layouts, both data types and both paths.
+    /// random rank-5 shapes, each in both layouts, every data type and both paths.
     public static func cases(randomCount: Int = 6, seed: UInt64 = 2024, small: Bool = false) -> [CUDASelfTestCase] {
         var generator = SeededGenerator(seed: seed)
         var shapes: [(shape: [Int], arange: Bool)] = [([5, 3, 10, 10, 10], true)]
@@ -120,6 +121,12 @@ public enum CUDASelfTest {
             ]
             shapes.append((shape, false))
         }
+        return cases(shapes, seed: seed)
+    }
+
+    /// The cases of the given shapes (`arange`: the seed example's data instead of random data),
+    /// each in both layouts, every data type and both paths.
+    public static func cases(_ shapes: [(shape: [Int], arange: Bool)], seed: UInt64 = 2024) -> [CUDASelfTestCase] {
         var result = [CUDASelfTestCase]()
         for (index, entry) in shapes.enumerated() {
             for path in CUDASelfTestCase.Path.allCases {
@@ -134,6 +141,46 @@ public enum CUDASelfTest {
             }
         }
         return result
+    }
+
+    /// The synchronized device-tensor comparisons: two ranks of a `LocalProcessGroup`
+    /// (threads sharing `device`) with uneven batches, in both layouts, against one host module on
+    /// the concatenated batch (`SynchronizedComparison`).
+    public static let synchronizedCases: [SynchronizedComparison] = TensorLayout.allCases.enumerated().map {
+        SynchronizedComparison(layout: $0.element, maps: 3, spatial: [3, 4, 5], batches: [3, 1], steps: 3, seed: 40)
+    }
+
+    /// Runs one synchronized comparison on `device`, each member on its own thread: `"PASS  sync
+    /// NCDHW ... on cuda"`, or the failures of every rank.
+    public static func runSynchronized(_ comparison: SynchronizedComparison, on device: CUDADevice) -> String {
+        let failures: [String]
+        do {
+            let members = try LocalProcessGroup.members(count: comparison.batches.count, timeout: 600)
+            let results = Results(count: members.count)
+            var threads = [Thread]()
+            for member in members {
+                threads.append(
+                    Thread {
+                        results.set(
+                            member.rank,
+                            Result {
+                                try comparison.run(
+                                    group: member, place: { try DeviceTensor($0, on: device) },
+                                    host: { try $0.toHost() })
+                            })
+                    })
+            }
+            threads.forEach { $0.start() }
+            failures = results.wait().flatMap { result in
+                switch result {
+                case .success(let failures): failures
+                case .failure(let error): ["\(comparison): \(error)"]
+                }
+            }
+        } catch {
+            failures = ["\(comparison): \(error)"]
+        }
+        return failures.isEmpty ? "PASS  \(comparison) on cuda" : "FAIL  " + failures.joined(separator: "; ")
     }
 
     /// Runs one case on `device`; errors become a failed result naming them.
@@ -418,5 +465,27 @@ public enum CUDAKernelCompilation {
                 isCUBIN: image.isCUBIN,
                 entryPoints: entries, log: image.log)
         }
+    }
+}
+
+/// Each member's outcome, filled from its thread; ``wait()`` returns once every one is set.
+private final class Results: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var outcomes: [Result<[String], any Error>?]
+
+    init(count: Int) { outcomes = Array(repeating: nil, count: count) }
+
+    func set(_ index: Int, _ outcome: Result<[String], any Error>) {
+        condition.lock()
+        outcomes[index] = outcome
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func wait() -> [Result<[String], any Error>] {
+        condition.lock()
+        defer { condition.unlock() }
+        while outcomes.contains(where: { $0 == nil }) { condition.wait() }
+        return outcomes.compactMap { $0 }
     }
 }

@@ -64,6 +64,15 @@ public struct SynchronizedComparison: Sendable, CustomStringConvertible {
     ///   the same verdict on the bitwise check.
     /// - Throws: Errors of the modules or the group.
     public func run(group: any ProcessGroup) throws -> [String] {
+        try run(group: group, place: { $0 }, host: { $0 })
+    }
+
+    /// ``run(group:)`` with the synchronized module computing on other operands, a GPU's device
+    /// tensors for example: `place` makes each rank's input and gradient from host tensors and
+    /// `host` brings its outputs back (the module on the whole batch stays on the CPU).
+    public func run<Operand: BatchNormOperand>(
+        group: any ProcessGroup, place: (Tensor) throws -> Operand, host: (Operand) throws -> Tensor
+    ) throws -> [String] {
         guard batches.count == group.size else {
             return ["\(self): \(batches.count) batch sizes for a group of \(group.size)"]
         }
@@ -89,8 +98,8 @@ public struct SynchronizedComparison: Sendable, CustomStringConvertible {
             let g = values(count: total * rowLength, using: &generator, offset: 0)
             let slice = (before * rowLength)..<((before + mine) * rowLength)
             let gathers = counting.count
-            let y = try module(tensor(Array(x[slice]), batch: mine))
-            let dx = try module.backward(tensor(Array(g[slice]), batch: mine))
+            let y = try host(module(place(tensor(Array(x[slice]), batch: mine))))
+            let dx = try module.backward(place(tensor(Array(g[slice]), batch: mine))).map(host)
             if counting.count - gathers != 2 {
                 failures.append("\(self) step \(step): \(counting.count - gathers) all-gathers (expected 2)")
             }

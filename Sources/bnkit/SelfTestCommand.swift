@@ -41,6 +41,13 @@ struct SelfTestCommand: ParsableCommand {
     @Flag(help: "Skip the fixed shapes above 200,000 elements.")
     var small = false
 
+    @Option(
+        parsing: .singleValue,
+        help:
+            "Only this shape (N,C[,D[,H[,W]]], repeatable) instead of the fixed and random ones, every layout, type and path."
+    )
+    var shape: [String] = []
+
     @Flag(help: "Only compile the kernels with NVRTC (no driver or GPU needed) and list their entry points.")
     var compileOnly = false
 
@@ -58,12 +65,16 @@ struct SelfTestCommand: ParsableCommand {
 
     func validate() throws {
         guard random >= 0 else { throw ValidationError("--random must be >= 0, got \(random)") }
+        for text in shape { _ = try BenchCommand.parseShape(text) }
     }
 
     func run() throws {
         if mpi { return try runMPI() }
         if compileOnly { return try compileKernels() }
-        let cases = CUDASelfTest.cases(randomCount: random, seed: seed, small: small)
+        let cases =
+            shape.isEmpty
+            ? CUDASelfTest.cases(randomCount: random, seed: seed, small: small)
+            : CUDASelfTest.cases(try shape.map { (try BenchCommand.parseShape($0), false) }, seed: seed)
         let gpu: CUDADevice
         do {
             gpu = try CUDADevice.shared()
@@ -78,6 +89,11 @@ struct SelfTestCommand: ParsableCommand {
             let result = CUDASelfTest.run(testCase, on: gpu)
             print(result.line)
             if result.passed { passed += 1 } else { failed += 1 }
+        }
+        for comparison in CUDASelfTest.synchronizedCases {
+            let line = CUDASelfTest.runSynchronized(comparison, on: gpu)
+            print(line)
+            if line.hasPrefix("PASS") { passed += 1 } else { failed += 1 }
         }
         print("device allocations (cuMemAlloc calls): \(gpu.allocationCount)")
         print("\(passed) passed, \(failed) failed")

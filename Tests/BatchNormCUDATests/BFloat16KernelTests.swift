@@ -1,4 +1,4 @@
-import BatchNormKit
+import BatchNormCore
 import Testing
 
 @testable import BatchNormCUDA

@@ -1,4 +1,5 @@
 import BatchNormCUDA
+import BatchNormCUDAChecks
 import BatchNormCore
 import BatchNormReference
 import Foundation
@@ -84,6 +85,14 @@ struct SynchronizedDeviceTests {
             expectClose(outcome.dx, slice(wholeDx, rank: rank), 1e-5, "dx rank \(rank)")
             expectClose(outcome.replicated, wholeState, 1e-5, "state rank \(rank)")
         }
+    }
+
+    /// What `bnkit selftest --device cuda` runs after its cases: the shared synchronized
+    /// comparison, the members computing on device tensors.
+    @Test(arguments: CUDASelfTest.synchronizedCases)
+    func selftestSynchronizedCasesPass(_ comparison: SynchronizedComparison) throws {
+        let line = CUDASelfTest.runSynchronized(comparison, on: try CUDADevice.shared())
+        #expect(line.hasPrefix("PASS  "), "\(line)")
     }
 
     @Test func aRankWithNaNMakesBothThrowAndLeavesBothUnchanged() throws {

@@ -36,11 +36,17 @@ CUresult cuDeviceGetName(char* name, int length, int) {
     std::snprintf(name, length, "CPU emulation of the BatchNormKit kernels");
     return 0;
 }
+// The compute capability reported: 90 (sm_90), or BNKIT_FAKE_COMPUTE_CAPABILITY (such as 75, to
+// check what an older device refuses).
+static int fake_capability() {
+    const char* value = std::getenv("BNKIT_FAKE_COMPUTE_CAPABILITY");
+    return value ? std::atoi(value) : 90;
+}
 CUresult cuDeviceGetAttribute(int* value, int attribute, int) {
     switch (attribute) {
     case 16: *value = SM_COUNT; return 0;  // multiprocessors
-    case 75: *value = 9; return 0;         // compute capability major
-    case 76: *value = 0; return 0;         // minor
+    case 75: *value = fake_capability() / 10; return 0;  // compute capability major
+    case 76: *value = fake_capability() % 10; return 0;  // minor
     default: return 1;
     }
 }

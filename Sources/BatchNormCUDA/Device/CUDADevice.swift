@@ -130,12 +130,17 @@ public final class CUDADevice: @unchecked Sendable {
     }
 
     /// The data types the kernels compute on here: `float32` and `float16` on every device,
-    /// `bfloat16` from compute capability 8.0 (sm_80) on, the first with the conversion
-    /// instruction. The one statement of what the GPU supports: the module's validation (of host
-    /// tensors through ``CUDABackend`` and of ``DeviceTensor``s alike) checks it before any
-    /// copy or launch.
+    /// `bfloat16` where the kernels were compiled for compute capability 8.0 (sm_80) or later,
+    /// the first with its conversion instruction (``CUDAKernelSource/bfloat16MinimumCapability``).
+    /// The one statement of what the GPU supports: the module's validation (of host tensors
+    /// through ``CUDABackend`` and of ``DeviceTensor``s alike) checks it before any copy or
+    /// launch, so an older device refuses bfloat16 with a `BatchNormError.dataTypeMismatch`
+    /// naming the device.
     public var supportedDataTypes: [TensorDataType] {
-        computeCapability.major >= 8 ? [.float32, .float16, .bfloat16] : [.float32, .float16]
+        let capability = computeCapability.major * 10 + computeCapability.minor
+        let bfloat16 =
+            (try? kernels().hasBFloat16Kernels) ?? (capability >= CUDAKernelSource.bfloat16MinimumCapability)
+        return bfloat16 ? [.float32, .float16, .bfloat16] : [.float32, .float16]
     }
 
     /// `"cuda (NVIDIA H100 80GB HBM3, sm_90)"`: what both backends print as their name.
