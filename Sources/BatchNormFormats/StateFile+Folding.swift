@@ -138,35 +138,32 @@ extension StateFile {
             if affine == 0 { affineMarks.insert(key) }
         }
 
-        func parameter(_ variable: String) throws -> (link: String, path: String)? {
+        /// The dataset `links/<convolution>.<variable>` names, with its values and shape; `nil` without the link.
+        func parameter(_ variable: String) throws -> (path: String, values: [Float], shape: [Int])? {
             let link = "links/\(convolution).\(variable)"
             guard let linkDataset = file.dataset(link) else { return nil }
-            guard case .int64(let index) = values[link], let target = file.dataset("params/\(index)"),
-                case .float32 = values[target.path]
+            guard case .int64(let index) = values[link],
+                case .float32(let stored, let shape) = values["params/\(index)"]
             else {
                 throw StateFileError(
                     .invalidValue(
                         key: link, expected: "a scalar integer naming a float32 dataset of params",
                         actual: "\(linkDataset.dataType) of shape \(linkDataset.shape)"))
             }
-            return (link, target.path)
+            return ("params/\(index)", stored, shape)
         }
         guard let weightParameter = try parameter("W") else {
             let available = file.datasets.map(\.path).filter { $0.hasPrefix("links/") && $0.hasSuffix(".W") }
             throw StateFileError(.missingKey(key: "links/\(convolution).W", available: available))
         }
         let biasParameter = try parameter("b")
-        guard case .float32(let weightValues, let weightShape) = values[weightParameter.path] else {
-            preconditionFailure("checked by parameter(_:)")
-        }
-        var bias: Tensor?
-        if let biasParameter, case .float32(let biasValues, let biasShape) = values[biasParameter.path] {
-            guard biasShape.count >= 2, biasShape[0] == 1, biasShape.dropFirst(2).allSatisfy({ $0 == 1 }) else {
+        if let biasParameter {
+            let shape = biasParameter.shape
+            guard shape.count >= 2, shape[0] == 1, shape.dropFirst(2).allSatisfy({ $0 == 1 }) else {
                 throw StateFileError(
                     .shapeMismatch(
-                        key: biasParameter.path, expected: "(1, Cout, 1, ...) (PuzzleLib's b)", actual: biasShape))
+                        key: biasParameter.path, expected: "(1, Cout, 1, ...) (PuzzleLib's b)", actual: shape))
             }
-            bias = try Tensor(biasValues, shape: [biasValues.count])
         }
         let removed = StateFileRecord.puzzleLibPaths(file, name: module.name).filter { file.dataset($0) != nil }
             .sorted()
@@ -175,16 +172,26 @@ extension StateFile {
                 .invalidValue(
                     key: shared, expected: "a convolution's own parameter", actual: "one of the batch norm's datasets"))
         }
-        let folded = try fold(try Tensor(weightValues, shape: weightShape), bias)
+        let weightShape = weightParameter.shape
+        let folded = try fold(
+            try Tensor(weightParameter.values, shape: weightShape),
+            try biasParameter.map { try Tensor($0.values, shape: [$0.values.count]) })
 
         for key in removed { values[key] = nil }
         values[weightParameter.path] = .float32(folded.weight.scalars, shape: weightShape)
         let biasPath: String, biasShape: [Int]
-        if let biasParameter, case .float32(_, let shape) = values[biasParameter.path] {
-            (biasPath, biasShape) = (biasParameter.path, shape)
+        if let biasParameter {
+            (biasPath, biasShape) = (biasParameter.path, biasParameter.shape)
         } else {
             let indices = file.datasets.compactMap { $0.path.hasPrefix("params/") ? Int64($0.path.dropFirst(7)) : nil }
-            let index = (indices.max() ?? -1) + 1
+            let largest = indices.max() ?? -1
+            guard largest < Int64.max else {
+                throw StateFileError(
+                    .invalidValue(
+                        key: "params/\(largest)", expected: "indices below Int64.max (a bias is added after the last)",
+                        actual: "\(largest)"))
+            }
+            let index = largest + 1
             biasPath = "params/\(index)"
             biasShape = [1, folded.bias.shape[0]] + Array(repeating: 1, count: weightShape.count - 2)
             values["links/\(convolution).b"] = .int64(index)
