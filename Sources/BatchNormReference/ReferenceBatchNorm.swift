@@ -111,6 +111,43 @@ public struct ReferenceBatchNorm: Sendable {
     }
 }
 
+extension ReferenceBatchNorm {
+    /// The convolution weight and bias with the evaluation forward folded in, in `Double`:
+    /// `k[o] = scale[o] / sqrt(var[o] + ε)`, `W'[o, ...] = k[o]·W[o, ...]`,
+    /// `b'[o] = k[o]·(b[o] − mean[o]) + bias[o]`. Channel by channel: the elements of output
+    /// channel `o` are row `o` of a `(Cout, Cin/groups, k...)` weight, or, transposed, column
+    /// `j = o mod (Cout/groups)` of the rows of group `g = o div (Cout/groups)` of a
+    /// `(Cin, Cout/groups, k...)` weight. `weight` is in logical row-major order; `bias` `nil`
+    /// counts as zeros.
+    public func foldedConvolution(
+        weight: [Double], shape: [Int], bias: [Double]?, transposed: Bool = false, groups: Int = 1
+    ) -> (weight: [Double], bias: [Double]) {
+        let outputChannels = scale.count
+        let kernel = shape[2...].reduce(1, *)
+        var foldedWeight = [Double](repeating: .nan, count: weight.count)
+        var foldedBias = [Double](repeating: .nan, count: outputChannels)
+        for o in 0..<outputChannels {
+            let k = scale[o] / (variance[o] + epsilon).squareRoot()
+            let rows: [(row: Int, column: Int)]
+            if transposed {
+                let perGroup = outputChannels / groups, rowsPerGroup = shape[0] / groups
+                let (g, j) = (o / perGroup, o % perGroup)
+                rows = (g * rowsPerGroup..<(g + 1) * rowsPerGroup).map { ($0, j) }
+            } else {
+                rows = (0..<shape[1]).map { (o, $0) }
+            }
+            for (row, column) in rows {
+                for s in 0..<kernel {
+                    let index = (row * shape[1] + column) * kernel + s
+                    foldedWeight[index] = weight[index] * k
+                }
+            }
+            foldedBias[o] = k * ((bias?[o] ?? 0) - mean[o]) + self.bias[o]
+        }
+        return (foldedWeight, foldedBias)
+    }
+}
+
 /// Element-wise relative error against the reference.
 public enum ReferenceComparison {
     /// `max |actual − expected| / (|expected| + floor)`: relative error, with `floor`

@@ -27,7 +27,7 @@ struct BNKit: ParsableCommand {
         version: BatchNormKitVersion.current,
         subcommands: [
             DemoCommand.self, BenchCommand.self, NormalizeCommand.self, CalibrateCommand.self, InspectCommand.self,
-            ConvertCommand.self,
+            ConvertCommand.self, FoldCommand.self,
             SelfTestCommand.self,
         ])
 
