@@ -3,8 +3,9 @@
 // BNK_TARGET (a function attribute, e.g. __attribute__((target("avx2,fma,f16c"))), or
 // empty), BNK_NAME(name) (the instance's name for `name`), BNK_HALF_ISA (how float16 is
 // converted: 0 integer code, 1 F16C vcvtph2ps / vcvtps2ph on 8 lanes, 2 their AVX-512
-// forms on 16), BNK_BFLOAT_ISA (how float is rounded to bfloat16: 0 integer code,
-// 1 AVX512-BF16 vcvtneps2bf16) and BNK_SUMS_ON_FMA (1 where the reductions' plain sums are
+// forms on 16, 3 aarch64 FCVTL / FCVTN on 4), BNK_BFLOAT_ISA (how float is rounded to
+// bfloat16: 0 integer code, 1 AVX512-BF16 vcvtneps2bf16, 2 aarch64 FEAT_BF16 BFCVTN) and
+// BNK_SUMS_ON_FMA (1 where the reductions' plain sums are
 // issued as fma(a, 1, b), which gives the bits of a + b on another execution pipe; see add).
 // Not a public header.
 //
@@ -128,6 +129,14 @@ BNK_FN bnk_v16f BNK_NAME(load_halves)(const uint16_t *p) {
     v.lo = (bnk_v8f)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
     v.hi = (bnk_v8f)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8)));
     return v;
+#elif BNK_HALF_ISA == 3
+    float16x8_t h0 = vreinterpretq_f16_u16(vld1q_u16(p)), h1 = vreinterpretq_f16_u16(vld1q_u16(p + 8));
+    bnk_v16f v;
+    v.s0123 = (bnk_v4f)vcvt_f32_f16(vget_low_f16(h0));   // FCVTL
+    v.s4567 = (bnk_v4f)vcvt_high_f32_f16(h0);           // FCVTL2
+    v.s89ab = (bnk_v4f)vcvt_f32_f16(vget_low_f16(h1));
+    v.scdef = (bnk_v4f)vcvt_high_f32_f16(h1);
+    return v;
 #else
     bnk_v16h h;
     __builtin_memcpy(&h, p, sizeof h);
@@ -144,6 +153,13 @@ BNK_FN bnk_v16h BNK_NAME(to_halves)(bnk_v16f v) {
     h.lo = (bnk_v8h)_mm256_cvtps_ph((__m256)v.lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     h.hi = (bnk_v8h)_mm256_cvtps_ph((__m256)v.hi, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     return h;
+#elif BNK_HALF_ISA == 3
+    // FCVTN / FCVTN2, rounding as FPCR says: to nearest even, subnormals kept (the default
+    // of Linux and Darwin processes).
+    bnk_v16h h;
+    h.lo = (bnk_v8h)vcvt_high_f16_f32(vcvt_f16_f32((float32x4_t)v.s0123), (float32x4_t)v.s4567);
+    h.hi = (bnk_v8h)vcvt_high_f16_f32(vcvt_f16_f32((float32x4_t)v.s89ab), (float32x4_t)v.scdef);
+    return h;
 #else
     return BNK_NAME(floats_to_halves)(v);
 #endif
@@ -159,6 +175,17 @@ BNK_FN bnk_v16h BNK_NAME(to_bfloats)(bnk_v16f v) {
     // silently read every line into the cache first).
     __asm__("" : "+x"(h));
     return h;
+#elif BNK_BFLOAT_ISA == 2
+    // BFCVTN / BFCVTN2 round to nearest even but keep float32 subnormals (as bfloat16
+    // subnormals), where vcvtneps2bf16 and the integer code flush them to a zero of the same
+    // sign: those lanes are replaced by that zero, so that every level gives the same bits.
+    bnk_v16h h;
+    h.lo = (bnk_v8h)vcvtq_high_bf16_f32(vcvtq_low_bf16_f32((float32x4_t)v.s0123), (float32x4_t)v.s4567);
+    h.hi = (bnk_v8h)vcvtq_high_bf16_f32(vcvtq_low_bf16_f32((float32x4_t)v.s89ab), (float32x4_t)v.scdef);
+    bnk_v16u x = (bnk_v16u)v;
+    bnk_v16h tiny = __builtin_convertvector((bnk_v16u)((x & 0x7fffffffu) < 0x00800000u), bnk_v16h);
+    bnk_v16h signed_zero = __builtin_convertvector((x >> 16) & 0x8000u, bnk_v16h);
+    return (tiny & signed_zero) | (~tiny & h);
 #else
     return BNK_NAME(floats_to_bfloats)(v);
 #endif
