@@ -176,8 +176,9 @@ static void *allocate(size_t bytes) {
 
 // MARK: Conversions
 
-/// bnk_convert from every type to every type over `inputs` (per source type), at offsets
-/// 0 and 3 (vector body and scalar tails), with the reference checked on the generic level.
+/// bnk_convert from every type to every type (every float16 and bfloat16 pattern; float32
+/// inputs of every exponent), in one call and in calls of 15 values (the scalar tails), with
+/// the reference checked on the generic level.
 static void check_conversions(int level, Results *results) {
     enum { PATTERNS = 65536 };
     static float narrow_inputs[PATTERNS];
@@ -215,18 +216,23 @@ static void check_conversions(int level, Results *results) {
     void *out = allocate(PATTERNS * 4 + 64);
     for (int from = 0; from < 3; from++)
         for (int to = 0; to < 3; to++)
-            for (int offset = 0; offset <= 3; offset += 3) {
-                const void *source = from == BNK_TYPE_FLOAT32 ? (const void *)(narrow_inputs + offset)
-                                                              : (const void *)(half_inputs + offset);
-                ptrdiff_t n = PATTERNS - offset;
-                bnk_convert(level, from, source, to, out, n);
+            for (int chunked = 0; chunked <= 1; chunked++) {
+                // One call (16-value vectors) or calls of 15 values (the scalar tails).
+                ptrdiff_t n = PATTERNS, step = chunked ? 15 : PATTERNS;
+                for (ptrdiff_t at = 0; at < n; at += step) {
+                    ptrdiff_t count = n - at < step ? n - at : step;
+                    const void *source = from == BNK_TYPE_FLOAT32 ? (const void *)(narrow_inputs + at)
+                                                                  : (const void *)(half_inputs + at);
+                    bnk_convert(level, from, source, to, (unsigned char *)out + at * (ptrdiff_t)type_size(to), count);
+                }
                 char label[96];
-                snprintf(label, sizeof label, "convert %s -> %s, offset %d", type_names[from], type_names[to], offset);
+                snprintf(label, sizeof label, "convert %s -> %s%s", type_names[from], type_names[to],
+                         chunked ? ", 15 values per call" : "");
                 append(results, label, out, (size_t)n * type_size(to));
                 if (level != BNK_LEVEL_GENERIC) continue;
                 for (ptrdiff_t i = 0; i < n; i++) {
-                    float value = bits_float(from == BNK_TYPE_FLOAT32 ? float_bits(narrow_inputs[offset + i])
-                                                                      : reference_widen(from, half_inputs[offset + i]));
+                    float value = bits_float(from == BNK_TYPE_FLOAT32 ? float_bits(narrow_inputs[i])
+                                                                      : reference_widen(from, half_inputs[i]));
                     uint32_t expected = to == BNK_TYPE_FLOAT32 ? float_bits(value) : reference_narrow(to, value);
                     uint32_t actual = to == BNK_TYPE_FLOAT32 ? ((uint32_t *)out)[i] : ((uint16_t *)out)[i];
                     reference_checks++;
