@@ -48,7 +48,7 @@ import Testing
                                 x.withUnsafeBytes { x in
                                     out.withUnsafeMutableBytes { out in
                                         bnk_contiguous_apply(
-                                            level.rawValue, kernelType, formula, streaming,
+                                            level.cValue, kernelType, formula, streaming,
                                             g.baseAddress! + offset * size,
                                             x.baseAddress! + offset * size,
                                             out.baseAddress! + guardBytes + offset * size, length,
@@ -115,15 +115,15 @@ import Testing
                                     let (runG, runX) = (gp + 64 * size, xp + 64 * size)
                                     let expected = written(offset: offset, count: runLength, context) { out in
                                         bnk_contiguous_apply(
-                                            level.rawValue, kernelType, formula, streaming, runG, runX,
+                                            level.cValue, kernelType, formula, streaming, runG, runX,
                                             out, runLength, 0.75, -1.25, 0.5, 0.125)
                                     }
                                     // mean, m2, Σg, Σg·(x − 0.25): plain, then with the run.
                                     var (mean, m2, sumG, sumGX) = (0.0, 0.0, 0.0, 0.0)
                                     var (fusedMean, fusedM2, fusedSumG, fusedSumGX) = (0.0, 0.0, 0.0, 0.0)
-                                    bnk_contiguous_moments(level.rawValue, kernelType, xp, length, &mean, &m2)
+                                    bnk_contiguous_moments(level.cValue, kernelType, xp, length, &mean, &m2)
                                     bnk_contiguous_gradient_sums(
-                                        level.rawValue, kernelType, gp, xp, length, 0.25,
+                                        level.cValue, kernelType, gp, xp, length, 0.25,
                                         &sumG, &sumGX)
                                     for kernel in 0..<2 {
                                         let output = written(offset: offset, count: runLength, context) { out in
@@ -133,11 +133,11 @@ import Testing
                                                 shift: 0.5, offset: 0.125)
                                             if kernel == 0 {
                                                 bnk_contiguous_moments_and_apply(
-                                                    level.rawValue, kernelType, xp, length,
+                                                    level.cValue, kernelType, xp, length,
                                                     &fusedMean, &fusedM2, &run)
                                             } else {
                                                 bnk_contiguous_gradient_sums_and_apply(
-                                                    level.rawValue, kernelType, gp, xp,
+                                                    level.cValue, kernelType, gp, xp,
                                                     length, 0.25, &fusedSumG,
                                                     &fusedSumGX, &run)
                                             }
@@ -180,7 +180,7 @@ import Testing
                                 x.withUnsafeBytes { x in
                                     out.withUnsafeMutableBytes { out in
                                         bnk_interleaved_apply(
-                                            level.rawValue, type.kernelType,
+                                            level.cValue, type.kernelType,
                                             Int32(BNK_APPLY_GRADIENT_AND_INPUT), streaming,
                                             g.baseAddress! + offset * size,
                                             x.baseAddress! + offset * size,
