@@ -222,9 +222,8 @@ BNK_FN float BNK_NAME(load1)(int type, const void *p, ptrdiff_t i) {
 /// multiple of their own size (64 bytes in float32, 32 in the half types) is non-temporal:
 /// it goes to memory without reading the line into the cache first (no read for ownership)
 /// and without evicting cached data; a store at any other address is an ordinary one. The
-/// caller issues bnk_store_fence() before its results are read by another thread (once per
-/// thread and job: a fence per run cost 27 % of an evaluation forward over planes of 1568
-/// values on an Intel Xeon).
+/// caller issues bnk_store_fence() before its results are read by another thread, once per
+/// thread and job: a fence per run is costly on short runs (figures in the Benchmarks article).
 BNK_FN void BNK_NAME(store16)(int type, int streaming, void *p, ptrdiff_t i, bnk_v16f v) {
     if (type == BNK_TYPE_FLOAT32) {
         float *at = (float *)p + i;
@@ -297,11 +296,9 @@ BNK_FN bnk_v8d BNK_NAME(opaque_one)(void) {
 
 /// a + b, the same bits (a·1 is exact and fma rounds once), computed as fma(a, one, b)
 /// where BNK_SUMS_ON_FMA (the AVX-512 levels): on CPUs whose adders and multipliers are
-/// separate pipes (AMD Zen) the sums of the reductions then share the multiply pipes
-/// (measured on Zen 4 from L2: moments 13 % faster). On AVX2 the extra register for `one`
-/// makes the 16-register loops spill: with the squares as fused multiply-adds, plain adds
-/// there were measured faster on Zen 3 (one thread in L2: moments 1.4x, the fused forward
-/// loop 1.3x). `one` is opaque_one().
+/// separate pipes (AMD Zen) the sums of the reductions then share the multiply pipes. On
+/// AVX2 (and NEON) plain adds: there the extra register for `one` makes the 16-register
+/// loops spill (figures for both in the Benchmarks article). `one` is opaque_one().
 BNK_FN bnk_v8d BNK_NAME(add)(bnk_v8d a, bnk_v8d b, bnk_v8d one) {
 #if BNK_SUMS_ON_FMA
     return __builtin_elementwise_fma(a, one, b);
@@ -331,12 +328,8 @@ BNK_FN double BNK_NAME(multiply_add1)(double a, double b, double s) { return __b
 /// into every cache level (prefetcht0; a hint: it never faults, so it may point past the
 /// end of the data). The reductions issue one for each 16 values they read: their loops
 /// do enough arithmetic per line that the hardware prefetchers alone kept too few lines in
-/// flight. Measured on a 2-core Intel Xeon guest (family 6 model 207, 2 MiB L2 per core),
-/// 2 threads, 32 MiB per thread from DRAM, alternating with the loops without it (medians
-/// of per-run ratios): float32 moments 1.36x faster, gradient sums 1.27x, channels-last
-/// moments and sums 1.43x and 1.31x, the fused reduce-and-apply loops 1.12x (forward) and
-/// 1.22x (backward); float16 alike; 4 KiB ahead tied, 16 KiB was slower for gradient sums.
-/// A plain apply, whose loop is light, gained nothing and has none.
+/// flight from DRAM (figures, and the distance's choice, in the Benchmarks article). A plain
+/// apply, whose loop is light, gained nothing and has none.
 BNK_FN void BNK_NAME(prefetch)(int type, const void *p, ptrdiff_t i) {
     ptrdiff_t size = type == BNK_TYPE_FLOAT32 ? 4 : 2;
     __builtin_prefetch((const void *)((uintptr_t)p + (uintptr_t)(i * size) + BNK_PREFETCH_BYTES), 0, 3);
@@ -571,9 +564,8 @@ BNK_TARGET static void BNK_NAME(interleaved_apply)(int formula, int type, int st
 /// badly; the same scheme as interleaved_moments):
 ///   d = x[i] − k;  s1 = Σ_{i<n} d;  s2 = Σ_{i<n} d²;
 ///   mean = k + s1 / n;  m2 = max(0, s2 − s1·(s1 / n)).
-/// Measured against two passes (mean, then squared deviations) over the same L1-sized
-/// blocks: 20 % less time from DRAM with 2 threads (40 % with 1, whose DRAM stream stalled
-/// during the second pass), 20 % less from L3 or L2.
+/// One pass rather than two (mean, then squared deviations): it reads the data once, and
+/// was faster from every memory level (figures in the Benchmarks article).
 /// With an apply run (F, ST constants; run NULL for none): its head, then 32 of its values
 /// after each 32 of x (while it has 32 left), then the rest of it (see apply_head,
 /// apply_rest). The moments do not depend on it.
@@ -586,8 +578,7 @@ BNK_FN void BNK_NAME(contiguous_moments_impl)(int type, const void *x, ptrdiff_t
     bnk_v8d one = BNK_NAME(opaque_one)(), minus_k = -kv;
     ptrdiff_t i = 0;
     // Four vector accumulators per sum (32 values per turn), then 16, then scalars. In the
-    // main loop the shifts and the plain sums go through add (the same bits; measured on
-    // Zen 4 from L2: 13 % less time than with the adders alone).
+    // main loop the shifts and the plain sums go through add (the same bits; see add).
     for (; i + 32 <= n; i += 32) {
         BNK_NAME(prefetch)(type, x, i);
         BNK_NAME(prefetch)(type, x, i + 16);
@@ -742,9 +733,9 @@ BNK_FN void BNK_NAME(short_moments)(int type, const void *x, ptrdiff_t rows, ptr
 /// per position j < P, for u = 0, 1, .., U − 1 in order, with d = x − k[j] of each chunk,
 /// s1[j] = (s1[j] + d_first) + d_second;  s2[j] = fma(d_second, d_second, fma(d_first, d_first, s2[j])).
 /// The sums are loaded and stored once per U pairs instead of once per pair; the additions
-/// per position are the same, in the same order, as U calls with U = 1 (the same bits).
-/// Measured with U = 4 on Zen 4 (C = 256, 2 threads, 1.6 M values each, from L3; old/new):
-/// float32 1.4x, float16 1.2x, bfloat16 1.0x faster. U is a constant after inlining.
+/// per position are the same, in the same order, as U calls with U = 1 (the same bits);
+/// fewer loads and stores of the sums make it faster (figures in the Benchmarks article).
+/// U is a constant after inlining.
 BNK_FN void BNK_NAME(moment_pairs)(int type, const void *x, ptrdiff_t p, ptrdiff_t r, ptrdiff_t period,
                                    ptrdiff_t vector_period, const int U, const double *k, double *s1, double *s2) {
     ptrdiff_t j = 0;
@@ -785,9 +776,9 @@ BNK_FN void BNK_NAME(moment_pairs)(int type, const void *x, ptrdiff_t p, ptrdiff
 ///   mean[c] = k[c] + s1[c] / rows;  m2[c] = max(0, s2[c] − s1[c]·(s1[c] / rows)).
 /// The sums run per pattern position j < P (j mod C = c; k replicated to P positions).
 /// With h = ⌊chunks / 2⌋, whole chunks q and h + q go in pairs, acc[j] = (acc[j] + d_q) +
-/// d_{h+q} for q < h: two sequential streams (from DRAM they took 25–40 % less time than
-/// tiles of four adjacent chunks, and tied with them from L3), four pairs per pass over the
-/// positions (moment_pairs). The odd chunk and the partial one follow one at a time;
+/// d_{h+q} for q < h: two sequential streams (faster from DRAM than tiles of four adjacent
+/// chunks; figures in the Benchmarks article), four pairs per pass over the positions
+/// (moment_pairs). The odd chunk and the partial one follow one at a time;
 /// positions are then folded into channels with fold.
 /// scratch holds 3·P doubles (unused, and may be NULL, when P <= BNK_SHORT_PERIOD_MAX:
 /// short_moments).
