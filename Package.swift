@@ -18,6 +18,9 @@ let package = Package(
         // target attributes and chosen at run time (no build flags: none may be unsafe).
         // libm: the generic level's fused multiply-adds call the C library's fma.
         .target(name: "CBatchNormKernels", linkerSettings: [.linkedLibrary("m")]),
+        // Benchmark-only C loops (the memory-bandwidth loops of the bench roofline), per kernel
+        // level as the kernels are: linked by bnkit and the tests only, not by the product.
+        .target(name: "CBenchmarkKernels", dependencies: ["CBatchNormKernels"]),
         // dlopen of system libraries (CUDA, MPI, zlib) and a pthread lock, shared by the targets.
         .target(name: "SystemLibrary"),
         .target(name: "BatchNormKit", dependencies: ["CBatchNormKernels", "SystemLibrary"]),
@@ -38,13 +41,13 @@ let package = Package(
                 "BatchNormReference",
                 "BatchNormCUDA",
                 "BatchNormCUDAChecks",
-                "CBatchNormKernels", // the bandwidth loops of the bench roofline
+                "CBenchmarkKernels", // the bandwidth loops of the bench roofline
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "BatchNormKitTests",
-            dependencies: ["BatchNormKit", "BatchNormReference", "CBatchNormKernels"],
+            dependencies: ["BatchNormKit", "BatchNormReference", "CBatchNormKernels", "CBenchmarkKernels"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(

@@ -273,15 +273,3 @@ void bnk_store_fence(void) {
 void bnk_convert(int level, int from, const void *source, int to, void *destination, ptrdiff_t n) {
     BNK_DISPATCH(convert, from, source, to, destination, n)
 }
-
-double bnk_bandwidth_read(int level, const void *x, ptrdiff_t bytes) {
-    double sum = 0;
-    ptrdiff_t n = bytes > 0 ? bytes / 4 : 0;
-    BNK_DISPATCH(bandwidth_read, x, n, &sum)
-    return sum;
-}
-
-void bnk_bandwidth_read_write(int level, const void *x, void *y, ptrdiff_t bytes, int streaming) {
-    ptrdiff_t n = bytes > 0 ? bytes / 4 : 0;
-    BNK_DISPATCH(bandwidth_read_write, x, y, n, streaming != 0)
-}

@@ -382,18 +382,6 @@ BNK_FN float BNK_NAME(formula1)(int formula, int type, const void *g, const void
     }
 }
 
-/// Orders the non-temporal stores of this thread before its later stores (on x86 they are
-/// weakly ordered), so that a hand-over to another thread publishes them: the end of a
-/// streaming bandwidth loop. The apply kernels leave it to their caller (bnk_store_fence,
-/// once per thread and job).
-BNK_FN void BNK_NAME(store_fence)(int streaming) {
-#if defined(__x86_64__) || defined(__i386__)
-    if (streaming) _mm_sfence();
-#else
-    (void)streaming;
-#endif
-}
-
 /// run->out[i] = F(run->g[i], run->x[i]) for the one element i (storage type T).
 BNK_FN void BNK_NAME(apply1)(const int F, const int T, const bnk_apply_run *run, ptrdiff_t i) {
     BNK_NAME(store1)(T, run->out, i,
@@ -1013,62 +1001,6 @@ BNK_TARGET static void BNK_NAME(interleaved_gradient_sums)(int type, const void 
                                              sum_g, sum_gx)
     BNK_FOR_TYPE(type, BNK_BODY)
 #undef BNK_BODY
-}
-
-// MARK: Bandwidth loops (the roofline of bnkit bench)
-
-/// *sum = Σ x[i] over n floats of any alignment: 64 per step in 4 independent accumulators of
-/// 16 lanes (a_k += x[i + 16k ..< i + 16k + 16]), then (a0 + a1) + (a2 + a3) lane by lane and
-/// the tail, in double. A plain streaming read, bound by memory rather than by one add chain.
-BNK_TARGET static void BNK_NAME(bandwidth_read)(const void *x, ptrdiff_t n, double *sum) {
-    const float *p = (const float *)x;
-    bnk_v16f a0 = BNK_NAME(splat16)(0), a1 = a0, a2 = a0, a3 = a0;
-    ptrdiff_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-        a0 += BNK_NAME(loadf)(p + i);
-        a1 += BNK_NAME(loadf)(p + i + 16);
-        a2 += BNK_NAME(loadf)(p + i + 32);
-        a3 += BNK_NAME(loadf)(p + i + 48);
-    }
-    bnk_v16f lanes = (a0 + a1) + (a2 + a3);
-    double total = 0;
-    for (int lane = 0; lane < 16; lane++) total += lanes[lane];
-    for (; i < n; i++) {
-        float v;
-        __builtin_memcpy(&v, p + i, sizeof v);
-        total += v;
-    }
-    *sum = total;
-}
-
-/// y[i] = 2·x[i] + 1 over n floats of any alignment, 64 per step (4 vector stores, through
-/// store16: non-temporal where aligned when streaming); streaming, the values before y's
-/// first 64-byte boundary go one by one (all of them when y is not 4-byte aligned), then the
-/// fence. A plain read-and-write pass, the fastest a kernel with that traffic can run.
-BNK_FN void BNK_NAME(bandwidth_read_write_impl)(const float *x, float *y, ptrdiff_t n, int streaming) {
-    ptrdiff_t i = 0;
-    for (; i < n && streaming && ((uintptr_t)(y + i) & 63) != 0; i++) {
-        float v;
-        __builtin_memcpy(&v, x + i, sizeof v);
-        v = v * 2.0f + 1.0f;
-        __builtin_memcpy(y + i, &v, sizeof v);
-    }
-    for (; i + 64 <= n; i += 64)
-        for (int k = 0; k < 4; k++)
-            BNK_NAME(store16)(BNK_TYPE_FLOAT32, streaming, y, i + 16 * k,
-                              BNK_NAME(loadf)(x + i + 16 * k) * 2.0f + 1.0f);
-    for (; i < n; i++) {
-        float v;
-        __builtin_memcpy(&v, x + i, sizeof v);
-        v = v * 2.0f + 1.0f;
-        __builtin_memcpy(y + i, &v, sizeof v);
-    }
-    BNK_NAME(store_fence)(streaming);
-}
-
-BNK_TARGET static void BNK_NAME(bandwidth_read_write)(const void *x, void *y, ptrdiff_t n, int streaming) {
-    if (streaming) BNK_NAME(bandwidth_read_write_impl)((const float *)x, (float *)y, n, 1);
-    else BNK_NAME(bandwidth_read_write_impl)((const float *)x, (float *)y, n, 0);
 }
 
 #undef BNK_FOR_APPLY

@@ -1,4 +1,4 @@
-import CBatchNormKernels
+import CBenchmarkKernels
 import Testing
 
 @testable import BatchNormKit
