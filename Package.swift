@@ -21,6 +21,9 @@ let package = Package(
         // target attributes and chosen at run time (no build flags: none may be unsafe).
         // libm: the generic level's fused multiply-adds call the C library's fma.
         .target(name: "CBatchNormKernels", linkerSettings: [.linkedLibrary("m")]),
+        // Benchmark-only C loops (the memory-bandwidth loops of the bench roofline), per kernel
+        // level as the kernels are: linked by bnkit and the tests only, not by the product.
+        .target(name: "CBenchmarkKernels", dependencies: ["CBatchNormKernels"]),
         // dlopen of system libraries (CUDA, MPI, zlib) and a pthread lock, shared by the targets.
         .target(name: "SystemLibrary"),
         // The core: tensors, the BatchNorm family, the backend seam, the CPU backend, process
@@ -52,6 +55,7 @@ let package = Package(
                 "BatchNormCUDA",
                 "BatchNormCUDAChecks",
                 "BatchNormBenchmarkSupport",
+                "CBenchmarkKernels", // the bandwidth loops of the bench roofline
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -63,7 +67,7 @@ let package = Package(
             name: "BatchNormCoreTests",
             dependencies: [
                 "BatchNormCore", "BatchNormReference", "BatchNormTestSupport", "BatchNormBenchmarkSupport",
-                "CBatchNormKernels",
+                "CBatchNormKernels", "CBenchmarkKernels",
             ]
         ),
         .testTarget(

@@ -2,14 +2,23 @@
 //
 // kernels_template.h is instantiated once per instruction set with a per-function target
 // attribute, so no build flag is needed: a package depending on BatchNormKit is compiled
-// for the x86-64 baseline and still runs AVX-512 (or AVX2) code where the CPU has it.
-// bnk_cpu_level() checks cpuid and xgetbv (the OS must save the vector state).
+// for the baseline and still runs AVX-512 (or AVX2) code on x86-64, and BFCVTN on
+// aarch64, where the CPU has it. bnk_cpu_level() checks cpuid and xgetbv on x86-64 (the
+// OS must save the vector state), the kernel's hardware capabilities (Linux) or sysctl
+// (Darwin) on aarch64.
 
 #include "CBatchNormKernels.h"
 
 #include <stdint.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#if defined(__linux__)
+#include <sys/auxv.h>
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 #endif
 
 // The same IEEE operations in vector lanes and scalar tails: never fuse a·b + c.
@@ -20,6 +29,7 @@
 
 typedef float bnk_v16f __attribute__((ext_vector_type(16)));
 typedef float bnk_v8f __attribute__((ext_vector_type(8)));
+typedef float bnk_v4f __attribute__((ext_vector_type(4)));
 typedef double bnk_v8d __attribute__((ext_vector_type(8)));
 typedef double bnk_v4d __attribute__((ext_vector_type(4)));
 typedef double bnk_v2d __attribute__((ext_vector_type(2)));
@@ -27,7 +37,8 @@ typedef uint32_t bnk_v16u __attribute__((ext_vector_type(16)));
 typedef uint16_t bnk_v16h __attribute__((ext_vector_type(16)));
 typedef uint16_t bnk_v8h __attribute__((ext_vector_type(8)));
 
-// Baseline instance (SSE2 on x86-64; the target's default elsewhere): BNK_LEVEL_GENERIC.
+// Baseline instance (SSE2 on x86-64, NEON on aarch64; the target's default elsewhere):
+// BNK_LEVEL_GENERIC.
 // float16 and bfloat16 are converted by integer code.
 #define BNK_TARGET
 #define BNK_NAME(name) bnk_base_##name
@@ -136,11 +147,75 @@ int bnk_cpu_vendor(void) {
     default: bnk_base_##name(__VA_ARGS__); break;                           \
     }
 
+int bnk_cpu_supports_level(int level) { return level >= BNK_LEVEL_GENERIC && level <= bnk_cpu_level(); }
+
+#elif defined(__aarch64__)
+
+// NEON with the float16 conversions FCVTL / FCVTN (part of every aarch64 CPU's Advanced
+// SIMD), bfloat16 by integer code.
+#define BNK_TARGET
+#define BNK_NAME(name) bnk_neon_##name
+#define BNK_HALF_ISA 3
+#define BNK_BFLOAT_ISA 0
+#define BNK_SUMS_ON_FMA 0
+#include "kernels_template.h"
+#undef BNK_TARGET
+#undef BNK_NAME
+#undef BNK_HALF_ISA
+#undef BNK_BFLOAT_ISA
+#undef BNK_SUMS_ON_FMA
+
+// NEON with FEAT_BF16: the NEON instance with bfloat16 rounded by BFCVTN / BFCVTN2.
+#define BNK_TARGET __attribute__((target("bf16")))
+#define BNK_NAME(name) bnk_neonbf16_##name
+#define BNK_HALF_ISA 3
+#define BNK_BFLOAT_ISA 2
+#define BNK_SUMS_ON_FMA 0
+#include "kernels_template.h"
+#undef BNK_TARGET
+#undef BNK_NAME
+#undef BNK_HALF_ISA
+#undef BNK_BFLOAT_ISA
+#undef BNK_SUMS_ON_FMA
+
+/// Whether the CPU has FEAT_BF16 (BFCVT, BFCVTN and the bfloat16 dot products).
+static int bnk_cpu_has_bfloat16(void) {
+#if defined(__linux__)
+#ifndef HWCAP2_BF16
+#define HWCAP2_BF16 (1UL << 14)
+#endif
+    return (getauxval(AT_HWCAP2) & HWCAP2_BF16) != 0;
+#elif defined(__APPLE__)
+    int value = 0;
+    size_t size = sizeof value;
+    return sysctlbyname("hw.optional.arm.FEAT_BF16", &value, &size, NULL, 0) == 0 && value != 0;
+#else
+    return 0;
+#endif
+}
+
+int bnk_cpu_level(void) { return bnk_cpu_has_bfloat16() ? BNK_LEVEL_NEON_BF16 : BNK_LEVEL_NEON; }
+
+int bnk_cpu_vendor(void) { return BNK_VENDOR_OTHER; }
+
+int bnk_cpu_supports_level(int level) {
+    return level == BNK_LEVEL_GENERIC || (level >= BNK_LEVEL_NEON && level <= bnk_cpu_level());
+}
+
+#define BNK_DISPATCH(name, ...)                                          \
+    switch (level) {                                                     \
+    case BNK_LEVEL_NEON_BF16: bnk_neonbf16_##name(__VA_ARGS__); break;   \
+    case BNK_LEVEL_NEON: bnk_neon_##name(__VA_ARGS__); break;            \
+    default: bnk_base_##name(__VA_ARGS__); break;                        \
+    }
+
 #else
 
 int bnk_cpu_level(void) { return BNK_LEVEL_GENERIC; }
 
 int bnk_cpu_vendor(void) { return BNK_VENDOR_OTHER; }
+
+int bnk_cpu_supports_level(int level) { return level == BNK_LEVEL_GENERIC; }
 
 #define BNK_DISPATCH(name, ...) \
     (void)level;                \
@@ -197,16 +272,4 @@ void bnk_store_fence(void) {
 
 void bnk_convert(int level, int from, const void *source, int to, void *destination, ptrdiff_t n) {
     BNK_DISPATCH(convert, from, source, to, destination, n)
-}
-
-double bnk_bandwidth_read(int level, const void *x, ptrdiff_t bytes) {
-    double sum = 0;
-    ptrdiff_t n = bytes > 0 ? bytes / 4 : 0;
-    BNK_DISPATCH(bandwidth_read, x, n, &sum)
-    return sum;
-}
-
-void bnk_bandwidth_read_write(int level, const void *x, void *y, ptrdiff_t bytes, int streaming) {
-    ptrdiff_t n = bytes > 0 ? bytes / 4 : 0;
-    BNK_DISPATCH(bandwidth_read_write, x, y, n, streaming != 0)
 }

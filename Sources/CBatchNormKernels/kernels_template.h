@@ -3,8 +3,9 @@
 // BNK_TARGET (a function attribute, e.g. __attribute__((target("avx2,fma,f16c"))), or
 // empty), BNK_NAME(name) (the instance's name for `name`), BNK_HALF_ISA (how float16 is
 // converted: 0 integer code, 1 F16C vcvtph2ps / vcvtps2ph on 8 lanes, 2 their AVX-512
-// forms on 16), BNK_BFLOAT_ISA (how float is rounded to bfloat16: 0 integer code,
-// 1 AVX512-BF16 vcvtneps2bf16) and BNK_SUMS_ON_FMA (1 where the reductions' plain sums are
+// forms on 16, 3 aarch64 FCVTL / FCVTN on 4), BNK_BFLOAT_ISA (how float is rounded to
+// bfloat16: 0 integer code, 1 AVX512-BF16 vcvtneps2bf16, 2 aarch64 FEAT_BF16 BFCVTN) and
+// BNK_SUMS_ON_FMA (1 where the reductions' plain sums are
 // issued as fma(a, 1, b), which gives the bits of a + b on another execution pipe; see add).
 // Not a public header.
 //
@@ -128,6 +129,14 @@ BNK_FN bnk_v16f BNK_NAME(load_halves)(const uint16_t *p) {
     v.lo = (bnk_v8f)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
     v.hi = (bnk_v8f)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8)));
     return v;
+#elif BNK_HALF_ISA == 3
+    float16x8_t h0 = vreinterpretq_f16_u16(vld1q_u16(p)), h1 = vreinterpretq_f16_u16(vld1q_u16(p + 8));
+    bnk_v16f v;
+    v.s0123 = (bnk_v4f)vcvt_f32_f16(vget_low_f16(h0));   // FCVTL
+    v.s4567 = (bnk_v4f)vcvt_high_f32_f16(h0);           // FCVTL2
+    v.s89ab = (bnk_v4f)vcvt_f32_f16(vget_low_f16(h1));
+    v.scdef = (bnk_v4f)vcvt_high_f32_f16(h1);
+    return v;
 #else
     bnk_v16h h;
     __builtin_memcpy(&h, p, sizeof h);
@@ -144,6 +153,13 @@ BNK_FN bnk_v16h BNK_NAME(to_halves)(bnk_v16f v) {
     h.lo = (bnk_v8h)_mm256_cvtps_ph((__m256)v.lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     h.hi = (bnk_v8h)_mm256_cvtps_ph((__m256)v.hi, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     return h;
+#elif BNK_HALF_ISA == 3
+    // FCVTN / FCVTN2, rounding as FPCR says: to nearest even, subnormals kept (the default
+    // of Linux and Darwin processes).
+    bnk_v16h h;
+    h.lo = (bnk_v8h)vcvt_high_f16_f32(vcvt_f16_f32((float32x4_t)v.s0123), (float32x4_t)v.s4567);
+    h.hi = (bnk_v8h)vcvt_high_f16_f32(vcvt_f16_f32((float32x4_t)v.s89ab), (float32x4_t)v.scdef);
+    return h;
 #else
     return BNK_NAME(floats_to_halves)(v);
 #endif
@@ -159,6 +175,17 @@ BNK_FN bnk_v16h BNK_NAME(to_bfloats)(bnk_v16f v) {
     // silently read every line into the cache first).
     __asm__("" : "+x"(h));
     return h;
+#elif BNK_BFLOAT_ISA == 2
+    // BFCVTN / BFCVTN2 round to nearest even but keep float32 subnormals (as bfloat16
+    // subnormals), where vcvtneps2bf16 and the integer code flush them to a zero of the same
+    // sign: those lanes are replaced by that zero, so that every level gives the same bits.
+    bnk_v16h h;
+    h.lo = (bnk_v8h)vcvtq_high_bf16_f32(vcvtq_low_bf16_f32((float32x4_t)v.s0123), (float32x4_t)v.s4567);
+    h.hi = (bnk_v8h)vcvtq_high_bf16_f32(vcvtq_low_bf16_f32((float32x4_t)v.s89ab), (float32x4_t)v.scdef);
+    bnk_v16u x = (bnk_v16u)v;
+    bnk_v16h tiny = __builtin_convertvector((bnk_v16u)((x & 0x7fffffffu) < 0x00800000u), bnk_v16h);
+    bnk_v16h signed_zero = __builtin_convertvector((x >> 16) & 0x8000u, bnk_v16h);
+    return (tiny & signed_zero) | (~tiny & h);
 #else
     return BNK_NAME(floats_to_bfloats)(v);
 #endif
@@ -195,9 +222,8 @@ BNK_FN float BNK_NAME(load1)(int type, const void *p, ptrdiff_t i) {
 /// multiple of their own size (64 bytes in float32, 32 in the half types) is non-temporal:
 /// it goes to memory without reading the line into the cache first (no read for ownership)
 /// and without evicting cached data; a store at any other address is an ordinary one. The
-/// caller issues bnk_store_fence() before its results are read by another thread (once per
-/// thread and job: a fence per run cost 27 % of an evaluation forward over planes of 1568
-/// values on an Intel Xeon).
+/// caller issues bnk_store_fence() before its results are read by another thread, once per
+/// thread and job: a fence per run is costly on short runs (figures in the Benchmarks article).
 BNK_FN void BNK_NAME(store16)(int type, int streaming, void *p, ptrdiff_t i, bnk_v16f v) {
     if (type == BNK_TYPE_FLOAT32) {
         float *at = (float *)p + i;
@@ -270,11 +296,9 @@ BNK_FN bnk_v8d BNK_NAME(opaque_one)(void) {
 
 /// a + b, the same bits (a·1 is exact and fma rounds once), computed as fma(a, one, b)
 /// where BNK_SUMS_ON_FMA (the AVX-512 levels): on CPUs whose adders and multipliers are
-/// separate pipes (AMD Zen) the sums of the reductions then share the multiply pipes
-/// (measured on Zen 4 from L2: moments 13 % faster). On AVX2 the extra register for `one`
-/// makes the 16-register loops spill: with the squares as fused multiply-adds, plain adds
-/// there were measured faster on Zen 3 (one thread in L2: moments 1.4x, the fused forward
-/// loop 1.3x). `one` is opaque_one().
+/// separate pipes (AMD Zen) the sums of the reductions then share the multiply pipes. On
+/// AVX2 (and NEON) plain adds: there the extra register for `one` makes the 16-register
+/// loops spill (figures for both in the Benchmarks article). `one` is opaque_one().
 BNK_FN bnk_v8d BNK_NAME(add)(bnk_v8d a, bnk_v8d b, bnk_v8d one) {
 #if BNK_SUMS_ON_FMA
     return __builtin_elementwise_fma(a, one, b);
@@ -304,12 +328,8 @@ BNK_FN double BNK_NAME(multiply_add1)(double a, double b, double s) { return __b
 /// into every cache level (prefetcht0; a hint: it never faults, so it may point past the
 /// end of the data). The reductions issue one for each 16 values they read: their loops
 /// do enough arithmetic per line that the hardware prefetchers alone kept too few lines in
-/// flight. Measured on a 2-core Intel Xeon guest (family 6 model 207, 2 MiB L2 per core),
-/// 2 threads, 32 MiB per thread from DRAM, alternating with the loops without it (medians
-/// of per-run ratios): float32 moments 1.36x faster, gradient sums 1.27x, channels-last
-/// moments and sums 1.43x and 1.31x, the fused reduce-and-apply loops 1.12x (forward) and
-/// 1.22x (backward); float16 alike; 4 KiB ahead tied, 16 KiB was slower for gradient sums.
-/// A plain apply, whose loop is light, gained nothing and has none.
+/// flight from DRAM (figures, and the distance's choice, in the Benchmarks article). A plain
+/// apply, whose loop is light, gained nothing and has none.
 BNK_FN void BNK_NAME(prefetch)(int type, const void *p, ptrdiff_t i) {
     ptrdiff_t size = type == BNK_TYPE_FLOAT32 ? 4 : 2;
     __builtin_prefetch((const void *)((uintptr_t)p + (uintptr_t)(i * size) + BNK_PREFETCH_BYTES), 0, 3);
@@ -360,18 +380,6 @@ BNK_FN float BNK_NAME(formula1)(int formula, int type, const void *g, const void
     case BNK_APPLY_GRADIENT: return a * BNK_NAME(load1)(type, g, i) + offset;
     default: return (a * BNK_NAME(load1)(type, g, i) + b * (BNK_NAME(load1)(type, x, i) - shift)) + offset;
     }
-}
-
-/// Orders the non-temporal stores of this thread before its later stores (on x86 they are
-/// weakly ordered), so that a hand-over to another thread publishes them: the end of a
-/// streaming bandwidth loop. The apply kernels leave it to their caller (bnk_store_fence,
-/// once per thread and job).
-BNK_FN void BNK_NAME(store_fence)(int streaming) {
-#if defined(__x86_64__) || defined(__i386__)
-    if (streaming) _mm_sfence();
-#else
-    (void)streaming;
-#endif
 }
 
 /// run->out[i] = F(run->g[i], run->x[i]) for the one element i (storage type T).
@@ -544,9 +552,8 @@ BNK_TARGET static void BNK_NAME(interleaved_apply)(int formula, int type, int st
 /// badly; the same scheme as interleaved_moments):
 ///   d = x[i] − k;  s1 = Σ_{i<n} d;  s2 = Σ_{i<n} d²;
 ///   mean = k + s1 / n;  m2 = max(0, s2 − s1·(s1 / n)).
-/// Measured against two passes (mean, then squared deviations) over the same L1-sized
-/// blocks: 20 % less time from DRAM with 2 threads (40 % with 1, whose DRAM stream stalled
-/// during the second pass), 20 % less from L3 or L2.
+/// One pass rather than two (mean, then squared deviations): it reads the data once, and
+/// was faster from every memory level (figures in the Benchmarks article).
 /// With an apply run (F, ST constants; run NULL for none): its head, then 32 of its values
 /// after each 32 of x (while it has 32 left), then the rest of it (see apply_head,
 /// apply_rest). The moments do not depend on it.
@@ -559,8 +566,7 @@ BNK_FN void BNK_NAME(contiguous_moments_impl)(int type, const void *x, ptrdiff_t
     bnk_v8d one = BNK_NAME(opaque_one)(), minus_k = -kv;
     ptrdiff_t i = 0;
     // Four vector accumulators per sum (32 values per turn), then 16, then scalars. In the
-    // main loop the shifts and the plain sums go through add (the same bits; measured on
-    // Zen 4 from L2: 13 % less time than with the adders alone).
+    // main loop the shifts and the plain sums go through add (the same bits; see add).
     for (; i + 32 <= n; i += 32) {
         BNK_NAME(prefetch)(type, x, i);
         BNK_NAME(prefetch)(type, x, i + 16);
@@ -715,9 +721,9 @@ BNK_FN void BNK_NAME(short_moments)(int type, const void *x, ptrdiff_t rows, ptr
 /// per position j < P, for u = 0, 1, .., U − 1 in order, with d = x − k[j] of each chunk,
 /// s1[j] = (s1[j] + d_first) + d_second;  s2[j] = fma(d_second, d_second, fma(d_first, d_first, s2[j])).
 /// The sums are loaded and stored once per U pairs instead of once per pair; the additions
-/// per position are the same, in the same order, as U calls with U = 1 (the same bits).
-/// Measured with U = 4 on Zen 4 (C = 256, 2 threads, 1.6 M values each, from L3; old/new):
-/// float32 1.4x, float16 1.2x, bfloat16 1.0x faster. U is a constant after inlining.
+/// per position are the same, in the same order, as U calls with U = 1 (the same bits);
+/// fewer loads and stores of the sums make it faster (figures in the Benchmarks article).
+/// U is a constant after inlining.
 BNK_FN void BNK_NAME(moment_pairs)(int type, const void *x, ptrdiff_t p, ptrdiff_t r, ptrdiff_t period,
                                    ptrdiff_t vector_period, const int U, const double *k, double *s1, double *s2) {
     ptrdiff_t j = 0;
@@ -758,9 +764,9 @@ BNK_FN void BNK_NAME(moment_pairs)(int type, const void *x, ptrdiff_t p, ptrdiff
 ///   mean[c] = k[c] + s1[c] / rows;  m2[c] = max(0, s2[c] − s1[c]·(s1[c] / rows)).
 /// The sums run per pattern position j < P (j mod C = c; k replicated to P positions).
 /// With h = ⌊chunks / 2⌋, whole chunks q and h + q go in pairs, acc[j] = (acc[j] + d_q) +
-/// d_{h+q} for q < h: two sequential streams (from DRAM they took 25–40 % less time than
-/// tiles of four adjacent chunks, and tied with them from L3), four pairs per pass over the
-/// positions (moment_pairs). The odd chunk and the partial one follow one at a time;
+/// d_{h+q} for q < h: two sequential streams (faster from DRAM than tiles of four adjacent
+/// chunks; figures in the Benchmarks article), four pairs per pass over the positions
+/// (moment_pairs). The odd chunk and the partial one follow one at a time;
 /// positions are then folded into channels with fold.
 /// scratch holds 3·P doubles (unused, and may be NULL, when P <= BNK_SHORT_PERIOD_MAX:
 /// short_moments).
@@ -995,62 +1001,6 @@ BNK_TARGET static void BNK_NAME(interleaved_gradient_sums)(int type, const void 
                                              sum_g, sum_gx)
     BNK_FOR_TYPE(type, BNK_BODY)
 #undef BNK_BODY
-}
-
-// MARK: Bandwidth loops (the roofline of bnkit bench)
-
-/// *sum = Σ x[i] over n floats of any alignment: 64 per step in 4 independent accumulators of
-/// 16 lanes (a_k += x[i + 16k ..< i + 16k + 16]), then (a0 + a1) + (a2 + a3) lane by lane and
-/// the tail, in double. A plain streaming read, bound by memory rather than by one add chain.
-BNK_TARGET static void BNK_NAME(bandwidth_read)(const void *x, ptrdiff_t n, double *sum) {
-    const float *p = (const float *)x;
-    bnk_v16f a0 = BNK_NAME(splat16)(0), a1 = a0, a2 = a0, a3 = a0;
-    ptrdiff_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-        a0 += BNK_NAME(loadf)(p + i);
-        a1 += BNK_NAME(loadf)(p + i + 16);
-        a2 += BNK_NAME(loadf)(p + i + 32);
-        a3 += BNK_NAME(loadf)(p + i + 48);
-    }
-    bnk_v16f lanes = (a0 + a1) + (a2 + a3);
-    double total = 0;
-    for (int lane = 0; lane < 16; lane++) total += lanes[lane];
-    for (; i < n; i++) {
-        float v;
-        __builtin_memcpy(&v, p + i, sizeof v);
-        total += v;
-    }
-    *sum = total;
-}
-
-/// y[i] = 2·x[i] + 1 over n floats of any alignment, 64 per step (4 vector stores, through
-/// store16: non-temporal where aligned when streaming); streaming, the values before y's
-/// first 64-byte boundary go one by one (all of them when y is not 4-byte aligned), then the
-/// fence. A plain read-and-write pass, the fastest a kernel with that traffic can run.
-BNK_FN void BNK_NAME(bandwidth_read_write_impl)(const float *x, float *y, ptrdiff_t n, int streaming) {
-    ptrdiff_t i = 0;
-    for (; i < n && streaming && ((uintptr_t)(y + i) & 63) != 0; i++) {
-        float v;
-        __builtin_memcpy(&v, x + i, sizeof v);
-        v = v * 2.0f + 1.0f;
-        __builtin_memcpy(y + i, &v, sizeof v);
-    }
-    for (; i + 64 <= n; i += 64)
-        for (int k = 0; k < 4; k++)
-            BNK_NAME(store16)(BNK_TYPE_FLOAT32, streaming, y, i + 16 * k,
-                              BNK_NAME(loadf)(x + i + 16 * k) * 2.0f + 1.0f);
-    for (; i < n; i++) {
-        float v;
-        __builtin_memcpy(&v, x + i, sizeof v);
-        v = v * 2.0f + 1.0f;
-        __builtin_memcpy(y + i, &v, sizeof v);
-    }
-    BNK_NAME(store_fence)(streaming);
-}
-
-BNK_TARGET static void BNK_NAME(bandwidth_read_write)(const void *x, void *y, ptrdiff_t n, int streaming) {
-    if (streaming) BNK_NAME(bandwidth_read_write_impl)((const float *)x, (float *)y, n, 1);
-    else BNK_NAME(bandwidth_read_write_impl)((const float *)x, (float *)y, n, 0);
 }
 
 #undef BNK_FOR_APPLY

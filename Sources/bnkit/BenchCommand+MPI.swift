@@ -57,7 +57,8 @@ extension BenchCommand {
         guard group.rank == 0 else { return }
         let machine =
             "\(group.size) ranks (\(group.implementation)), \(threadCount) thread\(threadCount == 1 ? "" : "s") "
-            + "each; cpu: \(Self.processorName()), \(CPUBackend.onlineProcessorCount) online processors"
+            + "each; cpu: \(Self.processorName()), \(CPUBackend.onlineProcessorCount) online processors, "
+            + "kernel level \(CPUBackend(threadCount: threadCount).kernelLevel)"
         if json {
             let latencyJSON = latencies.map {
                 "{\"channels\": \($0.channels), \"doubles\": \(1 + 3 * $0.channels), "

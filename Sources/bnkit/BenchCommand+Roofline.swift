@@ -1,5 +1,5 @@
 import BatchNormKit
-import CBatchNormKernels
+import CBenchmarkKernels
 
 #if canImport(Glibc)
     import Glibc
@@ -71,7 +71,8 @@ extension BenchCommand {
         let bandwidth = Self.measureBandwidth(
             byteCount: elements * dtype.byteCount,
             threads: elements < CPUBackend.parallelThreshold ? 1 : backend.threadCount,
-            runs: runs, repetitions: Self.repetitions(elements: elements))
+            // The machine's limit: the best loops the CPU runs, whatever level the backend uses.
+            runs: runs, repetitions: Self.repetitions(elements: elements), level: .supported)
         var passes = [String]()
         let rows = rows.map { row in
             var row = row
@@ -111,8 +112,10 @@ extension BenchCommand {
     /// timing so that no page fault is timed), each run the mean of `repetitions` passes after
     /// a warm-up, the three loops in turn within each run, split over `threads` threads in
     /// contiguous 64-byte aligned ranges (each thread makes its `repetitions` passes over its
-    /// own range).
-    static func measureBandwidth(byteCount: Int, threads: Int, runs: Int, repetitions: Int) -> Bandwidth {
+    /// own range). The loops are those of kernel level `level`.
+    static func measureBandwidth(
+        byteCount: Int, threads: Int, runs: Int, repetitions: Int, level: KernelLevel
+    ) -> Bandwidth {
         let source = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 64), alignment: 64)
         let destination = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 64), alignment: 64)
         defer {
@@ -122,7 +125,7 @@ extension BenchCommand {
         memset(source, 0x3F, byteCount) // floats of about 0.75
         memset(destination, 0, byteCount)
         let pointers = CopyPointers(source: source, destination: destination)
-        let level = bnk_cpu_level()
+        let cLevel = level.cValue
         // Variants, timed in turn within each run: 0 the read, 1 the read-write with
         // non-temporal stores, 2 with ordinary stores. Each thread repeats the pass over its
         // own range, so waking the threads (tens of microseconds on a virtual machine) is paid
@@ -131,10 +134,10 @@ extension BenchCommand {
             forEachRange(byteCount: byteCount, threads: threads) { start, end in
                 for _ in 0..<repetitions {
                     if variant == 0 {
-                        _ = bnk_bandwidth_read(level, pointers.source + start, end - start)
+                        _ = bnk_bandwidth_read(cLevel, pointers.source + start, end - start)
                     } else {
                         bnk_bandwidth_read_write(
-                            level, pointers.source + start, pointers.destination + start,
+                            cLevel, pointers.source + start, pointers.destination + start,
                             end - start, variant == 1 ? 1 : 0)
                     }
                 }

@@ -146,6 +146,8 @@ struct BenchCommand: ParsableCommand {
     /// What one `bench` run measured.
     struct Report {
         var deviceName: String
+        /// The CPU backend's kernel level (`nil` on the GPU).
+        var kernelLevel: String? = nil
         var threads: Int
         var copyGigabytesPerSecond: Double
         var copyDescription: String
@@ -174,8 +176,10 @@ struct BenchCommand: ParsableCommand {
         // The copy runs last so that its 512 MiB of buffers stay out of the peak memory.
         let copySeconds = Self.copySamples(threads: threadCount, runs: runs)
         return Report(
-            deviceName: "cpu: \(Self.processorName()), \(CPUBackend.onlineProcessorCount) online processors",
-            threads: threadCount,
+            deviceName:
+                "cpu: \(Self.processorName()), \(CPUBackend.onlineProcessorCount) online processors, "
+                + "kernel level \(backend.kernelLevel)",
+            kernelLevel: "\(backend.kernelLevel)", threads: threadCount,
             copyGigabytesPerSecond: 2 * Double(Self.copyByteCount) / Self.median(copySeconds) / 1e9,
             copyDescription: "memcpy of 256 MiB on \(threadCount) threads, 2·bytes/time", rows: rows,
             notes: [
@@ -224,6 +228,7 @@ struct BenchCommand: ParsableCommand {
         }
         print(
             "{\"device\": \"\(Self.escape(report.deviceName))\", \"threads\": \(report.threads), "
+                + (report.kernelLevel.map { "\"kernel_level\": \"\($0)\", " } ?? "")
                 + "\"copy_GBps\": \(Self.format(report.copyGigabytesPerSecond, 3)), \"rows\": [\n  "
                 + items.joined(separator: ",\n  ") + "\n]}")
     }

@@ -20,7 +20,8 @@ extension SelfTestCommand {
         }
         if group.rank == 0 {
             print(
-                "mpi: \(group.implementation) (\(group.libraryPath)), \(group.size) rank\(group.size == 1 ? "" : "s")")
+                "mpi: \(group.implementation) (\(group.libraryPath)), \(group.size) rank\(group.size == 1 ? "" : "s"); "
+                    + "cpu kernel level \(CPUBackend(threadCount: 1).kernelLevel)")
         }
         let checks: [(String, () throws -> [String])] =
             SynchronizedComparison.standardCases(size: group.size, seed: seed).map { comparison in

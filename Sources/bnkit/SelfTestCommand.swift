@@ -84,6 +84,7 @@ struct SelfTestCommand: ParsableCommand {
             throw ExitCode(Self.skippedExitCode)
         }
         print("device: \(gpu.summary), kernels: \(try gpu.prepareKernels())")
+        print("cpu backend: kernel level \(CPUBackend(threadCount: 1).kernelLevel)")
         var passed = 0, failed = 0
         for testCase in cases {
             let result = CUDASelfTest.run(testCase, on: gpu)

@@ -2,6 +2,8 @@ import BatchNormTestSupport
 import Foundation
 import Testing
 
+@testable import BatchNormKit
+
 extension CLITests {
     /// A small tensor that still runs on several threads (32768 elements).
     static let benchArguments = ["bench", "--shape", "2,4,16,16,16", "--layout", "ncdhw", "--runs", "5"]
@@ -15,6 +17,7 @@ extension CLITests {
             try JSONSerialization.jsonObject(with: Data(run.standardOutput.utf8)) as? [String: Any])
         let rows = try #require(object["rows"] as? [[String: Any]])
         #expect(Set(rows.compactMap { $0["op"] as? String }) == ["train", "eval", "backward"])
+        #expect(object["kernel_level"] as? String == "\(KernelLevel.selected)")
         for row in rows {
             for key in ["roofline_us", "read_GBps", "read_write_GBps", "median_us"] {
                 let value = try #require(row[key] as? Double, "\(key) missing in \(row)")
@@ -29,6 +32,7 @@ extension CLITests {
         let run = try Self.bnkit(Self.benchArguments)
         Self.succeeds(run)
         let lines = run.standardOutput.split(separator: "\n").map(String.init)
+        #expect(lines.first?.contains(", kernel level \(KernelLevel.selected);") == true, "\(run.standardOutput)")
         let header = try #require(lines.first { $0.hasPrefix("op ") })
         #expect(header.hasSuffix("of copy  roofline µs  of roofline"), "\(header)")
         let rows = lines.filter { ["train ", "eval ", "backward "].contains(where: $0.hasPrefix) }

@@ -1,5 +1,6 @@
 import BatchNormTestSupport
 import CBatchNormKernels
+import CBenchmarkKernels
 import Testing
 
 @testable import BatchNormCore
@@ -13,7 +14,7 @@ import Testing
 /// (4-byte steps and odd byte offsets), counts around the 16-float vector and 64-float block,
 /// and byte counts that are not whole floats (the remainder stays untouched).
 @Suite struct BandwidthLoopTests {
-    static let levels = KernelLevel.allCases.filter { $0 <= KernelLevel.supported }
+    static let levels = KernelLevel.allCases.filter(\.isSupported)
 
     /// Floats per case: empty, one, around a vector (16) and a block (64), and longer odd counts.
     static let counts = [0, 1, 3, 15, 16, 17, 63, 64, 65, 100, 127, 128, 129, 1000, 4099]
@@ -40,7 +41,7 @@ import Testing
                 memset(buffer, 0x7F, capacity)
                 _ = x.withUnsafeBytes { memcpy(buffer + offset, $0.baseAddress!, $0.count) }
                 for remainder in 0..<4 {
-                    let sum = bnk_bandwidth_read(level.rawValue, buffer + offset, count * 4 + remainder)
+                    let sum = bnk_bandwidth_read(level.cValue, buffer + offset, count * 4 + remainder)
                     #expect(sum == expected, "\(level), offset \(offset), \(count) floats + \(remainder) bytes")
                 }
             }
@@ -67,7 +68,7 @@ import Testing
                     _ = x.withUnsafeBytes { memcpy(source + xOffset, $0.baseAddress!, $0.count) }
                     memset(destination, 0x5A, capacity) // a sentinel before and after y
                     bnk_bandwidth_read_write(
-                        level.rawValue, source + xOffset, destination + yOffset, count * 4 + remainder,
+                        level.cValue, source + xOffset, destination + yOffset, count * 4 + remainder,
                         streaming)
                     var y = [Float](repeating: 0, count: count)
                     _ = y.withUnsafeMutableBytes { memcpy($0.baseAddress!, destination + yOffset, $0.count) }
@@ -84,7 +85,7 @@ import Testing
     /// compiled only, and this says so.
     @Test(
         .enabled(
-            if: KernelLevel.supported >= .avx512,
+            if: KernelLevel.avx512.isSupported,
             "SKIPPED: this CPU has no AVX-512: the AVX-512 bandwidth loops are compiled only"))
     func avx512LoopsAreChecked() {
         #expect(Self.levels.contains(.avx512))

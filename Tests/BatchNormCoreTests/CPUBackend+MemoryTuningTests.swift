@@ -49,7 +49,7 @@ import Testing
                                 x.withUnsafeBytes { x in
                                     out.withUnsafeMutableBytes { out in
                                         bnk_contiguous_apply(
-                                            level.rawValue, kernelType, formula, streaming,
+                                            level.cValue, kernelType, formula, streaming,
                                             g.baseAddress! + offset * size,
                                             x.baseAddress! + offset * size,
                                             out.baseAddress! + guardBytes + offset * size, length,
@@ -116,15 +116,15 @@ import Testing
                                     let (runG, runX) = (gp + 64 * size, xp + 64 * size)
                                     let expected = written(offset: offset, count: runLength, context) { out in
                                         bnk_contiguous_apply(
-                                            level.rawValue, kernelType, formula, streaming, runG, runX,
+                                            level.cValue, kernelType, formula, streaming, runG, runX,
                                             out, runLength, 0.75, -1.25, 0.5, 0.125)
                                     }
                                     // mean, m2, Σg, Σg·(x − 0.25): plain, then with the run.
                                     var (mean, m2, sumG, sumGX) = (0.0, 0.0, 0.0, 0.0)
                                     var (fusedMean, fusedM2, fusedSumG, fusedSumGX) = (0.0, 0.0, 0.0, 0.0)
-                                    bnk_contiguous_moments(level.rawValue, kernelType, xp, length, &mean, &m2)
+                                    bnk_contiguous_moments(level.cValue, kernelType, xp, length, &mean, &m2)
                                     bnk_contiguous_gradient_sums(
-                                        level.rawValue, kernelType, gp, xp, length, 0.25,
+                                        level.cValue, kernelType, gp, xp, length, 0.25,
                                         &sumG, &sumGX)
                                     for kernel in 0..<2 {
                                         let output = written(offset: offset, count: runLength, context) { out in
@@ -134,11 +134,11 @@ import Testing
                                                 shift: 0.5, offset: 0.125)
                                             if kernel == 0 {
                                                 bnk_contiguous_moments_and_apply(
-                                                    level.rawValue, kernelType, xp, length,
+                                                    level.cValue, kernelType, xp, length,
                                                     &fusedMean, &fusedM2, &run)
                                             } else {
                                                 bnk_contiguous_gradient_sums_and_apply(
-                                                    level.rawValue, kernelType, gp, xp,
+                                                    level.cValue, kernelType, gp, xp,
                                                     length, 0.25, &fusedSumG,
                                                     &fusedSumGX, &run)
                                             }
@@ -181,7 +181,7 @@ import Testing
                                 x.withUnsafeBytes { x in
                                     out.withUnsafeMutableBytes { out in
                                         bnk_interleaved_apply(
-                                            level.rawValue, type.kernelType,
+                                            level.cValue, type.kernelType,
                                             Int32(BNK_APPLY_GRADIENT_AND_INPUT), streaming,
                                             g.baseAddress! + offset * size,
                                             x.baseAddress! + offset * size,
@@ -408,5 +408,59 @@ import Testing
         #expect(CacheSizes.countProcessors("5") == 1)
         let running = CacheSizes.running
         #expect(running.levelTwo > 0 && running.lastLevel >= running.levelTwo && running.lastLevelSharedBy >= 1)
+    }
+
+    /// Sysfs files of cpu0's cache levels: (index, level, type, size or nil, shared_cpu_list).
+    static func sysfs(_ levels: [(Int, Int, String, String?, String)]) -> (String) -> String? {
+        var files = [String: String]()
+        for (index, level, type, size, shared) in levels {
+            let directory = "/sys/devices/system/cpu/cpu0/cache/index\(index)/"
+            files[directory + "level"] = "\(level)"
+            files[directory + "type"] = type
+            files[directory + "size"] = size
+            files[directory + "shared_cpu_list"] = shared
+        }
+        return { files[$0] }
+    }
+
+    /// Each source of the cache sizes, in order: sysfs (an x86-64 guest, an aarch64 server),
+    /// Darwin's sysctl (Apple silicon, an Intel Mac), glibc's sysconf, and the defaults (an
+    /// aarch64 machine whose sysfs has no cache sizes).
+    @Test func cacheSizesFromEachSource() {
+        func sizes(
+            file: @escaping (String) -> String? = { _ in nil }, sysctl: [String: [Int]] = [:],
+            sysconf: (Int, Int) = (0, 0), processors: Int = 16
+        ) -> CacheSizes {
+            CacheSizes(
+                file: file, systemValues: { sysctl[$0] }, sysconfSizes: (sysconf.0, sysconf.1),
+                onlineProcessors: processors, lastLevelKeepsTensors: true)
+        }
+        let zen = Self.sysfs([
+            (0, 1, "Data", "48K", "0"), (1, 1, "Instruction", "32K", "0"), (2, 2, "Unified", "1024K", "0"),
+            (3, 3, "Unified", "32768K", "0-1"),
+        ])
+        #expect(
+            sizes(file: zen, sysconf: (4 << 20, 64 << 20))
+                == CacheSizes(levelTwo: 1 << 20, lastLevel: 32 << 20, lastLevelSharedBy: 2))
+        let graviton = Self.sysfs([
+            (0, 1, "Data", "64K", "0"), (1, 1, "Instruction", "64K", "0"), (2, 2, "Unified", "1024K", "0"),
+            (3, 3, "Unified", "32768K", "0-63"),
+        ])
+        #expect(sizes(file: graviton) == CacheSizes(levelTwo: 1 << 20, lastLevel: 32 << 20, lastLevelSharedBy: 64))
+        let appleSilicon = [
+            "hw.perflevel0.l2cachesize": [16 << 20], "hw.perflevel0.cpusperl2": [4], "hw.l2cachesize": [4 << 20],
+        ]
+        #expect(
+            sizes(sysctl: appleSilicon) == CacheSizes(levelTwo: 16 << 20, lastLevel: 16 << 20, lastLevelSharedBy: 4))
+        let intelMac = ["hw.l2cachesize": [256 << 10], "hw.l3cachesize": [8 << 20], "hw.cacheconfig": [8, 2, 2, 8, 0]]
+        #expect(sizes(sysctl: intelMac) == CacheSizes(levelTwo: 256 << 10, lastLevel: 8 << 20, lastLevelSharedBy: 8))
+        #expect(
+            sizes(sysconf: (2 << 20, 64 << 20))
+                == CacheSizes(levelTwo: 2 << 20, lastLevel: 64 << 20, lastLevelSharedBy: 1))
+        // Levels listed without sizes (some aarch64 firmware) fall through to the defaults.
+        let noSizes = Self.sysfs([(0, 1, "Data", nil, "0"), (2, 2, "Unified", nil, "0")])
+        let defaults = sizes(file: noSizes, processors: 16)
+        #expect(defaults == CacheSizes(levelTwo: 1 << 20, lastLevel: 32 << 20, lastLevelSharedBy: 16))
+        #expect(defaults.perCore == 2 << 20)
     }
 }

@@ -1,4 +1,5 @@
 import BatchNormTestSupport
+import CBatchNormKernels
 import Testing
 
 @testable import BatchNormCore
@@ -12,7 +13,7 @@ import Testing
 /// reference, against each other, and bitwise across thread counts.
 @Suite struct CPUKernelDispatchTests {
     /// Every level this CPU can run (`generic` always).
-    static let levels = KernelLevel.allCases.filter { $0 <= KernelLevel.supported }
+    static let levels = KernelLevel.allCases.filter(\.isSupported)
 
     /// Kernel-path shapes (tails, S = 1, C not a multiple of 16, periods too long to
     /// replicate) and shapes large enough to run on several threads.
@@ -43,18 +44,24 @@ import Testing
     }
 
     /// On an x86-64 CPU that reports AVX-512 (F, DQ, VL, BW) and F16C, the AVX-512 kernels
-    /// (with AVX512-BF16 where reported) are the default, so the other tests of the CPU
-    /// backend run them.
+    /// (with AVX512-BF16 where reported) are the default, and on aarch64 the NEON kernels
+    /// (with FEAT_BF16 where reported), so the other tests of the CPU backend run them.
     @Test func defaultLevelIsTheBestSupported() throws {
-        #if arch(x86_64) && os(Linux)
+        #if (arch(x86_64) || arch(arm64)) && os(Linux)
             let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
             let words = Set(flags.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).map(String.init))
+        #endif
+        #if arch(x86_64) && os(Linux)
             if ["avx512f", "avx512dq", "avx512vl", "avx512bw", "f16c"].allSatisfy(words.contains) {
                 #expect(KernelLevel.supported == (words.contains("avx512_bf16") ? .avx512BFloat16 : .avx512))
             } else if ["avx2", "fma", "f16c"].allSatisfy(words.contains) {
                 #expect(KernelLevel.supported == .avx2)
             }
-        #else
+        #elseif arch(arm64) && os(Linux)
+            #expect(KernelLevel.supported == (words.contains("bf16") ? .neonBFloat16 : .neon))
+        #elseif arch(arm64)
+            #expect([.neon, .neonBFloat16].contains(KernelLevel.supported))
+        #elseif !arch(x86_64)
             #expect(KernelLevel.supported == .generic)
         #endif
         if getenv("BNKIT_CPU_DISPATCH") == nil {
@@ -62,7 +69,41 @@ import Testing
             #expect(CPUBackend(threadCount: 2).kernelLevel == KernelLevel.supported)
         }
         #expect(CPUBackend(threadCount: 1, kernelLevel: .generic).kernelLevel == .generic)
-        #expect(CPUBackend(threadCount: 1, kernelLevel: .avx512BFloat16).kernelLevel == KernelLevel.supported)
+        #if arch(x86_64)
+            #expect(CPUBackend(threadCount: 1, kernelLevel: .avx512BFloat16).kernelLevel == KernelLevel.supported)
+            #expect(CPUBackend(threadCount: 1, kernelLevel: .neonBFloat16).kernelLevel == .generic)
+        #elseif arch(arm64)
+            #expect(CPUBackend(threadCount: 1, kernelLevel: .neonBFloat16).kernelLevel == KernelLevel.supported)
+            #expect(CPUBackend(threadCount: 1, kernelLevel: .avx512BFloat16).kernelLevel == .generic)
+        #endif
+    }
+
+    /// The levels are the C header's constants, named as `BNKIT_CPU_DISPATCH` spells them, and
+    /// a level is lowered along its own architecture only.
+    @Test func levelsAreTheHeadersConstants() {
+        let constants: [KernelLevel: Int32] = [
+            .generic: Int32(BNK_LEVEL_GENERIC), .avx2: Int32(BNK_LEVEL_AVX2), .avx512: Int32(BNK_LEVEL_AVX512),
+            .avx512BFloat16: Int32(BNK_LEVEL_AVX512_BF16), .neon: Int32(BNK_LEVEL_NEON),
+            .neonBFloat16: Int32(BNK_LEVEL_NEON_BF16),
+        ]
+        for level in KernelLevel.allCases {
+            #expect(level.cValue == constants[level])
+            #expect(KernelLevel(cValue: level.cValue) == level)
+            #expect(KernelLevel.level(named: level.description) == level)
+            #expect(level.isSupported == (bnk_cpu_supports_level(level.cValue) != 0))
+            let lowered = level.loweredToSupported
+            #expect(lowered.isSupported, "\(level) lowered to \(lowered)")
+        }
+        #expect(KernelLevel(cValue: 99) == nil)
+        #expect(KernelLevel.level(named: "baseline") == .generic)
+        #expect(KernelLevel.level(named: "sse9") == nil)
+        #expect(KernelLevel.generic.isSupported)
+        #expect(KernelLevel.supported.isSupported)
+        #expect(KernelLevel.avx512BFloat16.lower == .avx512 && KernelLevel.avx512.lower == .avx2)
+        #expect(KernelLevel.avx2.lower == .generic && KernelLevel.neonBFloat16.lower == .neon)
+        #expect(KernelLevel.neon.lower == .generic && KernelLevel.generic.lower == nil)
+        // No CPU runs both architectures' levels.
+        #expect(!(KernelLevel.avx2.isSupported && KernelLevel.neon.isSupported))
     }
 
     @Test(arguments: shapes, TensorLayout.allCases)

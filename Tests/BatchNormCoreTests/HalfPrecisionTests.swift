@@ -301,7 +301,7 @@ import Testing
 @Suite struct AVX512LevelTests {
     @Test(
         .enabled(
-            if: KernelLevel.supported >= .avx512,
+            if: KernelLevel.avx512.isSupported,
             "SKIPPED: this CPU has no AVX-512 (F/DQ/VL/BW): those kernels are compiled only"))
     func avx512KernelsMatchTheBaseline() throws {
         try HalfPrecisionTests().everyLevelAndThreadCountGivesTheSameBits(
@@ -311,12 +311,34 @@ import Testing
 
     @Test(
         .enabled(
-            if: KernelLevel.supported >= .avx512BFloat16,
+            if: KernelLevel.avx512BFloat16.isSupported,
             "SKIPPED: this CPU has no AVX512-BF16: the vcvtneps2bf16 path is compiled only"))
     func avx512BFloat16KernelsMatchTheBaseline() throws {
         try HalfPrecisionTests().everyLevelAndThreadCountGivesTheSameBits(
             shape: [2, 3, 5, 7, 11], layout: .channelsFirst)
         #expect(HalfPrecisionTests.levels.contains(.avx512BFloat16))
+    }
+}
+
+/// The aarch64 levels run only on aarch64 (their float16 conversions by FCVTL / FCVTN on every
+/// such CPU, bfloat16 by BFCVTN with FEAT_BF16); elsewhere these tests say so as skipped.
+/// Tools/KernelCheck checks them bit for bit under qemu-aarch64 in CI.
+@Suite struct AArch64LevelTests {
+    @Test(.enabled(if: KernelLevel.neon.isSupported, "SKIPPED: not an aarch64 CPU: the NEON kernels are not built"))
+    func neonKernelsMatchTheBaseline() throws {
+        try HalfPrecisionTests().everyLevelAndThreadCountGivesTheSameBits(
+            shape: [2, 7, 3, 5, 11], layout: .channelsLast)
+        #expect(HalfPrecisionTests.levels.contains(.neon))
+    }
+
+    @Test(
+        .enabled(
+            if: KernelLevel.neonBFloat16.isSupported,
+            "SKIPPED: not an aarch64 CPU with FEAT_BF16: the BFCVTN kernels do not run here"))
+    func neonBFloat16KernelsMatchTheBaseline() throws {
+        try HalfPrecisionTests().everyLevelAndThreadCountGivesTheSameBits(
+            shape: [2, 3, 5, 7, 11], layout: .channelsFirst)
+        #expect(HalfPrecisionTests.levels.contains(.neonBFloat16))
     }
 }
 

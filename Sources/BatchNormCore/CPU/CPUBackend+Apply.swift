@@ -41,7 +41,7 @@ extension CPUBackend {
         let (channels, spatial) = (geometry.channels, geometry.spatial)
         guard geometry.elementCount > 0 else { return }
         let g = gradient.map(KernelData.init), x = input.map(KernelData.init), y = KernelData(output)
-        let level = kernelLevel.rawValue
+        let level = kernelLevel.cValue
         let (b, shift, offset) = (coefficients.inputMultiplier, coefficients.shift, coefficients.offset)
         // a[c] is read only when there is a gradient.
         let a = gradient == nil ? b : coefficients.gradientMultiplier
@@ -145,7 +145,7 @@ extension CPUBackend {
         let g: KernelData, x: KernelData, y: KernelData
 
         init(_ backend: CPUBackend, formula: Int32, gradient: Tensor?, input: Tensor, output: Tensor) {
-            level = backend.kernelLevel.rawValue
+            level = backend.kernelLevel.cValue
             self.formula = formula
             streaming = backend.streamingStores(tensors: gradient == nil ? 2 : 3, like: output, fused: true)
             y = KernelData(output)

@@ -56,7 +56,7 @@ extension CPUBackend {
         let zero = GradientSums(gradient: 0, gradientTimesCentered: 0)
         guard geometry.elementCount > 0 else { return Array(repeating: zero, count: geometry.channels) }
         let g = KernelData(gradient), x = KernelData(input)
-        let level = kernelLevel.rawValue
+        let level = kernelLevel.cValue
         let blocks = ReductionBlocks(geometry, layout: input.layout, planeLength: CPUBackend.gradientBlockLength)
         return mean.withUnsafeBufferPointer { mean in
             let mean = SharedPointer(mean.baseAddress!)

@@ -58,7 +58,7 @@ extension CPUBackend {
     ) -> [ChannelMoments] {
         let x = KernelData(input)
         let total = Double(geometry.valuesPerChannel)
-        let level = kernelLevel.rawValue
+        let level = kernelLevel.cValue
         let blocks = ReductionBlocks(geometry, layout: input.layout, planeLength: CPUBackend.blockLength)
         return reduce(
             blocks, elements: geometry.elementCount,

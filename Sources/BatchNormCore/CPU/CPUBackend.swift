@@ -20,7 +20,7 @@ public struct CPUBackend: BatchNormBackend {
     public let threadCount: Int
 
     /// The instruction set of the reduction and apply loops, chosen at run time.
-    let kernelLevel: KernelLevel
+    package let kernelLevel: KernelLevel
 
     /// When stores stream and training passes fuse, from the cache sizes read at run time.
     let tuning: MemoryTuning
@@ -54,7 +54,7 @@ public struct CPUBackend: BatchNormBackend {
     /// tuning (the environment's by default).
     init(threadCount: Int?, kernelLevel level: KernelLevel, tuning: MemoryTuning = .selected) {
         self.threadCount = max(1, threadCount ?? CPUBackend.onlineProcessorCount)
-        self.kernelLevel = min(level, .supported)
+        self.kernelLevel = level.loweredToSupported
         self.tuning = tuning
     }
 

@@ -8,9 +8,13 @@ import CBatchNormKernels
     import Darwin
 #endif
 
-/// The cache sizes of the running CPU, read once per process: from
-/// `/sys/devices/system/cpu/cpu0/cache` on Linux (each level's `size` and the CPUs in its
-/// `shared_cpu_list`), else `sysconf`, else 1 MiB of L2 and 32 MiB of last-level cache.
+/// The cache sizes of the running CPU, read once per process (``running``), from the first
+/// source that has them: `/sys/devices/system/cpu/cpu0/cache` on Linux, x86-64 and aarch64
+/// alike (each level's `size` and the CPUs in its `shared_cpu_list`); on Darwin `sysctl`
+/// (`hw.perflevel0.l2cachesize`, else `hw.l2cachesize`, and `hw.l3cachesize` where there is
+/// one; sharers from `hw.perflevel0.cpusperl2` or `hw.cacheconfig`); glibc's `sysconf`;
+/// else the defaults: 1 MiB of L2 and 32 MiB of last-level cache shared by every online
+/// processor (what an aarch64 Linux machine without cache entries in sysfs gets).
 struct CacheSizes: Equatable, Sendable {
     /// Bytes of the unified level-2 cache of one core.
     var levelTwo: Int
@@ -20,14 +24,9 @@ struct CacheSizes: Equatable, Sendable {
     var lastLevelSharedBy: Int
     /// Whether the last-level cache keeps a pass's tensors from one step to the next well
     /// enough that ordinary stores beat streaming ones while they fit in it: everywhere but
-    /// on Intel CPUs. An Intel Xeon's L3 is a victim cache spread over the socket's mesh and
-    /// shared with cores a virtual machine does not see (a 2-core guest was shown all
-    /// 260 MiB of it), and there streaming won from a few MiB up: measured on such a guest
-    /// (family 6 model 207, 2 MiB L2 per core), evaluation forward, 2 threads, medians of 5
-    /// alternating rounds: ordinary stores 1.9-2.2x faster with 1-2 MiB of tensors,
-    /// streaming 1.2-1.4x faster with 3.2 and 6.4 MB and 1.1-1.5x from 25 to 103 MB (ties
-    /// and noise between 12 and 26 MB; see BENCHMARKS.md). On an AMD EPYC guest (Zen 3,
-    /// 32 MiB of L3) ordinary stores were still 1.7x faster with 16 MiB.
+    /// on Intel CPUs, whose L3 is a victim cache spread over the socket's mesh and shared with
+    /// cores a virtual machine does not see; there streaming won from a few MiB up (figures
+    /// in the Benchmarks article).
     var lastLevelKeepsTensors = true
 
     /// The cache that keeps a pass's tensors from one step to the next: the last level where
@@ -39,32 +38,91 @@ struct CacheSizes: Equatable, Sendable {
     /// last-level cache when that is larger (the L3 of a 2-core guest on one core complex).
     var perCore: Int { max(levelTwo, lastLevel / max(1, lastLevelSharedBy)) }
 
-    static let running: CacheSizes = read()
+    static let running = CacheSizes(
+        file: contents(of:), systemValues: systemValues(named:), sysconfSizes: sysconfSizes(),
+        onlineProcessors: CPUBackend.onlineProcessorCount,
+        lastLevelKeepsTensors: Int(bnk_cpu_vendor()) != Int(BNK_VENDOR_INTEL))
 
-    private static func read() -> CacheSizes {
+    /// The sizes from the first source that has them (see ``CacheSizes``): `file` reads a
+    /// sysfs file's first line, `systemValues` a Darwin sysctl value (its integers),
+    /// `sysconfSizes` glibc's L2 and L3 sizes (0 where unknown).
+    init(
+        file: (String) -> String?, systemValues: (String) -> [Int]?, sysconfSizes: (levelTwo: Int, levelThree: Int),
+        onlineProcessors: Int, lastLevelKeepsTensors: Bool
+    ) {
         var levelTwo = 0, lastLevel = 0, lastLevelLevel = 0, sharedBy = 1
         for index in 0..<8 {
             let directory = "/sys/devices/system/cpu/cpu0/cache/index\(index)/"
-            guard let level = contents(of: directory + "level").flatMap({ Int($0) }),
-                let type = contents(of: directory + "type"), type != "Instruction",
-                let size = contents(of: directory + "size").flatMap(parseSize)
+            guard let level = file(directory + "level").flatMap({ Int($0) }),
+                let type = file(directory + "type"), type != "Instruction",
+                let size = file(directory + "size").flatMap(CacheSizes.parseSize)
             else { continue }
             if level == 2 { levelTwo = size }
             if level >= lastLevelLevel {
                 lastLevelLevel = level
                 lastLevel = size
-                sharedBy = contents(of: directory + "shared_cpu_list").map(countProcessors) ?? 1
+                sharedBy = file(directory + "shared_cpu_list").map(CacheSizes.countProcessors) ?? 1
             }
         }
-        #if canImport(Glibc)
-            if levelTwo == 0 { levelTwo = max(0, sysconf(Int32(_SC_LEVEL2_CACHE_SIZE))) }
-            if lastLevel == 0 { lastLevel = max(0, sysconf(Int32(_SC_LEVEL3_CACHE_SIZE))) }
-        #endif
+        // Darwin: hw.cacheconfig[i] is the number of processors sharing level i.
+        if levelTwo == 0,
+            let size = (systemValues("hw.perflevel0.l2cachesize") ?? systemValues("hw.l2cachesize"))?.first,
+            size > 0
+        {
+            levelTwo = size
+            let sharers = systemValues("hw.cacheconfig") ?? []
+            if let levelThree = systemValues("hw.l3cachesize")?.first, levelThree > 0 {
+                lastLevel = levelThree
+                sharedBy = sharers.count > 3 ? sharers[3] : onlineProcessors
+            } else {
+                lastLevel = size
+                sharedBy = systemValues("hw.perflevel0.cpusperl2")?.first ?? (sharers.count > 2 ? sharers[2] : 1)
+            }
+        }
+        if levelTwo == 0 { levelTwo = sysconfSizes.levelTwo }
+        if lastLevel == 0 { lastLevel = sysconfSizes.levelThree }
         if levelTwo == 0 { levelTwo = 1 << 20 }
-        if lastLevel == 0 { lastLevel = max(levelTwo, 32 << 20) }
-        return CacheSizes(
+        if lastLevel == 0 {
+            lastLevel = max(levelTwo, 32 << 20)
+            sharedBy = onlineProcessors
+        }
+        self.init(
             levelTwo: levelTwo, lastLevel: lastLevel, lastLevelSharedBy: max(1, sharedBy),
-            lastLevelKeepsTensors: Int(bnk_cpu_vendor()) != Int(BNK_VENDOR_INTEL))
+            lastLevelKeepsTensors: lastLevelKeepsTensors)
+    }
+
+    init(levelTwo: Int, lastLevel: Int, lastLevelSharedBy: Int, lastLevelKeepsTensors: Bool = true) {
+        self.levelTwo = levelTwo
+        self.lastLevel = lastLevel
+        self.lastLevelSharedBy = lastLevelSharedBy
+        self.lastLevelKeepsTensors = lastLevelKeepsTensors
+    }
+
+    /// glibc's L2 and L3 sizes (`sysconf`; 0 where it does not know them, and elsewhere).
+    private static func sysconfSizes() -> (levelTwo: Int, levelThree: Int) {
+        #if canImport(Glibc)
+            (max(0, sysconf(Int32(_SC_LEVEL2_CACHE_SIZE))), max(0, sysconf(Int32(_SC_LEVEL3_CACHE_SIZE))))
+        #else
+            (0, 0)
+        #endif
+    }
+
+    /// The integers of a Darwin sysctl value (`sysctlbyname`; one for a scalar, several for
+    /// `hw.cacheconfig`), or `nil` (always `nil` elsewhere).
+    private static func systemValues(named name: String) -> [Int]? {
+        #if canImport(Darwin)
+            var size = 0
+            guard sysctlbyname(name, nil, &size, nil, 0) == 0, size > 0 else { return nil }
+            var bytes = [UInt8](repeating: 0, count: size)
+            guard sysctlbyname(name, &bytes, &size, nil, 0) == 0 else { return nil }
+            // 4-byte values are Int32 (hw.perflevel0.cpusperl2), others Int64 (sizes, cacheconfig).
+            let width = size == 4 ? 4 : 8
+            return stride(from: 0, to: size - width + 1, by: width).map { offset in
+                bytes[offset..<offset + width].reversed().reduce(0) { $0 << 8 | Int($1) }
+            }
+        #else
+            return nil
+        #endif
     }
 
     /// The first line of a small text file, or `nil`.
@@ -127,22 +185,16 @@ struct MemoryTuning: Equatable, Sendable {
     /// them (``CacheSizes/keeping``). Training passes fuse per channel from here (see
     /// ``fuses(channelBytes:workingSetBytes:channels:threads:)``), and on Intel, where that
     /// cache is the L2s (``CacheSizes/lastLevelKeepsTensors``), every pass streams its stores
-    /// from here too: streaming won there from 3.2 MB of 4 MiB of L2s.
+    /// from here too (streaming won there once the tensors outgrew most of the L2s; figures in
+    /// the Benchmarks article).
     var fusionThreshold: Int { caches.keeping / 4 * 3 }
 
     /// Working-set bytes from which a pass that is not channel-fused streams its stores: the
     /// whole last-level cache where it keeps a pass's tensors, else ``fusionThreshold``. Below
     /// it, ordinary stores leave the tensors in the cache for the next step and win; above
-    /// it, every line written would be read for ownership and later evicted anyway. Measured
-    /// on a 2-core AMD EPYC (Zen 3) guest with 32 MiB of L3, repeated unfused passes over the
-    /// same NCDHW float32 tensors (2×64×D×32×32), ordinary against streaming stores, medians
-    /// of 8 alternating rounds: evaluation forward (x and y) with 20, 24, 28 and 32 MiB 2.0,
-    /// 1.6, 1.16 and 1.10x faster with ordinary stores, with 40 MiB 1.06x faster streaming;
-    /// backward (g, x and dx) with 30 MiB 1.09x faster with ordinary stores, with 36 to
-    /// 60 MiB 1.06-1.18x faster streaming. Channel-fused passes always stream: they exist
-    /// only from ``fusionThreshold``, and their stores must not evict the channel they read
-    /// a second time (on the same guest, the fused and streaming training forward of
-    /// 8×256×8×14×14, 24.5 MiB, was 1.37x faster than the unfused one with ordinary stores).
+    /// it, every line written would be read for ownership and later evicted anyway (figures in
+    /// the Benchmarks article). Channel-fused passes always stream: they exist only from
+    /// ``fusionThreshold``, and their stores must not evict the channel they read a second time.
     var streamingThreshold: Int { caches.lastLevelKeepsTensors ? caches.lastLevel : fusionThreshold }
 
     /// Whether a pass whose tensors (inputs and output) take `bytes` keeps them in the

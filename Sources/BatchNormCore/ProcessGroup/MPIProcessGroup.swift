@@ -4,6 +4,8 @@ import SystemLibrary
     import Glibc
 #elseif canImport(Musl)
     import Musl
+#elseif canImport(Darwin)
+    import Darwin
 #endif
 
 /// The processes of an MPI job (`MPI_COMM_WORLD`), with MPI opened at run time: nothing MPI

@@ -27,7 +27,7 @@ enum ElementConversion {
         if from == to {
             destination.copyMemory(from: source, byteCount: count * from.byteCount)
         } else {
-            bnk_convert(level.rawValue, from.kernelType, source, to.kernelType, destination, count)
+            bnk_convert(level.cValue, from.kernelType, source, to.kernelType, destination, count)
         }
     }
 

@@ -1,10 +1,11 @@
 // The CPU backend's kernels, with run-time dispatch: the only kernel set of the backend.
 //
-// One source (kernels_template.h) is compiled for the build's baseline (SSE2 on x86-64;
-// the target's default elsewhere, where bnk_cpu_level() returns BNK_LEVEL_GENERIC) and,
-// on x86-64, for AVX2 + F16C, AVX-512 and AVX-512 with AVX512-BF16 through per-function
-// `target` attributes, so the package needs no build flags; the caller picks a level that
-// the running CPU supports (bnk_cpu_level) and passes it to every call.
+// One source (kernels_template.h) is compiled for the build's baseline (SSE2 on x86-64,
+// Armv8-A with NEON on aarch64, the target's default elsewhere: BNK_LEVEL_GENERIC) and,
+// through per-function `target` attributes (so the package needs no build flags), for
+// AVX2 + F16C, AVX-512 and AVX-512 with AVX512-BF16 on x86-64, and for NEON with the
+// hardware float16 conversions, without and with FEAT_BF16, on aarch64; the caller picks a
+// level that the running CPU supports (bnk_cpu_supports_level) and passes it to every call.
 //
 // Shape legend: N batch, C channels, S spatial size (D·H·W); a *run* is contiguous
 // storage: one channel's values (channels-first) or whole rows x[n, s, 0..<C]
@@ -31,15 +32,19 @@
 extern "C" {
 #endif
 
-/// Kernel levels: 0 = generic (the baseline instance: SSE2 on x86-64, float16 and bfloat16
-/// converted by integer code), 1 = AVX2 + FMA + F16C (float16 by vcvtph2ps / vcvtps2ph),
-/// 2 = AVX-512 F/DQ/VL/BW (the same on 16 lanes), 3 = level 2 plus AVX512-BF16 (bfloat16
-/// rounded by vcvtneps2bf16). Levels 1 to 3 exist on x86-64 only.
+/// Kernel levels. 0 = generic, the baseline instance on every architecture (float16 and
+/// bfloat16 converted by integer code). On x86-64, in increasing order: 1 = AVX2 + FMA +
+/// F16C (float16 by vcvtph2ps / vcvtps2ph), 2 = AVX-512 F/DQ/VL/BW (the same on 16 lanes),
+/// 3 = level 2 plus AVX512-BF16 (bfloat16 rounded by vcvtneps2bf16). On aarch64: 4 = NEON
+/// with float16 by FCVTL / FCVTN (every aarch64 CPU), 5 = level 4 plus FEAT_BF16 (bfloat16
+/// rounded by BFCVTN). A level of another architecture runs the generic instance.
 enum {
     BNK_LEVEL_GENERIC = 0,
     BNK_LEVEL_AVX2 = 1,
     BNK_LEVEL_AVX512 = 2,
     BNK_LEVEL_AVX512_BF16 = 3,
+    BNK_LEVEL_NEON = 4,
+    BNK_LEVEL_NEON_BF16 = 5,
 };
 
 /// Storage types: IEEE binary32; IEEE binary16; bfloat16 (the upper 16 bits of a binary32).
@@ -52,8 +57,14 @@ enum {
     BNK_TYPE_BFLOAT16 = 2,
 };
 
-/// The highest level the running CPU and operating system support (cpuid and xgetbv).
+/// The highest level the running CPU and operating system support: cpuid and xgetbv on
+/// x86-64; on aarch64 getauxval (HWCAP2_BF16) on Linux, sysctlbyname
+/// (hw.optional.arm.FEAT_BF16) on Darwin; BNK_LEVEL_GENERIC elsewhere.
 int bnk_cpu_level(void);
+
+/// 1 when `level` can run on this CPU: the generic level, or a level of this architecture
+/// at most bnk_cpu_level() (levels of one architecture are ordered by their numbers); else 0.
+int bnk_cpu_supports_level(int level);
 
 /// CPU vendors, as far as the memory tuning tells them apart (cpuid leaf 0).
 enum {
@@ -158,27 +169,6 @@ void bnk_store_fence(void);
 /// (widening exact, narrowing rounded as described at BNK_TYPE_*). The buffers must not
 /// overlap unless they are the same and the types have the same size.
 void bnk_convert(int level, int from, const void *source, int to, void *destination, ptrdiff_t n);
-
-/// Memory-bandwidth loops for the roofline that `bnkit bench` prints beside each operation:
-/// the fastest a kernel with a given traffic (so many pure reads, one read-and-write pass)
-/// can run on this machine, at the operation's own size and thread count. n = bytes / 4
-/// float32 values (x[0..<n], y[0..<n]); the last bytes % 4 bytes are neither read nor
-/// written. x and y may have any alignment and must not overlap. Each loop moves 64 bytes
-/// per vector step through 4 independent accumulators or stores, so it is bound by memory.
-
-/// A streaming read of x: returns Σ x[i] over the n floats, summed in float in 64 lanes
-/// (4 vectors of 16, then a fixed fold, then the scalar tail) and widened to
-/// double. The sum is exact for data whose partial sums are exactly representable in float;
-/// it is returned so that the loads cannot be optimized away. Measures read bandwidth.
-double bnk_bandwidth_read(int level, const void *x, ptrdiff_t bytes);
-
-/// y[i] = 2·x[i] + 1 over the n floats: read x, write y. With streaming = 1 the stores to
-/// the 64-byte aligned part of y are non-temporal (they bypass the caches and need no
-/// read-for-ownership of y), followed by a store fence on x86; with streaming = 0 they are
-/// ordinary stores. Streaming, the values before y's first 64-byte boundary (all of them when
-/// y is not 4-byte aligned: no float step reaches a boundary) are stored one by one, as is
-/// the tail. Measures read-and-write bandwidth.
-void bnk_bandwidth_read_write(int level, const void *x, void *y, ptrdiff_t bytes, int streaming);
 
 #ifdef __cplusplus
 }

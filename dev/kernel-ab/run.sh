@@ -4,13 +4,13 @@
 # thread on its own buffers. Prints per kernel the median ns/value of each side and the
 # median of the per-run ratios old/new (above 1: the working tree is faster).
 #
-# Usage: scripts/kernel-ab/run.sh OLD_REV [VALUES_PER_THREAD [TYPE [RUNS [THREADS [C [LEVEL [REPEAT]]]]]]]
+# Usage: dev/kernel-ab/run.sh OLD_REV [VALUES_PER_THREAD [TYPE [RUNS [THREADS [C [LEVEL [REPEAT]]]]]]]
 #   TYPE 0 float32, 1 float16, 2 bfloat16; C the channels of the channels-last kernels;
 #   LEVEL the kernel level (3 AVX512-BF16, 2 AVX-512, 1 AVX2, 0 generic); REPEAT calls per
 #   thread and timed run (default 1; in-cache sizes need hundreds, so that starting the
 #   threads does not dominate).
-# Example (32 MiB of float32 per thread, from DRAM): scripts/kernel-ab/run.sh main 8388608 0 15 2
-# In L2, one thread, AVX2: scripts/kernel-ab/run.sh main 8192 0 31 1 64 1 400
+# Example (32 MiB of float32 per thread, from DRAM): dev/kernel-ab/run.sh main 8388608 0 15 2
+# In L2, one thread, AVX2: dev/kernel-ab/run.sh main 8192 0 31 1 64 1 400
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 old=$1; shift
@@ -28,5 +28,5 @@ clang -O2 -c -I"$work/old/include" "$work/old/CBatchNormKernels.c" -o "$work/old
 "$nm" "$work/old.o" | awk '$2 == "T" { print $3 " old_" $3 }' > "$work/symbols"
 "$objcopy" --redefine-syms="$work/symbols" "$work/old.o" "$work/old-renamed.o"
 clang -O2 -c -I$new/include $new/CBatchNormKernels.c -o "$work/new.o"
-clang -O2 -pthread -I$new/include scripts/kernel-ab/kernel_ab.c "$work/old-renamed.o" "$work/new.o" -lm -o "$work/kernel_ab"
+clang -O2 -pthread -I$new/include dev/kernel-ab/kernel_ab.c "$work/old-renamed.o" "$work/new.o" -lm -o "$work/kernel_ab"
 "$work/kernel_ab" "${@:-8388608}"
