@@ -8,12 +8,20 @@ extension SelfTestCommand {
     /// `C = 300`, several steps) against one local module fed the concatenated batch, then the
     /// error paths (a rank that throws). Rank 0 prints one line per check and the summary;
     /// a rank's own failure details go to its stderr. Exit status on every rank: 0 all passed,
-    /// 1 a check failed, 77 no MPI library.
+    /// 1 a check failed or MPI did not start as launched (a launcher of another
+    /// implementation), 77 no MPI library.
     func runMPI() throws {
         let group: MPIProcessGroup
         do {
             group = try MPIProcessGroup.world()
-        } catch {
+        } catch let error as ProcessGroupError {
+            // No library is a skip; anything else (a launcher of another implementation, an
+            // MPI error) is a failure: the job did not run as launched.
+            guard case .mpiUnavailable = error else {
+                print("FAIL  selftest --mpi: \(error)")
+                print("0 passed, 1 failed (MPI did not start as launched)")
+                throw ExitCode.failure
+            }
             print("SKIPPED  selftest --mpi: \(error)")
             print("0 passed, 0 failed, 1 skipped (no MPI: nothing was compared)")
             throw ExitCode(Self.skippedExitCode)

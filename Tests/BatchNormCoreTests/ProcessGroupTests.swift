@@ -125,6 +125,39 @@ final class MemberResults<T: Sendable>: @unchecked Sendable {
         #expect(try SynchronizedComparison.errorChecks(group: group).isEmpty)
     }
 
+    /// The launcher's variables (faked): the search prefers its implementation, and a world of
+    /// one under a launcher of several ranks throws one error naming the launcher's size, the
+    /// library and `BNKIT_MPI_LIBRARY`.
+    @Test func launcherOfAnotherImplementationIsRefused() throws {
+        let openMPIFirst = ["libmpi.so.40", "libmpich.so.12", "libmpi.so.12"]
+        let mpichFirst = ["libmpich.so.12", "libmpi.so.12", "libmpi.so.40"]
+        #expect(MPILibrary.candidates(environment: ["PMI_SIZE": "2"]) == mpichFirst)
+        #expect(MPILibrary.candidates(environment: ["MPI_LOCALNRANKS": "4"]) == mpichFirst)
+        #expect(MPILibrary.candidates(environment: ["OMPI_COMM_WORLD_SIZE": "2", "PMI_SIZE": "2"]) == openMPIFirst)
+        #expect(MPILibrary.candidates(environment: ["PMI_SIZE": "2", "BNKIT_MPI_LIBRARY": "/x/l.so"]) == ["/x/l.so"])
+
+        let library = "Open MPI (libmpi.so.40)"
+        #expect(
+            throws: ProcessGroupError.launcherMismatch(
+                launcherSize: 2, variable: "PMI_SIZE", library: library, environmentVariable: "BNKIT_MPI_LIBRARY")
+        ) {
+            try Launcher.checkWorld(size: 1, library: library, environment: ["PMI_SIZE": "2"])
+        }
+        do {
+            try Launcher.checkWorld(size: 1, library: library, environment: ["MPI_LOCALNRANKS": " 4 "])
+            Issue.record("a world of 1 under a launcher of 4 ranks passed")
+        } catch {
+            let message = "\(error)"
+            #expect(["4 ranks", library, "BNKIT_MPI_LIBRARY"].allSatisfy(message.contains), "\(message)")
+        }
+        // Consistent sizes, a launcher of one, no launcher: accepted.
+        try Launcher.checkWorld(size: 2, library: library, environment: ["OMPI_COMM_WORLD_SIZE": "2"])
+        try Launcher.checkWorld(size: 1, library: library, environment: ["PMI_SIZE": "1"])
+        try Launcher.checkWorld(size: 1, library: library, environment: [:])
+        let launcher = Launcher.detect(environment: ["PMIX_SIZE": "3"])
+        #expect(launcher?.size == 3 && launcher?.implementation == "Open MPI" && launcher?.variable == "PMIX_SIZE")
+    }
+
     @Test func missingLibraryNamesEveryPathTried() throws {
         let paths = ["/nonexistent/libmpi.so.40", "libnot-an-mpi.so.1"]
         #expect(MPILibrary.candidates(environment: ["BNKIT_MPI_LIBRARY": "/x/libmpi.so"]) == ["/x/libmpi.so"])
