@@ -129,6 +129,10 @@ extension CPUBackend {
             threads: threadWidth(geometry.channels, elements: geometry.elementCount))
     }
 
+    /// The limits of ``fusesChannels(shape:layout:dataType:backward:)`` with this backend's
+    /// threads (`BNKIT_CHANNEL_FUSION` sets the mode).
+    public var channelFusionLimits: ChannelFusionLimits { tuning.limits(threads: threadCount) }
+
     /// The `streaming` argument of the apply kernels for a pass over `tensors` tensors (inputs
     /// and output) of `output`'s size and type, channel-`fused` or not: `MemoryTuning.streams`.
     func streamingStores(tensors: Int, like output: Tensor, fused: Bool = false) -> Int32 {

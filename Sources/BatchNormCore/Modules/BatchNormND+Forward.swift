@@ -63,8 +63,19 @@ extension BatchNormND {
         -> Operand
     {
         let valuesPerChannel = ChannelGeometry(shape: data.shape).valuesPerChannel
+        var header = [Double]()
+        if let group = processGroup {
+            if let perGroup = schedule(for: group)?.forwardGroup {
+                return try groupedTrainingForward(data, on: backend, group: group, channelsPerGroup: perGroup)
+            }
+            if schedule(for: group) == nil {
+                header = SynchronizedSchedule.header(
+                    limits: backend.channelFusionLimits, byteCount: data.dataType.byteCount,
+                    planar: data.layout == .channelsFirst && ChannelGeometry(shape: data.shape).spatial > 1)
+            }
+        }
         var fusedOutput: Operand?
-        let (parameters, moments, count) = try mergeMoments(localCount: valuesPerChannel) {
+        let (parameters, moments, count, agreed) = try mergeMoments(localCount: valuesPerChannel, header: header) {
             let parameters = try loadedParameters()
             try checkShape(of: data, argument: "data", on: backend)
             guard !inplace else { throw BatchNormError.inplaceInTraining(name: name) }
@@ -98,6 +109,49 @@ extension BatchNormND {
             try backend.normalize(data, into: output, coefficients: finalized.coefficients)
         }
         // Commit: nothing above changed the module.
+        try commitTraining(finalized, parameters: parameters)
+        commitForward(input: data, output: output)
+        if let group = processGroup, let agreed { agreedSchedule = (group, agreed) }
+        return output
+    }
+
+    /// A synchronized training forward in groups of channels (``SynchronizedSchedule``):
+    /// validate, then collect each group, exchange and merge its moments in rank order, and
+    /// apply it (``BatchNormBackend/collectStatisticsAndNormalize(_:into:channelsPerGroup:coefficients:)``)
+    /// with the coefficients of ``TrainingFinalizer`` from the global moments; finalize and
+    /// commit once, after the last group, so a failure in any group leaves the module
+    /// unchanged on every rank.
+    private func groupedTrainingForward<Operand: BatchNormOperand>(
+        _ data: Operand, on backend: any BatchNormBackend<Operand>, group: any ProcessGroup, channelsPerGroup: Int
+    ) throws -> Operand {
+        let groups = ChannelGroups(channels: maps, perGroup: channelsPerGroup)
+        var merged = [ChannelMoments](), count = 0
+        let (parameters, output) = try runGrouped(groups) { channels, error in
+            _ = try? exchangeMoments(over: group, channels: channels, local: .failure(error))
+        } pass: { progress in
+            let parameters = try loadedParameters()
+            try checkShape(of: data, argument: "data", on: backend)
+            guard !inplace else { throw BatchNormError.inplaceInTraining(name: name) }
+            // Finalize can still throw after the apply, so the previous output is kept (not
+            // recycled) until the commit.
+            let output = try data.makeUninitializedLike()
+            var finalizer: TrainingFinalizer?
+            _ = try backend.collectStatisticsAndNormalize(data, into: output, channelsPerGroup: channelsPerGroup) {
+                channels, local in
+                try progress.step {
+                    let (moments, total, _) = try exchangeMoments(over: group, channels: channels, local: .success(local))
+                    if finalizer == nil {
+                        // The global M, the same on every rank: every rank stops here alike.
+                        try checkValuesPerChannel(total, shape: data.shape)
+                        (count, finalizer) = (total, trainingFinalizer(count: total, parameters: parameters))
+                    }
+                    merged += moments
+                    return channels.map { finalizer?.channel($0, moments[$0 - channels.lowerBound])?.coefficients }
+                }
+            }
+            return (parameters, output)
+        }
+        let finalized = try finalizeTraining(merged, count: count, shape: data.shape, parameters: parameters)
         try commitTraining(finalized, parameters: parameters)
         commitForward(input: data, output: output)
         return output
