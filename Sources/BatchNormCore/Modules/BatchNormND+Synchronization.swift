@@ -64,11 +64,17 @@ package struct SynchronizedSchedule: Equatable, Sendable {
     /// Channels per group of a fused training backward that computes `dx`, or `nil`.
     package let backwardGroup: Int?
 
+    /// A schedule from its group sizes.
+    package init(forwardGroup: Int?, backwardGroup: Int?) {
+        self.forwardGroup = forwardGroup
+        self.backwardGroup = backwardGroup
+    }
+
     /// Values of the agreement header: the limits (4), the element size, channels-first with `S > 1`.
     static let headerLength = 6
 
     /// The schedule from rank 0's `header` and the global `count` (`M`) over `ranks` ranks.
-    init(header: ArraySlice<Double>, count: Int, ranks: Int, channels: Int) {
+    package init(header: ArraySlice<Double>, count: Int, ranks: Int, channels: Int) {
         let values = Array(header)
         let limits = ChannelFusionLimits(encoded: values[0..<4])
         let byteCount = values[4].isFinite ? max(1, min(8, Int(values[4]))) : 4
@@ -88,14 +94,16 @@ package struct SynchronizedSchedule: Equatable, Sendable {
     }
 
     /// This rank's header: `limits`, the element size and layout of its training input.
-    static func header(limits: ChannelFusionLimits, byteCount: Int, planar: Bool) -> [Double] {
+    package static func header(limits: ChannelFusionLimits, byteCount: Int, planar: Bool) -> [Double] {
         limits.encoded + [Double(byteCount), planar ? 1 : 0]
     }
 
     /// All-gathers per training step that computes `dx`: one per group of a fused pass, one
     /// per unfused pass.
     package func exchangesPerStep(channels: Int) -> Int {
-        [forwardGroup, backwardGroup].reduce(0) { $0 + ($1.map { ChannelGroups(channels: channels, perGroup: $0).count } ?? 1) }
+        [forwardGroup, backwardGroup].reduce(0) {
+            $0 + ($1.map { ChannelGroups(channels: channels, perGroup: $0).count } ?? 1)
+        }
     }
 }
 
