@@ -10,11 +10,11 @@ extension BenchCommand {
     /// `bnkit bench --mpi`, one process per rank under `mpirun`: per rank, the median time of
     /// a synchronized training forward + backward (the module's process group is the MPI
     /// world) against a plain local training forward + backward on the same per-rank shape,
-    /// as it runs (channel-fused where the backend fuses) and with the unfused passes a
-    /// synchronized module runs, in rotating rounds that start together on every rank (a
-    /// barrier before each); the all-gather latency for the messages of C = 64 and C = 1024
-    /// channels; and the number of all-gathers per training step and per evaluation
-    /// forward. Rank 0 prints.
+    /// as it runs (channel-fused where the backend fuses) and without channel fusion, in
+    /// rotating rounds that start together on every rank (a barrier before each); the
+    /// all-gather latency for the messages of C = 64 and C = 1024 channels; the channels per
+    /// group of the synchronized passes and the number of all-gathers per training step
+    /// (`2·⌈C/g⌉` where both passes fuse) and per evaluation forward. Rank 0 prints.
     func runMPI() throws {
         let group: MPIProcessGroup
         do { group = try MPIProcessGroup.world() } catch { throw CommandFailure("--mpi: \(error)") }
@@ -24,7 +24,7 @@ extension BenchCommand {
         var lines = [String](), rows = [String]()
         for shape in shapes {
             for layout in layouts {
-                let (times, counts) = try measureSynchronized(
+                let (times, counts, schedule) = try measureSynchronized(
                     shape: shape, layout: layout, threads: threadCount,
                     group: group)
                 let all = try group.allGather([times.local, times.unfused, times.synchronized])
@@ -41,12 +41,15 @@ extension BenchCommand {
                             + "\"local_us\": \(Self.format(l, 2)), \"local_unfused_us\": \(Self.format(u, 2)), "
                             + "\"synchronized_us\": \(Self.format(s, 2)), \"ratio\": \(Self.format(s / l, 4)), "
                             + "\"ratio_unfused\": \(Self.format(s / u, 4)), "
+                            + "\"forward_channels_per_group\": \(schedule.forward), "
+                            + "\"backward_channels_per_group\": \(schedule.backward), "
                             + "\"allgathers_per_training_step\": \(counts.training), "
                             + "\"allgathers_per_evaluation_forward\": \(counts.evaluation)}")
                 }
                 lines.append(
-                    "      all-gathers per training step: \(counts.training), per evaluation forward: "
-                        + "\(counts.evaluation)")
+                    "      channels per group: forward \(schedule.forward), backward \(schedule.backward) "
+                        + "(C = \(shape[1])); all-gathers per training step: \(counts.training), "
+                        + "per evaluation forward: \(counts.evaluation)")
             }
         }
         var latencies = [(channels: Int, microseconds: Double)]()
@@ -70,8 +73,9 @@ extension BenchCommand {
         }
         print("bnkit bench --mpi: \(machine); median of \(runs) rotating rounds")
         print(
-            "train forward + backward per rank (synchronized: one all-gather each; local: as it runs, "
-                + "channel-fused where it fuses; unfused: the local module with the synchronized one's passes)\n")
+            "train forward + backward per rank (synchronized: one all-gather per pass, or per group of channels "
+                + "where the pass fuses; local: as it runs, channel-fused where it fuses; unfused: the local module "
+                + "without channel fusion)\n")
         print("rank  layout  shape                  local µs  unfused µs     sync µs    ratio  ratio/unfused")
         for line in lines { print(line) }
         print("")
@@ -84,10 +88,14 @@ extension BenchCommand {
 
     /// Median seconds of one training forward + backward on this rank of a local module, of
     /// a local module without channel fusion and of a synchronized module, measured in
-    /// rounds that rotate which comes first, and the all-gathers a training step and an
-    /// evaluation forward make.
+    /// rounds that rotate which comes first, the all-gathers a training step and an
+    /// evaluation forward make, and the synchronized passes' channels per group (`C` for
+    /// an unfused pass: one group).
     func measureSynchronized(shape: [Int], layout: TensorLayout, threads: Int, group: any ProcessGroup) throws
-        -> (times: (local: Double, unfused: Double, synchronized: Double), counts: (training: Int, evaluation: Int))
+        -> (
+            times: (local: Double, unfused: Double, synchronized: Double), counts: (training: Int, evaluation: Int),
+            schedule: (forward: Int, backward: Int)
+        )
     {
         var generator = SeededGenerator(seed: 42 &+ UInt64(group.rank))
         let x = try Tensor.normal(shape: shape, mean: 1, standardDeviation: 2, layout: layout, using: &generator)
@@ -127,7 +135,11 @@ extension BenchCommand {
         synchronized.evalMode()
         _ = try synchronized(x)
         let evaluation = counting.count - before - training
-        return ((Self.median(times[0]), Self.median(times[1]), Self.median(times[2])), (training, evaluation))
+        let schedule = synchronized.schedule(for: counting)
+        return (
+            (Self.median(times[0]), Self.median(times[1]), Self.median(times[2])), (training, evaluation),
+            (schedule?.forwardGroup ?? shape[1], schedule?.backwardGroup ?? shape[1])
+        )
     }
 
     /// Median over `runs` rounds of the mean time of 1000 all-gathers of `count` doubles.

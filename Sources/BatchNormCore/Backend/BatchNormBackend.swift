@@ -292,6 +292,8 @@ struct ChannelGroups: Sequence {
     var count: Int { (channels + perGroup - 1) / perGroup }
 
     func makeIterator() -> some IteratorProtocol<Range<Int>> {
-        stride(from: 0, to: channels, by: perGroup).lazy.map { [perGroup, channels] in $0..<Swift.min($0 + perGroup, channels) }.makeIterator()
+        let (perGroup, channels) = (perGroup, channels)
+        return stride(from: 0, to: channels, by: perGroup).lazy.map { $0..<Swift.min($0 + perGroup, channels) }
+            .makeIterator()
     }
 }

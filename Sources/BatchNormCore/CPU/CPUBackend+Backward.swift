@@ -70,7 +70,8 @@ extension CPUBackend {
             try reduceGradient(
                 gradient, input: input, mean: mean, fusion: nil,
                 grouped: GroupedFusion(
-                    channelsPerGroup: channelsPerGroup, coefficients: { try coefficients($0, $1).map(Optional.some) }, apply: apply))
+                    channelsPerGroup: channelsPerGroup,
+                    coefficients: { try coefficients($0, $1).map(Optional.some) }, apply: apply))
         }
     }
 

@@ -139,7 +139,8 @@ extension BatchNormND {
             _ = try backend.collectStatisticsAndNormalize(data, into: output, channelsPerGroup: channelsPerGroup) {
                 channels, local in
                 try progress.step {
-                    let (moments, total, _) = try exchangeMoments(over: group, channels: channels, local: .success(local))
+                    let (moments, total, _) = try exchangeMoments(
+                        over: group, channels: channels, local: .success(local))
                     if finalizer == nil {
                         // The global M, the same on every rank: every rank stops here alike.
                         try checkValuesPerChannel(total, shape: data.shape)
