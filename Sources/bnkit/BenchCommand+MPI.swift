@@ -2,6 +2,7 @@ import ArgumentParser
 import BatchNormBenchmarkSupport
 import BatchNormKit
 import BatchNormReference
+import Dispatch
 
 extension BenchCommand {
     /// The per-rank shapes of `bench --mpi` (with 2 ranks of 1 thread on a small machine).
@@ -15,9 +16,40 @@ extension BenchCommand {
     /// all-gather latency for the messages of C = 64 and C = 1024 channels; the channels per
     /// group of the synchronized passes and the number of all-gathers per training step
     /// (`2·⌈C/g⌉` where both passes fuse) and per evaluation forward. Rank 0 prints.
+    ///
+    /// With `--local-members N`, the ranks are `N` threads of this process over a
+    /// ``LocalProcessGroup`` instead (no MPI).
     func runMPI() throws {
+        if let localMembers { return try runLocalMembers(localMembers) }
         let group: MPIProcessGroup
         do { group = try MPIProcessGroup.world() } catch { throw CommandFailure("--mpi: \(error)") }
+        try runSynchronized(group: group, groupName: group.implementation)
+    }
+
+    /// `bench --mpi --local-members N`: member 0 on this thread (it prints), the others on
+    /// threads of their own.
+    func runLocalMembers(_ count: Int) throws {
+        let members = try LocalProcessGroup.members(count: count, timeout: 600)
+        let failures = LockedFailures()
+        let done = DispatchGroup()
+        for member in members.dropFirst() {
+            done.enter()
+            DispatchQueue(label: "bnkit bench member \(member.rank)").async {
+                do { try runSynchronized(group: member, groupName: "LocalProcessGroup") } catch {
+                    failures.append("member \(member.rank): \(error)")
+                }
+                done.leave()
+            }
+        }
+        do { try runSynchronized(group: members[0], groupName: "LocalProcessGroup") } catch {
+            failures.append("member 0: \(error)")
+        }
+        done.wait()
+        if let message = failures.joined { throw CommandFailure("--mpi --local-members: \(message)") }
+    }
+
+    /// The measurement and report of `bench --mpi` over `group` (named `groupName`).
+    func runSynchronized(group: any ProcessGroup, groupName: String) throws {
         let shapes = try shape.map { [try Self.parseShape($0)] } ?? Self.mpiSuite
         let layouts = layout.map { [$0] } ?? [TensorLayout.channelsFirst]
         let threadCount = threads ?? 1
@@ -59,7 +91,7 @@ extension BenchCommand {
         }
         guard group.rank == 0 else { return }
         let machine =
-            "\(group.size) ranks (\(group.implementation)), \(threadCount) thread\(threadCount == 1 ? "" : "s") "
+            "\(group.size) ranks (\(groupName)), \(threadCount) thread\(threadCount == 1 ? "" : "s") "
             + "each; cpu: \(Self.processorName()), \(CPUBackend.onlineProcessorCount) online processors"
         if json {
             let latencyJSON = latencies.map {
@@ -154,4 +186,15 @@ extension BenchCommand {
         }
         return median(times)
     }
+}
+
+/// Error messages collected from the member threads of `bench --mpi --local-members`.
+final class LockedFailures: @unchecked Sendable {
+    private let queue = DispatchQueue(label: "bnkit bench failures")
+    private var messages = [String]()
+
+    func append(_ message: String) { queue.sync { messages.append(message) } }
+
+    /// The messages joined, or `nil` when there are none.
+    var joined: String? { queue.sync { messages.isEmpty ? nil : messages.joined(separator: "; ") } }
 }

@@ -25,7 +25,8 @@ extension BatchNormND {
     ///   and ``ProcessGroupError``. The module is unchanged after any throw.
     ///
     /// With a ``processGroup``, a training backward that computes `dx` or parameter gradients
-    /// joins one all-gather of the per-channel sums (every rank must make the same call);
+    /// joins one all-gather of the per-channel sums, or one per group of channels where the
+    /// pass fuses (every rank must make the same call);
     /// `dx` and the parameter gradients use the global sums and `M`, so they are identical
     /// on every rank (<doc:SynchronizedStatistics>).
     @discardableResult

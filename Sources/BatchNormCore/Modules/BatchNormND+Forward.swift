@@ -16,8 +16,8 @@ extension BatchNormND {
     ///   and ``ProcessGroupError``. The module is unchanged after any throw.
     ///
     /// With a ``processGroup``, a training forward joins one all-gather of the per-channel
-    /// moments (every rank must make the same call) and uses the statistics of all ranks'
-    /// batches together; `N = 0` is then accepted as long as the global `M` is at least 2
+    /// moments, or one per group of channels where the pass fuses (every rank must make the
+    /// same call), and uses the statistics of all ranks' batches together; `N = 0` is then accepted as long as the global `M` is at least 2
     /// (<doc:SynchronizedStatistics>). An evaluation forward never communicates.
     public func callAsFunction(_ data: Tensor) throws -> Tensor {
         try forward(data)
@@ -57,7 +57,9 @@ extension BatchNormND {
     /// ``BatchNormBackend/fusesChannels(shape:layout:dataType:backward:)``, collect, finalize
     /// and apply run channel by channel in one backend call; the finalize of every channel is
     /// then repeated here in one call (the same function of the same moments, so the same
-    /// values) for the commit and the errors.
+    /// values) for the commit and the errors. With a group whose agreed schedule fuses the
+    /// forward, the grouped form runs instead; the first synchronized forward agrees on the
+    /// schedule (its exchange carries this rank's header).
     private func trainingForward<Operand: BatchNormOperand>(_ data: Operand, on backend: any BatchNormBackend<Operand>)
         throws
         -> Operand
