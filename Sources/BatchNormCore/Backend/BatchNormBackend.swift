@@ -225,7 +225,7 @@ extension BatchNormBackend {
         let moments = try collectStatistics(of: input)
         var channels = [ChannelCoefficients.Channel?]()
         for group in ChannelGroups(channels: moments.count, perGroup: channelsPerGroup) {
-            channels += try coefficients(group, Array(moments[group]))
+            channels += try ChannelGroups.checked(try coefficients(group, Array(moments[group])), for: group)
         }
         let complete = channels.compactMap { $0 }
         if complete.count == moments.count {
@@ -242,7 +242,7 @@ extension BatchNormBackend {
         let sums = try reduceGradient(gradient, input: input, mean: mean)
         var channels = [ChannelCoefficients.Channel]()
         for group in ChannelGroups(channels: sums.count, perGroup: channelsPerGroup) {
-            channels += try coefficients(group, Array(sums[group]))
+            channels += try ChannelGroups.checked(try coefficients(group, Array(sums[group])), for: group)
         }
         try applyGradient(gradient, input: input, into: output, coefficients: ChannelCoefficients(channels))
         return sums
@@ -286,6 +286,17 @@ struct ChannelGroups: Sequence {
     init(channels: Int, perGroup: Int) {
         self.channels = channels
         self.perGroup = Swift.max(1, perGroup)
+    }
+
+    /// `coefficients` of a group's callback, checked to hold one value per channel of `group`.
+    /// - Throws: ``BatchNormError/invalidArgument(name:expected:actual:)`` otherwise.
+    static func checked<T>(_ coefficients: [T], for group: Range<Int>) throws -> [T] {
+        guard coefficients.count == group.count else {
+            throw BatchNormError.invalidArgument(
+                name: "coefficients", expected: "one per channel of the group \(group) (\(group.count))",
+                actual: "\(coefficients.count)")
+        }
+        return coefficients
     }
 
     /// Number of groups, `⌈C / perGroup⌉`.

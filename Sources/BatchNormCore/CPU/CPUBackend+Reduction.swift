@@ -120,7 +120,7 @@ extension CPUBackend {
             return apply.run(coefficients, start: start, length: length)
         }
         if let grouped, case .planes = blocks.partition {
-            // Results are initialized per channel by the threads; Result is a plain value type.
+            // Each group's results are merged by the threads into `merged`, then kept here.
             var results = [Result?](repeating: nil, count: blocks.channels)
             let apply = grouped.apply
             var previous: (channels: Range<Int>, coefficients: [ChannelCoefficients.Channel?]) = (0..<0, [])
@@ -154,8 +154,7 @@ extension CPUBackend {
                 }
                 let groupResults = Array(merged)
                 for (j, result) in groupResults.enumerated() { results[group.lowerBound + j] = result }
-                let coefficients = try grouped.coefficients(group, groupResults)
-                precondition(coefficients.count == group.count, "one coefficient set per channel of the group")
+                let coefficients = try ChannelGroups.checked(try grouped.coefficients(group, groupResults), for: group)
                 previous = (group, coefficients)
             }
             let last = previous
