@@ -70,21 +70,19 @@ package struct SynchronizedSchedule: Equatable, Sendable {
         self.backwardGroup = backwardGroup
     }
 
-    /// Values of the agreement header: the limits (4), the element size, channels-first with `S > 1`.
-    static let headerLength = 6
-
-    /// The schedule from rank 0's `header` and the global `count` (`M`) over `ranks` ranks.
+    /// The schedule from rank 0's `header` (``header(limits:byteCount:planar:)``) and the
+    /// global `count` (`M`) over `ranks` ranks; no fused pass for a header of another length.
     package init(header: ArraySlice<Double>, count: Int, ranks: Int, channels: Int) {
         let values = Array(header)
-        let limits = ChannelFusionLimits(encoded: values[0..<4])
-        let byteCount = values[4].isFinite ? max(1, min(8, Int(values[4]))) : 4
-        guard values[5] == 1, channels > 0 else {
+        guard values.count == 6, values[5] == 1, channels > 0 else {
             (forwardGroup, backwardGroup) = (nil, nil)
             return
         }
-        // Bytes of `tensors` channels of one rank's share, saturating.
+        let limits = ChannelFusionLimits(encoded: values[0..<4])
+        let byteCount = values[4].isFinite ? max(1, min(8, Int(values[4]))) : 4
+        // Bytes of `channels` channels' values of one rank's share, saturating.
         let perRank = Double((count + ranks - 1) / max(1, ranks)) * Double(byteCount)
-        func bytes(_ tensors: Double) -> Int { Int(min(0x1p60, tensors * perRank)) }
+        func bytes(_ channels: Double) -> Int { Int(min(0x1p60, channels * perRank)) }
         let group = limits.channelsPerGroup(channelBytes: bytes(4), channels: channels)
         let total = Double(channels)
         forwardGroup =
@@ -93,7 +91,8 @@ package struct SynchronizedSchedule: Equatable, Sendable {
             limits.fuses(channelBytes: bytes(4), workingSetBytes: bytes(3 * total), channels: channels) ? group : nil
     }
 
-    /// This rank's header: `limits`, the element size and layout of its training input.
+    /// This rank's agreement header (6 values): `limits` (4), the element size of its training
+    /// input and whether its layout can fuse (channels-first with `S > 1`).
     package static func header(limits: ChannelFusionLimits, byteCount: Int, planar: Bool) -> [Double] {
         limits.encoded + [Double(byteCount), planar ? 1 : 0]
     }
