@@ -18,6 +18,9 @@ public struct SynchronizedComparison: Sendable, CustomStringConvertible {
     public let steps: Int
     /// Seed of the data, gradients and initial scale.
     public let seed: UInt64
+    /// Channels per group of the fused synchronized passes, forced on (channels-first with
+    /// `S > 1`; other layouts run one exchange per pass), or `nil` for the backend's own rule.
+    public let channelsPerGroup: Int?
 
     /// Relative tolerance of `y`, `dx`, running statistics and parameter gradients against
     /// the local module on the whole batch (element-wise, floor: the values' RMS).
@@ -26,18 +29,47 @@ public struct SynchronizedComparison: Sendable, CustomStringConvertible {
     public static let momentTolerance = 1e-12
 
     /// A comparison of `steps` steps on `(Σ batches, maps, spatial...)` data in `layout`.
-    public init(layout: TensorLayout, maps: Int, spatial: [Int], batches: [Int], steps: Int, seed: UInt64) {
+    /// With `channelsPerGroup`, the synchronized module's backend fuses in groups of that
+    /// many channels (see ``channelsPerGroup``).
+    public init(
+        layout: TensorLayout, maps: Int, spatial: [Int], batches: [Int], steps: Int, seed: UInt64,
+        channelsPerGroup: Int? = nil
+    ) {
         self.layout = layout
         self.maps = maps
         self.spatial = spatial
         self.batches = batches
         self.steps = steps
         self.seed = seed
+        self.channelsPerGroup = channelsPerGroup
     }
 
-    /// `sync NCDHW C=3 S=[3, 4, 5] N=[2, 0] steps=12`: what the comparison covers.
+    /// `sync NCDHW C=3 S=[3, 4, 5] N=[2, 0] steps=12` (and `groups of 4`): what the
+    /// comparison covers.
     public var description: String {
         "sync \(layout == .channelsFirst ? "NCDHW" : "NDHWC") C=\(maps) S=\(spatial) N=\(batches) steps=\(steps)"
+            + (channelsPerGroup.map { " groups of \($0)" } ?? "")
+    }
+
+    /// The backend of a synchronized module whose fused passes run in groups of
+    /// `channelsPerGroup` channels (``ChannelFusionLimits/channelsPerGroup(channelBytes:channels:)``
+    /// is `threads` with no cache to count on), or the default CPU backend for `nil`.
+    public static func backend(channelsPerGroup: Int?) -> CPUBackend {
+        guard let channelsPerGroup else { return CPUBackend(threadCount: 1) }
+        return CPUBackend(
+            threadCount: 1,
+            channelFusionLimits: ChannelFusionLimits(
+                mode: .always, workingSetThreshold: 0, threadCacheBytes: 0, threads: channelsPerGroup))
+    }
+
+    /// The all-gathers the synchronized module must make in training step `step` (from 1):
+    /// one per pass unless the passes run in groups (forced, channels-first with `S > 1`),
+    /// then one per group, except for the first forward, which agrees on the groups in one
+    /// exchange.
+    func expectedExchanges(step: Int) -> Int {
+        guard let channelsPerGroup, layout == .channelsFirst, spatial.reduce(1, *) > 1 else { return 2 }
+        let groups = (maps + channelsPerGroup - 1) / channelsPerGroup
+        return (step == 1 ? 1 : groups) + groups
     }
 
     /// The comparisons for a group of `size` ranks: both layouts, uneven `N` with an empty
@@ -54,12 +86,23 @@ public struct SynchronizedComparison: Sendable, CustomStringConvertible {
                 seed: seed + 3),
             .init(layout: .channelsFirst, maps: 300, spatial: [2, 2], batches: uneven, steps: 2, seed: seed + 4),
             .init(layout: .channelsLast, maps: 300, spatial: [3], batches: even, steps: 2, seed: seed + 5),
+            // Grouped schedule: several groups with a last partial one, an empty rank.
+            .init(
+                layout: .channelsFirst, maps: 10, spatial: [3, 4, 5], batches: uneven, steps: 4, seed: seed + 6,
+                channelsPerGroup: 4),
+            .init(
+                layout: .channelsFirst, maps: 300, spatial: [2, 2], batches: uneven, steps: 2, seed: seed + 7,
+                channelsPerGroup: 64),
+            .init(
+                layout: .channelsLast, maps: 5, spatial: [2, 3], batches: even, steps: 2, seed: seed + 8,
+                channelsPerGroup: 2),
         ]
     }
 
-    /// Runs the comparison as rank `group.rank`, making exactly two all-gathers per step in
-    /// the synchronized module, plus one all-gather per step for the bitwise check across
-    /// ranks (`group` must have `batches.count` members).
+    /// Runs the comparison as rank `group.rank`, checking that the synchronized module makes
+    /// exactly the all-gathers its schedule promises per step (two, or one per group of each
+    /// fused pass), plus one all-gather per step for the bitwise check across ranks (`group`
+    /// must have `batches.count` members).
     /// - Returns: The failures seen by this rank (empty when it passed). Every rank returns
     ///   the same verdict on the bitwise check.
     /// - Throws: Errors of the modules or the group.
@@ -79,7 +122,8 @@ public struct SynchronizedComparison: Sendable, CustomStringConvertible {
         let counting = CountingProcessGroup(group)
         let total = batches.reduce(0, +), before = batches[..<group.rank].reduce(0, +), mine = batches[group.rank]
         let rowLength = maps * spatial.reduce(1, *)
-        let module = try make(group: counting), whole = try make(group: nil)
+        let module = try make(group: counting, backend: Self.backend(channelsPerGroup: channelsPerGroup))
+        let whole = try make(group: nil, backend: CPUBackend(threadCount: 1))
         var generator = SeededGenerator(seed: seed &+ 1000)
         var failures = [String]()
         func check(
@@ -100,8 +144,10 @@ public struct SynchronizedComparison: Sendable, CustomStringConvertible {
             let gathers = counting.count
             let y = try host(module(place(tensor(Array(x[slice]), batch: mine))))
             let dx = try module.backward(place(tensor(Array(g[slice]), batch: mine))).map(host)
-            if counting.count - gathers != 2 {
-                failures.append("\(self) step \(step): \(counting.count - gathers) all-gathers (expected 2)")
+            if counting.count - gathers != expectedExchanges(step: step) {
+                failures.append(
+                    "\(self) step \(step): \(counting.count - gathers) all-gathers (expected \(expectedExchanges(step: step)))"
+                )
             }
             let wholeY = try whole(tensor(x, batch: total))
             let wholeDx = try whole.backward(tensor(g, batch: total))
@@ -149,13 +195,13 @@ public struct SynchronizedComparison: Sendable, CustomStringConvertible {
         return failures
     }
 
-    private func make(group: (any ProcessGroup)?) throws -> BatchNormND {
+    private func make(group: (any ProcessGroup)?, backend: CPUBackend) throws -> BatchNormND {
         var generator = SeededGenerator(seed: seed)
         guard let family = BatchNormND.familyMember(forDataRank: 2 + spatial.count) else {
             throw BatchNormError.invalidArgument(name: "spatial", expected: "0 to 3 axes", actual: "\(spatial)")
         }
         return try family.init(
-            maps: maps, sscale: 0.3, backend: CPUBackend(threadCount: 1), processGroup: group,
+            maps: maps, sscale: 0.3, backend: backend, processGroup: group,
             using: &generator)
     }
 
@@ -183,34 +229,56 @@ extension SynchronizedComparison {
     /// maps, a rank whose gradient has the wrong shape, a global `M` below 2; every rank must
     /// throw (the failing rank its own error, the others
     /// `BatchNormError/peerFailed(rank:reason:)` naming it), every module must
-    /// be unchanged, the group must stay usable, and evaluation mode must not communicate.
+    /// be unchanged, the group must stay usable, each failing call must have made the
+    /// all-gathers of the groups up to the failing one (every rank stops at the same group),
+    /// and evaluation mode must not communicate.
+    ///
+    /// With `channelsPerGroup` (2), the module (6 channels) runs the grouped schedule of 3
+    /// groups after a first good step, and the NaN is in channel 3: the middle group.
     /// - Returns: The failures seen by this rank (empty when it passed).
-    public static func errorChecks(group: any ProcessGroup, seed: UInt64 = 5) throws -> [String] {
+    public static func errorChecks(group: any ProcessGroup, seed: UInt64 = 5, channelsPerGroup: Int? = nil) throws
+        -> [String]
+    {
         let counting = CountingProcessGroup(group)
         let rank = group.rank, last = group.size - 1
+        let maps = channelsPerGroup == nil ? 2 : 6
+        let groups = channelsPerGroup.map { (maps + $0 - 1) / $0 } ?? 1
         var generator = SeededGenerator(seed: seed)
         let module = try BatchNorm3D(
-            maps: 2, sscale: 0.3, backend: CPUBackend(threadCount: 1),
+            maps: maps, sscale: 0.3, backend: SynchronizedComparison.backend(channelsPerGroup: channelsPerGroup),
             processGroup: counting, using: &generator)
         var failures = [String]()
         func good(_ batch: Int = 2) throws -> Tensor {
-            try Tensor((0..<(batch * 2 * 12)).map { Float(($0 * 7 + rank * 3) % 11) - 5 }, shape: [batch, 2, 1, 3, 4])
+            try Tensor(
+                (0..<(batch * maps * 12)).map { Float(($0 * 7 + rank * 3) % 11) - 5 }, shape: [batch, maps, 1, 3, 4])
+        }
+        func expectExchanges(_ what: String, _ expected: Int, _ body: () throws -> Void) rethrows {
+            let before = counting.count
+            try body()
+            if counting.count - before != expected {
+                failures.append(
+                    "\(what): rank \(rank) made \(counting.count - before) all-gathers (expected \(expected))")
+            }
         }
         /// Runs `body` on every rank; `failing` must throw `own`, the others `peerFailed(failing)`.
         func expectCollectiveError(
-            _ what: String, failing: Int?, own: (any Error) -> Bool,
+            _ what: String, failing: Int?, exchanges: Int, own: (any Error) -> Bool,
             _ body: () throws -> Void
         ) throws {
             let before = try module.state(), props = module.numOfProps
             let gradients = try [module.scaleGrad.scalars, module.biasGrad.scalars]
-            do {
-                try body()
-                failures.append("\(what): rank \(rank) did not throw")
-            } catch let error as BatchNormError {
-                if case .peerFailed(let peer, _) = error {
-                    if peer != failing || rank == failing { failures.append("\(what): rank \(rank) threw \(error)") }
-                } else if !(failing == nil || rank == failing) || !own(error) {
-                    failures.append("\(what): rank \(rank) threw \(error)")
+            try expectExchanges(what, exchanges) {
+                do {
+                    try body()
+                    failures.append("\(what): rank \(rank) did not throw")
+                } catch let error as BatchNormError {
+                    if case .peerFailed(let peer, _) = error {
+                        if peer != failing || rank == failing {
+                            failures.append("\(what): rank \(rank) threw \(error)")
+                        }
+                    } else if !(failing == nil || rank == failing) || !own(error) {
+                        failures.append("\(what): rank \(rank) threw \(error)")
+                    }
                 }
             }
             if try module.state() != before || module.numOfProps != props
@@ -219,53 +287,60 @@ extension SynchronizedComparison {
                 failures.append("\(what): rank \(rank)'s module changed")
             }
         }
+        if channelsPerGroup != nil {
+            // The first step agrees on the groups (one exchange), its backward runs them.
+            try expectExchanges("first grouped forward", 1) { _ = try module(good()) }
+            try expectExchanges("first grouped backward", groups) { _ = try module.backward(good()) }
+        }
+        // The NaN is in the middle group's channel (channel 3 of 6; channel 0 of 2).
+        let nanChannel = channelsPerGroup == nil ? 0 : 3
         try expectCollectiveError(
-            "NaN on rank \(last)", failing: last,
+            "NaN in channel \(nanChannel) on rank \(last)", failing: last, exchanges: channelsPerGroup == nil ? 1 : 2,
             own: {
-                if case BatchNormError.nonFiniteStatistics = $0 { true } else { false }
+                if case BatchNormError.nonFiniteStatistics(let channel, _, _) = $0 {
+                    channel == nanChannel
+                } else {
+                    false
+                }
             }
         ) {
             var values = try good().scalars
-            if rank == last { values[3] = .nan }
-            _ = try module(Tensor(values, shape: [2, 2, 1, 3, 4]))
+            if rank == last { values[nanChannel * 12 + 3] = .nan }
+            _ = try module(Tensor(values, shape: [2, maps, 1, 3, 4]))
         }
         try expectCollectiveError(
-            "wrong maps on rank 0", failing: 0,
+            "wrong maps on rank 0", failing: 0, exchanges: 1,
             own: {
                 if case BatchNormError.mapsMismatch = $0 { true } else { false }
             }
         ) {
-            _ = try module(rank == 0 ? Tensor(zeros: [2, 3, 1, 3, 4]) : good())
+            _ = try module(rank == 0 ? Tensor(zeros: [2, maps + 1, 1, 3, 4]) : good())
         }
         try expectCollectiveError(
-            "global M < 2", failing: nil,
+            "global M < 2", failing: nil, exchanges: 1,
             own: {
                 if case BatchNormError.tooFewValuesPerChannel = $0 { true } else { false }
             }
         ) {
-            _ = try module(Tensor(zeros: [rank == 0 ? 1 : 0, 2, 1, 1, 1]))
+            _ = try module(Tensor(zeros: [rank == 0 ? 1 : 0, maps, 1, 1, 1]))
         }
         // A good step, then a backward whose gradient has the wrong shape on the last rank.
         let x = try good()
-        _ = try module(x)
+        try expectExchanges("good forward", groups) { _ = try module(x) }
         try expectCollectiveError(
-            "wrong grad shape on rank \(last)", failing: last,
+            "wrong grad shape on rank \(last)", failing: last, exchanges: 1,
             own: {
                 if case BatchNormError.shapeMismatch = $0 { true } else { false }
             }
         ) {
             _ = try module.backward(rank == last ? good(3) : good())
         }
-        let beforeGood = counting.count
-        _ = try module.backward(good())
-        if counting.count - beforeGood != 1 {
-            failures.append("backward made \(counting.count - beforeGood) all-gathers")
-        }
+        try expectExchanges("good backward", groups) { _ = try module.backward(good()) }
         module.evalMode()
-        let beforeEvaluation = counting.count
-        _ = try module(x)
-        _ = try module.backward(good())
-        if counting.count != beforeEvaluation { failures.append("evaluation communicated") }
+        try expectExchanges("evaluation", 0) {
+            _ = try module(x)
+            _ = try module.backward(good())
+        }
         return failures
     }
 }

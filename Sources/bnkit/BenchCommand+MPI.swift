@@ -2,6 +2,7 @@ import ArgumentParser
 import BatchNormBenchmarkSupport
 import BatchNormKit
 import BatchNormReference
+import Dispatch
 
 extension BenchCommand {
     /// The per-rank shapes of `bench --mpi` (with 2 ranks of 1 thread on a small machine).
@@ -10,21 +11,52 @@ extension BenchCommand {
     /// `bnkit bench --mpi`, one process per rank under `mpirun`: per rank, the median time of
     /// a synchronized training forward + backward (the module's process group is the MPI
     /// world) against a plain local training forward + backward on the same per-rank shape,
-    /// as it runs (channel-fused where the backend fuses) and with the unfused passes a
-    /// synchronized module runs, in rotating rounds that start together on every rank (a
-    /// barrier before each); the all-gather latency for the messages of C = 64 and C = 1024
-    /// channels; and the number of all-gathers per training step and per evaluation
-    /// forward. Rank 0 prints.
+    /// as it runs (channel-fused where the backend fuses) and without channel fusion, in
+    /// rotating rounds that start together on every rank (a barrier before each); the
+    /// all-gather latency for the messages of C = 64 and C = 1024 channels; the channels per
+    /// group of the synchronized passes and the number of all-gathers per training step
+    /// (`2·⌈C/g⌉` where both passes fuse) and per evaluation forward. Rank 0 prints.
+    ///
+    /// With `--local-members N`, the ranks are `N` threads of this process over a
+    /// ``LocalProcessGroup`` instead (no MPI).
     func runMPI() throws {
+        if let localMembers { return try runLocalMembers(localMembers) }
         let group: MPIProcessGroup
         do { group = try MPIProcessGroup.world() } catch { throw CommandFailure("--mpi: \(error)") }
+        try runSynchronized(group: group, groupName: group.implementation)
+    }
+
+    /// `bench --mpi --local-members N`: member 0 on this thread (it prints), the others on
+    /// threads of their own.
+    func runLocalMembers(_ count: Int) throws {
+        let members = try LocalProcessGroup.members(count: count, timeout: 600)
+        let failures = LockedFailures()
+        let done = DispatchGroup()
+        for member in members.dropFirst() {
+            done.enter()
+            DispatchQueue(label: "bnkit bench member \(member.rank)").async {
+                do { try runSynchronized(group: member, groupName: "LocalProcessGroup") } catch {
+                    failures.append("member \(member.rank): \(error)")
+                }
+                done.leave()
+            }
+        }
+        do { try runSynchronized(group: members[0], groupName: "LocalProcessGroup") } catch {
+            failures.append("member 0: \(error)")
+        }
+        done.wait()
+        if let message = failures.joined { throw CommandFailure("--mpi --local-members: \(message)") }
+    }
+
+    /// The measurement and report of `bench --mpi` over `group` (named `groupName`).
+    func runSynchronized(group: any ProcessGroup, groupName: String) throws {
         let shapes = try shape.map { [try Self.parseShape($0)] } ?? Self.mpiSuite
         let layouts = layout.map { [$0] } ?? [TensorLayout.channelsFirst]
         let threadCount = threads ?? 1
         var lines = [String](), rows = [String]()
         for shape in shapes {
             for layout in layouts {
-                let (times, counts) = try measureSynchronized(
+                let (times, counts, schedule) = try measureSynchronized(
                     shape: shape, layout: layout, threads: threadCount,
                     group: group)
                 let all = try group.allGather([times.local, times.unfused, times.synchronized])
@@ -41,12 +73,15 @@ extension BenchCommand {
                             + "\"local_us\": \(Self.format(l, 2)), \"local_unfused_us\": \(Self.format(u, 2)), "
                             + "\"synchronized_us\": \(Self.format(s, 2)), \"ratio\": \(Self.format(s / l, 4)), "
                             + "\"ratio_unfused\": \(Self.format(s / u, 4)), "
+                            + "\"forward_channels_per_group\": \(schedule.forward), "
+                            + "\"backward_channels_per_group\": \(schedule.backward), "
                             + "\"allgathers_per_training_step\": \(counts.training), "
                             + "\"allgathers_per_evaluation_forward\": \(counts.evaluation)}")
                 }
                 lines.append(
-                    "      all-gathers per training step: \(counts.training), per evaluation forward: "
-                        + "\(counts.evaluation)")
+                    "      channels per group: forward \(schedule.forward), backward \(schedule.backward) "
+                        + "(C = \(shape[1])); all-gathers per training step: \(counts.training), "
+                        + "per evaluation forward: \(counts.evaluation)")
             }
         }
         var latencies = [(channels: Int, microseconds: Double)]()
@@ -56,7 +91,7 @@ extension BenchCommand {
         }
         guard group.rank == 0 else { return }
         let machine =
-            "\(group.size) ranks (\(group.implementation)), \(threadCount) thread\(threadCount == 1 ? "" : "s") "
+            "\(group.size) ranks (\(groupName)), \(threadCount) thread\(threadCount == 1 ? "" : "s") "
             + "each; cpu: \(Self.processorName()), \(CPUBackend.onlineProcessorCount) online processors, "
             + "kernel level \(CPUBackend(threadCount: threadCount).kernelLevel)"
         if json {
@@ -71,8 +106,9 @@ extension BenchCommand {
         }
         print("bnkit bench --mpi: \(machine); median of \(runs) rotating rounds")
         print(
-            "train forward + backward per rank (synchronized: one all-gather each; local: as it runs, "
-                + "channel-fused where it fuses; unfused: the local module with the synchronized one's passes)\n")
+            "train forward + backward per rank (synchronized: one all-gather per pass, or per group of channels "
+                + "where the pass fuses; local: as it runs, channel-fused where it fuses; unfused: the local module "
+                + "without channel fusion)\n")
         print("rank  layout  shape                  local µs  unfused µs     sync µs    ratio  ratio/unfused")
         for line in lines { print(line) }
         print("")
@@ -85,10 +121,14 @@ extension BenchCommand {
 
     /// Median seconds of one training forward + backward on this rank of a local module, of
     /// a local module without channel fusion and of a synchronized module, measured in
-    /// rounds that rotate which comes first, and the all-gathers a training step and an
-    /// evaluation forward make.
+    /// rounds that rotate which comes first, the all-gathers a training step and an
+    /// evaluation forward make, and the synchronized passes' channels per group (`C` for
+    /// an unfused pass: one group).
     func measureSynchronized(shape: [Int], layout: TensorLayout, threads: Int, group: any ProcessGroup) throws
-        -> (times: (local: Double, unfused: Double, synchronized: Double), counts: (training: Int, evaluation: Int))
+        -> (
+            times: (local: Double, unfused: Double, synchronized: Double), counts: (training: Int, evaluation: Int),
+            schedule: (forward: Int, backward: Int)
+        )
     {
         var generator = SeededGenerator(seed: 42 &+ UInt64(group.rank))
         let x = try Tensor.normal(shape: shape, mean: 1, standardDeviation: 2, layout: layout, using: &generator)
@@ -128,7 +168,11 @@ extension BenchCommand {
         synchronized.evalMode()
         _ = try synchronized(x)
         let evaluation = counting.count - before - training
-        return ((Self.median(times[0]), Self.median(times[1]), Self.median(times[2])), (training, evaluation))
+        let schedule = synchronized.schedule(for: counting)
+        return (
+            (Self.median(times[0]), Self.median(times[1]), Self.median(times[2])), (training, evaluation),
+            (schedule?.forwardGroup ?? shape[1], schedule?.backwardGroup ?? shape[1])
+        )
     }
 
     /// Median over `runs` rounds of the mean time of 1000 all-gathers of `count` doubles.
@@ -143,4 +187,15 @@ extension BenchCommand {
         }
         return median(times)
     }
+}
+
+/// Error messages collected from the member threads of `bench --mpi --local-members`.
+final class LockedFailures: @unchecked Sendable {
+    private let queue = DispatchQueue(label: "bnkit bench failures")
+    private var messages = [String]()
+
+    func append(_ message: String) { queue.sync { messages.append(message) } }
+
+    /// The messages joined, or `nil` when there are none.
+    var joined: String? { queue.sync { messages.isEmpty ? nil : messages.joined(separator: "; ") } }
 }

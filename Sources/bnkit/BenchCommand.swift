@@ -82,6 +82,12 @@ struct BenchCommand: ParsableCommand {
     )
     var mpi = false
 
+    @Option(
+        help:
+            "With --mpi: run the ranks as N threads of this process over a LocalProcessGroup instead of MPI processes (at least 1)."
+    )
+    var localMembers: Int?
+
     static let suite: [[Int]] = [[5, 3, 10, 10, 10], [8, 256, 8, 14, 14], [2, 32, 32, 32, 32], [8, 64, 16, 56, 56]]
     /// The GPU suite of the Benchmarks article.
     static let gpuSuite: [[Int]] = [
@@ -115,6 +121,10 @@ struct BenchCommand: ParsableCommand {
     func validate() throws {
         guard runs >= 5 else { throw ValidationError("--runs must be at least 5") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let localMembers {
+            guard mpi else { throw ValidationError("--local-members needs --mpi") }
+            guard localMembers >= 1 else { throw ValidationError("--local-members must be at least 1") }
+        }
         if let shape { _ = try Self.parseShape(shape) }
         if device == .cuda && dtype == .bfloat16 {
             throw ValidationError("--dtype bfloat16 needs --device cpu (the CUDA backend stores float32 and float16)")

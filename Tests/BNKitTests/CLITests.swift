@@ -34,7 +34,7 @@ import Testing
     }()
 
     /// Runs bnkit with `arguments`.
-    static func bnkit(_ arguments: [String]) throws -> Run {
+    static func bnkit(_ arguments: [String], environment: [String: String] = [:]) throws -> Run {
         guard let executable else {
             throw CocoaError(
                 .fileNoSuchFile,
@@ -54,6 +54,9 @@ import Testing
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.standardOutput = output
         process.standardError = error
         try process.run()

@@ -103,6 +103,61 @@ public protocol BatchNormBackend<Operand>: Sendable {
         coefficients: @Sendable (_ channel: Int, GradientSums) -> ChannelCoefficients.Channel
     )
         throws -> [GradientSums]
+
+    /// The numbers this backend's channel fusion is decided from, for a synchronized module:
+    /// rank 0's are sent to every rank in the module's first exchange, and every rank sizes
+    /// the channel groups of ``collectStatisticsAndNormalize(_:into:channelsPerGroup:coefficients:)``
+    /// and ``reduceGradientAndApply(_:input:mean:into:channelsPerGroup:coefficients:)`` from
+    /// them and the global batch. Default ``ChannelFusionLimits/never``.
+    var channelFusionLimits: ChannelFusionLimits { get }
+
+    /// Collect and apply of a synchronized training forward, in groups of channels:
+    /// channels `0 ..< C` are taken in groups of `channelsPerGroup` (the last may be
+    /// shorter); as soon as a group's moments are collected (the same values as
+    /// ``collectStatistics(of:)``), `coefficients` is called **on the calling thread**, in
+    /// group order, with the group's channel range and moments, and returns the group's
+    /// apply coefficients (`nil` leaves a channel unwritten); the group is then applied,
+    /// while still in cache where the backend fuses. A synchronized module exchanges the
+    /// group's moments with the other ranks inside `coefficients`.
+    ///
+    /// The default collects every channel, calls `coefficients` for each group in order, then
+    /// applies every channel in one ``normalize(_:into:coefficients:)`` (nothing when a channel
+    /// is left unwritten): the same sequence of calls, unfused.
+    /// - Parameters:
+    ///   - input: `(N, C, S...)`, validated; `N` may be 0.
+    ///   - output: Same shape, layout and type as `input`, not sharing its storage.
+    ///   - channelsPerGroup: Channels per group, 1 ... `C`.
+    ///   - coefficients: A group's coefficients (one per channel of the range) from its
+    ///     moments; what it throws stops the pass (no later group is collected or asked for).
+    /// - Returns: The `C` moments.
+    /// - Throws: What `coefficients`, ``collectStatistics(of:)`` and
+    ///   ``normalize(_:into:coefficients:)`` throw.
+    func collectStatisticsAndNormalize(
+        _ input: Operand, into output: Operand, channelsPerGroup: Int,
+        coefficients: (_ channels: Range<Int>, _ moments: [ChannelMoments]) throws -> [ChannelCoefficients.Channel?]
+    ) throws -> [ChannelMoments]
+
+    /// Reduce and apply of a synchronized training backward, in groups of channels, as
+    /// ``collectStatisticsAndNormalize(_:into:channelsPerGroup:coefficients:)``: each group's
+    /// sums (the same values as ``reduceGradient(_:input:mean:)``) go to `coefficients` on the
+    /// calling thread, in group order, and the group is applied with what it returns.
+    ///
+    /// The default reduces every channel, calls `coefficients` for each group in order, then
+    /// runs one ``applyGradient(_:input:into:coefficients:)``.
+    /// - Parameters:
+    ///   - gradient: `g`, the shape, layout and type of `input`.
+    ///   - input: `x`, the forward input.
+    ///   - mean: `μ` per channel, of the forward pass.
+    ///   - output: `dx`, the same shape, layout and type.
+    ///   - channelsPerGroup: Channels per group, 1 ... `C`.
+    ///   - coefficients: A group's coefficients from its sums; what it throws stops the pass.
+    /// - Returns: The `C` sums.
+    /// - Throws: What `coefficients`, ``reduceGradient(_:input:mean:)`` and
+    ///   ``applyGradient(_:input:into:coefficients:)`` throw.
+    func reduceGradientAndApply(
+        _ gradient: Operand, input: Operand, mean: [Double], into output: Operand, channelsPerGroup: Int,
+        coefficients: (_ channels: Range<Int>, _ sums: [GradientSums]) throws -> [ChannelCoefficients.Channel]
+    ) throws -> [GradientSums]
 }
 
 extension BatchNormBackend {
@@ -138,6 +193,61 @@ extension BatchNormBackend {
         try reduceThenApply(gradient, input: input, mean: mean, into: output, coefficients: coefficients)
     }
 
+    /// ``ChannelFusionLimits/never``: the training passes run as separate steps.
+    public var channelFusionLimits: ChannelFusionLimits { .never }
+
+    /// ``collectStatistics(of:)``, `coefficients` per group, then one
+    /// ``normalize(_:into:coefficients:)`` when every channel has coefficients.
+    public func collectStatisticsAndNormalize(
+        _ input: Operand, into output: Operand, channelsPerGroup: Int,
+        coefficients: (_ channels: Range<Int>, _ moments: [ChannelMoments]) throws -> [ChannelCoefficients.Channel?]
+    ) throws -> [ChannelMoments] {
+        try collectThenNormalize(input, into: output, channelsPerGroup: channelsPerGroup, coefficients: coefficients)
+    }
+
+    /// ``reduceGradient(_:input:mean:)``, `coefficients` per group, then one
+    /// ``applyGradient(_:input:into:coefficients:)``.
+    public func reduceGradientAndApply(
+        _ gradient: Operand, input: Operand, mean: [Double], into output: Operand, channelsPerGroup: Int,
+        coefficients: (_ channels: Range<Int>, _ sums: [GradientSums]) throws -> [ChannelCoefficients.Channel]
+    ) throws -> [GradientSums] {
+        try reduceThenApply(
+            gradient, input: input, mean: mean, into: output, channelsPerGroup: channelsPerGroup,
+            coefficients: coefficients)
+    }
+
+    /// The unfused form of ``collectStatisticsAndNormalize(_:into:channelsPerGroup:coefficients:)``
+    /// (also what a backend that fuses some tensors runs for the others).
+    func collectThenNormalize(
+        _ input: Operand, into output: Operand, channelsPerGroup: Int,
+        coefficients: (Range<Int>, [ChannelMoments]) throws -> [ChannelCoefficients.Channel?]
+    ) throws -> [ChannelMoments] {
+        let moments = try collectStatistics(of: input)
+        var channels = [ChannelCoefficients.Channel?]()
+        for group in ChannelGroups(channels: moments.count, perGroup: channelsPerGroup) {
+            channels += try ChannelGroups.checked(try coefficients(group, Array(moments[group])), for: group)
+        }
+        let complete = channels.compactMap { $0 }
+        if complete.count == moments.count {
+            try normalize(input, into: output, coefficients: ChannelCoefficients(complete))
+        }
+        return moments
+    }
+
+    /// The unfused form of ``reduceGradientAndApply(_:input:mean:into:channelsPerGroup:coefficients:)``.
+    func reduceThenApply(
+        _ gradient: Operand, input: Operand, mean: [Double], into output: Operand, channelsPerGroup: Int,
+        coefficients: (Range<Int>, [GradientSums]) throws -> [ChannelCoefficients.Channel]
+    ) throws -> [GradientSums] {
+        let sums = try reduceGradient(gradient, input: input, mean: mean)
+        var channels = [ChannelCoefficients.Channel]()
+        for group in ChannelGroups(channels: sums.count, perGroup: channelsPerGroup) {
+            channels += try ChannelGroups.checked(try coefficients(group, Array(sums[group])), for: group)
+        }
+        try applyGradient(gradient, input: input, into: output, coefficients: ChannelCoefficients(channels))
+        return sums
+    }
+
     /// The unfused form of ``collectStatisticsAndNormalize(_:into:coefficients:)`` (also what
     /// a backend that fuses some tensors runs for the others).
     func collectThenNormalize(
@@ -165,5 +275,36 @@ extension BatchNormBackend {
         let channels = sums.enumerated().map { coefficients($0.offset, $0.element) }
         try applyGradient(gradient, input: input, into: output, coefficients: ChannelCoefficients(channels))
         return sums
+    }
+}
+
+/// The channel ranges `0 ..< C` in groups of `perGroup` (the last may be shorter), in order.
+struct ChannelGroups: Sequence {
+    let channels: Int
+    let perGroup: Int
+
+    init(channels: Int, perGroup: Int) {
+        self.channels = channels
+        self.perGroup = Swift.max(1, perGroup)
+    }
+
+    /// `coefficients` of a group's callback, checked to hold one value per channel of `group`.
+    /// - Throws: ``BatchNormError/invalidArgument(name:expected:actual:)`` otherwise.
+    static func checked<T>(_ coefficients: [T], for group: Range<Int>) throws -> [T] {
+        guard coefficients.count == group.count else {
+            throw BatchNormError.invalidArgument(
+                name: "coefficients", expected: "one per channel of the group \(group) (\(group.count))",
+                actual: "\(coefficients.count)")
+        }
+        return coefficients
+    }
+
+    /// Number of groups, `⌈C / perGroup⌉`.
+    var count: Int { (channels + perGroup - 1) / perGroup }
+
+    func makeIterator() -> some IteratorProtocol<Range<Int>> {
+        let (perGroup, channels) = (perGroup, channels)
+        return stride(from: 0, to: channels, by: perGroup).lazy.map { $0..<Swift.min($0 + perGroup, channels) }
+            .makeIterator()
     }
 }

@@ -122,12 +122,21 @@ extension CPUBackend {
         let geometry = ChannelGeometry(shape: shape)
         guard layout == .channelsFirst, geometry.spatial > 1, geometry.elementCount > 0 else { return false }
         let read = backward ? 2 : 1
-        return tuning.fuses(
+        return limits(threads: threadWidth(geometry.channels, elements: geometry.elementCount)).fuses(
             channelBytes: 2 * read * geometry.valuesPerChannel * dataType.byteCount,
             workingSetBytes: (read + 1) * geometry.elementCount * dataType.byteCount,
-            channels: geometry.channels,
-            threads: threadWidth(geometry.channels, elements: geometry.elementCount))
+            channels: geometry.channels)
     }
+
+    /// The fusion limits for a pass over `threads` threads: the replacement limits when
+    /// set, else the tuning's.
+    private func limits(threads: Int) -> ChannelFusionLimits {
+        fusionLimits ?? tuning.limits(threads: threads)
+    }
+
+    /// The limits of ``fusesChannels(shape:layout:dataType:backward:)`` with this backend's
+    /// threads (`BNKIT_CHANNEL_FUSION` sets the mode); a synchronized module agrees on rank 0's.
+    public var channelFusionLimits: ChannelFusionLimits { limits(threads: threadCount) }
 
     /// The `streaming` argument of the apply kernels for a pass over `tensors` tensors (inputs
     /// and output) of `output`'s size and type, channel-`fused` or not: `MemoryTuning.streams`.

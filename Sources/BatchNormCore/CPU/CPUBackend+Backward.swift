@@ -14,7 +14,7 @@ extension CPUBackend {
     /// stored in its own slot and added per channel in block order, so the result is bitwise
     /// identical for any thread count.
     public func reduceGradient(_ gradient: Tensor, input: Tensor, mean: [Double]) throws -> [GradientSums] {
-        reduceGradient(gradient, input: input, mean: mean, fusion: nil)
+        try reduceGradient(gradient, input: input, mean: mean, fusion: nil)
     }
 
     /// Reduce and apply fused per channel (channels-first with `S > 1`; other tensors run
@@ -37,8 +37,8 @@ extension CPUBackend {
             self, formula: Int32(BNK_APPLY_GRADIENT_AND_INPUT), gradient: gradient, input: input,
             output: output)
         // The fusion's closures outlive nothing: `reduceGradient` returns after every channel is done.
-        return withoutActuallyEscaping(coefficients) { coefficients in
-            reduceGradient(
+        return try withoutActuallyEscaping(coefficients) { coefficients in
+            try reduceGradient(
                 gradient, input: input, mean: mean,
                 fusion: ChannelFusion(
                     coefficients: { c, sums in coefficients(c, sums) },
@@ -46,21 +46,50 @@ extension CPUBackend {
         }
     }
 
+    /// Reduce and apply in groups of channels, fused where
+    /// ``reduceGradientAndApply(_:input:mean:into:coefficients:)`` fuses (other tensors run
+    /// the unfused default): each group's sums are reduced and merged exactly as
+    /// ``reduceGradient(_:input:mean:)`` does, their coefficients asked for on the calling
+    /// thread, and the group is applied inside the kernel calls that reduce the next group
+    /// (the last group alone).
+    public func reduceGradientAndApply(
+        _ gradient: Tensor, input: Tensor, mean: [Double], into output: Tensor, channelsPerGroup: Int,
+        coefficients: (_ channels: Range<Int>, _ sums: [GradientSums]) throws -> [ChannelCoefficients.Channel]
+    ) throws -> [GradientSums] {
+        let geometry = ChannelGeometry(shape: input.shape)
+        guard geometry.elementCount > 0, input.layout == .channelsFirst, geometry.spatial > 1 else {
+            return try reduceThenApply(
+                gradient, input: input, mean: mean, into: output, channelsPerGroup: channelsPerGroup,
+                coefficients: coefficients)
+        }
+        let apply = PlaneApply(
+            self, formula: Int32(BNK_APPLY_GRADIENT_AND_INPUT), gradient: gradient, input: input,
+            output: output)
+        // The closure outlives nothing: `reduceGradient` returns after the last group.
+        return try withoutActuallyEscaping(coefficients) { coefficients in
+            try reduceGradient(
+                gradient, input: input, mean: mean, fusion: nil,
+                grouped: GroupedFusion(
+                    channelsPerGroup: channelsPerGroup,
+                    coefficients: { try coefficients($0, $1).map(Optional.some) }, apply: apply))
+        }
+    }
+
     /// The blocks of ``reduceGradient(_:input:mean:)``, their kernel and their merge, with
-    /// `fusion` as in ``reduce(_:elements:kernel:merge:fusion:)``.
+    /// `fusion` and `grouped` as in ``reduce(_:elements:kernel:merge:fusion:grouped:)``.
     private func reduceGradient(
         _ gradient: Tensor, input: Tensor, mean: [Double],
-        fusion: ChannelFusion<GradientSums>?
-    ) -> [GradientSums] {
+        fusion: ChannelFusion<GradientSums>?, grouped: GroupedFusion<GradientSums>? = nil
+    ) throws -> [GradientSums] {
         let geometry = ChannelGeometry(shape: input.shape)
         let zero = GradientSums(gradient: 0, gradientTimesCentered: 0)
         guard geometry.elementCount > 0 else { return Array(repeating: zero, count: geometry.channels) }
         let g = KernelData(gradient), x = KernelData(input)
         let level = kernelLevel.cValue
         let blocks = ReductionBlocks(geometry, layout: input.layout, planeLength: CPUBackend.gradientBlockLength)
-        return mean.withUnsafeBufferPointer { mean in
+        return try mean.withUnsafeBufferPointer { mean in
             let mean = SharedPointer(mean.baseAddress!)
-            return reduce(
+            return try reduce(
                 blocks, elements: geometry.elementCount,
                 kernel: { block in
                     switch blocks.partition {
@@ -89,7 +118,7 @@ extension CPUBackend {
                         total.gradientTimesCentered += sumGX
                     }
                     return total
-                }, fusion: fusion)
+                }, fusion: fusion, grouped: grouped)
         }
     }
 }

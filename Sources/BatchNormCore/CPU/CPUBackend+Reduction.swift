@@ -53,6 +53,18 @@ extension CPUBackend {
         let apply: PlaneApply
     }
 
+    /// The apply half of a channel-fused pass in groups of channels (see
+    /// ``reduce(_:elements:kernel:merge:fusion:grouped:)``): a synchronized module's schedule.
+    struct GroupedFusion<Result> {
+        /// Channels per group (at least 1).
+        let channelsPerGroup: Int
+        /// A group's apply coefficients from its merged results (`nil` leaves a channel
+        /// unwritten), called on the calling thread in group order; a throw stops the pass.
+        let coefficients: (_ channels: Range<Int>, [Result]) throws -> [ChannelCoefficients.Channel?]
+        /// The apply kernel's arguments for one channel's coefficients over a storage range.
+        let apply: PlaneApply
+    }
+
     /// Runs `kernel` on every block of `blocks` (in parallel over blocks, `elements` deciding
     /// whether threads are worth waking), then `merge` once per channel, in channel order.
     ///
@@ -65,12 +77,22 @@ extension CPUBackend {
     /// the cache and writes while the next channel streams in from memory, so reads and
     /// writes overlap as in a one-pass kernel. The thread's last channel is applied alone.
     /// The cache must hold two channels per thread.
+    ///
+    /// With `grouped` (plane blocks only), the same in groups of channels: for each group in
+    /// order, in parallel over its channels (thread `t` of the group's `T` takes the range
+    /// `⌊k·t/T⌋ ..< ⌊k·(t+1)/T⌋` of its `k` channels), the group's channels are reduced and
+    /// merged while the previous group's channels at the same positions are applied inside
+    /// the same kernel calls (a longer previous group's remaining channels alone, by the
+    /// thread that ends the range); then, on the calling thread, the group's coefficients are
+    /// asked for. The last group is applied alone. The cache must hold two groups' share of
+    /// channels per thread.
     func reduce<Result>(
         _ blocks: ReductionBlocks, elements: Int,
         kernel: @Sendable (ReductionBlock) -> Void,
         merge: @Sendable (ChannelPartials) -> Result,
-        fusion: ChannelFusion<Result>? = nil
-    ) -> [Result] {
+        fusion: ChannelFusion<Result>? = nil,
+        grouped: GroupedFusion<Result>? = nil
+    ) throws -> [Result] {
         let slots = blocks.count * blocks.width
         let partials = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * max(1, slots))
         defer { partials.deallocate() }
@@ -90,18 +112,66 @@ extension CPUBackend {
         @Sendable func partialsOf(_ c: Int) -> ChannelPartials {
             ChannelPartials(blocks: blocks, channel: c, first: first.base, second: second.base)
         }
+        let perChannel = blocks.planeBlocksPerChannel
+        @Sendable func applyRun(
+            _ apply: PlaneApply, _ coefficients: ChannelCoefficients.Channel, channel c: Int, block i: Int
+        ) -> bnk_apply_run {
+            let (start, length, _) = blocks.block(blocks.planeBlock(ofChannel: c, i))
+            return apply.run(coefficients, start: start, length: length)
+        }
+        if let grouped, case .planes = blocks.partition {
+            // Each group's results are merged by the threads into `merged`, then kept here.
+            var results = [Result?](repeating: nil, count: blocks.channels)
+            let apply = grouped.apply
+            var previous: (channels: Range<Int>, coefficients: [ChannelCoefficients.Channel?]) = (0..<0, [])
+            for group in ChannelGroups(channels: blocks.channels, perGroup: grouped.channelsPerGroup) {
+                let before = previous
+                let merged = UnsafeMutableBufferPointer<Result>.allocate(capacity: group.count)
+                defer { merged.deallocate() }
+                let shared = SharedPointer(merged.baseAddress!)
+                parallelFor(group.count, elements: elements / blocks.channels * group.count) { range in
+                    for j in range {
+                        let c = group.lowerBound + j
+                        let pending = j < before.channels.count ? before.coefficients[j] : nil
+                        for i in 0..<perChannel {
+                            let index = blocks.planeBlock(ofChannel: c, i)
+                            if let pending {
+                                var job = applyRun(apply, pending, channel: before.channels.lowerBound + j, block: i)
+                                run(index, nil, apply: &job)
+                            } else {
+                                run(index, nil)
+                            }
+                        }
+                        (shared.base + j).initialize(to: merge(partialsOf(c)))
+                    }
+                    guard range.upperBound == group.count else { return }
+                    for j in group.count..<max(group.count, before.channels.count) {
+                        guard let pending = before.coefficients[j] else { continue }
+                        for i in 0..<perChannel {
+                            apply(applyRun(apply, pending, channel: before.channels.lowerBound + j, block: i))
+                        }
+                    }
+                }
+                let groupResults = Array(merged)
+                for (j, result) in groupResults.enumerated() { results[group.lowerBound + j] = result }
+                let coefficients = try ChannelGroups.checked(try grouped.coefficients(group, groupResults), for: group)
+                previous = (group, coefficients)
+            }
+            let last = previous
+            parallelFor(last.channels.count, elements: elements / blocks.channels * last.channels.count) { range in
+                for j in range {
+                    guard let pending = last.coefficients[j] else { continue }
+                    for i in 0..<perChannel {
+                        apply(applyRun(apply, pending, channel: last.channels.lowerBound + j, block: i))
+                    }
+                }
+            }
+            return results.map { $0! }
+        }
         if let fusion, case .planes = blocks.partition {
             let results = UnsafeMutableBufferPointer<Result>.allocate(capacity: blocks.channels)
             defer { results.deallocate() }
             let shared = SharedPointer(results.baseAddress!)
-            let perChannel = blocks.planeBlocksPerChannel
-            @Sendable func applyRun(
-                _ coefficients: ChannelCoefficients.Channel, channel c: Int,
-                block i: Int
-            ) -> bnk_apply_run {
-                let (start, length, _) = blocks.block(blocks.planeBlock(ofChannel: c, i))
-                return fusion.apply.run(coefficients, start: start, length: length)
-            }
             parallelFor(blocks.channels, elements: elements) { range in
                 // Plane blocks hold one channel each: a partial's slot is its block's index.
                 var pending: (coefficients: ChannelCoefficients.Channel, channel: Int)?
@@ -109,7 +179,7 @@ extension CPUBackend {
                     for i in 0..<perChannel {
                         let index = blocks.planeBlock(ofChannel: c, i)
                         if let pending {
-                            var job = applyRun(pending.coefficients, channel: pending.channel, block: i)
+                            var job = applyRun(fusion.apply, pending.coefficients, channel: pending.channel, block: i)
                             run(index, nil, apply: &job)
                         } else {
                             run(index, nil)
@@ -121,7 +191,7 @@ extension CPUBackend {
                 }
                 if let pending {
                     for i in 0..<perChannel {
-                        fusion.apply(applyRun(pending.coefficients, channel: pending.channel, block: i))
+                        fusion.apply(applyRun(fusion.apply, pending.coefficients, channel: pending.channel, block: i))
                     }
                 }
             }

@@ -23,7 +23,7 @@ extension CPUBackend {
         guard geometry.elementCount > 0 else {
             return Array(repeating: .empty, count: geometry.channels)
         }
-        return collect(input, geometry: geometry, fusion: nil)
+        return try collect(input, geometry: geometry)
     }
 
     /// Collect and apply fused per channel (channels-first with `S > 1`; other tensors run
@@ -45,22 +45,47 @@ extension CPUBackend {
         }
         let apply = PlaneApply(self, formula: Int32(BNK_APPLY_FORWARD), gradient: nil, input: input, output: output)
         // The fusion's closures outlive nothing: `collect` returns after every channel is done.
-        return withoutActuallyEscaping(coefficients) { coefficients in
-            collect(input, geometry: geometry, fusion: ChannelFusion(coefficients: coefficients, apply: apply))
+        return try withoutActuallyEscaping(coefficients) { coefficients in
+            try collect(input, geometry: geometry, fusion: ChannelFusion(coefficients: coefficients, apply: apply))
+        }
+    }
+
+    /// Collect and apply in groups of channels, fused where
+    /// ``collectStatisticsAndNormalize(_:into:coefficients:)`` fuses (other tensors run the
+    /// unfused default): each group's channels are collected and merged exactly as
+    /// ``collectStatistics(of:)`` does, their coefficients asked for on the calling thread, and
+    /// they are applied inside the kernel calls that collect the next group (the last group
+    /// alone), so a group is read from memory once when two groups' share of every thread
+    /// fits in its cache.
+    public func collectStatisticsAndNormalize(
+        _ input: Tensor, into output: Tensor, channelsPerGroup: Int,
+        coefficients: (_ channels: Range<Int>, _ moments: [ChannelMoments]) throws -> [ChannelCoefficients.Channel?]
+    ) throws -> [ChannelMoments] {
+        let geometry = ChannelGeometry(shape: input.shape)
+        guard geometry.elementCount > 0, input.layout == .channelsFirst, geometry.spatial > 1 else {
+            return try collectThenNormalize(
+                input, into: output, channelsPerGroup: channelsPerGroup, coefficients: coefficients)
+        }
+        let apply = PlaneApply(self, formula: Int32(BNK_APPLY_FORWARD), gradient: nil, input: input, output: output)
+        // The closure outlives nothing: `collect` returns after the last group.
+        return try withoutActuallyEscaping(coefficients) { coefficients in
+            try collect(
+                input, geometry: geometry,
+                grouped: GroupedFusion(channelsPerGroup: channelsPerGroup, coefficients: coefficients, apply: apply))
         }
     }
 
     /// The blocks of ``collectStatistics(of:)``, their kernel and their merge, with
-    /// `fusion` as in ``reduce(_:elements:kernel:merge:fusion:)``.
+    /// `fusion` and `grouped` as in ``reduce(_:elements:kernel:merge:fusion:grouped:)``.
     private func collect(
         _ input: Tensor, geometry: ChannelGeometry,
-        fusion: ChannelFusion<ChannelMoments>?
-    ) -> [ChannelMoments] {
+        fusion: ChannelFusion<ChannelMoments>? = nil, grouped: GroupedFusion<ChannelMoments>? = nil
+    ) throws -> [ChannelMoments] {
         let x = KernelData(input)
         let total = Double(geometry.valuesPerChannel)
         let level = kernelLevel.cValue
         let blocks = ReductionBlocks(geometry, layout: input.layout, planeLength: CPUBackend.blockLength)
-        return reduce(
+        return try reduce(
             blocks, elements: geometry.elementCount,
             kernel: { block in
                 switch blocks.partition {
@@ -88,6 +113,6 @@ extension CPUBackend {
                     m2 += blockM2 + count * delta * delta
                 }
                 return ChannelMoments(count: total, mean: mean, m2: m2)
-            }, fusion: fusion)
+            }, fusion: fusion, grouped: grouped)
     }
 }

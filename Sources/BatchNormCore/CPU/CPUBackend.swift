@@ -25,6 +25,9 @@ public struct CPUBackend: BatchNormBackend {
     /// When stores stream and training passes fuse, from the cache sizes read at run time.
     let tuning: MemoryTuning
 
+    /// Fusion limits that replace the tuning's (``channelFusionLimits``), or `nil`.
+    let fusionLimits: ChannelFusionLimits?
+
     /// Values per channels-first statistics block: each block is reduced in `Double` (one
     /// pass shifted by its first value) and blocks are merged in a fixed order (the k-way
     /// form of ``ChannelMoments/merged(with:)``).
@@ -52,10 +55,21 @@ public struct CPUBackend: BatchNormBackend {
 
     /// A backend with the given kernels (`level` is lowered to what the CPU supports) and
     /// tuning (the environment's by default).
-    init(threadCount: Int?, kernelLevel level: KernelLevel, tuning: MemoryTuning = .selected) {
+    init(
+        threadCount: Int?, kernelLevel level: KernelLevel, tuning: MemoryTuning = .selected,
+        fusionLimits: ChannelFusionLimits? = nil
+    ) {
         self.threadCount = max(1, threadCount ?? CPUBackend.onlineProcessorCount)
         self.kernelLevel = level.loweredToSupported
         self.tuning = tuning
+        self.fusionLimits = fusionLimits
+    }
+
+    /// A backend whose channel fusion follows `limits` instead of the running CPU's caches
+    /// (for checks of the fused schedules on small tensors: `mode: .always, threads: g`
+    /// makes a synchronized module's groups `g` channels long).
+    package init(threadCount: Int?, channelFusionLimits limits: ChannelFusionLimits) {
+        self.init(threadCount: threadCount, kernelLevel: .selected, fusionLimits: limits)
     }
 
     /// Number of online processors.

@@ -211,22 +211,24 @@ struct MemoryTuning: Equatable, Sendable {
         }
     }
 
-    /// Whether a training pass fuses per channel: its tensors (`workingSetBytes`) would not
-    /// stay in the cache (``staysInCache(workingSetBytes:)``; where they do, the unfused
-    /// passes find their data in cache for the second read, and were measured faster), the
-    /// per-thread working set
-    /// `channelBytes` (two channels' values of every tensor the pass reads: the one being
-    /// applied and the next being reduced) fits in the cache of one core
-    /// (``CacheSizes/perCore``), and `channels` spread over `threads` with at most 1/8 of
-    /// imbalance (or evenly).
+    /// The fusion limits of a backend of `threads` threads: this tuning's mode, the
+    /// ``fusionThreshold`` (where the tensors would not stay in the cache; where they do, the
+    /// unfused passes find their data in cache for the second read, and were measured
+    /// faster) and the cache of one core (``CacheSizes/perCore``).
+    func limits(threads: Int) -> ChannelFusionLimits {
+        let mode: ChannelFusionLimits.Mode =
+            switch channelFusion {
+            case .always: .always
+            case .never: .never
+            case .automatic: .automatic
+            }
+        return ChannelFusionLimits(
+            mode: mode, workingSetThreshold: fusionThreshold, threadCacheBytes: caches.perCore, threads: threads)
+    }
+
+    /// Whether a training pass fuses per channel: ``ChannelFusionLimits/fuses(channelBytes:workingSetBytes:channels:)``
+    /// with ``limits(threads:)``.
     func fuses(channelBytes: Int, workingSetBytes: Int, channels: Int, threads: Int) -> Bool {
-        switch channelFusion {
-        case .always: return true
-        case .never: return false
-        case .automatic:
-            let perThread = (channels + threads - 1) / threads
-            return !staysInCache(workingSetBytes: workingSetBytes) && channelBytes <= caches.perCore
-                && perThread * threads * 8 <= channels * 9
-        }
+        limits(threads: threads).fuses(channelBytes: channelBytes, workingSetBytes: workingSetBytes, channels: channels)
     }
 }

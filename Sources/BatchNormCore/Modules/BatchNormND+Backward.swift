@@ -25,7 +25,8 @@ extension BatchNormND {
     ///   and ``ProcessGroupError``. The module is unchanged after any throw.
     ///
     /// With a ``processGroup``, a training backward that computes `dx` or parameter gradients
-    /// joins one all-gather of the per-channel sums (every rank must make the same call);
+    /// joins one all-gather of the per-channel sums, or one per group of channels where the
+    /// pass fuses (every rank must make the same call);
     /// `dx` and the parameter gradients use the global sums and `M`, so they are identical
     /// on every rank (<doc:SynchronizedStatistics>).
     @discardableResult
@@ -85,6 +86,12 @@ extension BatchNormND {
             return nil
         }
 
+        if updGrad, let group = processGroup, let perGroup = schedule(for: group)?.backwardGroup {
+            return try groupedTrainingBackward(
+                grad, on: backend, group: group, channelsPerGroup: perGroup, accumulate: accumulate, scale: scale,
+                momentum: momentum)
+        }
+
         // Validate and reduce (backend), merge (across processGroup when set); alone, and
         // when the backend fuses the channels of this tensor, reduce and apply in one call.
         var fusedOutput: Operand?
@@ -120,6 +127,44 @@ extension BatchNormND {
             output = result
         }
         // Commit: accumulate parameter gradients (dscale = invstd·Σg(x−μ), dbias = Σg).
+        if accumulate {
+            accumulateParameterGradients(sums, saved: saved, parameters: parameters, scale: scale, momentum: momentum)
+        }
+        savedGradient = output
+        return output
+    }
+
+    /// A synchronized training backward that computes `dx`, in groups of channels
+    /// (``SynchronizedSchedule``): validate, then reduce each group, exchange and sum its sums
+    /// in rank order, and apply it
+    /// (``BatchNormBackend/reduceGradientAndApply(_:input:mean:into:channelsPerGroup:coefficients:)``)
+    /// with the coefficients of ``GradientFinalizer``; the parameter gradients and `dx` are
+    /// committed once, after the last group.
+    private func groupedTrainingBackward<Operand: BatchNormOperand>(
+        _ grad: Operand, on backend: any BatchNormBackend<Operand>, group: any ProcessGroup, channelsPerGroup: Int,
+        accumulate: Bool, scale: Float, momentum: Float
+    ) throws -> Operand {
+        let groups = ChannelGroups(channels: maps, perGroup: channelsPerGroup)
+        var sums = [GradientSums]()
+        let (parameters, saved, output) = try runGrouped(groups) { channels, error in
+            _ = try? exchangeGradientSums(over: group, channels: channels, local: .failure(error))
+        } pass: { progress in
+            let (parameters, input) = try backwardInputs(grad, on: backend)
+            guard let saved = savedStatistics else { throw BatchNormError.backwardBeforeForward(name: name) }
+            // A throw below must leave the module unchanged: the previous gradient is kept.
+            let output = try grad.makeUninitializedLike()
+            let finalizer = GradientFinalizer(saved: saved, scale: parameters.scale.scalars)
+            _ = try backend.reduceGradientAndApply(
+                grad, input: input, mean: saved.mean, into: output, channelsPerGroup: channelsPerGroup
+            ) { channels, local in
+                try progress.step {
+                    let global = try exchangeGradientSums(over: group, channels: channels, local: .success(local))
+                    sums += global
+                    return channels.map { finalizer.coefficients($0, global[$0 - channels.lowerBound]) }
+                }
+            }
+            return (parameters, saved, output)
+        }
         if accumulate {
             accumulateParameterGradients(sums, saved: saved, parameters: parameters, scale: scale, momentum: momentum)
         }

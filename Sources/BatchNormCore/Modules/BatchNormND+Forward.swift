@@ -16,8 +16,8 @@ extension BatchNormND {
     ///   and ``ProcessGroupError``. The module is unchanged after any throw.
     ///
     /// With a ``processGroup``, a training forward joins one all-gather of the per-channel
-    /// moments (every rank must make the same call) and uses the statistics of all ranks'
-    /// batches together; `N = 0` is then accepted as long as the global `M` is at least 2
+    /// moments, or one per group of channels where the pass fuses (every rank must make the
+    /// same call), and uses the statistics of all ranks' batches together; `N = 0` is then accepted as long as the global `M` is at least 2
     /// (<doc:SynchronizedStatistics>). An evaluation forward never communicates.
     public func callAsFunction(_ data: Tensor) throws -> Tensor {
         try forward(data)
@@ -57,14 +57,27 @@ extension BatchNormND {
     /// ``BatchNormBackend/fusesChannels(shape:layout:dataType:backward:)``, collect, finalize
     /// and apply run channel by channel in one backend call; the finalize of every channel is
     /// then repeated here in one call (the same function of the same moments, so the same
-    /// values) for the commit and the errors.
+    /// values) for the commit and the errors. With a group whose agreed schedule fuses the
+    /// forward, the grouped form runs instead; the first synchronized forward agrees on the
+    /// schedule (its exchange carries this rank's header).
     private func trainingForward<Operand: BatchNormOperand>(_ data: Operand, on backend: any BatchNormBackend<Operand>)
         throws
         -> Operand
     {
         let valuesPerChannel = ChannelGeometry(shape: data.shape).valuesPerChannel
+        var header = [Double]()
+        if let group = processGroup {
+            if let perGroup = schedule(for: group)?.forwardGroup {
+                return try groupedTrainingForward(data, on: backend, group: group, channelsPerGroup: perGroup)
+            }
+            if schedule(for: group) == nil {
+                header = SynchronizedSchedule.header(
+                    limits: backend.channelFusionLimits, byteCount: data.dataType.byteCount,
+                    planar: data.layout == .channelsFirst && ChannelGeometry(shape: data.shape).spatial > 1)
+            }
+        }
         var fusedOutput: Operand?
-        let (parameters, moments, count) = try mergeMoments(localCount: valuesPerChannel) {
+        let (parameters, moments, count, agreed) = try mergeMoments(localCount: valuesPerChannel, header: header) {
             let parameters = try loadedParameters()
             try checkShape(of: data, argument: "data", on: backend)
             guard !inplace else { throw BatchNormError.inplaceInTraining(name: name) }
@@ -98,6 +111,50 @@ extension BatchNormND {
             try backend.normalize(data, into: output, coefficients: finalized.coefficients)
         }
         // Commit: nothing above changed the module.
+        try commitTraining(finalized, parameters: parameters)
+        commitForward(input: data, output: output)
+        if let group = processGroup, let agreed { agreedSchedule = (group, agreed) }
+        return output
+    }
+
+    /// A synchronized training forward in groups of channels (``SynchronizedSchedule``):
+    /// validate, then collect each group, exchange and merge its moments in rank order, and
+    /// apply it (``BatchNormBackend/collectStatisticsAndNormalize(_:into:channelsPerGroup:coefficients:)``)
+    /// with the coefficients of ``TrainingFinalizer`` from the global moments; finalize and
+    /// commit once, after the last group, so a failure in any group leaves the module
+    /// unchanged on every rank.
+    private func groupedTrainingForward<Operand: BatchNormOperand>(
+        _ data: Operand, on backend: any BatchNormBackend<Operand>, group: any ProcessGroup, channelsPerGroup: Int
+    ) throws -> Operand {
+        let groups = ChannelGroups(channels: maps, perGroup: channelsPerGroup)
+        var merged = [ChannelMoments](), count = 0
+        let (parameters, output) = try runGrouped(groups) { channels, error in
+            _ = try? exchangeMoments(over: group, channels: channels, local: .failure(error))
+        } pass: { progress in
+            let parameters = try loadedParameters()
+            try checkShape(of: data, argument: "data", on: backend)
+            guard !inplace else { throw BatchNormError.inplaceInTraining(name: name) }
+            // Finalize can still throw after the apply, so the previous output is kept (not
+            // recycled) until the commit.
+            let output = try data.makeUninitializedLike()
+            var finalizer: TrainingFinalizer?
+            _ = try backend.collectStatisticsAndNormalize(data, into: output, channelsPerGroup: channelsPerGroup) {
+                channels, local in
+                try progress.step {
+                    let (moments, total, _) = try exchangeMoments(
+                        over: group, channels: channels, local: .success(local))
+                    if finalizer == nil {
+                        // The global M, the same on every rank: every rank stops here alike.
+                        try checkValuesPerChannel(total, shape: data.shape)
+                        (count, finalizer) = (total, trainingFinalizer(count: total, parameters: parameters))
+                    }
+                    merged += moments
+                    return channels.map { finalizer?.channel($0, moments[$0 - channels.lowerBound])?.coefficients }
+                }
+            }
+            return (parameters, output)
+        }
+        let finalized = try finalizeTraining(merged, count: count, shape: data.shape, parameters: parameters)
         try commitTraining(finalized, parameters: parameters)
         commitForward(input: data, output: output)
         return output

@@ -77,6 +77,9 @@ public class BatchNormND: Module {
     /// ``inData``, ``data`` and ``grad``). A backward pairs with the forward input only when
     /// its gradient is of the same operand type and place.
     package var savedInput, savedOutput, savedGradient: (any BatchNormOperand)?
+    /// The channel groups agreed with the other ranks of ``processGroup`` in the first
+    /// synchronized training forward (the same on every rank; see ``SynchronizedSchedule``).
+    package var agreedSchedule: (group: any ProcessGroup, schedule: SynchronizedSchedule)?
 
     /// Parameter, statistic and gradient tensors, each `(1, C, 1, ...)`.
     package final class Parameters {

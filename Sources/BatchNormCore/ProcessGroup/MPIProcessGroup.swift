@@ -63,8 +63,14 @@ public final class MPIProcessGroup: ProcessGroup, @unchecked Sendable {
     private static let worldLock = Lock()
 
     /// The group of every process of the job, initializing MPI on the first call.
+    /// The library search prefers the implementation whose launcher started the process
+    /// (Open MPI's `mpirun` sets `OMPI_COMM_WORLD_SIZE`, MPICH's Hydra `PMI_SIZE`).
+    ///
     /// - Throws: ``ProcessGroupError/mpiUnavailable(environmentVariable:searched:)`` naming
-    ///   every library tried; ``ProcessGroupError/mpiFailed(function:code:message:)``. The
+    ///   every library tried; ``ProcessGroupError/mpiFailed(function:code:message:)``;
+    ///   ``ProcessGroupError/launcherMismatch(launcherSize:variable:library:environmentVariable:)``
+    ///   when the launcher started several ranks but the loaded library's world has one
+    ///   (a launcher of another implementation). The
     ///   outcome of the first call is kept: later calls return the same group or error.
     public static func world() throws -> MPIProcessGroup {
         try worldLock.withLock {
@@ -90,6 +96,9 @@ public final class MPIProcessGroup: ProcessGroup, @unchecked Sendable {
         var rank: Int32 = 0, size: Int32 = 0
         try mpi.check(mpi.commRank(mpi.commWorld, &rank), "MPI_Comm_rank")
         try mpi.check(mpi.commSize(mpi.commWorld, &size), "MPI_Comm_size")
+        try Launcher.checkWorld(
+            size: Int(size), library: "\(mpi.isOpenMPI ? "Open MPI" : "MPICH") (\(mpi.library.path))",
+            environment: MPILibrary.currentEnvironment())
         return MPIProcessGroup(mpi: mpi, rank: Int(rank), size: Int(size))
     }
 
@@ -116,6 +125,49 @@ public final class MPIProcessGroup: ProcessGroup, @unchecked Sendable {
             try mpi.check(code, "MPI_Allgather")
         }
         return gathered
+    }
+}
+
+/// The launcher that started this process, as its environment tells: the number of ranks it
+/// started, and the implementation it belongs to. A library of another implementation does
+/// not see the launcher and makes each process a singleton, which must not pass for a
+/// working job.
+package struct Launcher: Equatable, Sendable {
+    /// The variable that gave the size.
+    package let variable: String
+    /// The number of processes the launcher started.
+    package let size: Int
+    /// `"Open MPI"` or `"MPICH"`: whose launcher sets `variable`.
+    package let implementation: String
+
+    /// The variables that carry a launcher's job size, in the order they are read:
+    /// Open MPI's `mpirun` (`OMPI_COMM_WORLD_SIZE`, and PMIx's `PMIX_SIZE` where set) and
+    /// MPICH's Hydra `mpiexec` (`PMI_SIZE`, and `MPI_LOCALNRANKS` for the ranks on this node).
+    package static let variables: [(name: String, implementation: String)] = [
+        ("OMPI_COMM_WORLD_SIZE", "Open MPI"), ("PMIX_SIZE", "Open MPI"), ("PMI_SIZE", "MPICH"),
+        ("MPI_LOCALNRANKS", "MPICH"),
+    ]
+
+    /// The first of ``variables`` set to an integer in `environment`, or `nil`.
+    package static func detect(environment: [String: String]) -> Launcher? {
+        for (name, implementation) in variables {
+            if let size = environment[name].flatMap({ Int($0.filter { !$0.isWhitespace }) }) {
+                return Launcher(variable: name, size: size, implementation: implementation)
+            }
+        }
+        return nil
+    }
+
+    /// Throws ``ProcessGroupError/launcherMismatch(launcherSize:variable:library:environmentVariable:)``
+    /// when the environment says the process is one of several ranks but the MPI world of
+    /// `library` has `size` 1 (the library does not belong to the launcher).
+    package static func checkWorld(size: Int, library: String, environment: [String: String])
+        throws(ProcessGroupError)
+    {
+        guard size == 1, let launcher = detect(environment: environment), launcher.size > 1 else { return }
+        throw .launcherMismatch(
+            launcherSize: launcher.size, variable: launcher.variable, library: library,
+            environmentVariable: MPIProcessGroup.libraryVariable)
     }
 }
 
@@ -191,10 +243,13 @@ package final class MPILibrary: @unchecked Sendable {
         return address
     }
 
-    /// The candidates: `BNKIT_MPI_LIBRARY` alone when set, else Open MPI then MPICH names.
+    /// The candidates: `BNKIT_MPI_LIBRARY` alone when set, else the names of the
+    /// implementation whose launcher started the process (``Launcher/detect(environment:)``)
+    /// first, then the other's; Open MPI first when no launcher is detected.
     package static func candidates(environment: [String: String]) -> [String] {
         if let path = environment[MPIProcessGroup.libraryVariable], !path.isEmpty { return [path] }
-        return ["libmpi.so.40", "libmpich.so.12", "libmpi.so.12"]
+        let openMPI = ["libmpi.so.40"], mpich = ["libmpich.so.12", "libmpi.so.12"]
+        return Launcher.detect(environment: environment)?.implementation == "MPICH" ? mpich + openMPI : openMPI + mpich
     }
 
     /// Opens the first of `candidates` that is an MPI library of a known ABI. Loaded with
@@ -229,9 +284,14 @@ package final class MPILibrary: @unchecked Sendable {
         }
     }
 
-    /// `BNKIT_MPI_LIBRARY` from the process environment, when set.
+    /// `BNKIT_MPI_LIBRARY` and the launchers' variables (``Launcher/variables``) from the
+    /// process environment, those that are set.
     package static func currentEnvironment() -> [String: String] {
-        getenv(MPIProcessGroup.libraryVariable).map { [MPIProcessGroup.libraryVariable: String(cString: $0)] } ?? [:]
+        var environment = [String: String]()
+        for name in [MPIProcessGroup.libraryVariable] + Launcher.variables.map(\.name) {
+            if let value = getenv(name) { environment[name] = String(cString: value) }
+        }
+        return environment
     }
 
     /// Throws for an MPI error code, with `MPI_Error_string`'s message.
