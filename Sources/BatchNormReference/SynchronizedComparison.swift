@@ -53,13 +53,14 @@ public struct SynchronizedComparison: Sendable, CustomStringConvertible {
 
     /// The backend of a synchronized module whose fused passes run in groups of
     /// `channelsPerGroup` channels (``ChannelFusionLimits/channelsPerGroup(channelBytes:channels:)``
-    /// is `threads` with no cache to count on), or the default CPU backend for `nil`.
+    /// is `threads` with no group cache), or the default CPU backend for `nil`.
     public static func backend(channelsPerGroup: Int?) -> CPUBackend {
         guard let channelsPerGroup else { return CPUBackend(threadCount: 1) }
         return CPUBackend(
             threadCount: 1,
             channelFusionLimits: ChannelFusionLimits(
-                mode: .always, workingSetThreshold: 0, threadCacheBytes: 0, threads: channelsPerGroup))
+                mode: .always, workingSetThreshold: 0, threadCacheBytes: 0, groupCacheBytes: 0,
+                threads: channelsPerGroup))
     }
 
     /// The all-gathers the synchronized module must make in training step `step` (from 1):

@@ -69,7 +69,7 @@ final class MemberResults<T: Sendable>: @unchecked Sendable {
         let backend = CPUBackend(
             threadCount: threads,
             channelFusionLimits: ChannelFusionLimits(
-                mode: .always, workingSetThreshold: 0, threadCacheBytes: 0, threads: 3))
+                mode: .always, workingSetThreshold: 0, threadCacheBytes: 0, groupCacheBytes: 0, threads: 3))
         let synchronized = try BatchNorm2D(maps: 8, backend: backend, processGroup: group, using: &first)
         let local = try BatchNorm2D(maps: 8, backend: CPUBackend(threadCount: 1), using: &second)
         var generator = SeededGenerator(seed: 4)
@@ -120,35 +120,44 @@ final class MemberResults<T: Sendable>: @unchecked Sendable {
     }
 
     /// The schedule comes from rank 0's limits and the global `M` only: on a 2-core machine
-    /// with 16 MiB of cache per core and 24 MiB from which tensors leave the cache, the bench's
-    /// per-rank shapes over 2 ranks fuse as a local module of that shape would.
+    /// with 1 MiB of L2 and 16 MiB of cache per core and 24 MiB from which tensors leave the
+    /// cache, per-rank shapes over 2 ranks fuse as a local module of that shape would, in
+    /// groups whose two consecutive groups fit in the L2 (at least one channel).
     @Test func scheduleFollowsTheLocalRuleForTheGlobalBatch() throws {
         let limits = ChannelFusionLimits(
-            mode: .automatic, workingSetThreshold: 24 << 20, threadCacheBytes: 16 << 20, threads: 1)
+            mode: .automatic, workingSetThreshold: 24 << 20, threadCacheBytes: 16 << 20, groupCacheBytes: 1 << 20,
+            threads: 1)
         func schedule(count: Int, channels: Int, planar: Bool = true) -> SynchronizedSchedule {
             let header = SynchronizedSchedule.header(limits: limits, byteCount: 4, planar: planar)
             return SynchronizedSchedule(header: header[...], count: count, ranks: 2, channels: channels)
         }
-        // 4x64x16x56x56 per rank: both passes fuse; 4 channels' values of a rank (3.2 MB) fit
-        // 5 times in 16 MiB: groups of 5, 13 groups per pass.
+        // 4x64x16x56x56 per rank: both passes fuse; 4 channels' values of a rank (3.2 MB) are
+        // more than the L2: groups of 1, 64 groups per pass.
         let large = schedule(count: 2 * 4 * 16 * 56 * 56, channels: 64)
-        #expect(large == SynchronizedSchedule(forwardGroup: 5, backwardGroup: 5))
-        #expect(large.exchangesPerStep(channels: 64) == 26)
+        #expect(large == SynchronizedSchedule(forwardGroup: 1, backwardGroup: 1))
+        #expect(large.exchangesPerStep(channels: 64) == 128)
+        // 8x256x8x14x14 per rank: 4 channels' values (196 KiB) fit 5 times in 1 MiB.
+        let many = schedule(count: 2 * 8 * 8 * 14 * 14, channels: 256)
+        #expect(many == SynchronizedSchedule(forwardGroup: 5, backwardGroup: 5))
+        #expect(many.exchangesPerStep(channels: 256) == 2 * 52)
         // 2x32x32x32x32 per rank: x and y (16 MiB) stay in the cache, g, x and dx (24 MiB) do
-        // not: only the backward fuses, in groups of 16 (1 MiB per channel).
+        // not: only the backward fuses, in groups of 1 (1 MiB for 4 channels' values).
         let small = schedule(count: 2 * 2 * 32 * 32 * 32, channels: 32)
-        #expect(small == SynchronizedSchedule(forwardGroup: nil, backwardGroup: 16))
-        #expect(small.exchangesPerStep(channels: 32) == 1 + 2)
+        #expect(small == SynchronizedSchedule(forwardGroup: nil, backwardGroup: 1))
+        #expect(small.exchangesPerStep(channels: 32) == 1 + 32)
         // Rank 0's layout is not fusable (channels-last): one exchange per pass.
         #expect(schedule(count: 2 * 4 * 16 * 56 * 56, channels: 64, planar: false).exchangesPerStep(channels: 64) == 2)
         // Forced: groups of `threads` channels, even with no cache to count on.
-        let forced = ChannelFusionLimits(mode: .always, workingSetThreshold: 0, threadCacheBytes: 0, threads: 4)
+        let forced = ChannelFusionLimits(
+            mode: .always, workingSetThreshold: 0, threadCacheBytes: 0, groupCacheBytes: 0, threads: 4)
         #expect(forced.channelsPerGroup(channelBytes: 1 << 30, channels: 10) == 4)
-        let roomy = ChannelFusionLimits(mode: .always, workingSetThreshold: 0, threadCacheBytes: 1 << 20, threads: 4)
+        let roomy = ChannelFusionLimits(
+            mode: .always, workingSetThreshold: 0, threadCacheBytes: 0, groupCacheBytes: 1 << 20, threads: 4)
         #expect(roomy.channelsPerGroup(channelBytes: 1 << 18, channels: 64) == 16)
         #expect(roomy.channelsPerGroup(channelBytes: 1, channels: 10) == 10)
         #expect(ChannelFusionLimits(encoded: forced.encoded[...]) == forced)
-        #expect(ChannelFusionLimits(encoded: [7, 0, 0, 1]) == .never)
+        #expect(ChannelFusionLimits(encoded: [7, 0, 0, 0, 1]) == .never)
+        #expect(ChannelFusionLimits(encoded: [1, 0, 0, 1]) == .never)
     }
 
     @Test func oneMemberGroupIsBitwiseTheLocalModule() throws {

@@ -25,19 +25,25 @@ public struct ChannelFusionLimits: Equatable, Sendable {
     public var workingSetThreshold: Int
     /// Bytes of cache one thread can count on for values it revisits soon.
     public var threadCacheBytes: Int
+    /// Bytes of one thread's cache that a channel group is sized for: the cache closest to
+    /// the core that holds more than a few channels' pieces (its L2), so that a group is
+    /// re-read from there after its exchange, as a local fused pass re-reads one channel.
+    public var groupCacheBytes: Int
     /// Threads a pass spreads its channels over (at least 1).
     public var threads: Int
 
     /// Creates limits; `threads` below 1 count as 1.
-    public init(mode: Mode, workingSetThreshold: Int, threadCacheBytes: Int, threads: Int) {
+    public init(mode: Mode, workingSetThreshold: Int, threadCacheBytes: Int, groupCacheBytes: Int, threads: Int) {
         self.mode = mode
         self.workingSetThreshold = workingSetThreshold
         self.threadCacheBytes = threadCacheBytes
+        self.groupCacheBytes = groupCacheBytes
         self.threads = max(1, threads)
     }
 
     /// Never fused: the default of a backend without fused passes.
-    public static let never = ChannelFusionLimits(mode: .never, workingSetThreshold: 0, threadCacheBytes: 0, threads: 1)
+    public static let never = ChannelFusionLimits(
+        mode: .never, workingSetThreshold: 0, threadCacheBytes: 0, groupCacheBytes: 0, threads: 1)
 
     /// Whether a training pass fuses per channel: in ``Mode/automatic``, when its tensors
     /// (`workingSetBytes`) would not stay in the cache (at least ``workingSetThreshold``),
@@ -59,27 +65,36 @@ public struct ChannelFusionLimits: Equatable, Sendable {
 
     /// Channels per group of a synchronized fused pass (1 ... `channels`): as many as keep
     /// two groups (the one being applied and the next being reduced) of every thread's share
-    /// in its cache, `threads · max(1, threadCacheBytes / channelBytes)`, with `channelBytes`
-    /// as in ``fuses(channelBytes:workingSetBytes:channels:)``; a multiple of the threads, so
-    /// that each group spreads evenly.
+    /// in ``groupCacheBytes``, `threads · max(1, groupCacheBytes / channelBytes)`, with
+    /// `channelBytes` as in ``fuses(channelBytes:workingSetBytes:channels:)``; a multiple of
+    /// the threads, so that each group spreads evenly. A group is applied only after its
+    /// exchange, so its first channel is re-read after the whole group (and the next group's
+    /// first part) has streamed in; where one channel already fills that cache, a group is
+    /// one channel per thread, the local pass's own distance.
     public func channelsPerGroup(channelBytes: Int, channels: Int) -> Int {
-        let perThread = max(1, threadCacheBytes / max(1, channelBytes))
+        let perThread = max(1, groupCacheBytes / max(1, channelBytes))
         let (product, overflow) = perThread.multipliedReportingOverflow(by: max(1, min(threads, channels)))
         return max(1, min(channels, overflow ? channels : product))
     }
 
-    /// The limits as 4 `Double`s (mode, threshold, cache bytes, threads), for a message.
+    /// The limits as 5 `Double`s (mode, threshold, cache bytes, group cache bytes, threads),
+    /// for a message.
     package var encoded: [Double] {
-        [Double(mode.rawValue), Double(workingSetThreshold), Double(threadCacheBytes), Double(threads)]
+        [
+            Double(mode.rawValue), Double(workingSetThreshold), Double(threadCacheBytes), Double(groupCacheBytes),
+            Double(threads),
+        ]
     }
 
     /// Limits from ``encoded`` values, or ``never`` for values no backend sends.
     package init(encoded values: ArraySlice<Double>) {
         let numbers = values.map { $0.isFinite && $0 >= 0 && $0 < 0x1p62 ? Int($0) : -1 }
-        guard numbers.count == 4, let mode = Mode(rawValue: numbers[0]), !numbers.contains(-1) else {
+        guard numbers.count == 5, let mode = Mode(rawValue: numbers[0]), !numbers.contains(-1) else {
             self = .never
             return
         }
-        self.init(mode: mode, workingSetThreshold: numbers[1], threadCacheBytes: numbers[2], threads: numbers[3])
+        self.init(
+            mode: mode, workingSetThreshold: numbers[1], threadCacheBytes: numbers[2], groupCacheBytes: numbers[3],
+            threads: numbers[4])
     }
 }

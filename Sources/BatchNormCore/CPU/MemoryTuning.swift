@@ -214,7 +214,8 @@ struct MemoryTuning: Equatable, Sendable {
     /// The fusion limits of a backend of `threads` threads: this tuning's mode, the
     /// ``fusionThreshold`` (where the tensors would not stay in the cache; where they do, the
     /// unfused passes find their data in cache for the second read, and were measured
-    /// faster) and the cache of one core (``CacheSizes/perCore``).
+    /// faster), the cache of one core (``CacheSizes/perCore``) and its L2 for the channel
+    /// groups of synchronized passes.
     func limits(threads: Int) -> ChannelFusionLimits {
         let mode: ChannelFusionLimits.Mode =
             switch channelFusion {
@@ -223,7 +224,8 @@ struct MemoryTuning: Equatable, Sendable {
             case .automatic: .automatic
             }
         return ChannelFusionLimits(
-            mode: mode, workingSetThreshold: fusionThreshold, threadCacheBytes: caches.perCore, threads: threads)
+            mode: mode, workingSetThreshold: fusionThreshold, threadCacheBytes: caches.perCore,
+            groupCacheBytes: caches.levelTwo, threads: threads)
     }
 
     /// Whether a training pass fuses per channel: ``ChannelFusionLimits/fuses(channelBytes:workingSetBytes:channels:)``

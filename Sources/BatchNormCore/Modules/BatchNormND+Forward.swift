@@ -17,8 +17,9 @@ extension BatchNormND {
     ///
     /// With a ``processGroup``, a training forward joins one all-gather of the per-channel
     /// moments, or one per group of channels where the pass fuses (every rank must make the
-    /// same call), and uses the statistics of all ranks' batches together; `N = 0` is then accepted as long as the global `M` is at least 2
-    /// (<doc:SynchronizedStatistics>). An evaluation forward never communicates.
+    /// same call), and uses the statistics of all ranks' batches together; `N = 0` is then
+    /// accepted as long as the global `M` is at least 2 (<doc:SynchronizedStatistics>). An
+    /// evaluation forward never communicates.
     public func callAsFunction(_ data: Tensor) throws -> Tensor {
         try forward(data)
     }

@@ -74,12 +74,12 @@ package struct SynchronizedSchedule: Equatable, Sendable {
     /// global `count` (`M`) over `ranks` ranks; no fused pass for a header of another length.
     package init(header: ArraySlice<Double>, count: Int, ranks: Int, channels: Int) {
         let values = Array(header)
-        guard values.count == 6, values[5] == 1, channels > 0 else {
+        guard values.count == 7, values[6] == 1, channels > 0 else {
             (forwardGroup, backwardGroup) = (nil, nil)
             return
         }
-        let limits = ChannelFusionLimits(encoded: values[0..<4])
-        let byteCount = values[4].isFinite ? max(1, min(8, Int(values[4]))) : 4
+        let limits = ChannelFusionLimits(encoded: values[0..<5])
+        let byteCount = values[5].isFinite ? max(1, min(8, Int(values[5]))) : 4
         // Bytes of `channels` channels' values of one rank's share, saturating.
         let perRank = Double((count + ranks - 1) / max(1, ranks)) * Double(byteCount)
         func bytes(_ channels: Double) -> Int { Int(min(0x1p60, channels * perRank)) }
@@ -91,7 +91,7 @@ package struct SynchronizedSchedule: Equatable, Sendable {
             limits.fuses(channelBytes: bytes(4), workingSetBytes: bytes(3 * total), channels: channels) ? group : nil
     }
 
-    /// This rank's agreement header (6 values): `limits` (4), the element size of its training
+    /// This rank's agreement header (7 values): `limits` (5), the element size of its training
     /// input and whether its layout can fuse (channels-first with `S > 1`).
     package static func header(limits: ChannelFusionLimits, byteCount: Int, planar: Bool) -> [Double] {
         limits.encoded + [Double(byteCount), planar ? 1 : 0]
